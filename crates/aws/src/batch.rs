@@ -1,0 +1,80 @@
+//! Partial batch failures for SQS-triggered handlers.
+//!
+//! Lambda's SQS event source hands a function a batch of messages. With
+//! `ReportBatchItemFailures` the function returns the ids of the messages that failed; only
+//! those become visible again (and, after `maxReceiveCount` receives, move to the DLQ). One bad
+//! message never fails or re-runs its whole batch.
+
+use std::future::Future;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use tracing::Instrument;
+
+/// Why one message was not processed.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Worth another delivery (a dependency was unavailable, a conflict to replan...).
+    #[error("retryable: {0:#}")]
+    Retryable(anyhow::Error),
+    /// Will never succeed (malformed body, unknown schema version...): it is reported as failed
+    /// so that the queue's redrive policy dead-letters it; never acknowledged and lost.
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl MessageError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
+}
+
+/// Runs `handle` over every message of `event`, up to `concurrency` at once, and reports the
+/// ids of the messages whose handling failed.
+pub async fn process_batch<'a, F, Fut>(
+    event: &'a SqsEvent,
+    concurrency: usize,
+    handle: F,
+) -> SqsBatchResponse
+where
+    F: Fn(&'a SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), MessageError>> + 'a,
+{
+    let outcomes: Vec<(Option<String>, Result<(), MessageError>)> =
+        futures::stream::iter(&event.records)
+            .map(|message| {
+                let id = message.message_id.clone();
+                let span =
+                    tracing::info_span!("sqs_message", message_id = id.as_deref().unwrap_or("-"));
+                let fut = handle(message);
+                async move { (id, fut.await) }.instrument(span)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+
+    let mut response = SqsBatchResponse::default();
+    for (id, outcome) in outcomes {
+        let Err(err) = outcome else { continue };
+        match &id {
+            Some(id) => {
+                tracing::warn!(message_id = %id, retryable = err.is_retryable(), error = %err, "message failed");
+                response.add_failure(id.clone());
+            }
+            // A record without an id cannot be reported; Lambda would treat the whole batch as
+            // failed if we returned an empty id, so it is logged and left to the visibility
+            // timeout. SQS always sets the id, so this is defensive only.
+            None => tracing::error!(error = %err, "message without an id failed"),
+        }
+    }
+    response
+}
+
+/// Reads a message body as the envelope of `T`; a missing, malformed or unknown-version body is
+/// a permanent failure.
+pub fn decode_body<T: serde::de::DeserializeOwned>(
+    message: &SqsMessage,
+) -> Result<T, MessageError> {
+    let body = message.body.as_deref().unwrap_or_default();
+    chimera_core::envelope::decode(body).map_err(|err| MessageError::Permanent(err.into()))
+}

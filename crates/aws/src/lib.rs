@@ -1,0 +1,16 @@
+//! Chimera's AWS adapters.
+//!
+//! - [`clients`]: the SQS, S3 and DynamoDB clients, built once per process from the standard
+//!   AWS configuration. Endpoints are configuration (`AWS_ENDPOINT_URL`,
+//!   `AWS_ENDPOINT_URL_DYNAMODB`), so the same code talks to LocalStack, DynamoDB Local or AWS.
+//! - [`bootstrap`]: creates a stage's queues (each with its DLQ and redrive policy), artifact
+//!   bucket and idempotency table, idempotently, from the names in `chimera_core::names`; and
+//!   describes what exists, for health reports.
+//! - [`batch`]: runs a per-message handler over an SQS event and reports only the failed
+//!   message ids (`ReportBatchItemFailures`), one span per message.
+
+pub mod batch;
+pub mod bootstrap;
+pub mod clients;
+
+pub use clients::Clients;

@@ -1,0 +1,21 @@
+//! Chimera's domain core: the pure part of the swarm, with no I/O.
+//!
+//! - [`names`]: the one source of resource names (queues, DLQs, bucket, table) and the queue
+//!   settings derived from function timeouts.
+//! - [`domain`]: validated newtypes (`Confidence`, `StateVersion`, `StateKey`, `CommitHash`...)
+//!   and the records that flow through the swarm: `Goal`, `Task`, `TaskResult`, `Review`,
+//!   `Decision`, `AuditRecord`.
+//! - [`envelope`]: versioned message envelopes for the goal, task and review queues.
+//! - [`routing`]: the judge's routing policy, a pure function of a result and the agent's
+//!   versioned policy.
+//!
+//! Data moves planner -> task queue (`TaskMessage`) -> worker -> review queue
+//! (`ResultMessage`) -> judge, which routes by [`routing::route`] and commits through the
+//! store's OCC check, or replans through the goal queue (`PlannerMessage::Replan`).
+//! The adapters (`chimera-store` for PostgreSQL, `chimera-aws` for SQS, S3 and DynamoDB)
+//! translate between these types and the outside world.
+
+pub mod domain;
+pub mod envelope;
+pub mod names;
+pub mod routing;

@@ -1,0 +1,381 @@
+//! The judge's routing policy: a pure function of a result and the agent's policy.
+//!
+//! | condition (checked in this order)                                   | route             |
+//! |---------------------------------------------------------------------|-------------------|
+//! | a failed policy/quality check, or confidence < review threshold     | retry, or fail and surface to humans once attempts are spent |
+//! | any risk tag among the policy's sensitive topics                    | human review      |
+//! | confidence <= auto-approve threshold (0.70..=0.90 by default)       | human review      |
+//! | a publishing action without a disclosure level                      | human review      |
+//! | otherwise (confidence > 0.90, not sensitive, disclosed)             | auto-approve      |
+//!
+//! A low-confidence result is retried before anyone sees it, even when it is also sensitive:
+//! a human reviews the best attempt, not the first. When attempts run out it is surfaced to
+//! humans as failed.
+
+use std::collections::BTreeSet;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Confidence, DisclosureLevel, Invalid, RiskTag, TaskKind};
+
+/// An agent's routing policy, versioned: results are judged under one version and a human
+/// decision names the version it saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Policy {
+    pub version: i32,
+    /// Strictly above this, a result may auto-approve (default 0.90).
+    pub auto_approve_above: Confidence,
+    /// At or above this (and not above `auto_approve_above`), a human reviews (default 0.70);
+    /// below it, the task is retried.
+    pub review_at_or_above: Confidence,
+    /// Risk tags that always need a human.
+    pub sensitive_topics: BTreeSet<RiskTag>,
+    /// Attempts per task, the first included.
+    pub max_attempts: u32,
+    /// Seconds a review may wait before it is escalated.
+    pub review_due_secs: u32,
+    /// Seconds after which an unreviewed item takes the policy's default decision.
+    pub review_final_secs: u32,
+}
+
+impl Policy {
+    /// Checks the thresholds are ordered and the limits sensible.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let fail = |reason: &str| {
+            Err(Invalid {
+                what: "policy",
+                reason: reason.to_owned(),
+            })
+        };
+        if self.version < 1 {
+            return fail("version must be >= 1");
+        }
+        if self.review_at_or_above > self.auto_approve_above {
+            return fail("review_at_or_above must not exceed auto_approve_above");
+        }
+        if !(1..=20).contains(&self.max_attempts) {
+            return fail("max_attempts must be from 1 to 20");
+        }
+        if self.review_final_secs < self.review_due_secs {
+            return fail("review_final_secs must be >= review_due_secs");
+        }
+        Ok(())
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let tags = ["politics", "health", "finance", "religion", "minors"];
+        Self {
+            version: 1,
+            auto_approve_above: Confidence::try_from(0.90).unwrap_or_else(|_| unreachable!()),
+            review_at_or_above: Confidence::try_from(0.70).unwrap_or_else(|_| unreachable!()),
+            sensitive_topics: tags
+                .into_iter()
+                .filter_map(|t| RiskTag::parse(t).ok())
+                .collect(),
+            max_attempts: 3,
+            review_due_secs: 4 * 3600,
+            review_final_secs: 24 * 3600,
+        }
+    }
+}
+
+/// What the judge knows about a result when it routes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment<'a> {
+    pub task_kind: TaskKind,
+    pub confidence: Confidence,
+    pub risk_tags: &'a BTreeSet<RiskTag>,
+    pub disclosure_level: Option<DisclosureLevel>,
+    /// The attempt that produced the result (1-based).
+    pub attempt: u32,
+    /// Failures of the schema, policy, persona or quality checks, in words.
+    pub failed_checks: &'a [String],
+}
+
+/// Why a result goes to a human.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum ReviewReason {
+    Sensitive { tags: Vec<String> },
+    MediumConfidence,
+    MissingDisclosure,
+}
+
+/// Where the judge sends a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "route", rename_all = "snake_case")]
+pub enum Route {
+    AutoApprove,
+    HumanReview {
+        reasons: Vec<ReviewReason>,
+    },
+    /// Replan with this feedback; the next attempt is `attempt + 1`.
+    Retry {
+        feedback: String,
+    },
+    /// Attempts are spent: the task fails and is surfaced to humans.
+    Fail {
+        feedback: String,
+    },
+}
+
+/// Routes one result under `policy`.
+pub fn route(policy: &Policy, a: &Assessment<'_>) -> Route {
+    let low_confidence = a.confidence < policy.review_at_or_above;
+    if low_confidence || !a.failed_checks.is_empty() {
+        let mut problems = a.failed_checks.to_vec();
+        if low_confidence {
+            problems.push(format!(
+                "confidence {:.4} is below {:.2}",
+                a.confidence.value(),
+                policy.review_at_or_above.value()
+            ));
+        }
+        let feedback = problems.join("; ");
+        return if a.attempt >= policy.max_attempts {
+            Route::Fail { feedback }
+        } else {
+            Route::Retry { feedback }
+        };
+    }
+
+    let mut reasons = Vec::new();
+    let sensitive: Vec<String> = a
+        .risk_tags
+        .intersection(&policy.sensitive_topics)
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    if !sensitive.is_empty() {
+        reasons.push(ReviewReason::Sensitive { tags: sensitive });
+    }
+    if a.confidence <= policy.auto_approve_above {
+        reasons.push(ReviewReason::MediumConfidence);
+    }
+    if a.task_kind.is_publishing() && a.disclosure_level.is_none() {
+        reasons.push(ReviewReason::MissingDisclosure);
+    }
+    if reasons.is_empty() {
+        Route::AutoApprove
+    } else {
+        Route::HumanReview { reasons }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn c(v: f64) -> Confidence {
+        Confidence::try_from(v).unwrap()
+    }
+
+    fn tags(list: &[&str]) -> BTreeSet<RiskTag> {
+        list.iter().map(|t| RiskTag::parse(*t).unwrap()).collect()
+    }
+
+    fn assess<'a>(
+        confidence: f64,
+        risk_tags: &'a BTreeSet<RiskTag>,
+        failed: &'a [String],
+    ) -> Assessment<'a> {
+        Assessment {
+            task_kind: TaskKind::Draft,
+            confidence: c(confidence),
+            risk_tags,
+            disclosure_level: None,
+            attempt: 1,
+            failed_checks: failed,
+        }
+    }
+
+    #[test]
+    fn every_confidence_boundary_routes_as_specified() {
+        let policy = Policy::default();
+        let none = tags(&[]);
+        let route_at = |v| route(&policy, &assess(v, &none, &[]));
+        assert!(matches!(route_at(0.6999), Route::Retry { .. }));
+        assert_eq!(
+            route_at(0.70),
+            Route::HumanReview {
+                reasons: vec![ReviewReason::MediumConfidence]
+            }
+        );
+        assert_eq!(
+            route_at(0.80),
+            Route::HumanReview {
+                reasons: vec![ReviewReason::MediumConfidence]
+            }
+        );
+        assert_eq!(
+            route_at(0.90),
+            Route::HumanReview {
+                reasons: vec![ReviewReason::MediumConfidence]
+            }
+        );
+        assert_eq!(route_at(0.9001), Route::AutoApprove);
+        assert_eq!(route_at(1.0), Route::AutoApprove);
+        assert!(matches!(route_at(0.0), Route::Retry { .. }));
+    }
+
+    #[test]
+    fn a_sensitive_topic_overrides_high_confidence() {
+        let policy = Policy::default();
+        let sensitive = tags(&["politics", "sports"]);
+        assert_eq!(
+            route(&policy, &assess(0.99, &sensitive, &[])),
+            Route::HumanReview {
+                reasons: vec![ReviewReason::Sensitive {
+                    tags: vec!["politics".into()]
+                }]
+            }
+        );
+        let harmless = tags(&["sports"]);
+        assert_eq!(
+            route(&policy, &assess(0.99, &harmless, &[])),
+            Route::AutoApprove
+        );
+    }
+
+    #[test]
+    fn publishing_without_disclosure_never_auto_approves() {
+        let policy = Policy::default();
+        let none = tags(&[]);
+        for kind in [TaskKind::Publish, TaskKind::Reply] {
+            let mut a = assess(0.99, &none, &[]);
+            a.task_kind = kind;
+            assert_eq!(
+                route(&policy, &a),
+                Route::HumanReview {
+                    reasons: vec![ReviewReason::MissingDisclosure]
+                }
+            );
+            a.disclosure_level = Some(DisclosureLevel::Automated);
+            assert_eq!(route(&policy, &a), Route::AutoApprove);
+        }
+    }
+
+    #[test]
+    fn a_failed_check_retries_until_max_attempts_then_fails() {
+        let policy = Policy::default();
+        let none = tags(&[]);
+        let failed = vec!["off-persona tone".to_owned()];
+        let mut a = assess(0.99, &none, &failed);
+        for attempt in 1..policy.max_attempts {
+            a.attempt = attempt;
+            assert_eq!(
+                route(&policy, &a),
+                Route::Retry {
+                    feedback: "off-persona tone".into()
+                }
+            );
+        }
+        a.attempt = policy.max_attempts;
+        assert_eq!(
+            route(&policy, &a),
+            Route::Fail {
+                feedback: "off-persona tone".into()
+            }
+        );
+    }
+
+    #[test]
+    fn low_confidence_at_max_attempts_fails_with_the_reason() {
+        let policy = Policy::default();
+        let none = tags(&[]);
+        let mut a = assess(0.5, &none, &[]);
+        a.attempt = 3;
+        let Route::Fail { feedback } = route(&policy, &a) else {
+            panic!("expected Fail")
+        };
+        assert!(feedback.contains("0.5000 is below 0.70"), "{feedback}");
+    }
+
+    #[test]
+    fn thresholds_come_from_the_policy() {
+        let policy = Policy {
+            auto_approve_above: c(0.5),
+            review_at_or_above: c(0.2),
+            ..Policy::default()
+        };
+        let none = tags(&[]);
+        assert_eq!(route(&policy, &assess(0.6, &none, &[])), Route::AutoApprove);
+        assert!(matches!(
+            route(&policy, &assess(0.3, &none, &[])),
+            Route::HumanReview { .. }
+        ));
+        assert!(matches!(
+            route(&policy, &assess(0.1, &none, &[])),
+            Route::Retry { .. }
+        ));
+        let unordered = Policy {
+            auto_approve_above: c(0.5),
+            review_at_or_above: c(0.6),
+            ..Policy::default()
+        };
+        assert!(unordered.validate().is_err());
+        assert!(Policy::default().validate().is_ok());
+    }
+
+    fn any_kind() -> impl Strategy<Value = TaskKind> {
+        prop_oneof![
+            Just(TaskKind::Research),
+            Just(TaskKind::Draft),
+            Just(TaskKind::RenderMedia),
+            Just(TaskKind::Publish),
+            Just(TaskKind::Reply),
+            Just(TaskKind::Transact),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn routing_upholds_its_invariants(
+            confidence in 0.0f64..=1.0,
+            kind in any_kind(),
+            tag_picks in proptest::collection::btree_set(
+                prop_oneof![Just("politics"), Just("health"), Just("sports"), Just("music"), Just("finance")], 0..4),
+            disclosed in any::<bool>(),
+            attempt in 1u32..6,
+            failed in any::<bool>(),
+        ) {
+            let policy = Policy::default();
+            let risk_tags = tags(&tag_picks.iter().copied().collect::<Vec<_>>());
+            let failed_checks = if failed { vec!["bad".to_owned()] } else { vec![] };
+            let a = Assessment {
+                task_kind: kind,
+                confidence: c(confidence),
+                risk_tags: &risk_tags,
+                disclosure_level: disclosed.then_some(DisclosureLevel::Assisted),
+                attempt,
+                failed_checks: &failed_checks,
+            };
+            let sensitive = risk_tags.iter().any(|t| policy.sensitive_topics.contains(t));
+            match route(&policy, &a) {
+                Route::AutoApprove => {
+                    prop_assert!(confidence > 0.90);
+                    prop_assert!(!sensitive && !failed);
+                    prop_assert!(!kind.is_publishing() || disclosed);
+                }
+                Route::HumanReview { reasons } => {
+                    prop_assert!(!reasons.is_empty());
+                    prop_assert!(confidence >= 0.70 && !failed);
+                }
+                Route::Retry { feedback } => {
+                    prop_assert!(confidence < 0.70 || failed);
+                    prop_assert!(attempt < policy.max_attempts);
+                    prop_assert!(!feedback.is_empty());
+                }
+                Route::Fail { feedback } => {
+                    prop_assert!(confidence < 0.70 || failed);
+                    prop_assert!(attempt >= policy.max_attempts);
+                    prop_assert!(!feedback.is_empty());
+                }
+            }
+        }
+    }
+}

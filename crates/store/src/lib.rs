@@ -1,0 +1,43 @@
+//! Chimera's PostgreSQL store (Aurora PostgreSQL in AWS), the system of record.
+//!
+//! - [`MIGRATOR`] / [`migrate`]: the schema, only ever changed through `migrations/`.
+//! - [`connect`]: a pool built once per execution environment.
+
+use std::time::Duration;
+
+pub use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+
+/// The migrations in the repository's `migrations/` folder, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies every pending migration; applying an up-to-date database is a no-op.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// A pool that connects lazily: building it does no network round trip, so a Lambda's init
+/// stays short and the first query opens the first connection.
+pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy(database_url)
+}
+
+/// A pool with one connection opened, so a wrong URL or an unreachable server fails here.
+pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(database_url)
+        .await
+}
+
+/// How many migrations the database has applied successfully.
+pub async fn applied_migrations(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+        .fetch_one(pool)
+        .await
+}

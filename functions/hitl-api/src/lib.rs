@@ -1,0 +1,65 @@
+//! The HITL API: goals in, reviews out, behind API Gateway (HTTP API).
+//!
+//! [`router`] is one axum router; `main.rs` serves it under `lambda_http` and the local runner
+//! serves it on a local port. Errors are JSON: `{"error": {"code": "...", "message": "..."}}`;
+//! a 5xx never carries internals (the cause chain goes to the log).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chimera_store::PgPool;
+use serde_json::json;
+
+/// What every request handler shares: built once per execution environment.
+pub struct AppState {
+    pub pool: PgPool,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .fallback(not_found)
+        .with_state(Arc::new(state))
+}
+
+/// An error at the API boundary, mapped to a status and a JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no route for this method and path")]
+    NotFound,
+    #[error("a dependency is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unavailable(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "dependency unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        };
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": self.to_string()}})),
+        )
+            .into_response()
+    }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    sqlx::query("select 1")
+        .execute(&state.pool)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    Ok(Json(json!({"status": "ok", "database": "ok"})))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}

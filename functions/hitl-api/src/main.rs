@@ -1,0 +1,15 @@
+//! Lambda entry point of the HITL API: the router under `lambda_http`.
+
+use chimera_core::names::env;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let database_url = std::env::var(env::DATABASE_URL).expect("DATABASE_URL must be set");
+    let pool = chimera_store::connect_lazy(&database_url, 5)
+        .expect("DATABASE_URL must be a PostgreSQL URL");
+    lambda_http::run(chimera_hitl_api::router(chimera_hitl_api::AppState {
+        pool,
+    }))
+    .await
+}

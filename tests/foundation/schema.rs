@@ -1,0 +1,250 @@
+use chimera_tests::TestDb;
+// The statements below are built from UUIDs the test generates.
+use sqlx::{AssertSqlSafe, PgPool};
+use uuid::Uuid;
+
+#[tokio::test]
+async fn migrations_apply_on_an_empty_database_and_a_second_run_is_a_no_op() {
+    let db = TestDb::empty().await;
+    chimera_store::migrate(&db.pool)
+        .await
+        .expect("first run applies every migration");
+    let expected = chimera_store::MIGRATOR.iter().count() as i64;
+    assert_eq!(
+        chimera_store::applied_migrations(&db.pool).await.unwrap(),
+        expected
+    );
+    chimera_store::migrate(&db.pool)
+        .await
+        .expect("second run succeeds");
+    assert_eq!(
+        chimera_store::applied_migrations(&db.pool).await.unwrap(),
+        expected,
+        "nothing re-applied"
+    );
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select tablename::text from pg_tables where schemaname = 'public' and tablename not like '\\_%' order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for table in [
+        "tenants",
+        "agents",
+        "policies",
+        "agent_state",
+        "goals",
+        "tasks",
+        "task_dependencies",
+        "results",
+        "commits",
+        "reviews",
+        "audit_log",
+        "budgets",
+        "ledger",
+        "assets",
+        "asset_lineage",
+        "asset_events_default",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "table {table} exists (have {tables:?})"
+        );
+    }
+    let partitions: i64 = sqlx::query_scalar(
+        "select count(*) from pg_inherits where inhparent = 'asset_events'::regclass",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        partitions >= 6,
+        "asset_events has weekly partitions and a default one, got {partitions}"
+    );
+    db.drop_db().await;
+}
+
+/// The SQLSTATE and constraint of a failed statement.
+async fn rejection(pool: &PgPool, sql: &str) -> (String, Option<String>) {
+    let err = sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .expect_err("the statement is rejected");
+    let db_err = err
+        .as_database_error()
+        .unwrap_or_else(|| panic!("a database error, got {err:?}"));
+    (
+        db_err.code().unwrap_or_default().into_owned(),
+        db_err.constraint().map(str::to_owned),
+    )
+}
+
+/// A tenant, an agent with its first policy, a goal and a task; returns their ids.
+async fn seed(pool: &PgPool) -> (Uuid, Uuid, Uuid, Uuid) {
+    let (tenant, agent, goal, task) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("insert into tenants (id, name) values ($1, $2)")
+        .bind(tenant)
+        .bind(format!("tenant-{tenant}"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("insert into agents (id, tenant_id, handle, persona, policy_version) values ($1, $2, 'nova', '{}', 1)")
+        .bind(agent)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("insert into policies (agent_id, version, document) values ($1, 1, '{}')")
+        .bind(agent)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("insert into goals (id, tenant_id, agent_id, kind, body) values ($1, $2, $3, 'campaign', 'launch')")
+        .bind(goal)
+        .bind(tenant)
+        .bind(agent)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into tasks (id, goal_id, agent_id, kind, status, max_attempts) values ($1, $2, $3, 'draft', 'ready', 3)",
+    )
+    .bind(task)
+    .bind(goal)
+    .bind(agent)
+    .execute(pool)
+    .await
+    .unwrap();
+    (tenant, agent, goal, task)
+}
+
+#[tokio::test]
+async fn invalid_rows_are_rejected_by_the_schema() {
+    let db = TestDb::migrated().await;
+    let pool = &db.pool;
+    let (tenant, agent, goal, task) = seed(pool).await;
+
+    // A status outside the enum.
+    let (code, _) = rejection(
+        pool,
+        &format!("insert into tasks (id, goal_id, agent_id, kind, status, max_attempts) values ('{}', '{goal}', '{agent}', 'draft', 'bogus', 3)", Uuid::new_v4()),
+    )
+    .await;
+    assert_eq!(code, "22P02", "invalid enum value");
+
+    // A negative budget.
+    let (code, constraint) = rejection(
+        pool,
+        &format!(
+            "insert into budgets (agent_id, currency, balance_cents) values ('{agent}', 'USD', -1)"
+        ),
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), constraint.as_deref()),
+        ("23514", Some("budgets_balance_cents_check"))
+    );
+
+    // A dangling foreign key.
+    let (code, _) = rejection(
+        pool,
+        &format!("insert into goals (id, tenant_id, agent_id, kind, body) values ('{}', '{tenant}', '{}', 'campaign', 'x')", Uuid::new_v4(), Uuid::new_v4()),
+    )
+    .await;
+    assert_eq!(code, "23503", "foreign key violation");
+
+    // A goal pinned to another tenant's agent.
+    let other_tenant = Uuid::new_v4();
+    sqlx::query("insert into tenants (id, name) values ($1, 'other')")
+        .bind(other_tenant)
+        .execute(pool)
+        .await
+        .unwrap();
+    let (code, _) = rejection(
+        pool,
+        &format!("insert into goals (id, tenant_id, agent_id, kind, body) values ('{}', '{other_tenant}', '{agent}', 'campaign', 'x')", Uuid::new_v4()),
+    )
+    .await;
+    assert_eq!(
+        code, "23503",
+        "an agent of another tenant is not a valid target"
+    );
+
+    // An execute task must carry its approval, and only execute tasks may.
+    let (code, _) = rejection(
+        pool,
+        &format!("insert into tasks (id, goal_id, agent_id, kind, status, max_attempts) values ('{}', '{goal}', '{agent}', 'execute', 'ready', 3)", Uuid::new_v4()),
+    )
+    .await;
+    assert_eq!(code, "23514");
+
+    // More attempts than allowed.
+    let (code, _) = rejection(
+        pool,
+        &format!("update tasks set attempt = 4 where id = '{task}'"),
+    )
+    .await;
+    assert_eq!(code, "23514");
+
+    // Confidence outside 0..1, and a malformed commit hash.
+    let hash = "a".repeat(64);
+    let (code, _) = rejection(
+        pool,
+        &format!("insert into results (id, task_id, attempt, commit_hash, artifact, confidence, read_set) values ('{}', '{task}', 1, '{hash}', '{{}}', 1.5, '{{}}')", Uuid::new_v4()),
+    )
+    .await;
+    assert_eq!(code, "23514");
+    let (code, _) = rejection(
+        pool,
+        &format!("insert into results (id, task_id, attempt, commit_hash, artifact, confidence, read_set) values ('{}', '{task}', 1, 'not-a-hash', '{{}}', 0.5, '{{}}')", Uuid::new_v4()),
+    )
+    .await;
+    assert_eq!(code, "23514");
+
+    // A negative state version.
+    let (code, _) = rejection(
+        pool,
+        &format!(
+            "insert into agent_state (agent_id, key, version) values ('{agent}', 'persona', -1)"
+        ),
+    )
+    .await;
+    assert_eq!(code, "23514");
+
+    // A pending review that already carries a decision.
+    let result = Uuid::new_v4();
+    sqlx::query(AssertSqlSafe(format!("insert into results (id, task_id, attempt, commit_hash, artifact, confidence, read_set) values ('{result}', '{task}', 1, '{hash}', '{{}}', 0.8, '{{}}')")))
+        .execute(pool)
+        .await
+        .unwrap();
+    let (code, _) = rejection(
+        pool,
+        &format!("insert into reviews (id, tenant_id, result_id, artifact_hash, policy_version, judge_reasoning, confidence, due_at, final_deadline, decision) values ('{}', '{tenant}', '{result}', '{hash}', 1, 'medium confidence', 0.8, now(), now(), 'approve')", Uuid::new_v4()),
+    )
+    .await;
+    assert_eq!(code, "23514");
+
+    // An agent whose policy version does not exist fails when its transaction commits.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("insert into agents (id, tenant_id, handle, persona, policy_version) values ('{}', '{tenant}', 'ghost', '{{}}', 7)", Uuid::new_v4())))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = tx
+        .commit()
+        .await
+        .expect_err("the deferred policy foreign key is checked at commit");
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23503")
+    );
+
+    db.drop_db().await;
+}

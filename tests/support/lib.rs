@@ -1,0 +1,128 @@
+//! Test support: connections to the local stack that `scripts/stack up` starts, one fresh
+//! database and one fresh stage (queue, bucket and table names) per test, and a small host
+//! for the Lambda Runtime API so the real function binaries can be driven as Lambda would.
+//!
+//! Tests need `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB` and `DATABASE_URL`; `scripts/test`
+//! exports them. Without them a test fails, saying so: it never passes by skipping.
+
+pub mod lambda;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use chimera_aws::Clients;
+use chimera_core::names::ResourceNames;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+// Database names are generated here (`t_` + a UUID), never taken from input.
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgPool};
+
+/// An environment variable the local stack provides.
+pub fn stack_env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with scripts/test, which starts the local stack and exports it")
+    })
+}
+
+/// AWS clients pointed at LocalStack and DynamoDB Local.
+pub async fn clients() -> Clients {
+    stack_env("AWS_ENDPOINT_URL");
+    stack_env("AWS_ENDPOINT_URL_DYNAMODB");
+    Clients::from_env().await
+}
+
+/// A stage of its own, so no two tests share a queue, bucket or table.
+pub fn unique_stage() -> ResourceNames {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    ResourceNames::new(format!("t{}", &id[..12])).expect("generated stage names are valid")
+}
+
+/// A database of its own, created empty on the local PostgreSQL.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub name: String,
+    pub options: PgConnectOptions,
+    admin: PgConnectOptions,
+}
+
+impl TestDb {
+    /// A new, empty database.
+    pub async fn empty() -> TestDb {
+        let admin = PgConnectOptions::from_str(&stack_env("DATABASE_URL"))
+            .expect("DATABASE_URL is a PostgreSQL URL");
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = admin
+            .connect()
+            .await
+            .expect("connecting to the local PostgreSQL");
+        sqlx::query(AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("creating a test database");
+        conn.close().await.ok();
+        let options = admin.clone().database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(80)
+            .connect_with(options.clone())
+            .await
+            .expect("connecting to the test database");
+        TestDb {
+            pool,
+            name,
+            options,
+            admin,
+        }
+    }
+
+    /// A new database with every migration applied.
+    pub async fn migrated() -> TestDb {
+        let db = Self::empty().await;
+        chimera_store::migrate(&db.pool)
+            .await
+            .expect("applying migrations");
+        db
+    }
+
+    /// The database's URL, for a child process.
+    pub fn url(&self) -> String {
+        self.options.to_url_lossy().to_string()
+    }
+
+    /// Closes the pool and drops the database.
+    pub async fn drop_db(self) {
+        self.pool.close().await;
+        if let Ok(mut conn) = self.admin.connect().await {
+            let _ = sqlx::query(AssertSqlSafe(format!(
+                "drop database if exists {} with (force)",
+                self.name
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// The path of a workspace binary, built beside the test binary (`scripts/test` builds them
+/// first with `cargo build --workspace --bins`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
