@@ -6,6 +6,7 @@
 //! exports them. Without them a test fails, saying so: it never passes by skipping.
 
 pub mod lambda;
+pub mod seed;
 
 use std::path::PathBuf;
 use std::str::FromStr;

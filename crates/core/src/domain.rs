@@ -322,6 +322,17 @@ pub enum DisclosureLevel {
     None,
 }
 
+impl DisclosureLevel {
+    /// The schema's `disclosure_level` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Automated => "automated",
+            Self::Assisted => "assisted",
+            Self::None => "none",
+        }
+    }
+}
+
 /// One artifact of a result: inline text, or a blob in S3 under a content-addressed key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ArtifactRef {

@@ -2,6 +2,19 @@
 //!
 //! - [`MIGRATOR`] / [`migrate`]: the schema, only ever changed through `migrations/`.
 //! - [`connect`]: a pool built once per execution environment.
+//! - [`records`]: tenants, agents and policies, goals, tasks with dependencies, results.
+//! - [`occ`]: commits that check the versions of exactly the state a task read and bump what
+//!   it writes, or fail with the keys that moved.
+//! - [`budget`]: spends that never overdraw, charged once per idempotency key.
+//! - [`audit`]: the append-only audit log.
+//!
+//! Races are settled in SQL (row locks in key order, conditional updates, `ON CONFLICT`), in
+//! one statement per operation where it matters, and checked by tests with many writers.
+
+pub mod audit;
+pub mod budget;
+pub mod occ;
+pub mod records;
 
 use std::time::Duration;
 

@@ -1,0 +1,122 @@
+//! The budget ledger: spends that never overdraw, charged once per idempotency key.
+//!
+//! A spend is one statement (`budget_spend`): under the budget row's lock it checks the key, the
+//! balance, decrements and writes the ledger row, so whatever the concurrency the balance never
+//! goes below zero and the ledger always sums to what left the budget.
+
+use chimera_core::domain::{AgentId, TaskId};
+use sqlx::PgPool;
+
+/// What a spend did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendOutcome {
+    /// Charged; the balance after it.
+    Spent { balance_cents: i64 },
+    /// This key was charged before (same amount); nothing charged now.
+    Duplicate { balance_cents: i64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error("insufficient budget: {balance_cents} cents left, {requested_cents} requested")]
+    Insufficient {
+        balance_cents: i64,
+        requested_cents: i64,
+    },
+    #[error("the agent has no budget")]
+    NoBudget,
+    #[error("idempotency key {0:?} was already used for a different spend")]
+    KeyReused(String),
+    #[error("amount must be positive, got {0}")]
+    InvalidAmount(i64),
+    #[error("database error during a budget operation")]
+    Database(#[from] sqlx::Error),
+    #[error("unreadable budget outcome: {0}")]
+    Unreadable(String),
+}
+
+/// Opens an agent's budget with a starting balance, recorded in the ledger as a top-up.
+pub async fn open_budget(
+    pool: &PgPool,
+    agent: AgentId,
+    currency: &str,
+    balance_cents: i64,
+) -> Result<(), BudgetError> {
+    if balance_cents < 0 {
+        return Err(BudgetError::InvalidAmount(balance_cents));
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "insert into budgets (agent_id, currency, balance_cents) values ($1, $2, $3)",
+        agent.0,
+        currency,
+        balance_cents
+    )
+    .execute(&mut *tx)
+    .await?;
+    if balance_cents > 0 {
+        sqlx::query!(
+            "insert into ledger (agent_id, idempotency_key, kind, amount_cents, balance_after, memo)
+             values ($1, 'opening-balance', 'top_up', $2, $2, 'opening balance')",
+            agent.0,
+            balance_cents
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Charges `amount_cents` to the agent's budget under `idempotency_key`.
+pub async fn spend(
+    pool: &PgPool,
+    agent: AgentId,
+    idempotency_key: &str,
+    amount_cents: i64,
+    task: Option<TaskId>,
+    memo: Option<&str>,
+) -> Result<SpendOutcome, BudgetError> {
+    if amount_cents <= 0 {
+        return Err(BudgetError::InvalidAmount(amount_cents));
+    }
+    let row = sqlx::query!(
+        r#"select outcome as "outcome!", balance_cents from budget_spend($1, $2, $3, $4, $5)"#,
+        agent.0,
+        idempotency_key,
+        amount_cents,
+        task.map(|t| t.0),
+        memo
+    )
+    .fetch_one(pool)
+    .await?;
+    let balance = || {
+        row.balance_cents
+            .ok_or_else(|| BudgetError::Unreadable("no balance".into()))
+    };
+    match row.outcome.as_str() {
+        "spent" => Ok(SpendOutcome::Spent {
+            balance_cents: balance()?,
+        }),
+        "duplicate" => Ok(SpendOutcome::Duplicate {
+            balance_cents: balance()?,
+        }),
+        "insufficient" => Err(BudgetError::Insufficient {
+            balance_cents: balance()?,
+            requested_cents: amount_cents,
+        }),
+        "no_budget" => Err(BudgetError::NoBudget),
+        "key_reused" => Err(BudgetError::KeyReused(idempotency_key.to_owned())),
+        other => Err(BudgetError::Unreadable(format!("outcome {other:?}"))),
+    }
+}
+
+/// The current balance, if the agent has a budget.
+pub async fn balance(pool: &PgPool, agent: AgentId) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select balance_cents from budgets where agent_id = $1",
+        agent.0
+    )
+    .fetch_optional(pool)
+    .await
+}

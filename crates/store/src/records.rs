@@ -1,0 +1,146 @@
+//! Writing the swarm's records: tenants, agents with their policies, goals, tasks, results.
+
+use chimera_core::domain::{AgentId, Goal, ResultId, Task, TaskResult, TenantId};
+use chimera_core::routing::Policy;
+use sqlx::PgPool;
+
+/// Creates a tenant.
+pub async fn create_tenant(pool: &PgPool, name: &str) -> Result<TenantId, sqlx::Error> {
+    let id = TenantId::random();
+    sqlx::query!("insert into tenants (id, name) values ($1, $2)", id.0, name)
+        .execute(pool)
+        .await?;
+    Ok(id)
+}
+
+/// Creates an agent and its first policy, in one transaction.
+pub async fn create_agent(
+    pool: &PgPool,
+    tenant: TenantId,
+    handle: &str,
+    persona: &serde_json::Value,
+    policy: &Policy,
+) -> Result<AgentId, sqlx::Error> {
+    let id = AgentId::random();
+    let document = serde_json::to_value(policy).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "insert into agents (id, tenant_id, handle, persona, policy_version) values ($1, $2, $3, $4, $5)",
+        id.0,
+        tenant.0,
+        handle,
+        persona,
+        policy.version
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "insert into policies (agent_id, version, document) values ($1, $2, $3)",
+        id.0,
+        policy.version,
+        document
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Stores a goal as received.
+pub async fn insert_goal(pool: &PgPool, goal: &Goal) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into goals (id, tenant_id, agent_id, kind, body, constraints) values ($1, $2, $3, $4, $5, $6)",
+        goal.id.0,
+        goal.tenant_id.0,
+        goal.agent_id.0,
+        goal.kind,
+        goal.body,
+        serde_json::Value::Object(goal.constraints.clone()),
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Stores a task with its dependencies, in `status` (`blocked`, `ready`, `queued`...).
+pub async fn insert_task(
+    pool: &PgPool,
+    task: &Task,
+    status: &str,
+    max_attempts: u32,
+) -> Result<(), sqlx::Error> {
+    let read_set =
+        serde_json::to_value(&task.read_set).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let write_set: Vec<String> = task
+        .write_set
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    let depends_on: Vec<uuid::Uuid> = task.depends_on.iter().map(|t| t.0).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "insert into tasks (id, goal_id, agent_id, kind, status, attempt, max_attempts, inputs, read_set, write_set,
+                            feedback, approval_id)
+         values ($1, $2, $3, $4::text::task_kind, $5::text::task_status, $6, $7, $8, $9, $10, $11, $12)",
+        task.id.0,
+        task.goal_id.0,
+        task.agent_id.0,
+        task.kind.as_str(),
+        status,
+        task.attempt as i32,
+        max_attempts as i32,
+        serde_json::Value::Object(task.inputs.clone()),
+        read_set,
+        &write_set,
+        task.feedback,
+        task.approval_id.map(|r| r.0),
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "insert into task_dependencies (task_id, depends_on) select $1, d from unnest($2::uuid[]) as d",
+        task.id.0,
+        &depends_on
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Records a result; recording the same content again (same task, same commit hash) returns the
+/// id stored the first time.
+pub async fn record_result(pool: &PgPool, result: &TaskResult) -> Result<ResultId, sqlx::Error> {
+    let artifact = serde_json::json!({ "artifacts": result.artifacts });
+    let read_set =
+        serde_json::to_value(&result.read_set).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let risk_tags: Vec<String> = result
+        .risk_tags
+        .iter()
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    let disclosure = result.disclosure_level.map(|d| d.as_str());
+    sqlx::query!(
+        "insert into results (id, task_id, attempt, commit_hash, artifact, confidence, risk_tags, disclosure_level, read_set)
+         values ($1, $2, $3, $4, $5, $6, $7, $8::text::disclosure_level, $9)
+         on conflict (task_id, commit_hash) do nothing",
+        result.id.0,
+        result.task_id.0,
+        result.attempt as i32,
+        result.commit_hash.as_str(),
+        artifact,
+        result.confidence_score.value(),
+        &risk_tags,
+        disclosure,
+        read_set,
+    )
+    .execute(pool)
+    .await?;
+    let id = sqlx::query_scalar!(
+        "select id from results where task_id = $1 and commit_hash = $2",
+        result.task_id.0,
+        result.commit_hash.as_str()
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(ResultId(id))
+}

@@ -1,0 +1,162 @@
+use std::collections::HashMap;
+
+use chimera_store::budget::{self, BudgetError, SpendOutcome};
+use chimera_tests::TestDb;
+use chimera_tests::seed::seed_agent;
+
+const BUDGET_CENTS: i64 = 10_000;
+const SPENDS: usize = 200;
+
+/// Deterministic pseudo-random sizes (no RNG dependency; reproducible failures).
+fn sizes() -> Vec<i64> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..SPENDS)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            1 + (x % 200) as i64
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrent_spends_never_overdraw_and_a_duplicate_is_charged_once() {
+    let db = TestDb::migrated().await;
+    let seed = seed_agent(&db.pool).await;
+    budget::open_budget(&db.pool, seed.agent, "USD", BUDGET_CENTS)
+        .await
+        .unwrap();
+
+    // Every 10th spend reuses the key (and amount) of the one before it: a retried request.
+    let spends: Vec<(String, i64)> = sizes()
+        .into_iter()
+        .enumerate()
+        .scan(None::<(String, i64)>, |prev, (i, amount)| {
+            let spend = match prev {
+                Some(p) if i % 10 == 0 => p.clone(),
+                _ => (format!("spend-{i}"), amount),
+            };
+            *prev = Some(spend.clone());
+            Some(spend)
+        })
+        .collect();
+    let requested: i64 = spends.iter().map(|(_, a)| a).sum();
+    assert!(
+        requested > BUDGET_CENTS,
+        "the test asks for more than the budget ({requested})"
+    );
+
+    let tasks = spends.iter().cloned().map(|(key, amount)| {
+        let (pool, agent) = (db.pool.clone(), seed.agent);
+        tokio::spawn(async move {
+            (
+                key.clone(),
+                amount,
+                budget::spend(&pool, agent, &key, amount, None, None).await,
+            )
+        })
+    });
+    let outcomes: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|o| o.unwrap())
+        .collect();
+
+    let mut charged: HashMap<String, i64> = HashMap::new();
+    let mut duplicates = 0;
+    for (key, amount, outcome) in &outcomes {
+        match outcome {
+            Ok(SpendOutcome::Spent { balance_cents }) => {
+                assert!(*balance_cents >= 0);
+                assert!(
+                    charged.insert(key.clone(), *amount).is_none(),
+                    "key {key} charged twice"
+                );
+            }
+            Ok(SpendOutcome::Duplicate { .. }) => duplicates += 1,
+            Err(BudgetError::Insufficient {
+                balance_cents,
+                requested_cents,
+            }) => {
+                assert!(balance_cents < requested_cents)
+            }
+            Err(err) => panic!("unexpected spend error: {err:?}"),
+        }
+    }
+    let accepted: i64 = charged.values().sum();
+    let balance = budget::balance(&db.pool, seed.agent)
+        .await
+        .unwrap()
+        .unwrap();
+    let ledger_spent: i64 = sqlx::query_scalar::<_, Option<i64>>(
+        "select sum(amount_cents)::bigint from ledger where agent_id = $1 and kind = 'spend'",
+    )
+    .bind(seed.agent.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+    .unwrap_or(0);
+    assert!(accepted <= BUDGET_CENTS, "accepted {accepted} > budget");
+    assert!(balance >= 0);
+    assert_eq!(
+        ledger_spent,
+        BUDGET_CENTS - balance,
+        "ledger sum = budget - balance"
+    );
+    assert_eq!(
+        ledger_spent, accepted,
+        "the ledger holds exactly the accepted spends"
+    );
+    let duplicate_keys: usize = SPENDS / 10 - 1;
+    let charged_twice_attempts = outcomes
+        .iter()
+        .filter(|(k, _, _)| charged.contains_key(k))
+        .count()
+        - charged.len();
+    assert_eq!(
+        duplicates, charged_twice_attempts,
+        "every retry of a charged key is a Duplicate"
+    );
+    assert!(duplicate_keys > 0);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_spend_larger_than_the_balance_is_refused_and_a_reused_key_is_an_error() {
+    let db = TestDb::migrated().await;
+    let seed = seed_agent(&db.pool).await;
+    assert!(matches!(
+        budget::spend(&db.pool, seed.agent, "k", 1, None, None).await,
+        Err(BudgetError::NoBudget)
+    ));
+    budget::open_budget(&db.pool, seed.agent, "USD", 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        budget::spend(&db.pool, seed.agent, "k1", 60, None, Some("render"))
+            .await
+            .unwrap(),
+        SpendOutcome::Spent { balance_cents: 40 }
+    );
+    assert!(matches!(
+        budget::spend(&db.pool, seed.agent, "k2", 41, None, None).await,
+        Err(BudgetError::Insufficient {
+            balance_cents: 40,
+            requested_cents: 41
+        })
+    ));
+    assert!(matches!(
+        budget::spend(&db.pool, seed.agent, "k1", 10, None, None).await,
+        Err(BudgetError::KeyReused(_))
+    ));
+    assert!(matches!(
+        budget::spend(&db.pool, seed.agent, "k3", 0, None, None).await,
+        Err(BudgetError::InvalidAmount(0))
+    ));
+    assert_eq!(
+        budget::balance(&db.pool, seed.agent).await.unwrap(),
+        Some(40)
+    );
+    db.drop_db().await;
+}
