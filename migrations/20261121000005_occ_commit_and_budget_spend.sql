@@ -4,7 +4,9 @@
 -- exactly what it writes, recording the commit, or reports which keys moved. The rows it touches
 -- are locked in key order, so committers sharing keys queue instead of deadlocking, and
 -- committers with disjoint keys never wait for each other. A commit hash seen before is a
--- no-op success ('duplicate'), also when the duplicate committed while this one waited.
+-- no-op success ('duplicate'): when it moved the versions this commit read, it is found in the
+-- conflict branch; when it wrote nothing, the commits primary key refuses the second row
+-- (unique_violation, which the caller reads as a duplicate).
 --
 -- budget_spend: a conditional decrement plus a ledger row, under the budget row's lock: the
 -- balance never goes below zero, and a spend key is charged once.
@@ -33,24 +35,26 @@ begin
             using errcode = 'invalid_parameter_value';
     end if;
 
-    select * into v_prior from commits where commit_hash = p_commit_hash;
-    if found then
-        return query select 'duplicate'::text, v_prior.input_state_version, v_prior.output_state_version, '[]'::jsonb;
-        return;
-    end if;
-
     v_keys := array(select distinct k from unnest(p_read_keys || p_write_keys) as k order by k);
 
-    -- Every key the commit touches has a row; a key never written is at version 0.
-    insert into agent_state (agent_id, key)
-        select p_agent_id, k from unnest(v_keys) as k
-        on conflict do nothing;
-
+    -- Lock the rows in key order: committers sharing keys queue here and never deadlock.
     select coalesce(jsonb_object_agg(s.key, s.version), '{}'::jsonb) into v_current
         from (select key, version from agent_state
               where agent_id = p_agent_id and key = any (v_keys)
               order by key
               for update) s;
+
+    -- A key never written has no row yet (version 0): create the missing ones, then lock again.
+    if (select count(*) from jsonb_object_keys(v_current)) < cardinality(v_keys) then
+        insert into agent_state (agent_id, key)
+            select p_agent_id, k from unnest(v_keys) as k
+            on conflict do nothing;
+        select coalesce(jsonb_object_agg(s.key, s.version), '{}'::jsonb) into v_current
+            from (select key, version from agent_state
+                  where agent_id = p_agent_id and key = any (v_keys)
+                  order by key
+                  for update) s;
+    end if;
 
     select coalesce(jsonb_agg(jsonb_build_object('key', r.k, 'expected', r.v, 'actual', (v_current ->> r.k)::bigint)
                               order by r.k), '[]'::jsonb)
