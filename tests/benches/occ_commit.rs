@@ -63,31 +63,9 @@ async fn main() {
     .await;
 
     let prepared = prepare(&db, &seed, committers, ops, "commit").await;
-    let commit = run(committers, |i| {
-        let (pool, mine) = (db.pool.clone(), prepared[i].clone());
-        async move {
-            let start = Instant::now();
-            for r in &mine {
-                occ::commit(&pool, r).await.unwrap();
-            }
-            start.elapsed()
-        }
-    })
-    .await;
-
+    let commit = commit_all(&db, committers, prepared, false).await;
     let fresh = build(&db, &seed, committers, ops, "record").await;
-    let record_and_commit = run(committers, |i| {
-        let (pool, mine) = (db.pool.clone(), fresh[i].clone());
-        async move {
-            let start = Instant::now();
-            for r in &mine {
-                records::record_result(&pool, r).await.unwrap();
-                occ::commit(&pool, r).await.unwrap();
-            }
-            start.elapsed()
-        }
-    })
-    .await;
+    let record_and_commit = commit_all(&db, committers, fresh, true).await;
 
     let total = (committers * ops) as f64;
     let rate = |secs: f64| total / secs;
@@ -100,6 +78,29 @@ async fn main() {
         100.0 * commit_rate / raw_rate
     );
     db.drop_db().await;
+}
+
+/// Commits every committer's results in order, recording each first when `record` is set.
+async fn commit_all(
+    db: &TestDb,
+    committers: usize,
+    results: Vec<Vec<TaskResult>>,
+    record: bool,
+) -> f64 {
+    run(committers, |i| {
+        let (pool, mine) = (db.pool.clone(), results[i].clone());
+        async move {
+            let start = Instant::now();
+            for r in &mine {
+                if record {
+                    records::record_result(&pool, r).await.unwrap();
+                }
+                occ::commit(&pool, r).await.unwrap();
+            }
+            start.elapsed()
+        }
+    })
+    .await
 }
 
 /// Runs one loop per committer at once; returns the wall time of the slowest.
