@@ -119,6 +119,7 @@ async fn concurrent_spends_never_overdraw_and_a_duplicate_is_charged_once() {
         "every retry of a charged key is a Duplicate"
     );
     assert!(duplicate_keys > 0);
+    assert!(duplicates > 0, "the run exercised retries of charged keys");
     db.drop_db().await;
 }
 

@@ -102,22 +102,17 @@ pub async fn commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome,
         Err(err) if is_unique_violation(&err) => return already_committed(pool, result).await,
         Err(err) => return Err(err.into()),
     };
-    let versions = |value: Option<serde_json::Value>| -> Result<Versions, CommitError> {
-        serde_json::from_value(value.unwrap_or_default())
-            .map_err(|e| CommitError::Unreadable(e.to_string()))
-    };
     match row.outcome.as_str() {
         "committed" => Ok(CommitOutcome::Committed {
-            input: versions(row.input_versions)?,
-            output: versions(row.output_versions)?,
+            input: parse(row.input_versions.unwrap_or_default())?,
+            output: parse(row.output_versions.unwrap_or_default())?,
         }),
         "duplicate" => Ok(CommitOutcome::AlreadyCommitted {
-            input: versions(row.input_versions)?,
-            output: versions(row.output_versions)?,
+            input: parse(row.input_versions.unwrap_or_default())?,
+            output: parse(row.output_versions.unwrap_or_default())?,
         }),
         "conflict" => Err(CommitError::Conflict {
-            moved: serde_json::from_value(row.moved)
-                .map_err(|e| CommitError::Unreadable(e.to_string()))?,
+            moved: parse(row.moved)?,
         }),
         other => Err(CommitError::Unreadable(format!("outcome {other:?}"))),
     }
@@ -133,16 +128,18 @@ async fn already_committed(
     )
     .fetch_one(pool)
     .await?;
-    let parse = |v: serde_json::Value| {
-        serde_json::from_value(v).map_err(|e| CommitError::Unreadable(e.to_string()))
-    };
     Ok(CommitOutcome::AlreadyCommitted {
         input: parse(row.input_state_version)?,
         output: parse(row.output_state_version)?,
     })
 }
 
-pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+/// Reads a JSON value the commit function returned (versions by key, or what moved).
+fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, CommitError> {
+    serde_json::from_value(value).map_err(|e| CommitError::Unreadable(e.to_string()))
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| code == "23505")
