@@ -246,3 +246,53 @@ async fn a_duplicate_commit_of_the_same_result_is_one_row_and_a_no_op_success() 
     assert_eq!((commits, results, version), (1, 1, 1));
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_result_is_refused() {
+    let db = TestDb::migrated().await;
+    let seed = seed_agent(&db.pool).await;
+    let log = key("log");
+    // A result that reads nothing: no version check can catch its repetition, the claim does.
+    let r = result(&seed, Default::default(), [log.clone()].into(), "entry");
+    records::record_result(&db.pool, &r).await.unwrap();
+    let first = occ::commit(&db.pool, &r).await.unwrap();
+    assert!(
+        matches!(first, CommitOutcome::Committed { .. }),
+        "{first:?}"
+    );
+    let log_version = || async {
+        sqlx::query_scalar::<_, i64>("select version from agent_state where key = 'log'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    // The first commit created the key's row; the next one takes the one-statement path.
+    let second = occ::commit(&db.pool, &r).await.unwrap();
+    assert_eq!(
+        second,
+        CommitOutcome::AlreadyCommitted {
+            input: Default::default(),
+            output: [(log.clone(), v(1))].into()
+        }
+    );
+    assert_eq!(log_version().await, 1, "the repeated commit bumped nothing");
+
+    let unrecorded = result(
+        &seed,
+        Default::default(),
+        [log.clone()].into(),
+        "never stored",
+    );
+    let err = occ::commit(&db.pool, &unrecorded).await.unwrap_err();
+    assert!(matches!(err, CommitError::NotRecorded), "{err:?}");
+    let multi = result(
+        &seed,
+        Default::default(),
+        [log.clone(), key("other")].into(),
+        "never stored either",
+    );
+    let err = occ::commit(&db.pool, &multi).await.unwrap_err();
+    assert!(matches!(err, CommitError::NotRecorded), "{err:?}");
+    assert_eq!(log_version().await, 1, "refused commits bump nothing");
+    db.drop_db().await;
+}

@@ -1,8 +1,10 @@
 //! Optimistic concurrency control: commits that never lose an update.
 //!
 //! A commit checks the versions of exactly the state its task read (the read set) and bumps the
-//! versions of exactly what it writes (the write set), in one statement (`occ_commit`, see
-//! `migrations/*_occ_commit_and_budget_spend.sql`). If any key it read has moved, nothing is
+//! versions of exactly what it writes (the write set), marks the result committed with both
+//! and settles the task, in one statement: a single-key commit runs as one conditional
+//! `UPDATE` chain; any other goes through `occ_commit` (see
+//! `migrations/*_commit_on_result.sql`). If any key it read has moved, nothing is
 //! written and the caller gets [`CommitError::Conflict`] with what moved, to replan with fresh
 //! versions. Committing the same result twice (same commit hash) is a no-op success.
 
@@ -45,6 +47,9 @@ pub enum CommitError {
     /// State advanced since the task read it; nothing was written.
     #[error("state moved since the task read it: {}", describe(.moved))]
     Conflict { moved: Vec<Moved> },
+    /// No result with this id, task and commit hash was recorded: record it first.
+    #[error("the result to commit was not recorded")]
+    NotRecorded,
     #[error("database error during commit")]
     Database(#[from] sqlx::Error),
     /// The database answered something this build cannot read (a schema mismatch).
@@ -72,6 +77,83 @@ impl CommitError {
 
 /// Commits `result` (already recorded in `results`) against the agent's state.
 pub async fn commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome, CommitError> {
+    let outcome = match single_key_commit(pool, result).await {
+        Ok(Some(outcome)) => return Ok(outcome),
+        Ok(None) => general_commit(pool, result).await,
+        Err(err) => Err(err.into()),
+    };
+    match outcome {
+        // The versions moved on but the result was committed before: nothing was written.
+        Err(CommitError::Database(err)) if is_unclaimed(&err) => {
+            already_committed(pool, result).await
+        }
+        other => other,
+    }
+}
+
+/// The common commit in one statement: one key written, read at a known version or not at
+/// all. `None` when it does not apply or did not commit (the key moved, has no row yet, or the
+/// result was committed before): the general commit then decides, and reports why.
+async fn single_key_commit(
+    pool: &PgPool,
+    result: &TaskResult,
+) -> Result<Option<CommitOutcome>, sqlx::Error> {
+    let mut written = result.write_set.iter();
+    let (Some(key), None) = (written.next(), written.next()) else {
+        return Ok(None);
+    };
+    let expected = match result.read_set.len() {
+        0 => None,
+        1 => match result.read_set.get(key) {
+            Some(version) => Some(*version),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    // When the bump succeeds but the result cannot be claimed, the guard raises and the whole
+    // statement is undone.
+    let row = sqlx::query!(
+        r#"with bumped as (
+               update agent_state set version = version + 1, updated_at = now()
+               where agent_id = $1 and key = $5 and ($6::bigint is null or version = $6)
+               returning version
+           ), claimed as (
+               update results
+               set committed_at = now(),
+                   input_state_version = case when $6::bigint is null then '{}'::jsonb
+                                              else jsonb_build_object($5::text, $6::bigint) end,
+                   output_state_version = jsonb_build_object($5::text, (select version from bumped))
+               where id = $3 and task_id = $2 and commit_hash = $4 and committed_at is null
+                 and exists (select 1 from bumped)
+               returning id
+           ), settled as (
+               update tasks set status = 'committed', updated_at = now()
+               where id = $2 and status <> 'committed' and exists (select 1 from claimed)
+           )
+           select b.version as "version?",
+                  case when b.version is null or exists (select 1 from claimed) then true
+                       else occ_refuse_unclaimed($3) end as "settled!"
+           from (select 1) one left join bumped b on true"#,
+        result.agent_id.0,
+        result.task_id.0,
+        result.id.0,
+        result.commit_hash.as_str(),
+        key.as_str(),
+        expected.map(StateVersion::get),
+    )
+    .fetch_one(pool)
+    .await?;
+    let Some(version) = row.version else {
+        return Ok(None);
+    };
+    let version = StateVersion::try_from(version).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    let input = expected.map(|v| (key.clone(), v)).into_iter().collect();
+    let output = [(key.clone(), version)].into();
+    Ok(Some(CommitOutcome::Committed { input, output }))
+}
+
+/// Any read and write sets, through `occ_commit`.
+async fn general_commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome, CommitError> {
     let read_keys: Vec<String> = result
         .read_set
         .keys()
@@ -95,13 +177,7 @@ pub async fn commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome,
         &write_keys,
     )
     .fetch_one(pool)
-    .await;
-    let row = match row {
-        Ok(row) => row,
-        // Two duplicates with nothing to lock can race to the commits row's primary key.
-        Err(err) if is_unique_violation(&err) => return already_committed(pool, result).await,
-        Err(err) => return Err(err.into()),
-    };
+    .await?;
     match row.outcome.as_str() {
         "committed" => Ok(CommitOutcome::Committed {
             input: parse(row.input_versions.unwrap_or_default())?,
@@ -118,19 +194,25 @@ pub async fn commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome,
     }
 }
 
+/// The commit recorded on `result` by an earlier call, or [`CommitError::NotRecorded`].
 async fn already_committed(
     pool: &PgPool,
     result: &TaskResult,
 ) -> Result<CommitOutcome, CommitError> {
     let row = sqlx::query!(
-        "select input_state_version, output_state_version from commits where commit_hash = $1",
+        r#"select input_state_version as "input!", output_state_version as "output!"
+           from results
+           where id = $1 and task_id = $2 and commit_hash = $3 and committed_at is not null"#,
+        result.id.0,
+        result.task_id.0,
         result.commit_hash.as_str()
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await?;
+    let row = row.ok_or(CommitError::NotRecorded)?;
     Ok(CommitOutcome::AlreadyCommitted {
-        input: parse(row.input_state_version)?,
-        output: parse(row.output_state_version)?,
+        input: parse(row.input)?,
+        output: parse(row.output)?,
     })
 }
 
@@ -139,10 +221,11 @@ fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     serde_json::from_value(value).map_err(|e| CommitError::Unreadable(e.to_string()))
 }
 
-fn is_unique_violation(err: &sqlx::Error) -> bool {
+/// `occ_refuse_unclaimed`: versions could be bumped, the result could not be claimed.
+fn is_unclaimed(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|e| e.code())
-        .is_some_and(|code| code == "23505")
+        .is_some_and(|code| code == "CH001")
 }
 
 /// Reads the current versions of `keys` for a task's read set; a key never written is at
