@@ -24,8 +24,17 @@ fn aws_env() -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn each_queue_function_runs_under_lambda_runtime_and_reports_only_failed_messages() {
+    let db = TestDb::empty().await;
+    let mut env = aws_env();
+    // The worker opens its database pool and MCP sessions lazily: configured, not reached.
+    env.push(("DATABASE_URL", db.url()));
+    env.push((
+        "CHIMERA_MCP_SERVERS",
+        r#"{"servers": {"world": {"transport": "stdio", "command": "chimera-world", "args": ["stdio"]}}}"#
+            .to_owned(),
+    ));
     for name in ["planner", "worker", "judge"] {
-        let mut function = RunningFunction::start(&workspace_bin(name), name, &aws_env()).await;
+        let mut function = RunningFunction::start(&workspace_bin(name), name, &env).await;
         let outcome = function
             .invoke(serde_json::from_str(BAD_MESSAGES).unwrap())
             .await;
@@ -53,6 +62,7 @@ async fn each_queue_function_runs_under_lambda_runtime_and_reports_only_failed_m
         eprintln!("{name}: init (process start to first poll) {init:?}");
         function.stop().await;
     }
+    db.drop_db().await;
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 
 pub mod lambda;
 pub mod seed;
+pub mod world;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -8,9 +8,15 @@
 //!   describes what exists, for health reports.
 //! - [`batch`]: runs a per-message handler over an SQS event and reports only the failed
 //!   message ids (`ReportBatchItemFailures`), one span per message.
+//! - [`artifacts`]: content-addressed blobs in the artifact bucket, and results sent to the
+//!   review queue (offloaded to the bucket when too large for a message).
+//! - [`idempotency`]: DynamoDB idempotency records (conditional put, in-progress / complete,
+//!   expiry, payload hash).
 
+pub mod artifacts;
 pub mod batch;
 pub mod bootstrap;
 pub mod clients;
+pub mod idempotency;
 
 pub use clients::Clients;

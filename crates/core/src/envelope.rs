@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{GoalId, ReadSet, Task, TaskId, TaskResult};
+use crate::domain::{GoalId, ReadSet, ResultId, Task, TaskId, TaskResult};
 
 /// The envelope version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -45,10 +45,20 @@ pub struct TaskMessage {
     pub task: Task,
 }
 
-/// The review queue.
+/// The review queue: a result, or where to find one too large for a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ResultMessage {
-    pub result: TaskResult,
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResultMessage {
+    Inline {
+        result: TaskResult,
+    },
+    /// The result's JSON is in the artifact bucket under `s3_key`, with this hash and size.
+    Offloaded {
+        result_id: ResultId,
+        s3_key: String,
+        sha256: String,
+        size_bytes: u64,
+    },
 }
 
 /// Why a message body could not be read. Never retryable.

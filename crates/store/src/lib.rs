@@ -7,6 +7,7 @@
 //!   it writes, or fail with the keys that moved.
 //! - [`budget`]: spends that never overdraw, charged once per idempotency key.
 //! - [`audit`]: the append-only audit log.
+//! - [`provenance`]: artifacts with the tool calls that made them.
 //!
 //! Races are settled in SQL (row locks in key order, conditional updates, `ON CONFLICT`), in
 //! one statement per operation where it matters, and checked by tests with many writers.
@@ -14,6 +15,7 @@
 pub mod audit;
 pub mod budget;
 pub mod occ;
+pub mod provenance;
 pub mod records;
 
 use std::time::Duration;

@@ -17,7 +17,11 @@ pub async fn handle(event: &SqsEvent) -> SqsBatchResponse {
 
 async fn handle_message(message: &SqsMessage) -> Result<(), MessageError> {
     let msg: ResultMessage = decode_body(message)?;
-    tracing::info!(task_id = %msg.result.task_id, result_id = %msg.result.id, "message accepted");
+    let result_id = match &msg {
+        ResultMessage::Inline { result } => result.id,
+        ResultMessage::Offloaded { result_id, .. } => *result_id,
+    };
+    tracing::info!(result_id = %result_id, "message accepted");
     // The judge's processing is not built yet (the pipeline issue). Until it is, a valid message is
     // reported as failed rather than acknowledged, so the queue keeps it (and its DLQ
     // receives it) instead of losing it.

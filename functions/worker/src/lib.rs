@@ -1,27 +1,295 @@
 //! The worker Lambda: task queue -> a result on the review queue, through MCP tools.
 //!
-//! [`handle`] takes one SQS batch and returns the ids of the messages that failed
+//! [`Worker::handle`] takes one SQS batch and returns the ids of the messages that failed
 //! (`ReportBatchItemFailures`). The same function runs under `lambda_runtime` (`main.rs`)
-//! and under the local event-source runner.
+//! and under the local event-source runner. For each message:
+//!
+//! 1. read the task (a malformed or unknown-version body is a permanent failure);
+//! 2. claim the task attempt in DynamoDB (conditional put). A completed claim answers with the
+//!    result it recorded, sent again, with no tool called; a live claim of another worker
+//!    makes the message come back later; the same key with a different task is refused;
+//! 3. run the task's steps through MCP ([`execute`]), within its kind's tool allowlist;
+//! 4. store every artifact in S3 under its content hash, then record provenance (one `assets`
+//!    row per artifact, with the tool, server version and parameters) in PostgreSQL;
+//! 5. build the result (its id derives from the task attempt, so a re-run makes the same
+//!    result), mark the claim complete with the review message, and send that message.
+//!
+//! A failure before step 5 releases the claim so a retry need not wait for it to expire;
+//! nothing is referenced that was not stored first.
 
+pub mod execute;
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use chimera_aws::Clients;
+use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
+use chimera_aws::idempotency::{Claim, IdempotencyError, IdempotencyStore};
+use chimera_core::domain::{CommitHash, ResultId, Task, TaskResult};
 use chimera_core::envelope::TaskMessage;
+use chimera_core::names::{self, Queue, ResourceNames};
+use chimera_mcp::{McpClient, McpConfig};
+use chimera_store::PgPool;
+use chimera_store::provenance::{self, NewAsset};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
 
-pub async fn handle(event: &SqsEvent) -> SqsBatchResponse {
-    process_batch(event, CONCURRENCY, handle_message).await
+/// Kept back from the function's remaining time when deriving a claim's expiry: the claim
+/// outlives the invocation slightly, never the other way round.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+
+/// Everything the worker keeps for the life of an execution environment: AWS clients, the
+/// database pool and the MCP sessions.
+pub struct Worker {
+    clients: Clients,
+    artifacts: ArtifactStore,
+    idempotency: IdempotencyStore,
+    pool: PgPool,
+    mcp: McpClient,
+    names: ResourceNames,
+    review_queue_url: OnceCell<String>,
 }
 
-async fn handle_message(message: &SqsMessage) -> Result<(), MessageError> {
-    let msg: TaskMessage = decode_body(message)?;
-    tracing::info!(task_id = %msg.task.id, kind = ?msg.task.kind, "message accepted");
-    // The worker's processing is not built yet (the worker issue). Until it is, a valid message is
-    // reported as failed rather than acknowledged, so the queue keeps it (and its DLQ
-    // receives it) instead of losing it.
-    Err(MessageError::Retryable(anyhow::anyhow!(
-        "worker processing is not available in this build"
-    )))
+impl Worker {
+    /// From the environment: AWS configuration, `DATABASE_URL`, the MCP servers
+    /// (`CHIMERA_MCP_SERVERS` / `CHIMERA_MCP_CONFIG`), and the resource names (the stage, or
+    /// `REVIEW_QUEUE_URL`, `ARTIFACT_BUCKET`, `IDEMPOTENCY_TABLE` as deployed). Opens no
+    /// connection.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let clients = Clients::from_env().await;
+        let names = ResourceNames::from_env()?;
+        let database_url = std::env::var(names::env::DATABASE_URL)
+            .with_context(|| format!("{} is not set", names::env::DATABASE_URL))?;
+        let pool = chimera_store::connect_lazy(&database_url, CONCURRENCY as u32)?;
+        let mcp = McpClient::new(McpConfig::from_env()?);
+        Ok(Self::new(clients, pool, mcp, names))
+    }
+
+    pub fn new(clients: Clients, pool: PgPool, mcp: McpClient, names: ResourceNames) -> Self {
+        let bucket =
+            std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
+        let table = std::env::var(names::env::IDEMPOTENCY_TABLE)
+            .unwrap_or_else(|_| names.idempotency_table());
+        let review_queue_url = OnceCell::new_with(std::env::var(Queue::Review.url_env()).ok());
+        Self {
+            artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
+            idempotency: IdempotencyStore::new(clients.dynamodb.clone(), table),
+            clients,
+            pool,
+            mcp,
+            names,
+            review_queue_url,
+        }
+    }
+
+    pub fn mcp(&self) -> &McpClient {
+        &self.mcp
+    }
+
+    /// Handles one batch; `deadline` is when the invocation must have answered.
+    pub async fn handle(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
+        process_batch(event, CONCURRENCY, |message| {
+            self.handle_message(message, deadline)
+        })
+        .await
+    }
+
+    async fn handle_message(
+        &self,
+        message: &SqsMessage,
+        deadline: SystemTime,
+    ) -> Result<(), MessageError> {
+        let TaskMessage { task } = decode_body(message)?;
+        tracing::info!(task_id = %task.id.0, kind = task.kind.as_str(), attempt = task.attempt, "task received");
+        let key = idempotency_key(&task);
+        let payload_hash = payload_hash(&task)?;
+        let until = deadline
+            .checked_sub(CLAIM_MARGIN)
+            .filter(|t| *t > SystemTime::now())
+            .unwrap_or_else(|| SystemTime::now() + CLAIM_MARGIN);
+        let token = match self
+            .idempotency
+            .claim(&key, &payload_hash, until)
+            .await
+            .map_err(retryable)?
+        {
+            Claim::Acquired { token } => token,
+            Claim::Completed { outcome } => {
+                tracing::info!(task_id = %task.id.0, "already done: sending its result again");
+                return self.send_review(&outcome).await;
+            }
+            Claim::InProgress { until_ms } => {
+                return Err(MessageError::Retryable(anyhow::anyhow!(
+                    "task {} is being executed by another worker (claim until {until_ms} ms)",
+                    task.id.0
+                )));
+            }
+            Claim::PayloadMismatch => {
+                return Err(MessageError::Permanent(anyhow::anyhow!(
+                    "idempotency key {key} was claimed for a different task payload"
+                )));
+            }
+        };
+        match self.produce(&task).await {
+            Ok(body) => {
+                self.idempotency
+                    .complete(&key, &token, &body)
+                    .await
+                    .map_err(retryable)?;
+                self.send_review(&body).await
+            }
+            Err(err) => {
+                if let Err(release) = self.idempotency.release(&key, &token).await {
+                    tracing::warn!(error = %release, key, "could not release the claim; it expires on its own");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs the task, stores its artifacts and provenance, and returns the review message.
+    async fn produce(&self, task: &Task) -> Result<String, MessageError> {
+        let outcome = execute::run(&self.mcp, task).await.map_err(|err| {
+            if err.is_retryable() {
+                MessageError::Retryable(err.into())
+            } else {
+                MessageError::Permanent(err.into())
+            }
+        })?;
+        let result_id = result_id(task);
+        let mut refs = Vec::with_capacity(outcome.artifacts.len());
+        let mut assets = Vec::with_capacity(outcome.artifacts.len());
+        for (index, produced) in outcome.artifacts.iter().enumerate() {
+            let stored = self
+                .artifacts
+                .put(&produced.bytes, &produced.media_type)
+                .await
+                .map_err(storage)?;
+            assets.push(NewAsset {
+                id: derived_uuid(&format!("asset:{}:{index}", result_id.0)),
+                tenant_id: task.tenant_id.0,
+                agent_id: task.agent_id.0,
+                task_id: task.id.0,
+                result_id: result_id.0,
+                kind: produced.kind,
+                s3_key: stored.s3_key.clone().unwrap_or_default(),
+                sha256: stored.sha256.clone(),
+                size_bytes: stored.size_bytes,
+                media_type: produced
+                    .media_type
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                tool_name: produced.call.tool.clone(),
+                tool_version: Some(produced.call.server_version.clone()),
+                platform: produced.call.platform.clone(),
+                provenance: serde_json::json!({
+                    "server": produced.call.server,
+                    "server_version": produced.call.server_version,
+                    "tool": produced.call.tool,
+                    "arguments": produced.call.arguments,
+                    "task_kind": task.kind.as_str(),
+                    "attempt": task.attempt,
+                }),
+            });
+            refs.push(stored);
+        }
+        provenance::record_assets(&self.pool, &assets)
+            .await
+            .map_err(|e| {
+                MessageError::Retryable(anyhow::Error::new(e).context("recording provenance"))
+            })?;
+        let mut result = TaskResult {
+            id: result_id,
+            task_id: task.id,
+            goal_id: task.goal_id,
+            tenant_id: task.tenant_id,
+            agent_id: task.agent_id,
+            task_kind: task.kind,
+            attempt: task.attempt,
+            artifacts: refs,
+            confidence_score: outcome.confidence,
+            risk_tags: outcome.risk_tags,
+            disclosure_level: outcome.disclosure_level,
+            read_set: task.read_set.clone(),
+            write_set: task.write_set.clone(),
+            commit_hash: CommitHash::parse("0".repeat(64)).map_err(permanent)?,
+        };
+        result.commit_hash = result.compute_commit_hash();
+        self.artifacts
+            .result_message(&result)
+            .await
+            .map_err(storage)
+    }
+
+    async fn send_review(&self, body: &str) -> Result<(), MessageError> {
+        let url = self
+            .review_queue_url
+            .get_or_try_init(|| async {
+                let name = self.names.queue(Queue::Review);
+                chimera_aws::bootstrap::queue_url(&self.clients, &name).await
+            })
+            .await
+            .map_err(|e| MessageError::Retryable(anyhow::anyhow!("review queue: {e:#}")))?;
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                MessageError::Retryable(anyhow::anyhow!(
+                    "sending to the review queue: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                ))
+            })?;
+        Ok(())
+    }
+}
+
+/// One claim per task attempt: a replan (attempt + 1) is new work.
+pub fn idempotency_key(task: &Task) -> String {
+    format!("task#{}#{}", task.id.0, task.attempt)
+}
+
+fn payload_hash(task: &Task) -> Result<String, MessageError> {
+    let bytes = serde_json::to_vec(task).map_err(permanent)?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+/// The result of a task attempt has one id, however often the attempt runs.
+pub fn result_id(task: &Task) -> ResultId {
+    ResultId(derived_uuid(&idempotency_key(task)))
+}
+
+fn derived_uuid(name: &str) -> uuid::Uuid {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::new_v8(bytes)
+}
+
+fn retryable(err: IdempotencyError) -> MessageError {
+    MessageError::Retryable(err.into())
+}
+
+fn storage(err: StorageError) -> MessageError {
+    match err {
+        StorageError::Unavailable { .. } => MessageError::Retryable(err.into()),
+        StorageError::Corrupt { .. } | StorageError::Unreadable(_) => {
+            MessageError::Permanent(err.into())
+        }
+    }
+}
+
+fn permanent(err: impl std::error::Error + Send + Sync + 'static) -> MessageError {
+    MessageError::Permanent(err.into())
 }

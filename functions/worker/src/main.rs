@@ -1,13 +1,19 @@
-//! Lambda entry point of the worker: tracing, then the handler under `lambda_runtime`.
+//! Lambda entry point of the worker: tracing, the execution environment's state (AWS clients,
+//! database pool, MCP sessions, all opened lazily and kept across invocations), then the
+//! handler under `lambda_runtime`.
 
 use aws_lambda_events::sqs::SqsEvent;
+use chimera_worker::Worker;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, std::convert::Infallible>(chimera_worker::handle(&event.payload).await)
+    let worker = Worker::from_env().await?;
+    let worker = &worker;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let deadline = event.context.deadline();
+        Ok::<_, std::convert::Infallible>(worker.handle(&event.payload, deadline).await)
     }))
     .await
 }

@@ -1,0 +1,462 @@
+//! What each task kind does, through MCP tools only.
+//!
+//! Generation kinds (research, draft, render_media, and the proposals of publish, reply and
+//! transact) make artifacts and never perform an external effect: a publish task proposes a
+//! post, a transact task proposes a transfer. Effects run only in `execute` tasks, which carry
+//! the approval that released them; the approval id is the effect's idempotency key, so a
+//! redelivered execute task cannot publish or pay twice.
+
+use std::collections::BTreeSet;
+
+use chimera_core::domain::{Confidence, DisclosureLevel, RiskTag, Task, TaskKind};
+use chimera_mcp::{McpClient, ToolError, ToolOutput, allowed_tools};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// One artifact a task produced, with the call that made it.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    /// `text`, `image` or `json` (the asset kind).
+    pub kind: &'static str,
+    pub call: Call,
+}
+
+/// A tool call, for provenance.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub tool: String,
+    pub server: String,
+    pub server_version: String,
+    pub arguments: Value,
+    pub platform: Option<String>,
+}
+
+/// Everything a task produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub artifacts: Vec<Produced>,
+    pub confidence: Confidence,
+    pub risk_tags: BTreeSet<RiskTag>,
+    pub disclosure_level: Option<DisclosureLevel>,
+}
+
+/// Why a task could not be executed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The task's inputs do not describe work this kind can do.
+    #[error("invalid task inputs: {0}")]
+    InvalidInputs(String),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+}
+
+impl ExecError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::InvalidInputs(_) => false,
+            Self::Tool(err) => err.is_retryable(),
+        }
+    }
+}
+
+fn inputs<T: serde::de::DeserializeOwned>(task: &Task) -> Result<T, ExecError> {
+    serde_json::from_value(Value::Object(task.inputs.clone()))
+        .map_err(|e| ExecError::InvalidInputs(format!("{} task: {e}", task.kind.as_str())))
+}
+
+fn confidence(value: f64) -> Result<Confidence, ExecError> {
+    Confidence::try_from(value).map_err(|e| ExecError::InvalidInputs(e.to_string()))
+}
+
+fn tags<'a>(topics: impl IntoIterator<Item = &'a str>) -> BTreeSet<RiskTag> {
+    topics
+        .into_iter()
+        .filter_map(|t| RiskTag::parse(t).ok())
+        .collect()
+}
+
+struct Runner<'a> {
+    mcp: &'a McpClient,
+    allowed: &'static [&'static str],
+}
+
+impl Runner<'_> {
+    async fn call(&self, tool: &str, arguments: Value) -> Result<(ToolOutput, Value), ExecError> {
+        let output = self.mcp.call(self.allowed, tool, arguments.clone()).await?;
+        Ok((output, arguments))
+    }
+}
+
+fn json_artifact(
+    value: &Value,
+    output: &ToolOutput,
+    arguments: Value,
+    platform: Option<String>,
+) -> Produced {
+    Produced {
+        bytes: serde_json::to_vec_pretty(value).unwrap_or_default(),
+        media_type: "application/json".into(),
+        kind: "json",
+        call: call(output, arguments, platform),
+    }
+}
+
+fn call(output: &ToolOutput, arguments: Value, platform: Option<String>) -> Call {
+    Call {
+        tool: output.tool.clone(),
+        server: output.server.clone(),
+        server_version: output.server_version.clone(),
+        arguments,
+        platform,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResearchInputs {
+    query: String,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct Hits {
+    items: Vec<Hit>,
+}
+
+#[derive(Deserialize)]
+struct Hit {
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DraftInputs {
+    brief: String,
+    platform: String,
+    persona: Value,
+    /// A simulated quality the drafting tool reports (tests and demos engineer scores with it).
+    #[serde(default)]
+    quality: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct Draft {
+    text: String,
+    #[serde(default)]
+    topics: Vec<String>,
+    quality: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderInputs {
+    prompt: String,
+    #[serde(default)]
+    width: Option<u32>,
+    #[serde(default)]
+    height: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct Rendered {
+    sha256: String,
+    media_type: String,
+}
+
+/// A publish or reply proposal: the text is given, or drafted from a brief.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostInputs {
+    platform: String,
+    #[serde(default)]
+    in_reply_to: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    brief: Option<String>,
+    #[serde(default)]
+    persona: Option<Value>,
+    #[serde(default)]
+    media_sha256: Option<String>,
+    #[serde(default)]
+    disclosure_level: Option<DisclosureLevel>,
+    #[serde(default)]
+    confidence: Option<f64>,
+    #[serde(default)]
+    quality: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransactInputs {
+    from: String,
+    to: String,
+    amount_cents: i64,
+    #[serde(default)]
+    memo: String,
+}
+
+/// An approved effect: which tool, with which arguments (the idempotency key is added here).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecuteInputs {
+    action: String,
+    arguments: Map<String, Value>,
+    #[serde(default)]
+    disclosure_level: Option<DisclosureLevel>,
+}
+
+/// Runs `task` through the MCP tools its kind allows.
+pub async fn run(mcp: &McpClient, task: &Task) -> Result<Outcome, ExecError> {
+    let runner = Runner {
+        mcp,
+        allowed: allowed_tools(task.kind),
+    };
+    match task.kind {
+        TaskKind::Research => research(&runner, task).await,
+        TaskKind::Draft => draft(&runner, task).await,
+        TaskKind::RenderMedia => render(&runner, task).await,
+        TaskKind::Publish | TaskKind::Reply => propose_post(&runner, task).await,
+        TaskKind::Transact => propose_transfer(&runner, task).await,
+        TaskKind::Execute => execute(&runner, task).await,
+    }
+}
+
+async fn research(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
+    let i: ResearchInputs = inputs(task)?;
+    let (output, arguments) = runner
+        .call(
+            "trends.search",
+            json!({"query": i.query, "limit": i.limit.unwrap_or(5)}),
+        )
+        .await?;
+    let value: Value = output.parse()?;
+    let hits: Hits = output.parse()?;
+    let topics: Vec<String> = hits.items.iter().flat_map(|h| h.tags.clone()).collect();
+    Ok(Outcome {
+        confidence: confidence(if hits.items.is_empty() { 0.5 } else { 0.95 })?,
+        risk_tags: tags(
+            topics
+                .iter()
+                .map(String::as_str)
+                .filter(|t| SENSITIVE.contains(t)),
+        ),
+        disclosure_level: None,
+        artifacts: vec![json_artifact(&value, &output, arguments, None)],
+    })
+}
+
+/// Topics always flagged for the judge (the agent's policy decides what they mean).
+const SENSITIVE: &[&str] = &["politics", "health", "finance", "crypto"];
+
+async fn draft(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
+    let i: DraftInputs = inputs(task)?;
+    let (text, draft, call) =
+        draft_text(runner, task, &i.brief, &i.platform, i.persona, i.quality).await?;
+    Ok(Outcome {
+        confidence: confidence(draft.quality)?,
+        risk_tags: tags(draft.topics.iter().map(String::as_str)),
+        disclosure_level: None,
+        artifacts: vec![Produced {
+            bytes: text.into_bytes(),
+            media_type: "text/plain; charset=utf-8".into(),
+            kind: "text",
+            call,
+        }],
+    })
+}
+
+async fn draft_text(
+    runner: &Runner<'_>,
+    task: &Task,
+    brief: &str,
+    platform: &str,
+    persona: Value,
+    quality: Option<f64>,
+) -> Result<(String, Draft, Call), ExecError> {
+    let mut arguments = json!({"persona": persona, "brief": brief, "platform": platform});
+    if let Some(feedback) = &task.feedback {
+        arguments["feedback"] = json!(feedback);
+    }
+    if let Some(quality) = quality {
+        arguments["quality"] = json!(quality);
+    }
+    let (output, arguments) = runner.call("content.draft", arguments).await?;
+    let draft: Draft = output.parse()?;
+    if draft.text.trim().is_empty() || !(0.0..=1.0).contains(&draft.quality) {
+        return Err(ToolError::InvalidOutput {
+            tool: output.tool.clone(),
+            reason: "empty text or quality outside 0..1".into(),
+        }
+        .into());
+    }
+    let call = call(&output, arguments, Some(platform.to_owned()));
+    Ok((draft.text.clone(), draft, call))
+}
+
+async fn render(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
+    let i: RenderInputs = inputs(task)?;
+    let mut arguments = json!({"prompt": i.prompt});
+    if let Some(w) = i.width {
+        arguments["width"] = json!(w);
+    }
+    if let Some(h) = i.height {
+        arguments["height"] = json!(h);
+    }
+    let (output, arguments) = runner.call("media.render_image", arguments).await?;
+    let meta: Rendered = output.parse()?;
+    let (bytes, media_type) = output.image()?;
+    // The bytes must be what the tool said they are, and a PNG when it says PNG.
+    if chimera_aws::artifacts::sha256_hex(&bytes) != meta.sha256
+        || media_type != meta.media_type
+        || (media_type == "image/png" && !bytes.starts_with(b"\x89PNG\r\n\x1a\n"))
+    {
+        return Err(ToolError::InvalidOutput {
+            tool: output.tool.clone(),
+            reason: "image bytes do not match the reported hash or type".into(),
+        }
+        .into());
+    }
+    Ok(Outcome {
+        confidence: confidence(0.95)?,
+        risk_tags: BTreeSet::new(),
+        disclosure_level: None,
+        artifacts: vec![Produced {
+            bytes,
+            media_type,
+            kind: "image",
+            call: call(&output, arguments, None),
+        }],
+    })
+}
+
+async fn propose_post(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
+    let i: PostInputs = inputs(task)?;
+    let action = if task.kind == TaskKind::Reply {
+        if i.in_reply_to.is_none() {
+            return Err(ExecError::InvalidInputs("a reply needs in_reply_to".into()));
+        }
+        "social.reply"
+    } else {
+        "social.publish"
+    };
+    let (text, quality, topics, drafted) = match (i.text, i.brief) {
+        (Some(text), _) if !text.trim().is_empty() => (text, None, Vec::new(), None),
+        (_, Some(brief)) => {
+            let persona = i
+                .persona
+                .ok_or_else(|| ExecError::InvalidInputs("drafting needs a persona".into()))?;
+            let (text, draft, call) =
+                draft_text(runner, task, &brief, &i.platform, persona, i.quality).await?;
+            (text, Some(draft.quality), draft.topics, Some(call))
+        }
+        _ => {
+            return Err(ExecError::InvalidInputs(
+                "a post needs text or a brief".into(),
+            ));
+        }
+    };
+    let mut arguments = json!({"platform": i.platform, "text": text});
+    if let Some(to) = &i.in_reply_to {
+        arguments["in_reply_to"] = json!(to);
+    }
+    if let Some(media) = &i.media_sha256 {
+        arguments["media_sha256"] = json!(media);
+    }
+    let proposal = json!({"action": action, "arguments": arguments});
+    // The proposal is the artifact a reviewer approves; the call that drafted its text (if
+    // any) is its provenance.
+    let call = drafted.unwrap_or_else(|| Call {
+        tool: "proposal".into(),
+        server: "worker".into(),
+        server_version: env!("CARGO_PKG_VERSION").into(),
+        arguments: Value::Object(task.inputs.clone()),
+        platform: Some(i.platform.clone()),
+    });
+    Ok(Outcome {
+        confidence: confidence(i.confidence.or(quality).unwrap_or(0.95))?,
+        risk_tags: tags(topics.iter().map(String::as_str)),
+        disclosure_level: Some(i.disclosure_level.unwrap_or(DisclosureLevel::Automated)),
+        artifacts: vec![Produced {
+            bytes: serde_json::to_vec_pretty(&proposal).unwrap_or_default(),
+            media_type: "application/json".into(),
+            kind: "json",
+            call,
+        }],
+    })
+}
+
+async fn propose_transfer(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
+    let i: TransactInputs = inputs(task)?;
+    if i.amount_cents <= 0 {
+        return Err(ExecError::InvalidInputs(
+            "amount_cents must be positive".into(),
+        ));
+    }
+    let (output, arguments) = runner
+        .call("wallet.balance", json!({"account": i.from}))
+        .await?;
+    #[derive(Deserialize)]
+    struct Balance {
+        balance_cents: i64,
+    }
+    let balance: Balance = output.parse()?;
+    let covered = balance.balance_cents >= i.amount_cents;
+    let proposal = json!({
+        "action": "wallet.transfer",
+        "arguments": {"from": i.from, "to": i.to, "amount_cents": i.amount_cents, "memo": i.memo},
+        "balance_cents": balance.balance_cents,
+    });
+    let mut risk = vec!["finance"];
+    if !covered {
+        risk.push("insufficient_funds");
+    }
+    Ok(Outcome {
+        confidence: confidence(if covered { 0.95 } else { 0.3 })?,
+        risk_tags: tags(risk),
+        disclosure_level: None,
+        artifacts: vec![json_artifact(&proposal, &output, arguments, None)],
+    })
+}
+
+async fn execute(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
+    let approval = task
+        .approval_id
+        .ok_or_else(|| ExecError::InvalidInputs("an execute task needs its approval id".into()))?;
+    let i: ExecuteInputs = inputs(task)?;
+    if !matches!(
+        i.action.as_str(),
+        "social.publish" | "social.reply" | "wallet.transfer"
+    ) {
+        return Err(ExecError::InvalidInputs(format!(
+            "{} is not an effect",
+            i.action
+        )));
+    }
+    let mut arguments = i.arguments;
+    // The approval is the effect's identity: however often this task runs, one effect.
+    arguments.insert(
+        "idempotency_key".into(),
+        json!(format!("approval:{}", approval.0)),
+    );
+    let platform = arguments
+        .get("platform")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let (output, arguments) = runner.call(&i.action, Value::Object(arguments)).await?;
+    let receipt: Value = output.parse()?;
+    let mut risk = Vec::new();
+    if i.action == "wallet.transfer" {
+        risk.push("finance");
+    }
+    Ok(Outcome {
+        confidence: confidence(1.0)?,
+        risk_tags: tags(risk),
+        disclosure_level: i.disclosure_level,
+        artifacts: vec![json_artifact(&receipt, &output, arguments, platform)],
+    })
+}
