@@ -5,6 +5,7 @@
 //! - [`domain`]: validated newtypes (`Confidence`, `StateVersion`, `StateKey`, `CommitHash`...)
 //!   and the records that flow through the swarm: `Goal`, `Task`, `TaskResult`, `Review`,
 //!   `Decision`, `AuditRecord`.
+//! - [`goal`]: goal kinds and constraints, validated at intake.
 //! - [`envelope`]: versioned message envelopes for the goal, task and review queues.
 //! - [`routing`]: the judge's routing policy, a pure function of a result and the agent's
 //!   versioned policy.
@@ -17,5 +18,6 @@
 
 pub mod domain;
 pub mod envelope;
+pub mod goal;
 pub mod names;
 pub mod routing;

@@ -4,24 +4,58 @@
 //! serves it on a local port. Errors are JSON: `{"error": {"code": "...", "message": "..."}}`;
 //! a 5xx never carries internals (the cause chain goes to the log).
 
+pub mod goals;
+
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use chimera_aws::Clients;
+use chimera_core::names::{Queue, ResourceNames};
 use chimera_store::PgPool;
 use serde_json::json;
+use tokio::sync::OnceCell;
 
 /// What every request handler shares: built once per execution environment.
 pub struct AppState {
     pub pool: PgPool,
+    pub clients: Clients,
+    pub sqs: aws_sdk_sqs::Client,
+    pub names: ResourceNames,
+    goal_queue_url: OnceCell<String>,
+}
+
+impl AppState {
+    /// The goal queue's URL comes from `GOAL_QUEUE_URL` when deployed, else it is looked up by
+    /// the stage's name on first use.
+    pub fn new(pool: PgPool, clients: Clients, names: ResourceNames) -> Self {
+        Self {
+            pool,
+            sqs: clients.sqs.clone(),
+            clients,
+            names,
+            goal_queue_url: OnceCell::new_with(std::env::var(Queue::Goal.url_env()).ok()),
+        }
+    }
+
+    async fn goal_queue_url(&self) -> anyhow::Result<&String> {
+        self.goal_queue_url
+            .get_or_try_init(|| async {
+                let name = self.names.queue(Queue::Goal);
+                chimera_aws::bootstrap::queue_url(&self.clients, &name).await
+            })
+            .await
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/goals", post(goals::submit))
+        .route("/goals/{id}", get(goals::get))
         .fallback(not_found)
         .with_state(Arc::new(state))
 }
@@ -29,8 +63,14 @@ pub fn router(state: AppState) -> Router {
 /// An error at the API boundary, mapped to a status and a JSON body.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("no route for this method and path")]
+    #[error("not found")]
     NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    UnprocessableEntity(String),
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
 }
@@ -39,6 +79,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::UnprocessableEntity(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity")
+            }
             ApiError::Unavailable(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "dependency unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

@@ -8,8 +8,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let database_url = std::env::var(env::DATABASE_URL).expect("DATABASE_URL must be set");
     let pool = chimera_store::connect_lazy(&database_url, 5)
         .expect("DATABASE_URL must be a PostgreSQL URL");
-    lambda_http::run(chimera_hitl_api::router(chimera_hitl_api::AppState {
-        pool,
-    }))
+    let clients = chimera_aws::Clients::from_env().await;
+    let names = chimera_core::names::ResourceNames::from_env()?;
+    lambda_http::run(chimera_hitl_api::router(chimera_hitl_api::AppState::new(
+        pool, clients, names,
+    )))
     .await
 }

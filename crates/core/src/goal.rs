@@ -1,0 +1,106 @@
+//! What a goal may ask for: its kind and its constraints, validated where goals come in.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Goal kinds the default planner knows how to decompose.
+pub const GOAL_KINDS: [&str; 3] = ["campaign", "reply", "paid_action"];
+
+/// Platforms a post can go to.
+pub const PLATFORMS: [&str; 6] = ["x", "threads", "bluesky", "instagram", "tiktok", "linkedin"];
+
+/// The limits and targets of a goal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    /// Where to publish (campaign: one draft and one post per platform; reply: the first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// The most the goal may spend, in cents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_cents: Option<i64>,
+    /// paid_action: who is paid and how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_cents: Option<i64>,
+    /// reply: the post being answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+    /// A quality the simulated drafting tool reports, 0..1 (demos and tests steer the judge's
+    /// routing with it; a real model reports its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated_quality: Option<f64>,
+}
+
+impl Constraints {
+    /// Whether these constraints make sense for a goal of `kind`; the reason if not.
+    pub fn validate(&self, kind: &str) -> Result<(), String> {
+        if !GOAL_KINDS.contains(&kind) {
+            return Err(format!("kind must be one of {GOAL_KINDS:?}"));
+        }
+        if self.platforms.len() > PLATFORMS.len() {
+            return Err("too many platforms".into());
+        }
+        for p in &self.platforms {
+            if !PLATFORMS.contains(&p.as_str()) {
+                return Err(format!("unknown platform {p:?} (known: {PLATFORMS:?})"));
+            }
+        }
+        if self.budget_cents.is_some_and(|b| b < 0) {
+            return Err("budget_cents must not be negative".into());
+        }
+        if self.amount_cents.is_some_and(|a| a <= 0) {
+            return Err("amount_cents must be positive".into());
+        }
+        if self
+            .simulated_quality
+            .is_some_and(|q| !(0.0..=1.0).contains(&q))
+        {
+            return Err("simulated_quality must be within 0..1".into());
+        }
+        let short = |v: &Option<String>| v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 200);
+        if short(&self.pay_to) || short(&self.in_reply_to) {
+            return Err("pay_to and in_reply_to must be 1..=200 characters".into());
+        }
+        match kind {
+            "paid_action" if self.pay_to.is_none() || self.amount_cents.is_none() => {
+                Err("a paid_action needs pay_to and amount_cents".into())
+            }
+            "reply" if self.in_reply_to.is_none() => Err("a reply needs in_reply_to".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constraints_are_checked_against_the_goal_kind() {
+        let ok = Constraints {
+            platforms: vec!["x".into(), "instagram".into()],
+            ..Default::default()
+        };
+        assert!(ok.validate("campaign").is_ok());
+        assert!(ok.validate("party").is_err());
+        assert!(ok.validate("reply").is_err(), "a reply needs in_reply_to");
+        let bad_platform = Constraints {
+            platforms: vec!["myspace".into()],
+            ..Default::default()
+        };
+        assert!(bad_platform.validate("campaign").is_err());
+        let pay = Constraints {
+            pay_to: Some("studio".into()),
+            amount_cents: Some(0),
+            ..Default::default()
+        };
+        assert!(pay.validate("paid_action").is_err());
+        let quality = Constraints {
+            simulated_quality: Some(1.5),
+            ..Default::default()
+        };
+        assert!(quality.validate("campaign").is_err());
+    }
+}

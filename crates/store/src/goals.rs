@@ -1,0 +1,253 @@
+//! Goals as the API takes them in and reports them: submission once per idempotency key, and
+//! a goal's progress (its tasks, results and decisions).
+
+use chimera_core::domain::{Goal, GoalId, TenantId};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// What a submission did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new goal.
+    Created(GoalId),
+    /// The same request was submitted before under this idempotency key: its goal.
+    Existing { id: GoalId, status: String },
+}
+
+impl Submitted {
+    pub fn id(&self) -> GoalId {
+        match self {
+            Self::Created(id) | Self::Existing { id, .. } => *id,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the idempotency key was used before for a different request")]
+    KeyReused,
+    #[error("no such agent in this tenant")]
+    UnknownAgent,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Stores `goal` as received. With an idempotency key (and the hash of the request it came
+/// with), a repeated request returns the goal stored the first time.
+pub async fn submit(
+    pool: &PgPool,
+    goal: &Goal,
+    idempotency: Option<(&str, &str)>,
+) -> Result<Submitted, SubmitError> {
+    let (key, hash) = idempotency.unzip();
+    let inserted = sqlx::query_scalar!(
+        "insert into goals (id, tenant_id, agent_id, kind, body, constraints, idempotency_key, request_hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         on conflict (tenant_id, idempotency_key) do nothing
+         returning id",
+        goal.id.0,
+        goal.tenant_id.0,
+        goal.agent_id.0,
+        goal.kind,
+        goal.body,
+        serde_json::Value::Object(goal.constraints.clone()),
+        key,
+        hash,
+    )
+    .fetch_optional(pool)
+    .await;
+    match inserted {
+        Ok(Some(id)) => return Ok(Submitted::Created(GoalId(id))),
+        Ok(None) => {}
+        Err(err) if is_foreign_key_violation(&err) => return Err(SubmitError::UnknownAgent),
+        Err(err) => return Err(err.into()),
+    }
+    let prior = sqlx::query!(
+        r#"select id, request_hash, status::text as "status!" from goals
+           where tenant_id = $1 and idempotency_key = $2"#,
+        goal.tenant_id.0,
+        key,
+    )
+    .fetch_one(pool)
+    .await?;
+    if prior.request_hash.as_deref() != hash {
+        return Err(SubmitError::KeyReused);
+    }
+    Ok(Submitted::Existing {
+        id: GoalId(prior.id),
+        status: prior.status,
+    })
+}
+
+/// Removes a goal that was just created and never announced (its queue message could not be
+/// sent), so that nothing half-submitted stays behind.
+pub async fn withdraw(pool: &PgPool, id: GoalId) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "delete from goals g where g.id = $1 and g.status = 'received'
+           and not exists (select 1 from tasks t where t.goal_id = g.id)",
+        id.0
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "23503")
+}
+
+/// A goal with everything that happened to it so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoalView {
+    pub id: uuid::Uuid,
+    pub tenant_id: uuid::Uuid,
+    pub agent_id: uuid::Uuid,
+    pub kind: String,
+    pub body: String,
+    pub constraints: serde_json::Value,
+    pub status: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub tasks: Vec<TaskView>,
+    pub results: Vec<ResultView>,
+    pub decisions: Vec<DecisionView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: uuid::Uuid,
+    pub kind: String,
+    pub status: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub depends_on: Vec<uuid::Uuid>,
+    pub feedback: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultView {
+    pub id: uuid::Uuid,
+    pub task_id: uuid::Uuid,
+    pub attempt: i32,
+    pub confidence: f64,
+    pub risk_tags: Vec<String>,
+    pub disclosure_level: Option<String>,
+    pub commit_hash: String,
+    pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub output_state_version: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    pub review_id: uuid::Uuid,
+    pub result_id: uuid::Uuid,
+    pub status: String,
+    pub decision: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub judge_reasoning: String,
+}
+
+/// The goal `id` of `tenant`, or `None` (another tenant's goal is as absent as a missing one).
+pub async fn view(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+    id: GoalId,
+) -> Result<Option<GoalView>, sqlx::Error> {
+    let Some(goal) = sqlx::query!(
+        r#"select id, tenant_id, agent_id, kind, body, constraints, status::text as "status!",
+                  created_at, updated_at
+           from goals where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
+        id.0,
+        tenant.map(|t| t.0),
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let tasks = sqlx::query!(
+        r#"select t.id, t.kind::text as "kind!", t.status::text as "status!", t.attempt, t.max_attempts,
+                  t.feedback,
+                  coalesce(array_agg(d.depends_on) filter (where d.depends_on is not null), '{}') as "depends_on!"
+           from tasks t left join task_dependencies d on d.task_id = t.id
+           where t.goal_id = $1
+           group by t.id
+           order by t.created_at, t.id"#,
+        id.0
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|t| TaskView {
+        id: t.id,
+        kind: t.kind,
+        status: t.status,
+        attempt: t.attempt,
+        max_attempts: t.max_attempts,
+        depends_on: t.depends_on,
+        feedback: t.feedback,
+    })
+    .collect();
+    let results = sqlx::query!(
+        r#"select r.id, r.task_id, r.attempt, r.confidence, r.risk_tags,
+                  r.disclosure_level::text as disclosure_level, r.commit_hash, r.committed_at,
+                  r.output_state_version
+           from results r join tasks t on t.id = r.task_id
+           where t.goal_id = $1
+           order by r.created_at, r.id"#,
+        id.0
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| ResultView {
+        id: r.id,
+        task_id: r.task_id,
+        attempt: r.attempt,
+        confidence: r.confidence,
+        risk_tags: r.risk_tags,
+        disclosure_level: r.disclosure_level,
+        commit_hash: r.commit_hash,
+        committed_at: r.committed_at,
+        output_state_version: r.output_state_version,
+    })
+    .collect();
+    let decisions = sqlx::query!(
+        r#"select v.id, v.result_id, v.status::text as "status!", v.decision::text as decision,
+                  v.decided_by, v.decided_at, v.judge_reasoning
+           from reviews v join results r on r.id = v.result_id join tasks t on t.id = r.task_id
+           where t.goal_id = $1
+           order by v.created_at, v.id"#,
+        id.0
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|v| DecisionView {
+        review_id: v.id,
+        result_id: v.result_id,
+        status: v.status,
+        decision: v.decision,
+        decided_by: v.decided_by,
+        decided_at: v.decided_at,
+        judge_reasoning: v.judge_reasoning,
+    })
+    .collect();
+    Ok(Some(GoalView {
+        id: goal.id,
+        tenant_id: goal.tenant_id,
+        agent_id: goal.agent_id,
+        kind: goal.kind,
+        body: goal.body,
+        constraints: goal.constraints,
+        status: goal.status,
+        created_at: goal.created_at,
+        updated_at: goal.updated_at,
+        tasks,
+        results,
+        decisions,
+    }))
+}

@@ -1,0 +1,152 @@
+//! Goal intake: `POST /goals` stores a goal and announces it on the goal queue; `GET
+//! /goals/{id}` reports it with its tasks, results and decisions.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chimera_core::domain::{AgentId, Goal, GoalId, TenantId};
+use chimera_core::envelope::{self, PlannerMessage};
+use chimera_core::goal::Constraints;
+use chimera_store::goals::{self, GoalView, SubmitError, Submitted};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::{ApiError, AppState};
+
+/// The body of `POST /goals`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalRequest {
+    pub tenant_id: uuid::Uuid,
+    pub agent_id: uuid::Uuid,
+    /// `campaign`, `reply` or `paid_action`.
+    pub kind: String,
+    /// What the agent should achieve, in words (1..=4000 characters).
+    pub text: String,
+    #[serde(default)]
+    pub constraints: Constraints,
+}
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let request: GoalRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid goal: {e}")))?;
+    if request.text.trim().is_empty() || request.text.chars().count() > 4000 {
+        return Err(ApiError::BadRequest(
+            "text must be 1..=4000 characters".into(),
+        ));
+    }
+    request
+        .constraints
+        .validate(&request.kind)
+        .map_err(ApiError::BadRequest)?;
+    let key = match headers.get(IDEMPOTENCY_HEADER) {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| (1..=200).contains(&k.len()))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Idempotency-Key must be 1..=200 visible characters".into(),
+                    )
+                })?;
+            Some(key.to_owned())
+        }
+    };
+    let hash = hex::encode(Sha256::digest(
+        serde_json::to_vec(&request).map_err(|e| ApiError::Unavailable(e.into()))?,
+    ));
+    let constraints = match serde_json::to_value(&request.constraints) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => Default::default(),
+    };
+    let goal = Goal {
+        id: GoalId::random(),
+        tenant_id: TenantId(request.tenant_id),
+        agent_id: AgentId(request.agent_id),
+        kind: request.kind,
+        body: request.text,
+        constraints,
+    };
+    let submitted = goals::submit(
+        &state.pool,
+        &goal,
+        key.as_deref().map(|k| (k, hash.as_str())),
+    )
+    .await
+    .map_err(|err| match err {
+        SubmitError::KeyReused => ApiError::Conflict(err.to_string()),
+        SubmitError::UnknownAgent => ApiError::UnprocessableEntity(err.to_string()),
+        SubmitError::Database(e) => ApiError::Unavailable(e.into()),
+    })?;
+    let (id, status) = match &submitted {
+        Submitted::Created(id) => (*id, "received".to_owned()),
+        Submitted::Existing { id, status } => (*id, status.clone()),
+    };
+    // A goal nobody planned yet is announced (again: a retried request re-sends a message
+    // that may have been lost; the planner plans a goal once).
+    let announced = if status == "received" {
+        state
+            .send_planner(&PlannerMessage::Goal { goal_id: id })
+            .await
+    } else {
+        Ok(())
+    };
+    if let Err(err) = announced {
+        // A goal created by this request and never announced is taken back.
+        if matches!(submitted, Submitted::Created(_))
+            && let Err(e) = goals::withdraw(&state.pool, id).await
+        {
+            tracing::error!(goal_id = %id.0, error = %e, "could not withdraw an unannounced goal");
+        }
+        return Err(ApiError::Unavailable(err));
+    }
+    tracing::info!(goal_id = %id.0, replay = matches!(submitted, Submitted::Existing { .. }), "goal accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"goal_id": id.0, "status": status})),
+    ))
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<GoalView>, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    goals::view(&state.pool, None, GoalId(id))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+impl AppState {
+    /// Sends `message` to the goal queue.
+    pub async fn send_planner(&self, message: &PlannerMessage) -> anyhow::Result<()> {
+        let url = self.goal_queue_url().await?;
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(envelope::encode(message))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "sending to the goal queue: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
+        Ok(())
+    }
+}

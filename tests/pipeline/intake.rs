@@ -1,0 +1,235 @@
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chimera_aws::bootstrap::{BootstrapOptions, bootstrap, queue_url};
+use chimera_core::envelope::{self, PlannerMessage};
+use chimera_core::names::{Queue, ResourceNames};
+use chimera_hitl_api::{AppState, router};
+use chimera_tests::seed::{Seeded, seed_agent};
+use chimera_tests::{TestDb, clients, unique_stage};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    db: TestDb,
+    names: ResourceNames,
+    seed: Seeded,
+}
+
+impl Api {
+    async fn new() -> Api {
+        let db = TestDb::migrated().await;
+        let seed = seed_agent(&db.pool).await;
+        let names = unique_stage();
+        bootstrap(
+            &clients().await,
+            &names,
+            BootstrapOptions {
+                max_receive_count: 3,
+            },
+        )
+        .await
+        .unwrap();
+        Api { db, names, seed }
+    }
+
+    async fn call(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let app = router(AppState::new(
+            self.db.pool.clone(),
+            clients().await,
+            self.names.clone(),
+        ));
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("a JSON body, got {:?}", String::from_utf8_lossy(&bytes)));
+        (status, body)
+    }
+
+    async fn post(&self, body: &str, key: Option<&str>) -> (StatusCode, Value) {
+        let mut request = Request::post("/goals").header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        self.call(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+    }
+
+    fn goal(&self, text: &str) -> String {
+        json!({
+            "tenant_id": self.seed.tenant.0, "agent_id": self.seed.agent.0, "kind": "campaign",
+            "text": text, "constraints": {"platforms": ["instagram", "x"]}
+        })
+        .to_string()
+    }
+
+    /// Goals submitted through the API (the seed's own goal aside).
+    async fn goals(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from goals where id <> $1")
+            .bind(self.seed.goal.0)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Goal messages on the goal queue, received and deleted, waiting up to `wait` for them.
+    async fn announced(&self, expected: usize, wait: Duration) -> Vec<PlannerMessage> {
+        let c = clients().await;
+        let url = queue_url(&c, &self.names.queue(Queue::Goal)).await.unwrap();
+        let deadline = std::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        while out.len() < expected && std::time::Instant::now() < deadline {
+            let got = c
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            for m in got.messages() {
+                out.push(envelope::decode(m.body().unwrap()).unwrap());
+                c.sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn a_goal_is_stored_announced_and_reported() {
+    let api = Api::new().await;
+    let (status, body) = api
+        .post(&api.goal("launch the spring collection"), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["goal_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["status"], "received");
+    let announced = api.announced(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        announced,
+        vec![PlannerMessage::Goal {
+            goal_id: chimera_core::domain::GoalId(id.parse().unwrap())
+        }]
+    );
+
+    let (status, view) = api
+        .call(
+            Request::get(format!("/goals/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["id"], id.as_str());
+    assert_eq!(view["status"], "received");
+    assert_eq!(view["constraints"]["platforms"], json!(["instagram", "x"]));
+    assert_eq!(view["tasks"], json!([]));
+
+    for missing in [
+        format!("/goals/{}", uuid::Uuid::new_v4()),
+        "/goals/not-a-uuid".into(),
+    ] {
+        let (status, body) = api
+            .call(Request::get(missing).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    api.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_same_goal_and_refuses_a_different_request() {
+    let api = Api::new().await;
+    let body = api.goal("summer teaser");
+    let (s1, first) = api.post(&body, Some("req-1")).await;
+    let (s2, second) = api.post(&body, Some("req-1")).await;
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(first["goal_id"], second["goal_id"]);
+    assert_eq!(api.goals().await, 1);
+
+    let (status, err) = api.post(&api.goal("something else"), Some("req-1")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["error"]["code"], "conflict");
+    assert_eq!(api.goals().await, 1);
+    api.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn bad_goals_get_a_json_4xx_and_store_nothing() {
+    let api = Api::new().await;
+    let (t, a) = (api.seed.tenant.0, api.seed.agent.0);
+    let cases = [
+        ("not json".to_owned(), StatusCode::BAD_REQUEST),
+        (json!({"tenant_id": t, "agent_id": a, "kind": "campaign"}).to_string(), StatusCode::BAD_REQUEST),
+        (json!({"tenant_id": t, "agent_id": a, "kind": "campaign", "text": "x", "extra": 1}).to_string(), StatusCode::BAD_REQUEST),
+        (json!({"tenant_id": t, "agent_id": a, "kind": "party", "text": "x"}).to_string(), StatusCode::BAD_REQUEST),
+        (json!({"tenant_id": t, "agent_id": a, "kind": "campaign", "text": "  "}).to_string(), StatusCode::BAD_REQUEST),
+        (json!({"tenant_id": t, "agent_id": a, "kind": "campaign", "text": "x", "constraints": {"platforms": ["myspace"]}}).to_string(), StatusCode::BAD_REQUEST),
+        (json!({"tenant_id": t, "agent_id": a, "kind": "paid_action", "text": "x"}).to_string(), StatusCode::BAD_REQUEST),
+        (json!({"tenant_id": t, "agent_id": uuid::Uuid::new_v4(), "kind": "campaign", "text": "x"}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"tenant_id": uuid::Uuid::new_v4(), "agent_id": a, "kind": "campaign", "text": "x"}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    for (body, expected) in cases {
+        let (status, err) = api.post(&body, None).await;
+        assert_eq!(status, expected, "{body} -> {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
+    }
+    let (status, _) = api.post(&api.goal("ok"), Some(&"k".repeat(201))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(api.goals().await, 0);
+    assert!(
+        api.announced(1, Duration::from_secs(2)).await.is_empty(),
+        "nothing announced"
+    );
+    api.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_goal_that_cannot_be_announced_is_not_kept() {
+    let api = Api::new().await;
+    let mut no_sqs = clients().await;
+    no_sqs.sqs = aws_sdk_sqs::Client::from_conf(
+        no_sqs
+            .sqs
+            .config()
+            .to_builder()
+            .endpoint_url("http://127.0.0.1:1")
+            .build(),
+    );
+    let app = router(AppState::new(
+        api.db.pool.clone(),
+        no_sqs,
+        api.names.clone(),
+    ));
+    let request = Request::post("/goals")
+        .header("content-type", "application/json")
+        .body(Body::from(api.goal("lost in transit")))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let err: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(err["error"]["code"], "unavailable");
+    assert_eq!(api.goals().await, 0, "the unannounced goal was withdrawn");
+    api.db.drop_db().await;
+}

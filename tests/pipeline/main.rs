@@ -1,0 +1,3 @@
+//! The swarm's pipeline against the real local stack: goal intake over the HITL API router.
+
+mod intake;
