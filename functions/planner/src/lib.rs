@@ -4,6 +4,8 @@
 //! (`ReportBatchItemFailures`). The same function runs under `lambda_runtime` (`main.rs`)
 //! and under the local event-source runner.
 
+pub mod plan;
+
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
 use chimera_core::envelope::PlannerMessage;

@@ -1,0 +1,387 @@
+//! Decomposition: a goal -> a small DAG of atomic tasks.
+//!
+//! [`Planner`] is the seam: [`TemplatePlanner`] is the deterministic default (works offline);
+//! an LLM planner is a drop-in whose output passes the same validation ([`validate`]) before
+//! anything is stored or enqueued.
+//!
+//! Tasks name what they read and write as agent state keys, so tasks of one goal on different
+//! platforms never conflict, while two goals publishing to the same platform's calendar do,
+//! and the later one is replanned with fresh versions.
+
+use std::collections::{BTreeSet, HashSet};
+
+use chimera_core::domain::{Goal, StateKey, StateVersion, Task, TaskId, TaskKind};
+use chimera_core::goal::Constraints;
+use serde_json::{Map, Value, json};
+
+/// Inputs filled from a dependency's committed result when the task is released: the text of
+/// a draft, the hash of a rendered image.
+pub const TEXT_FROM: &str = "text_from";
+pub const MEDIA_FROM: &str = "media_from";
+
+/// What a planner knows about the goal's agent.
+#[derive(Debug, Clone)]
+pub struct AgentContext {
+    pub handle: String,
+    pub persona: Value,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("goal kind {0:?} cannot be planned")]
+    UnsupportedKind(String),
+    #[error("invalid goal: {0}")]
+    InvalidGoal(String),
+    #[error("invalid plan: {0}")]
+    InvalidPlan(String),
+}
+
+pub trait Planner: Send + Sync {
+    /// The tasks for `goal`, with dependencies, read and write sets (versions are read when
+    /// each task is released), and inputs.
+    fn plan(&self, goal: &Goal, agent: &AgentContext) -> Result<Vec<Task>, PlanError>;
+}
+
+/// Rule/template decomposition by goal kind:
+/// - `campaign`: research -> a draft per platform, and one image -> a post per platform;
+/// - `reply`: a reply to the mentioned post;
+/// - `paid_action`: a transfer proposal (held for a human and checked against the budget).
+#[derive(Debug, Default, Clone)]
+pub struct TemplatePlanner;
+
+fn key(raw: String) -> Result<StateKey, PlanError> {
+    StateKey::parse(raw).map_err(|e| PlanError::InvalidPlan(e.to_string()))
+}
+
+struct Builder<'a> {
+    goal: &'a Goal,
+    tasks: Vec<Task>,
+}
+
+impl Builder<'_> {
+    fn add(
+        &mut self,
+        kind: TaskKind,
+        inputs: Value,
+        depends_on: &[TaskId],
+        read: &[StateKey],
+        write: &[StateKey],
+    ) -> TaskId {
+        let id = TaskId::random();
+        self.tasks.push(Task {
+            id,
+            goal_id: self.goal.id,
+            tenant_id: self.goal.tenant_id,
+            agent_id: self.goal.agent_id,
+            kind,
+            attempt: 1,
+            inputs: inputs.as_object().cloned().unwrap_or_default(),
+            depends_on: depends_on.to_vec(),
+            // Versions 0 for now: the planner reads the current ones when it releases the task.
+            read_set: read
+                .iter()
+                .map(|k| (k.clone(), StateVersion::INITIAL))
+                .collect(),
+            write_set: write.iter().cloned().collect::<BTreeSet<_>>(),
+            feedback: None,
+            approval_id: None,
+        });
+        id
+    }
+}
+
+impl Planner for TemplatePlanner {
+    fn plan(&self, goal: &Goal, agent: &AgentContext) -> Result<Vec<Task>, PlanError> {
+        let constraints: Constraints =
+            serde_json::from_value(Value::Object(goal.constraints.clone()))
+                .map_err(|e| PlanError::InvalidGoal(e.to_string()))?;
+        constraints
+            .validate(&goal.kind)
+            .map_err(PlanError::InvalidGoal)?;
+        let mut b = Builder {
+            goal,
+            tasks: Vec::new(),
+        };
+        let quality = constraints.simulated_quality;
+        let draft_inputs = |platform: &str| {
+            let mut inputs =
+                json!({"brief": goal.body, "platform": platform, "persona": persona(agent)});
+            if let Some(q) = quality {
+                inputs["quality"] = json!(q);
+            }
+            inputs
+        };
+        match goal.kind.as_str() {
+            "campaign" => {
+                let platforms = if constraints.platforms.is_empty() {
+                    vec!["instagram".to_owned()]
+                } else {
+                    constraints.platforms.clone()
+                };
+                let research = b.add(
+                    TaskKind::Research,
+                    json!({"query": goal.body}),
+                    &[],
+                    &[],
+                    &[key("trends".into())?],
+                );
+                let render = b.add(
+                    TaskKind::RenderMedia,
+                    json!({"prompt": goal.body}),
+                    &[research],
+                    &[],
+                    &[key("media".into())?],
+                );
+                for platform in &platforms {
+                    let draft = b.add(
+                        TaskKind::Draft,
+                        draft_inputs(platform),
+                        &[research],
+                        &[],
+                        &[key(format!("drafts:{platform}"))?],
+                    );
+                    let calendar = key(format!("calendar:{platform}"))?;
+                    b.add(
+                        TaskKind::Publish,
+                        json!({"platform": platform, TEXT_FROM: draft.0, MEDIA_FROM: render.0,
+                               "disclosure_level": "automated"}),
+                        &[draft, render],
+                        std::slice::from_ref(&calendar),
+                        std::slice::from_ref(&calendar),
+                    );
+                }
+            }
+            "reply" => {
+                let platform = constraints
+                    .platforms
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "x".into());
+                let mut inputs = draft_inputs(&platform);
+                inputs["in_reply_to"] = json!(constraints.in_reply_to);
+                inputs["disclosure_level"] = json!("automated");
+                let mentions = key(format!("mentions:{platform}"))?;
+                b.add(
+                    TaskKind::Reply,
+                    inputs,
+                    &[],
+                    std::slice::from_ref(&mentions),
+                    std::slice::from_ref(&mentions),
+                );
+            }
+            "paid_action" => {
+                let wallet = key("wallet".into())?;
+                b.add(
+                    TaskKind::Transact,
+                    json!({"from": agent.handle, "to": constraints.pay_to,
+                           "amount_cents": constraints.amount_cents, "memo": goal.body}),
+                    &[],
+                    std::slice::from_ref(&wallet),
+                    std::slice::from_ref(&wallet),
+                );
+            }
+            other => return Err(PlanError::UnsupportedKind(other.to_owned())),
+        }
+        validate(&b.tasks)?;
+        Ok(b.tasks)
+    }
+}
+
+/// The persona as the drafting tool takes it: a name and a voice.
+fn persona(agent: &AgentContext) -> Value {
+    let voice = agent
+        .persona
+        .get("voice")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = agent
+        .persona
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&agent.handle);
+    json!({"name": name, "voice": voice})
+}
+
+/// What any planner's output must satisfy: 1..=50 tasks, no execute tasks (effects are only
+/// ever released by an approval), dependencies inside the plan and acyclic.
+pub fn validate(tasks: &[Task]) -> Result<(), PlanError> {
+    if tasks.is_empty() || tasks.len() > 50 {
+        return Err(PlanError::InvalidPlan(format!(
+            "{} tasks (1..=50 allowed)",
+            tasks.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for task in tasks {
+        if task.kind == TaskKind::Execute {
+            return Err(PlanError::InvalidPlan(
+                "a plan cannot contain execute tasks".into(),
+            ));
+        }
+        // Dependencies must come earlier in the plan: that makes the graph acyclic.
+        if let Some(dep) = task.depends_on.iter().find(|d| !seen.contains(*d)) {
+            return Err(PlanError::InvalidPlan(format!(
+                "task {} depends on {}, which is not an earlier task of the plan",
+                task.id.0, dep.0
+            )));
+        }
+        seen.insert(task.id);
+    }
+    Ok(())
+}
+
+/// Fills `text_from` / `media_from` inputs with what the named dependencies produced: the
+/// `text` of a draft and the `sha256` of an image. `produced` maps a task id to its committed
+/// result's (inline text, first artifact hash).
+pub fn fill_inputs(
+    inputs: &mut Map<String, Value>,
+    produced: &impl Fn(TaskId) -> Option<(Option<String>, String)>,
+) -> Result<(), String> {
+    for (from, into) in [(TEXT_FROM, "text"), (MEDIA_FROM, "media_sha256")] {
+        let Some(source) = inputs.remove(from) else {
+            continue;
+        };
+        let id = source
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .ok_or_else(|| format!("{from} must name a task"))?;
+        let (text, sha256) = produced(TaskId(id))
+            .ok_or_else(|| format!("{from}: task {id} has no committed result"))?;
+        let value = if into == "text" {
+            text.ok_or_else(|| format!("{from}: task {id} produced no text"))?
+        } else {
+            sha256
+        };
+        inputs.insert(into.into(), json!(value));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chimera_core::domain::{AgentId, GoalId, TenantId};
+
+    fn goal(kind: &str, constraints: Value) -> Goal {
+        Goal {
+            id: GoalId::random(),
+            tenant_id: TenantId::random(),
+            agent_id: AgentId::random(),
+            kind: kind.into(),
+            body: "launch the spring collection".into(),
+            constraints: constraints.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn agent() -> AgentContext {
+        AgentContext {
+            handle: "nova".into(),
+            persona: json!({"voice": "warm"}),
+        }
+    }
+
+    #[test]
+    fn a_campaign_researches_then_drafts_renders_and_proposes_a_post_per_platform() {
+        let tasks = TemplatePlanner
+            .plan(
+                &goal("campaign", json!({"platforms": ["x", "instagram"]})),
+                &agent(),
+            )
+            .unwrap();
+        let kinds: Vec<TaskKind> = tasks.iter().map(|t| t.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                TaskKind::Research,
+                TaskKind::RenderMedia,
+                TaskKind::Draft,
+                TaskKind::Publish,
+                TaskKind::Draft,
+                TaskKind::Publish
+            ]
+        );
+        let publish = &tasks[3];
+        assert_eq!(publish.depends_on, vec![tasks[2].id, tasks[1].id]);
+        assert_eq!(publish.inputs[TEXT_FROM], json!(tasks[2].id.0));
+        let calendar = StateKey::parse("calendar:x").unwrap();
+        assert!(publish.read_set.contains_key(&calendar) && publish.write_set.contains(&calendar));
+        // Different platforms touch different keys: they never conflict.
+        assert!(
+            tasks[5]
+                .write_set
+                .contains(&StateKey::parse("calendar:instagram").unwrap())
+        );
+        assert!(validate(&tasks).is_ok());
+    }
+
+    #[test]
+    fn other_kinds_and_bad_goals() {
+        let reply = TemplatePlanner
+            .plan(&goal("reply", json!({"in_reply_to": "post-1"})), &agent())
+            .unwrap();
+        assert_eq!(reply[0].kind, TaskKind::Reply);
+        let pay = TemplatePlanner
+            .plan(
+                &goal(
+                    "paid_action",
+                    json!({"pay_to": "studio", "amount_cents": 500}),
+                ),
+                &agent(),
+            )
+            .unwrap();
+        assert_eq!(pay[0].inputs["amount_cents"], 500);
+        assert!(matches!(
+            TemplatePlanner.plan(&goal("party", json!({})), &agent()),
+            Err(PlanError::InvalidGoal(_))
+        ));
+        assert!(
+            TemplatePlanner
+                .plan(&goal("reply", json!({})), &agent())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn plans_with_effects_or_dangling_dependencies_are_refused() {
+        let mut tasks = TemplatePlanner
+            .plan(&goal("campaign", json!({})), &agent())
+            .unwrap();
+        let later = tasks[1].id;
+        tasks[0].depends_on.push(later);
+        assert!(validate(&tasks).is_err(), "a dependency on a later task");
+        let mut tasks = TemplatePlanner
+            .plan(&goal("campaign", json!({})), &agent())
+            .unwrap();
+        tasks[0].kind = TaskKind::Execute;
+        assert!(validate(&tasks).is_err());
+        assert!(validate(&[]).is_err());
+    }
+
+    #[test]
+    fn released_inputs_take_the_text_and_image_their_dependencies_made() {
+        let (draft, render) = (TaskId::random(), TaskId::random());
+        let mut inputs = json!({"platform": "x", TEXT_FROM: draft.0, MEDIA_FROM: render.0})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let produced = |id: TaskId| {
+            if id == draft {
+                Some((Some("hello".to_owned()), "a".repeat(64)))
+            } else if id == render {
+                Some((None, "b".repeat(64)))
+            } else {
+                None
+            }
+        };
+        fill_inputs(&mut inputs, &produced).unwrap();
+        assert_eq!(
+            Value::Object(inputs),
+            json!({"platform": "x", "text": "hello", "media_sha256": "b".repeat(64)})
+        );
+        let mut dangling = json!({TEXT_FROM: TaskId::random().0})
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert!(fill_inputs(&mut dangling, &produced).is_err());
+    }
+}
