@@ -303,6 +303,21 @@ impl TaskKind {
     }
 
     /// Actions that put content in front of an audience: they need a disclosure level.
+    /// The kind named `name` (as [`TaskKind::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<TaskKind> {
+        [
+            Self::Research,
+            Self::Draft,
+            Self::RenderMedia,
+            Self::Publish,
+            Self::Reply,
+            Self::Transact,
+            Self::Execute,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
     pub fn is_publishing(self) -> bool {
         matches!(self, Self::Publish | Self::Reply)
     }

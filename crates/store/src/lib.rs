@@ -2,6 +2,7 @@
 //!
 //! - [`MIGRATOR`] / [`migrate`]: the schema, only ever changed through `migrations/`.
 //! - [`connect`]: a pool built once per execution environment.
+//! - [`dag`]: a goal's task graph: the plan, release of ready tasks, replans.
 //! - [`goals`]: goal submission once per idempotency key, and a goal's progress.
 //! - [`records`]: tenants, agents and policies, goals, tasks with dependencies, results.
 //! - [`occ`]: commits that check the versions of exactly the state a task read and bump what
@@ -15,6 +16,7 @@
 
 pub mod audit;
 pub mod budget;
+pub mod dag;
 pub mod goals;
 pub mod occ;
 pub mod provenance;

@@ -69,6 +69,18 @@ pub async fn insert_task(
     status: &str,
     max_attempts: u32,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    insert_task_in(&mut tx, task, status, max_attempts).await?;
+    tx.commit().await
+}
+
+/// [`insert_task`] inside the caller's transaction.
+pub async fn insert_task_in(
+    conn: &mut sqlx::PgConnection,
+    task: &Task,
+    status: &str,
+    max_attempts: u32,
+) -> Result<(), sqlx::Error> {
     let read_set =
         serde_json::to_value(&task.read_set).map_err(|e| sqlx::Error::Encode(e.into()))?;
     let write_set: Vec<String> = task
@@ -77,7 +89,6 @@ pub async fn insert_task(
         .map(|k| k.as_str().to_owned())
         .collect();
     let depends_on: Vec<uuid::Uuid> = task.depends_on.iter().map(|t| t.0).collect();
-    let mut tx = pool.begin().await?;
     sqlx::query!(
         "insert into tasks (id, goal_id, agent_id, kind, status, attempt, max_attempts, inputs, read_set, write_set,
                             feedback, approval_id)
@@ -95,16 +106,16 @@ pub async fn insert_task(
         task.feedback,
         task.approval_id.map(|r| r.0),
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     sqlx::query!(
         "insert into task_dependencies (task_id, depends_on) select $1, d from unnest($2::uuid[]) as d",
         task.id.0,
         &depends_on
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// Records a result; recording the same content again (same task, same commit hash) returns the

@@ -1,29 +1,219 @@
 //! The planner Lambda: goal queue -> a DAG of atomic tasks on the task queue.
 //!
-//! [`handle`] takes one SQS batch and returns the ids of the messages that failed
-//! (`ReportBatchItemFailures`). The same function runs under `lambda_runtime` (`main.rs`)
-//! and under the local event-source runner.
+//! [`PlannerService::handle`] takes one SQS batch and returns the ids of the messages that
+//! failed (`ReportBatchItemFailures`). The same function runs under `lambda_runtime`
+//! (`main.rs`) and under the local event-source runner.
+//!
+//! - A goal message: the goal is decomposed by the [`plan::Planner`] (the template planner by
+//!   default) and the plan stored once (a redelivered goal message plans nothing twice); then
+//!   the tasks whose dependencies are met are released.
+//! - A replan message (from the judge): the task's next attempt, with the feedback and the
+//!   fresh state versions, goes back on the task queue.
+//!
+//! [`PlannerService::release`] is also what the judge calls after a commit: it takes the
+//! goal's blocked tasks whose dependencies are all committed (each claimed by one releaser),
+//! fills their inputs from what the dependencies produced, reads the current versions of the
+//! state they read, and enqueues them.
 
 pub mod plan;
 
+use std::collections::HashMap;
+
+use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use chimera_aws::Clients;
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
-use chimera_core::envelope::PlannerMessage;
+use chimera_core::domain::{GoalId, ReadSet, StateKey, Task, TaskId, TenantId};
+use chimera_core::envelope::{self, PlannerMessage, TaskMessage};
+use chimera_core::names::{self, Queue, ResourceNames};
+use chimera_store::{PgPool, dag, occ};
+use plan::{AgentContext, MEDIA_FROM, Planner, TEXT_FROM, TemplatePlanner, fill_inputs};
+use tokio::sync::OnceCell;
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
 
-pub async fn handle(event: &SqsEvent) -> SqsBatchResponse {
-    process_batch(event, CONCURRENCY, handle_message).await
+pub struct PlannerService {
+    clients: Clients,
+    pool: PgPool,
+    names: ResourceNames,
+    planner: Box<dyn Planner>,
+    task_queue_url: OnceCell<String>,
 }
 
-async fn handle_message(message: &SqsMessage) -> Result<(), MessageError> {
-    let msg: PlannerMessage = decode_body(message)?;
-    tracing::info!(kind = ?msg, "message accepted");
-    // The planner's processing is not built yet (the pipeline issue). Until it is, a valid message is
-    // reported as failed rather than acknowledged, so the queue keeps it (and its DLQ
-    // receives it) instead of losing it.
-    Err(MessageError::Retryable(anyhow::anyhow!(
-        "planner processing is not available in this build"
-    )))
+fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
+    MessageError::Retryable(err.into())
+}
+
+impl PlannerService {
+    /// From the environment (`DATABASE_URL`, the stage or `TASK_QUEUE_URL`), with the template
+    /// planner. Opens no connection.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let clients = Clients::from_env().await;
+        let names = ResourceNames::from_env()?;
+        let url = std::env::var(names::env::DATABASE_URL)
+            .with_context(|| format!("{} is not set", names::env::DATABASE_URL))?;
+        let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
+        Ok(Self::new(clients, pool, names, Box::new(TemplatePlanner)))
+    }
+
+    pub fn new(
+        clients: Clients,
+        pool: PgPool,
+        names: ResourceNames,
+        planner: Box<dyn Planner>,
+    ) -> Self {
+        Self {
+            task_queue_url: OnceCell::new_with(std::env::var(Queue::Task.url_env()).ok()),
+            clients,
+            pool,
+            names,
+            planner,
+        }
+    }
+
+    pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
+        process_batch(event, CONCURRENCY, |m| self.handle_message(m)).await
+    }
+
+    async fn handle_message(&self, message: &SqsMessage) -> Result<(), MessageError> {
+        match decode_body::<PlannerMessage>(message)? {
+            PlannerMessage::Goal { goal_id } => self.plan_goal(goal_id).await,
+            PlannerMessage::Replan {
+                task_id,
+                feedback,
+                fresh_versions,
+            } => self.replan(task_id, &feedback, &fresh_versions).await,
+        }
+    }
+
+    async fn plan_goal(&self, goal_id: GoalId) -> Result<(), MessageError> {
+        let ctx = dag::planning_context(&self.pool, goal_id)
+            .await
+            .map_err(retryable)?
+            .ok_or_else(|| {
+                MessageError::Permanent(anyhow::anyhow!("goal {} does not exist", goal_id.0))
+            })?;
+        if ctx.status == "received" {
+            let agent = AgentContext {
+                handle: ctx.handle.clone(),
+                persona: ctx.persona.clone(),
+            };
+            match self.planner.plan(&ctx.goal, &agent) {
+                Ok(tasks) => {
+                    let stored =
+                        dag::save_plan(&self.pool, goal_id, &tasks, ctx.policy.max_attempts)
+                            .await
+                            .map_err(retryable)?;
+                    tracing::info!(goal_id = %goal_id.0, tasks = tasks.len(), stored, "goal planned");
+                }
+                Err(err) => {
+                    // A goal that cannot be planned is failed, visibly, and the message is done.
+                    tracing::warn!(goal_id = %goal_id.0, error = %err, "goal cannot be planned");
+                    dag::fail_goal(&self.pool, goal_id)
+                        .await
+                        .map_err(retryable)?;
+                    return Ok(());
+                }
+            }
+        }
+        // Also after a redelivery: release whatever is ready and not yet released.
+        self.release(goal_id, ctx.goal.tenant_id).await.map(|_| ())
+    }
+
+    async fn replan(
+        &self,
+        task: TaskId,
+        feedback: &str,
+        fresh: &ReadSet,
+    ) -> Result<(), MessageError> {
+        let Some(mut next) = dag::next_attempt(&self.pool, task, feedback, fresh)
+            .await
+            .map_err(retryable)?
+        else {
+            tracing::info!(task_id = %task.0, "replan already applied or not wanted");
+            return Ok(());
+        };
+        // Versions the judge did not report fresh are read again now.
+        let keys: Vec<StateKey> = next.read_set.keys().cloned().collect();
+        next.read_set = occ::read_versions(&self.pool, next.agent_id, &keys)
+            .await
+            .map_err(retryable)?;
+        tracing::info!(task_id = %task.0, attempt = next.attempt, "task replanned");
+        self.send_task(&next).await
+    }
+
+    /// Releases the goal's tasks whose dependencies are committed; returns how many.
+    pub async fn release(&self, goal: GoalId, tenant: TenantId) -> Result<usize, MessageError> {
+        let mut tx = self.pool.begin().await.map_err(retryable)?;
+        let ready = dag::lock_ready(&mut tx, goal, tenant)
+            .await
+            .map_err(retryable)?;
+        let mut released = 0;
+        for mut task in ready {
+            let mut produced = HashMap::new();
+            for from in [TEXT_FROM, MEDIA_FROM] {
+                let Some(dep) = task
+                    .inputs
+                    .get(from)
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                else {
+                    continue;
+                };
+                if let Some(artifact) = dag::committed_artifact(&mut tx, TaskId(dep))
+                    .await
+                    .map_err(retryable)?
+                {
+                    produced.insert(TaskId(dep), artifact);
+                }
+            }
+            if let Err(reason) = fill_inputs(&mut task.inputs, &|id| produced.get(&id).cloned()) {
+                tracing::warn!(task_id = %task.id.0, reason, "task cannot be released");
+                dag::fail_task(&mut tx, task.id, &reason)
+                    .await
+                    .map_err(retryable)?;
+                continue;
+            }
+            let keys: Vec<StateKey> = task.read_set.keys().cloned().collect();
+            task.read_set = occ::read_versions(&self.pool, task.agent_id, &keys)
+                .await
+                .map_err(retryable)?;
+            dag::mark_queued(&mut tx, &task).await.map_err(retryable)?;
+            // Sent before the status commits: a crash in between re-sends on the next release
+            // (the worker runs a task attempt once), never loses the task.
+            self.send_task(&task).await?;
+            released += 1;
+        }
+        tx.commit().await.map_err(retryable)?;
+        if released > 0 {
+            tracing::info!(goal_id = %goal.0, released, "tasks released");
+        }
+        Ok(released)
+    }
+
+    async fn send_task(&self, task: &Task) -> Result<(), MessageError> {
+        let url = self
+            .task_queue_url
+            .get_or_try_init(|| async {
+                let name = self.names.queue(Queue::Task);
+                chimera_aws::bootstrap::queue_url(&self.clients, &name).await
+            })
+            .await
+            .map_err(retryable)?;
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(envelope::encode(&TaskMessage { task: task.clone() }))
+            .send()
+            .await
+            .map_err(|e| {
+                retryable(anyhow::anyhow!(
+                    "sending to the task queue: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                ))
+            })?;
+        Ok(())
+    }
 }

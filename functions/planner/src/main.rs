@@ -1,13 +1,18 @@
-//! Lambda entry point of the planner: tracing, then the handler under `lambda_runtime`.
+//! Lambda entry point of the planner: tracing, the execution environment's state (AWS clients,
+//! database pool, built lazily and kept across invocations), then the handler under
+//! `lambda_runtime`.
 
 use aws_lambda_events::sqs::SqsEvent;
+use chimera_planner::PlannerService;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, std::convert::Infallible>(chimera_planner::handle(&event.payload).await)
+    let planner = PlannerService::from_env().await?;
+    let planner = &planner;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, std::convert::Infallible>(planner.handle(&event.payload).await)
     }))
     .await
 }

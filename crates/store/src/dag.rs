@@ -1,0 +1,264 @@
+//! A goal's task graph: the plan stored once, tasks released when their dependencies are
+//! committed (each by exactly one releaser), replans.
+
+use chimera_core::domain::{
+    AgentId, Goal, GoalId, ReadSet, ReviewId, StateKey, Task, TaskId, TaskKind, TenantId,
+};
+use chimera_core::routing::Policy;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::records;
+
+/// A goal with what the planner needs of its agent.
+#[derive(Debug, Clone)]
+pub struct PlanningContext {
+    pub goal: Goal,
+    pub status: String,
+    pub handle: String,
+    pub persona: serde_json::Value,
+    pub policy: Policy,
+}
+
+pub async fn planning_context(
+    pool: &PgPool,
+    id: GoalId,
+) -> Result<Option<PlanningContext>, sqlx::Error> {
+    let Some(row) = sqlx::query!(
+        r#"select g.id, g.tenant_id, g.agent_id, g.kind, g.body, g.constraints,
+                  g.status::text as "status!", a.handle, a.persona, p.document as policy
+           from goals g
+           join agents a on a.id = g.agent_id
+           join policies p on p.agent_id = a.id and p.version = a.policy_version
+           where g.id = $1"#,
+        id.0
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let policy: Policy =
+        serde_json::from_value(row.policy).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    Ok(Some(PlanningContext {
+        goal: Goal {
+            id: GoalId(row.id),
+            tenant_id: TenantId(row.tenant_id),
+            agent_id: AgentId(row.agent_id),
+            kind: row.kind,
+            body: row.body,
+            constraints: row.constraints.as_object().cloned().unwrap_or_default(),
+        },
+        status: row.status,
+        handle: row.handle,
+        persona: row.persona,
+        policy,
+    }))
+}
+
+/// Stores `tasks` as the goal's plan (all `blocked`) and moves the goal from `received` to
+/// `in_progress`, in one transaction. `false` when the goal was planned before: nothing is
+/// stored twice.
+pub async fn save_plan(
+    pool: &PgPool,
+    goal: GoalId,
+    tasks: &[Task],
+    max_attempts: u32,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query!(
+        "update goals set status = 'in_progress', updated_at = now() where id = $1 and status = 'received'",
+        goal.0
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for task in tasks {
+        records::insert_task_in(&mut tx, task, "blocked", max_attempts).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Marks a goal that cannot be planned as failed.
+pub async fn fail_goal(pool: &PgPool, goal: GoalId) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update goals set status = 'failed', updated_at = now() where id = $1 and status in ('received', 'planning')",
+        goal.0
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Blocked tasks of `goal` whose dependencies are all committed, locked for the caller inside
+/// `tx` (a concurrent releaser skips them). The caller fills, enqueues and marks them
+/// ([`mark_queued`]) before committing.
+pub async fn lock_ready(
+    tx: &mut Transaction<'_, Postgres>,
+    goal: GoalId,
+    tenant: TenantId,
+) -> Result<Vec<Task>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select t.id, t.goal_id, t.agent_id, t.kind::text as "kind!", t.attempt, t.inputs,
+                  t.read_set, t.write_set, t.feedback, t.approval_id
+           from tasks t
+           where t.goal_id = $1 and t.status = 'blocked'
+             and not exists (select 1 from task_dependencies d join tasks dep on dep.id = d.depends_on
+                             where d.task_id = t.id and dep.status <> 'committed')
+           order by t.created_at, t.id
+           for update of t skip locked"#,
+        goal.0
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            TaskRow {
+                id: r.id,
+                goal_id: r.goal_id,
+                tenant_id: tenant.0,
+                agent_id: r.agent_id,
+                kind: r.kind,
+                attempt: r.attempt,
+                inputs: r.inputs,
+                read_set: r.read_set,
+                write_set: r.write_set,
+                feedback: r.feedback,
+                approval_id: r.approval_id,
+            }
+            .into_task()
+        })
+        .collect()
+}
+
+/// A `tasks` row as queries return it.
+struct TaskRow {
+    id: uuid::Uuid,
+    goal_id: uuid::Uuid,
+    tenant_id: uuid::Uuid,
+    agent_id: uuid::Uuid,
+    kind: String,
+    attempt: i32,
+    inputs: serde_json::Value,
+    read_set: serde_json::Value,
+    write_set: Vec<String>,
+    feedback: Option<String>,
+    approval_id: Option<uuid::Uuid>,
+}
+
+impl TaskRow {
+    fn into_task(self) -> Result<Task, sqlx::Error> {
+        let decode = |e: String| sqlx::Error::Decode(e.into());
+        Ok(Task {
+            id: TaskId(self.id),
+            goal_id: GoalId(self.goal_id),
+            tenant_id: TenantId(self.tenant_id),
+            agent_id: AgentId(self.agent_id),
+            kind: TaskKind::parse(&self.kind)
+                .ok_or_else(|| decode(format!("task kind {}", self.kind)))?,
+            attempt: u32::try_from(self.attempt).map_err(|e| decode(e.to_string()))?,
+            inputs: self.inputs.as_object().cloned().unwrap_or_default(),
+            depends_on: Vec::new(),
+            read_set: serde_json::from_value(self.read_set).map_err(|e| decode(e.to_string()))?,
+            write_set: self
+                .write_set
+                .into_iter()
+                .map(|k| StateKey::parse(k).map_err(|e| decode(e.to_string())))
+                .collect::<Result<_, _>>()?,
+            feedback: self.feedback,
+            approval_id: self.approval_id.map(ReviewId),
+        })
+    }
+}
+
+/// The first artifact of `task`'s committed result: (inline text, sha256).
+pub async fn committed_artifact(
+    conn: &mut PgConnection,
+    task: TaskId,
+) -> Result<Option<(Option<String>, String)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select artifact -> 'artifacts' -> 0 ->> 'inline' as inline,
+                  artifact -> 'artifacts' -> 0 ->> 'sha256' as sha256
+           from results where task_id = $1 and committed_at is not null
+           order by attempt desc limit 1"#,
+        task.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.and_then(|r| r.sha256.map(|sha| (r.inline, sha))))
+}
+
+/// Records a released task's filled inputs and read versions and marks it `queued`.
+pub async fn mark_queued(conn: &mut PgConnection, task: &Task) -> Result<(), sqlx::Error> {
+    let read_set =
+        serde_json::to_value(&task.read_set).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query!(
+        "update tasks set status = 'queued', inputs = $2, read_set = $3, updated_at = now() where id = $1",
+        task.id.0,
+        serde_json::Value::Object(task.inputs.clone()),
+        read_set,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Fails a task that cannot be released (what it needs from a dependency is missing).
+pub async fn fail_task(
+    conn: &mut PgConnection,
+    task: TaskId,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update tasks set status = 'failed', feedback = $2, updated_at = now() where id = $1",
+        task.0,
+        reason
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes a task marked `retrying` into its next attempt with the judge's feedback and fresh
+/// read versions, and returns it ready to enqueue; `None` if it is not (or no longer) waiting
+/// for a replan, so a duplicate replan message does nothing.
+pub async fn next_attempt(
+    pool: &PgPool,
+    task: TaskId,
+    feedback: &str,
+    fresh: &ReadSet,
+) -> Result<Option<Task>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"update tasks t set attempt = t.attempt + 1, feedback = $2, status = 'queued',
+                  read_set = t.read_set || $3, updated_at = now()
+           from goals g
+           where t.id = $1 and t.status = 'retrying' and t.attempt < t.max_attempts and g.id = t.goal_id
+           returning t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
+                     t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id"#,
+        task.0,
+        feedback,
+        serde_json::to_value(fresh).map_err(|e| sqlx::Error::Encode(e.into()))?,
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    TaskRow {
+        id: r.id,
+        goal_id: r.goal_id,
+        tenant_id: r.tenant_id,
+        agent_id: r.agent_id,
+        kind: r.kind,
+        attempt: r.attempt,
+        inputs: r.inputs,
+        read_set: r.read_set,
+        write_set: r.write_set,
+        feedback: r.feedback,
+        approval_id: r.approval_id,
+    }
+    .into_task()
+    .map(Some)
+}
