@@ -2,12 +2,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use chimera_aws::bootstrap::{BootstrapOptions, bootstrap, queue_url};
+use chimera_aws::bootstrap::{BootstrapOptions, bootstrap};
 use chimera_core::envelope::{self, PlannerMessage};
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_hitl_api::{AppState, router};
 use chimera_tests::seed::{Seeded, seed_agent};
-use chimera_tests::{TestDb, clients, unique_stage};
+use chimera_tests::{TestDb, clients, drain, unique_stage};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -78,32 +78,11 @@ impl Api {
 
     /// Goal messages on the goal queue, received and deleted, waiting up to `wait` for them.
     async fn announced(&self, expected: usize, wait: Duration) -> Vec<PlannerMessage> {
-        let c = clients().await;
-        let url = queue_url(&c, &self.names.queue(Queue::Goal)).await.unwrap();
-        let deadline = std::time::Instant::now() + wait;
-        let mut out = Vec::new();
-        while out.len() < expected && std::time::Instant::now() < deadline {
-            let got = c
-                .sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .unwrap();
-            for m in got.messages() {
-                out.push(envelope::decode(m.body().unwrap()).unwrap());
-                c.sqs
-                    .delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
-        out
+        drain(&self.names, Queue::Goal, expected, wait)
+            .await
+            .iter()
+            .map(|body| envelope::decode(body).unwrap())
+            .collect()
     }
 }
 

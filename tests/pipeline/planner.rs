@@ -8,10 +8,8 @@ use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
 use chimera_store::{occ, records};
 use chimera_tests::seed::{Seeded, seed_agent};
-use chimera_tests::{TestDb, clients, unique_stage};
+use chimera_tests::{TestDb, clients, drain, unique_stage};
 use serde_json::{Value, json};
-
-use crate::drain;
 
 struct Setup {
     db: TestDb,
@@ -54,7 +52,9 @@ impl Setup {
             body: "launch the spring collection".into(),
             constraints: constraints.as_object().cloned().unwrap_or_default(),
         };
-        records::insert_goal(&self.db.pool, &goal).await.unwrap();
+        chimera_store::goals::submit(&self.db.pool, &goal, None)
+            .await
+            .unwrap();
         goal.id
     }
 
@@ -155,7 +155,7 @@ async fn a_goal_is_planned_once_and_its_tasks_released_as_dependencies_commit() 
 
     // Research committed: the render and both drafts are released.
     s.commit(&research[0], "trend notes").await;
-    assert_eq!(s.planner.release(goal, s.seed.tenant).await.unwrap(), 3);
+    assert_eq!(s.planner.release(goal).await.unwrap(), 3);
     let mut next = s.queued(3).await;
     next.sort_by_key(|t| {
         (
@@ -168,18 +168,14 @@ async fn a_goal_is_planned_once_and_its_tasks_released_as_dependencies_commit() 
         kinds,
         [TaskKind::Draft, TaskKind::Draft, TaskKind::RenderMedia]
     );
-    assert_eq!(
-        s.planner.release(goal, s.seed.tenant).await.unwrap(),
-        0,
-        "released once"
-    );
+    assert_eq!(s.planner.release(goal).await.unwrap(), 0, "released once");
 
     // The x draft and the image committed: the x post is released with their text and hash,
     // reading the x calendar at its current version.
     let draft_x = next.iter().find(|t| t.inputs["platform"] == "x").unwrap();
     s.commit(draft_x, "Spring is here on x").await;
     s.commit(&next[2], "image").await;
-    assert_eq!(s.planner.release(goal, s.seed.tenant).await.unwrap(), 1);
+    assert_eq!(s.planner.release(goal).await.unwrap(), 1);
     let publish = s.queued(1).await.remove(0);
     assert_eq!(publish.kind, TaskKind::Publish);
     assert_eq!(publish.inputs["text"], "Spring is here on x");

@@ -103,6 +103,44 @@ impl TestDb {
     }
 }
 
+/// Bodies received (and deleted) from `queue` of `names`, until `expected` arrived or `wait`
+/// passed (a long poll of 1 s at a time: no sleeps).
+pub async fn drain(
+    names: &ResourceNames,
+    queue: chimera_core::names::Queue,
+    expected: usize,
+    wait: std::time::Duration,
+) -> Vec<String> {
+    let c = clients().await;
+    let url = chimera_aws::bootstrap::queue_url(&c, &names.queue(queue))
+        .await
+        .expect("the queue exists");
+    let deadline = std::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    while out.len() < expected && std::time::Instant::now() < deadline {
+        let got = c
+            .sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receiving from the queue");
+        for m in got.messages() {
+            out.push(m.body().unwrap_or_default().to_owned());
+            c.sqs
+                .delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("deleting a received message");
+        }
+    }
+    out
+}
+
 /// The path of a workspace binary, built beside the test binary (`scripts/test` builds them
 /// first with `cargo build --workspace --bins`).
 pub fn workspace_bin(name: &str) -> PathBuf {

@@ -70,7 +70,9 @@ pub async fn seed_agent(pool: &PgPool) -> Seeded {
         body: "launch the spring collection".into(),
         constraints: Default::default(),
     };
-    records::insert_goal(pool, &goal).await.unwrap();
+    chimera_store::goals::submit(pool, &goal, None)
+        .await
+        .unwrap();
     let task = draft_task(tenant, agent, goal.id);
     records::insert_task(pool, &task, "running", 3)
         .await

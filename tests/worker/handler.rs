@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use chimera_aws::Clients;
@@ -11,7 +11,7 @@ use chimera_mcp::McpClient;
 use chimera_store::records;
 use chimera_tests::seed::{Seeded, result, seed_agent};
 use chimera_tests::world::{calls, stdio_config};
-use chimera_tests::{TestDb, clients, unique_stage};
+use chimera_tests::{TestDb, clients, drain, unique_stage};
 use chimera_worker::Worker;
 use serde_json::{Value, json};
 
@@ -116,33 +116,11 @@ impl Setup {
 
     /// Receives (and deletes) review messages until `n` arrived or 30 s passed.
     async fn results(&self, n: usize) -> Vec<TaskResult> {
-        let url = self.review_queue().await;
         let store = ArtifactStore::new(self.clients.s3.clone(), self.names.artifact_bucket());
-        let deadline = Instant::now() + Duration::from_secs(30);
         let mut out = Vec::new();
-        while out.len() < n && Instant::now() < deadline {
-            let got = self
-                .clients
-                .sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .unwrap();
-            for m in got.messages() {
-                let msg: ResultMessage = envelope::decode(m.body().unwrap()).unwrap();
-                out.push(store.load_result(msg).await.unwrap());
-                self.clients
-                    .sqs
-                    .delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
+        for body in drain(&self.names, Queue::Review, n, Duration::from_secs(30)).await {
+            let msg: ResultMessage = envelope::decode(&body).unwrap();
+            out.push(store.load_result(msg).await.unwrap());
         }
         out
     }

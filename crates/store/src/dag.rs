@@ -2,7 +2,7 @@
 //! committed (each by exactly one releaser), replans.
 
 use chimera_core::domain::{
-    AgentId, Goal, GoalId, ReadSet, ReviewId, StateKey, Task, TaskId, TaskKind, TenantId,
+    AgentId, Goal, GoalId, ReviewId, StateKey, Task, TaskId, TaskKind, TenantId,
 };
 use chimera_core::routing::Policy;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -100,12 +100,12 @@ pub async fn fail_goal(pool: &PgPool, goal: GoalId) -> Result<(), sqlx::Error> {
 pub async fn lock_ready(
     tx: &mut Transaction<'_, Postgres>,
     goal: GoalId,
-    tenant: TenantId,
 ) -> Result<Vec<Task>, sqlx::Error> {
-    let rows = sqlx::query!(
-        r#"select t.id, t.goal_id, t.agent_id, t.kind::text as "kind!", t.attempt, t.inputs,
-                  t.read_set, t.write_set, t.feedback, t.approval_id
-           from tasks t
+    let rows = sqlx::query_as!(
+        TaskRow,
+        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id
+           from tasks t join goals g on g.id = t.goal_id
            where t.goal_id = $1 and t.status = 'blocked'
              and not exists (select 1 from task_dependencies d join tasks dep on dep.id = d.depends_on
                              where d.task_id = t.id and dep.status <> 'committed')
@@ -115,24 +115,7 @@ pub async fn lock_ready(
     )
     .fetch_all(&mut **tx)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            TaskRow {
-                id: r.id,
-                goal_id: r.goal_id,
-                tenant_id: tenant.0,
-                agent_id: r.agent_id,
-                kind: r.kind,
-                attempt: r.attempt,
-                inputs: r.inputs,
-                read_set: r.read_set,
-                write_set: r.write_set,
-                feedback: r.feedback,
-                approval_id: r.approval_id,
-            }
-            .into_task()
-        })
-        .collect()
+    rows.into_iter().map(TaskRow::into_task).collect()
 }
 
 /// A `tasks` row as queries return it.
@@ -223,42 +206,27 @@ pub async fn fail_task(
     Ok(())
 }
 
-/// Takes a task marked `retrying` into its next attempt with the judge's feedback and fresh
-/// read versions, and returns it ready to enqueue; `None` if it is not (or no longer) waiting
-/// for a replan, so a duplicate replan message does nothing.
+/// Takes a task marked `retrying` into its next attempt with the judge's feedback, and
+/// returns it (its read versions as of the previous attempt: the caller reads the current ones
+/// and records them with [`mark_queued`]); `None` if it is not (or no longer) waiting for a
+/// replan, so a duplicate replan message does nothing.
 pub async fn next_attempt(
     pool: &PgPool,
     task: TaskId,
     feedback: &str,
-    fresh: &ReadSet,
 ) -> Result<Option<Task>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"update tasks t set attempt = t.attempt + 1, feedback = $2, status = 'queued',
-                  read_set = t.read_set || $3, updated_at = now()
+    sqlx::query_as!(
+        TaskRow,
+        r#"update tasks t set attempt = t.attempt + 1, feedback = $2, status = 'queued', updated_at = now()
            from goals g
            where t.id = $1 and t.status = 'retrying' and t.attempt < t.max_attempts and g.id = t.goal_id
            returning t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
                      t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id"#,
         task.0,
         feedback,
-        serde_json::to_value(fresh).map_err(|e| sqlx::Error::Encode(e.into()))?,
     )
     .fetch_optional(pool)
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    TaskRow {
-        id: r.id,
-        goal_id: r.goal_id,
-        tenant_id: r.tenant_id,
-        agent_id: r.agent_id,
-        kind: r.kind,
-        attempt: r.attempt,
-        inputs: r.inputs,
-        read_set: r.read_set,
-        write_set: r.write_set,
-        feedback: r.feedback,
-        approval_id: r.approval_id,
-    }
-    .into_task()
-    .map(Some)
+    .await?
+    .map(TaskRow::into_task)
+    .transpose()
 }

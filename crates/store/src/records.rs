@@ -1,6 +1,6 @@
 //! Writing the swarm's records: tenants, agents with their policies, goals, tasks, results.
 
-use chimera_core::domain::{AgentId, Goal, ResultId, Task, TaskResult, TenantId};
+use chimera_core::domain::{AgentId, ResultId, Task, TaskResult, TenantId};
 use chimera_core::routing::Policy;
 use sqlx::PgPool;
 
@@ -44,22 +44,6 @@ pub async fn create_agent(
     .await?;
     tx.commit().await?;
     Ok(id)
-}
-
-/// Stores a goal as received.
-pub async fn insert_goal(pool: &PgPool, goal: &Goal) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "insert into goals (id, tenant_id, agent_id, kind, body, constraints) values ($1, $2, $3, $4, $5, $6)",
-        goal.id.0,
-        goal.tenant_id.0,
-        goal.agent_id.0,
-        goal.kind,
-        goal.body,
-        serde_json::Value::Object(goal.constraints.clone()),
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 /// Stores a task with its dependencies, in `status` (`blocked`, `ready`, `queued`...).

@@ -23,7 +23,7 @@ use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
-use chimera_core::domain::{GoalId, ReadSet, StateKey, Task, TaskId, TenantId};
+use chimera_core::domain::{GoalId, ReadSet, StateKey, Task, TaskId};
 use chimera_core::envelope::{self, PlannerMessage, TaskMessage};
 use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_store::{PgPool, dag, occ};
@@ -118,7 +118,7 @@ impl PlannerService {
             }
         }
         // Also after a redelivery: release whatever is ready and not yet released.
-        self.release(goal_id, ctx.goal.tenant_id).await.map(|_| ())
+        self.release(goal_id).await.map(|_| ())
     }
 
     async fn replan(
@@ -127,28 +127,31 @@ impl PlannerService {
         feedback: &str,
         fresh: &ReadSet,
     ) -> Result<(), MessageError> {
-        let Some(mut next) = dag::next_attempt(&self.pool, task, feedback, fresh)
+        let Some(mut next) = dag::next_attempt(&self.pool, task, feedback)
             .await
             .map_err(retryable)?
         else {
             tracing::info!(task_id = %task.0, "replan already applied or not wanted");
             return Ok(());
         };
-        // Versions the judge did not report fresh are read again now.
+        // The versions the judge saw moved are at least this new; the attempt reads the current
+        // ones of its whole read set, and the task row records what the message carries.
         let keys: Vec<StateKey> = next.read_set.keys().cloned().collect();
         next.read_set = occ::read_versions(&self.pool, next.agent_id, &keys)
             .await
             .map_err(retryable)?;
-        tracing::info!(task_id = %task.0, attempt = next.attempt, "task replanned");
+        let mut conn = self.pool.acquire().await.map_err(retryable)?;
+        dag::mark_queued(&mut conn, &next)
+            .await
+            .map_err(retryable)?;
+        tracing::info!(task_id = %task.0, attempt = next.attempt, judge_saw = ?fresh, "task replanned");
         self.send_task(&next).await
     }
 
     /// Releases the goal's tasks whose dependencies are committed; returns how many.
-    pub async fn release(&self, goal: GoalId, tenant: TenantId) -> Result<usize, MessageError> {
+    pub async fn release(&self, goal: GoalId) -> Result<usize, MessageError> {
         let mut tx = self.pool.begin().await.map_err(retryable)?;
-        let ready = dag::lock_ready(&mut tx, goal, tenant)
-            .await
-            .map_err(retryable)?;
+        let ready = dag::lock_ready(&mut tx, goal).await.map_err(retryable)?;
         let mut released = 0;
         for mut task in ready {
             let mut produced = HashMap::new();
