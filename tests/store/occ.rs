@@ -296,3 +296,35 @@ async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_result_is_ref
     assert_eq!(log_version().await, 1, "refused commits bump nothing");
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_recorders_of_one_result_store_it_once() {
+    let db = TestDb::migrated().await;
+    let seed = seed_agent(&db.pool).await;
+    let r = result(&seed, Default::default(), [key("drafts:x")].into(), "same");
+    let start = Arc::new(Barrier::new(16));
+    let recorders: Vec<_> = (0..16)
+        .map(|_| {
+            let (pool, r, start) = (db.pool.clone(), r.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                records::record_result(&pool, &r).await
+            })
+        })
+        .collect();
+    for recorder in recorders {
+        assert_eq!(recorder.await.unwrap().unwrap(), r.id);
+    }
+    // The same attempt with other content (it ran twice) is stored beside it, under its own id.
+    let mut other = result(&seed, Default::default(), [key("drafts:x")].into(), "other");
+    other.id = r.id;
+    let stored = records::record_result(&db.pool, &other).await.unwrap();
+    assert_ne!(stored, r.id);
+    let rows: i64 = sqlx::query_scalar("select count(*) from results where task_id = $1")
+        .bind(seed.task.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+    db.drop_db().await;
+}

@@ -40,18 +40,23 @@ where
     F: Fn(&'a SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), MessageError>> + 'a,
 {
-    let outcomes: Vec<(Option<String>, Result<(), MessageError>)> =
-        futures::stream::iter(&event.records)
-            .map(|message| {
-                let id = message.message_id.clone();
-                let span =
-                    tracing::info_span!("sqs_message", message_id = id.as_deref().unwrap_or("-"));
-                let fut = handle(message);
-                async move { (id, fut.await) }.instrument(span)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+    // The futures are built eagerly: a lazily mapped stream would keep the mapping closure in
+    // the future's type, and the compiler could then no longer prove the future `Send`.
+    let handled: Vec<_> = event
+        .records
+        .iter()
+        .map(|message| {
+            let id = message.message_id.clone();
+            let span =
+                tracing::info_span!("sqs_message", message_id = id.as_deref().unwrap_or("-"));
+            let fut = handle(message);
+            async move { (id, fut.await) }.instrument(span)
+        })
+        .collect();
+    let outcomes: Vec<(Option<String>, Result<(), MessageError>)> = futures::stream::iter(handled)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
 
     let mut response = SqsBatchResponse::default();
     for (id, outcome) in outcomes {

@@ -12,11 +12,13 @@
 //!   review queue (offloaded to the bucket when too large for a message).
 //! - [`idempotency`]: DynamoDB idempotency records (conditional put, in-progress / complete,
 //!   expiry, payload hash).
+//! - [`queues`]: sending to the stage's queues, by URL from the environment or looked up once.
 
 pub mod artifacts;
 pub mod batch;
 pub mod bootstrap;
 pub mod clients;
 pub mod idempotency;
+pub mod queues;
 
 pub use clients::Clients;

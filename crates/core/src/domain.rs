@@ -37,6 +37,15 @@ macro_rules! id_type {
 
 id_type!(TenantId, AgentId, GoalId, TaskId, ResultId, ReviewId,);
 
+/// A name-based id: the same name always gives the same id (a v8 UUID over SHA-256), so work
+/// that runs again derives the ids it derived the first time.
+pub fn derived_uuid(name: &str) -> Uuid {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
+}
+
 /// A value refused at the edge, with what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what}: {reason}")]

@@ -5,7 +5,7 @@
 //! goes below zero and the ledger always sums to what left the budget.
 
 use chimera_core::domain::{AgentId, TaskId};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 /// What a spend did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +68,10 @@ pub async fn open_budget(
     Ok(())
 }
 
-/// Charges `amount_cents` to the agent's budget under `idempotency_key`.
-pub async fn spend(
-    pool: &PgPool,
+/// Charges `amount_cents` to the agent's budget under `idempotency_key` (on a pool, or inside
+/// the caller's transaction with the writes the spend pays for).
+pub async fn spend<'e>(
+    executor: impl PgExecutor<'e>,
     agent: AgentId,
     idempotency_key: &str,
     amount_cents: i64,
@@ -88,7 +89,7 @@ pub async fn spend(
         task.map(|t| t.0),
         memo
     )
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await?;
     let balance = || {
         row.balance_cents

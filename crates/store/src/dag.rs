@@ -118,6 +118,22 @@ pub async fn lock_ready(
     rows.into_iter().map(TaskRow::into_task).collect()
 }
 
+/// The task `id` as stored (without its dependencies).
+pub async fn task(pool: &PgPool, id: TaskId) -> Result<Option<Task>, sqlx::Error> {
+    sqlx::query_as!(
+        TaskRow,
+        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id
+           from tasks t join goals g on g.id = t.goal_id
+           where t.id = $1"#,
+        id.0
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(TaskRow::into_task)
+    .transpose()
+}
+
 /// A `tasks` row as queries return it.
 struct TaskRow {
     id: uuid::Uuid,

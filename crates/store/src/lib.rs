@@ -7,6 +7,8 @@
 //! - [`records`]: tenants, agents and policies, goals, tasks with dependencies, results.
 //! - [`occ`]: commits that check the versions of exactly the state a task read and bump what
 //!   it writes, or fail with the keys that moved.
+//! - [`judging`]: the judge's decisions (commit with an approved effect, hold, retry, fail),
+//!   each one transaction on the task's current attempt, and goal settlement.
 //! - [`budget`]: spends that never overdraw, charged once per idempotency key.
 //! - [`audit`]: the append-only audit log.
 //! - [`provenance`]: artifacts with the tool calls that made them.
@@ -18,6 +20,7 @@ pub mod audit;
 pub mod budget;
 pub mod dag;
 pub mod goals;
+pub mod judging;
 pub mod occ;
 pub mod provenance;
 pub mod records;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use chimera_core::domain::{AgentId, ReadSet, StateKey, StateVersion, TaskResult};
 use serde::Deserialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 /// Versions by key, as recorded with a commit.
 pub type Versions = BTreeMap<StateKey, StateVersion>;
@@ -152,8 +152,39 @@ async fn single_key_commit(
     Ok(Some(CommitOutcome::Committed { input, output }))
 }
 
+/// Commits `result` inside the caller's transaction (with the other writes of a decision: an
+/// approval, a spend, the effect's task), so they all happen or none does. The result's row
+/// is locked first: a commit recorded before answers [`CommitOutcome::AlreadyCommitted`], and
+/// a conflict leaves the transaction usable (nothing was written) for the caller to roll back.
+pub async fn commit_in(
+    conn: &mut PgConnection,
+    result: &TaskResult,
+) -> Result<CommitOutcome, CommitError> {
+    let row = sqlx::query!(
+        r#"select input_state_version, output_state_version from results
+           where id = $1 and task_id = $2 and commit_hash = $3
+           for update"#,
+        result.id.0,
+        result.task_id.0,
+        result.commit_hash.as_str()
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(CommitError::NotRecorded)?;
+    if let (Some(input), Some(output)) = (row.input_state_version, row.output_state_version) {
+        return Ok(CommitOutcome::AlreadyCommitted {
+            input: parse(input)?,
+            output: parse(output)?,
+        });
+    }
+    general_commit(&mut *conn, result).await
+}
+
 /// Any read and write sets, through `occ_commit`.
-async fn general_commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome, CommitError> {
+async fn general_commit<'e>(
+    executor: impl PgExecutor<'e>,
+    result: &TaskResult,
+) -> Result<CommitOutcome, CommitError> {
     let read_keys: Vec<String> = result
         .read_set
         .keys()
@@ -176,7 +207,7 @@ async fn general_commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutc
         &read_versions,
         &write_keys,
     )
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await?;
     match row.outcome.as_str() {
         "committed" => Ok(CommitOutcome::Committed {

@@ -1,6 +1,6 @@
 //! Writing the swarm's records: tenants, agents with their policies, goals, tasks, results.
 
-use chimera_core::domain::{AgentId, ResultId, Task, TaskResult, TenantId};
+use chimera_core::domain::{AgentId, ResultId, Task, TaskResult, TenantId, derived_uuid};
 use chimera_core::routing::Policy;
 use sqlx::PgPool;
 
@@ -103,8 +103,36 @@ pub async fn insert_task_in(
 }
 
 /// Records a result; recording the same content again (same task, same commit hash) returns the
-/// id stored the first time.
+/// id stored the first time. Concurrent recorders of one result race safely: `on conflict do
+/// nothing` covers both the id and the content. A different content under an id already taken
+/// (a task attempt that ran twice and produced something else) is stored under an id derived
+/// from its content.
 pub async fn record_result(pool: &PgPool, result: &TaskResult) -> Result<ResultId, sqlx::Error> {
+    let fallback = ResultId(derived_uuid(&format!(
+        "result:{}:{}",
+        result.task_id, result.commit_hash
+    )));
+    for id in [result.id, fallback] {
+        insert_result(pool, id, result).await?;
+        let stored = sqlx::query_scalar!(
+            "select id from results where task_id = $1 and commit_hash = $2",
+            result.task_id.0,
+            result.commit_hash.as_str()
+        )
+        .fetch_optional(pool)
+        .await?;
+        if let Some(id) = stored {
+            return Ok(ResultId(id));
+        }
+    }
+    Err(sqlx::Error::RowNotFound)
+}
+
+async fn insert_result(
+    pool: &PgPool,
+    id: ResultId,
+    result: &TaskResult,
+) -> Result<(), sqlx::Error> {
     let artifact = serde_json::json!({ "artifacts": result.artifacts });
     let read_set =
         serde_json::to_value(&result.read_set).map_err(|e| sqlx::Error::Encode(e.into()))?;
@@ -117,8 +145,8 @@ pub async fn record_result(pool: &PgPool, result: &TaskResult) -> Result<ResultI
     sqlx::query!(
         "insert into results (id, task_id, attempt, commit_hash, artifact, confidence, risk_tags, disclosure_level, read_set)
          values ($1, $2, $3, $4, $5, $6, $7, $8::text::disclosure_level, $9)
-         on conflict (task_id, commit_hash) do nothing",
-        result.id.0,
+         on conflict do nothing",
+        id.0,
         result.task_id.0,
         result.attempt as i32,
         result.commit_hash.as_str(),
@@ -130,12 +158,5 @@ pub async fn record_result(pool: &PgPool, result: &TaskResult) -> Result<ResultI
     )
     .execute(pool)
     .await?;
-    let id = sqlx::query_scalar!(
-        "select id from results where task_id = $1 and commit_hash = $2",
-        result.task_id.0,
-        result.commit_hash.as_str()
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(ResultId(id))
+    Ok(())
 }

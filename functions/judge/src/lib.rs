@@ -1,31 +1,546 @@
 //! The judge Lambda: review queue -> commit, hold for a human, or replan.
 //!
-//! [`handle`] takes one SQS batch and returns the ids of the messages that failed
+//! [`Judge::handle`] takes one SQS batch and returns the ids of the messages that failed
 //! (`ReportBatchItemFailures`). The same function runs under `lambda_runtime` (`main.rs`)
-//! and under the local event-source runner.
+//! and under the local event-source runner. For each result:
+//!
+//! 1. read it (inline, or from the artifact bucket when it was offloaded) and check its commit
+//!    hash and that it belongs to its task (goal, agent, kind, read and write sets). A result
+//!    that fails these checks is permanent: it goes to the DLQ, nothing is written;
+//! 2. a result of an older attempt is dropped (logged); the result is recorded (once per
+//!    content);
+//! 3. the checks ([`checks`]): artifacts present, a proposal that names the right action with
+//!    usable arguments, and for a financial action the CFO's check against the agent's budget
+//!    and the goal's;
+//! 4. the agent's policy routes it ([`chimera_core::routing::route`]):
+//!    - auto-approve: committed through OCC; an effect (publish, reply, transfer) also gets an
+//!      approval, its spend and an `execute` task, in the same transaction, and the task is sent;
+//!      then the goal's tasks that were waiting for it are released;
+//!    - human review: a pending review with the policy's deadlines;
+//!    - retry: a replan with the feedback goes to the planner;
+//!    - fail: the task fails and is surfaced to humans.
+//!
+//!    An OCC conflict replans the task with the fresh versions (a conflict does not use up the
+//!    policy's attempts).
+//!
+//! Each decision is one transaction on the task's current attempt, so a redelivered result
+//! decides nothing twice: it only sends again what its decision sent (the `execute` task, the
+//! replan) and releases again, all of which are idempotent downstream.
 
+pub mod checks;
+
+use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use checks::{Findings, Proposal};
+use chimera_aws::Clients;
+use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
-use chimera_core::envelope::ResultMessage;
+use chimera_aws::queues::Outbox;
+use chimera_core::domain::{ReadSet, ReviewId, Task, TaskId, TaskKind, TaskResult, derived_uuid};
+use chimera_core::envelope::{self, PlannerMessage, ResultMessage, TaskMessage};
+use chimera_core::names::{self, Queue, ResourceNames};
+use chimera_core::routing::{self, Assessment, Policy, ReviewReason, Route};
+use chimera_planner::PlannerService;
+use chimera_planner::plan::TemplatePlanner;
+use chimera_store::judging::{
+    self, CommitRefused, Decided, Effect, NewReview, RetryCause, TaskState,
+};
+use chimera_store::occ::CommitOutcome;
+use chimera_store::{PgPool, records};
+use serde_json::json;
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
 
-pub async fn handle(event: &SqsEvent) -> SqsBatchResponse {
-    process_batch(event, CONCURRENCY, handle_message).await
+pub struct Judge {
+    pool: PgPool,
+    artifacts: ArtifactStore,
+    outbox: Outbox,
+    planner: PlannerService,
 }
 
-async fn handle_message(message: &SqsMessage) -> Result<(), MessageError> {
-    let msg: ResultMessage = decode_body(message)?;
-    let result_id = match &msg {
-        ResultMessage::Inline { result } => result.id,
-        ResultMessage::Offloaded { result_id, .. } => *result_id,
+fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
+    MessageError::Retryable(err.into())
+}
+
+fn permanent(err: impl Into<anyhow::Error>) -> MessageError {
+    MessageError::Permanent(err.into())
+}
+
+fn storage(err: StorageError) -> MessageError {
+    match err {
+        StorageError::Unavailable { .. } => retryable(err),
+        StorageError::Corrupt { .. } | StorageError::Unreadable(_) => permanent(err),
+    }
+}
+
+impl Judge {
+    /// From the environment (`DATABASE_URL`, the stage or the queue URLs and `ARTIFACT_BUCKET`).
+    /// Opens no connection.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let clients = Clients::from_env().await;
+        let names = ResourceNames::from_env()?;
+        let url = std::env::var(names::env::DATABASE_URL)
+            .with_context(|| format!("{} is not set", names::env::DATABASE_URL))?;
+        let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
+        Ok(Self::new(clients, pool, names))
+    }
+
+    pub fn new(clients: Clients, pool: PgPool, names: ResourceNames) -> Self {
+        let bucket =
+            std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
+        Self {
+            artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
+            outbox: Outbox::new(clients.clone(), names.clone()),
+            planner: PlannerService::new(clients, pool.clone(), names, Box::new(TemplatePlanner)),
+            pool,
+        }
+    }
+
+    pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
+        process_batch(event, CONCURRENCY, |m| self.handle_message(m)).await
+    }
+
+    async fn handle_message(&self, message: &SqsMessage) -> Result<(), MessageError> {
+        let msg: ResultMessage = decode_body(message)?;
+        let mut result = self.artifacts.load_result(msg).await.map_err(storage)?;
+        if !result.commit_hash_matches() {
+            return Err(permanent(anyhow::anyhow!(
+                "result {}: the commit hash does not match its content",
+                result.id
+            )));
+        }
+        let state = judging::task_state(&self.pool, result.task_id)
+            .await
+            .map_err(retryable)?
+            .ok_or_else(|| {
+                permanent(anyhow::anyhow!(
+                    "result {} is for task {}, which does not exist",
+                    result.id,
+                    result.task_id
+                ))
+            })?;
+        checks::belongs_to(&result, &state).map_err(permanent)?;
+        if result.attempt < state.attempt {
+            tracing::info!(result_id = %result.id, attempt = result.attempt, current = state.attempt,
+                           "result of an earlier attempt: dropped");
+            return Ok(());
+        }
+        result.id = records::record_result(&self.pool, &result)
+            .await
+            .map_err(retryable)?;
+        if !state.is_open_for(result.attempt) {
+            return self.resume(&result, &state).await;
+        }
+        if result.task_kind == TaskKind::Execute {
+            let reasoning = "the approved effect was performed".to_owned();
+            return self
+                .approve(&result, &state, &reasoning, Findings::default())
+                .await;
+        }
+        let findings = checks::inspect(&self.pool, &self.artifacts, &result, &state)
+            .await
+            .map_err(|e| match e {
+                checks::InspectError::Storage(err) => storage(err),
+                checks::InspectError::Database(err) => retryable(err),
+            })?;
+        let route = match &findings.cfo_refusal {
+            Some(refusal) => Route::Fail {
+                feedback: refusal.clone(),
+            },
+            None => routing::route(
+                &state.policy,
+                &Assessment {
+                    task_kind: result.task_kind,
+                    confidence: result.confidence_score,
+                    risk_tags: &result.risk_tags,
+                    disclosure_level: result.disclosure_level,
+                    attempt: result.attempt,
+                    failed_checks: &findings.failed,
+                },
+            ),
+        };
+        tracing::info!(result_id = %result.id, task_id = %result.task_id, kind = result.task_kind.as_str(),
+                       confidence = result.confidence_score.value(), route = ?route, "result judged");
+        match route {
+            Route::AutoApprove => {
+                let reasoning = approval_reasoning(&result, &state.policy);
+                self.approve(&result, &state, &reasoning, findings).await
+            }
+            Route::HumanReview { reasons } => self.hold(&result, &state, reasons).await,
+            Route::Retry { feedback } => {
+                self.retry(
+                    &result,
+                    &state,
+                    &feedback,
+                    RetryCause::Feedback,
+                    ReadSet::new(),
+                )
+                .await
+            }
+            Route::Fail { feedback } => self.fail(&result, &state, &feedback).await,
+        }
+    }
+
+    /// Commits an approved result (and its effect); a conflict replans the task.
+    async fn approve(
+        &self,
+        result: &TaskResult,
+        state: &TaskState,
+        reasoning: &str,
+        findings: Findings,
+    ) -> Result<(), MessageError> {
+        let amount = findings.amount_cents;
+        let effect = findings
+            .proposal
+            .map(|p| effect(result, state, reasoning, p, amount));
+        match judging::commit(
+            &self.pool,
+            result,
+            state.policy.version,
+            reasoning,
+            effect.as_ref(),
+        )
+        .await
+        {
+            Ok(Decided::Done(outcome)) => {
+                if let CommitOutcome::Committed { output, .. } = &outcome {
+                    tracing::info!(result_id = %result.id, versions = ?output, "result committed");
+                }
+                if let Some(effect) = &effect {
+                    self.send_task(&effect.execute).await?;
+                }
+                self.after_commit(result, state).await
+            }
+            Ok(Decided::Superseded { status, .. }) => {
+                self.resume(
+                    result,
+                    &TaskState {
+                        status,
+                        ..state.clone()
+                    },
+                )
+                .await
+            }
+            Err(CommitRefused::Conflict { moved }) => {
+                let fresh: ReadSet = moved.iter().map(|m| (m.key.clone(), m.actual)).collect();
+                let feedback = format!(
+                    "state moved since the task read it: {}",
+                    moved
+                        .iter()
+                        .map(|m| format!("{} {} -> {}", m.key, m.expected.get(), m.actual.get()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                tracing::info!(result_id = %result.id, %feedback, "commit conflict: replanning");
+                self.retry(result, state, &feedback, RetryCause::Conflict, fresh)
+                    .await
+            }
+            Err(CommitRefused::Budget(err)) => {
+                self.fail(result, state, &format!("CFO: {err}")).await
+            }
+            Err(CommitRefused::Commit(err)) => Err(retryable(err)),
+        }
+    }
+
+    async fn after_commit(
+        &self,
+        result: &TaskResult,
+        state: &TaskState,
+    ) -> Result<(), MessageError> {
+        self.planner.release(state.goal_id).await?;
+        self.settle(result, state).await
+    }
+
+    async fn settle(&self, _result: &TaskResult, state: &TaskState) -> Result<(), MessageError> {
+        if let Some(status) = judging::settle_goal(&self.pool, state.goal_id)
+            .await
+            .map_err(retryable)?
+        {
+            tracing::info!(goal_id = %state.goal_id, status, "goal settled");
+        }
+        Ok(())
+    }
+
+    async fn hold(
+        &self,
+        result: &TaskResult,
+        state: &TaskState,
+        reasons: Vec<ReviewReason>,
+    ) -> Result<(), MessageError> {
+        let mut risk_types: Vec<&'static str> = reasons.iter().map(risk_type).collect();
+        if result.task_kind.is_financial() {
+            risk_types.push("financial");
+        }
+        let review = new_review(
+            review_id("review", result),
+            &state.policy,
+            hold_reasoning(result, &state.policy, &reasons),
+            reasons,
+            risk_types,
+            result.task_kind.is_financial(),
+        );
+        match judging::hold(&self.pool, result, &review)
+            .await
+            .map_err(retryable)?
+        {
+            Decided::Done(()) => {
+                tracing::info!(result_id = %result.id, review_id = %review.id, "held for a human");
+                self.settle(result, state).await
+            }
+            Decided::Superseded { status, .. } => {
+                self.resume(
+                    result,
+                    &TaskState {
+                        status,
+                        ..state.clone()
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn retry(
+        &self,
+        result: &TaskResult,
+        state: &TaskState,
+        feedback: &str,
+        cause: RetryCause,
+        fresh_versions: ReadSet,
+    ) -> Result<(), MessageError> {
+        match judging::retry(&self.pool, result, feedback, cause)
+            .await
+            .map_err(retryable)?
+        {
+            Decided::Done(true) => {
+                self.send_replan(result.task_id, feedback, fresh_versions)
+                    .await
+            }
+            Decided::Done(false) => self.fail(result, state, feedback).await,
+            Decided::Superseded { status, .. } => {
+                self.resume(
+                    result,
+                    &TaskState {
+                        status,
+                        ..state.clone()
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        result: &TaskResult,
+        state: &TaskState,
+        feedback: &str,
+    ) -> Result<(), MessageError> {
+        let mut risk_types = vec!["failed_after_retries"];
+        if result.task_kind.is_financial() {
+            risk_types.push("financial");
+        }
+        let review = new_review(
+            review_id("failed", result),
+            &state.policy,
+            format!("failed after attempt {}: {feedback}", result.attempt),
+            Vec::new(),
+            risk_types,
+            result.task_kind.is_financial(),
+        );
+        match judging::fail(&self.pool, result, feedback, &review)
+            .await
+            .map_err(retryable)?
+        {
+            Decided::Done(()) => {
+                tracing::warn!(result_id = %result.id, task_id = %result.task_id, feedback, "task failed: surfaced to humans");
+                self.settle(result, state).await
+            }
+            Decided::Superseded { status, .. } => {
+                self.resume(
+                    result,
+                    &TaskState {
+                        status,
+                        ..state.clone()
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    /// A result whose attempt was decided before (a redelivery, or a race lost): sends again
+    /// what that decision sent; every receiver is idempotent.
+    async fn resume(&self, result: &TaskResult, state: &TaskState) -> Result<(), MessageError> {
+        tracing::info!(result_id = %result.id, status = state.status, "attempt already decided");
+        match state.status.as_str() {
+            "committed" => {
+                for task in judging::pending_effects(&self.pool, result.task_id)
+                    .await
+                    .map_err(retryable)?
+                {
+                    self.send_task(&task).await?;
+                }
+                self.after_commit(result, state).await
+            }
+            "retrying" => {
+                let feedback = state.feedback.clone().unwrap_or_default();
+                self.send_replan(result.task_id, &feedback, ReadSet::new())
+                    .await
+            }
+            _ => self.settle(result, state).await,
+        }
+    }
+
+    async fn send_task(&self, task: &Task) -> Result<(), MessageError> {
+        self.outbox
+            .send(
+                Queue::Task,
+                envelope::encode(&TaskMessage { task: task.clone() }),
+            )
+            .await
+            .map_err(retryable)
+    }
+
+    async fn send_replan(
+        &self,
+        task_id: TaskId,
+        feedback: &str,
+        fresh_versions: ReadSet,
+    ) -> Result<(), MessageError> {
+        let message = PlannerMessage::Replan {
+            task_id,
+            feedback: feedback.to_owned(),
+            fresh_versions,
+        };
+        self.outbox
+            .send(Queue::Goal, envelope::encode(&message))
+            .await
+            .map_err(retryable)
+    }
+}
+
+/// Reviews the judge opens for a result have ids derived from it, so a redelivery opens none.
+fn review_id(purpose: &str, result: &TaskResult) -> ReviewId {
+    ReviewId(derived_uuid(&format!("{purpose}:{}", result.id)))
+}
+
+fn new_review(
+    id: ReviewId,
+    policy: &Policy,
+    reasoning: String,
+    reasons: Vec<ReviewReason>,
+    risk_types: Vec<&'static str>,
+    financial: bool,
+) -> NewReview {
+    let (due_at, final_deadline) = NewReview::deadlines(policy);
+    NewReview {
+        id,
+        policy_version: policy.version,
+        reasoning,
+        reasons,
+        risk_types,
+        financial,
+        due_at,
+        final_deadline,
+    }
+}
+
+/// The approval of a proposed effect, with the task that performs it.
+fn effect(
+    result: &TaskResult,
+    state: &TaskState,
+    reasoning: &str,
+    proposal: Proposal,
+    amount_cents: Option<i64>,
+) -> Effect {
+    let financial = result.task_kind.is_financial();
+    let approval = new_review(
+        review_id("approval", result),
+        &state.policy,
+        reasoning.to_owned(),
+        Vec::new(),
+        if financial {
+            vec!["financial"]
+        } else {
+            Vec::new()
+        },
+        financial,
+    );
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("action".into(), json!(proposal.action));
+    inputs.insert(
+        "arguments".into(),
+        serde_json::Value::Object(proposal.arguments),
+    );
+    if let Some(level) = result.disclosure_level {
+        inputs.insert("disclosure_level".into(), json!(level.as_str()));
+    }
+    let execute = Task {
+        id: TaskId(derived_uuid(&format!("execute:{}", approval.id))),
+        goal_id: result.goal_id,
+        tenant_id: result.tenant_id,
+        agent_id: result.agent_id,
+        kind: TaskKind::Execute,
+        attempt: 1,
+        inputs,
+        depends_on: vec![result.task_id],
+        read_set: ReadSet::new(),
+        write_set: Default::default(),
+        feedback: None,
+        approval_id: Some(approval.id),
     };
-    tracing::info!(result_id = %result_id, "message accepted");
-    // The judge's processing is not built yet (the pipeline issue). Until it is, a valid message is
-    // reported as failed rather than acknowledged, so the queue keeps it (and its DLQ
-    // receives it) instead of losing it.
-    Err(MessageError::Retryable(anyhow::anyhow!(
-        "judge processing is not available in this build"
-    )))
+    Effect {
+        spend_cents: if financial { amount_cents } else { None },
+        approval,
+        execute,
+    }
+}
+
+fn risk_type(reason: &ReviewReason) -> &'static str {
+    match reason {
+        ReviewReason::Sensitive { .. } => "sensitive",
+        ReviewReason::MediumConfidence => "medium_confidence",
+        ReviewReason::MissingDisclosure => "missing_disclosure",
+    }
+}
+
+fn approval_reasoning(result: &TaskResult, policy: &Policy) -> String {
+    let mut text = format!(
+        "confidence {:.2} is above {:.2}; no sensitive topic",
+        result.confidence_score.value(),
+        policy.auto_approve_above.value()
+    );
+    if let Some(level) = result.disclosure_level {
+        text.push_str(&format!("; disclosure {}", level.as_str()));
+    }
+    text.push_str(&format!(
+        "; approved automatically under policy v{}",
+        policy.version
+    ));
+    text
+}
+
+fn hold_reasoning(result: &TaskResult, policy: &Policy, reasons: &[ReviewReason]) -> String {
+    let parts: Vec<String> = reasons
+        .iter()
+        .map(|r| match r {
+            ReviewReason::Sensitive { tags } => format!("sensitive topics: {}", tags.join(", ")),
+            ReviewReason::MediumConfidence => format!(
+                "confidence {:.2} is within {:.2}..={:.2}",
+                result.confidence_score.value(),
+                policy.review_at_or_above.value(),
+                policy.auto_approve_above.value()
+            ),
+            ReviewReason::MissingDisclosure => {
+                "a publishing action without a disclosure level".to_owned()
+            }
+        })
+        .collect();
+    format!(
+        "held for a human under policy v{}: {}",
+        policy.version,
+        parts.join("; ")
+    )
 }

@@ -1,13 +1,18 @@
-//! Lambda entry point of the judge: tracing, then the handler under `lambda_runtime`.
+//! Lambda entry point of the judge: tracing, the execution environment's state (AWS clients,
+//! database pool, opened lazily and kept across invocations), then the handler under
+//! `lambda_runtime`.
 
 use aws_lambda_events::sqs::SqsEvent;
+use chimera_judge::Judge;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, std::convert::Infallible>(chimera_judge::handle(&event.payload).await)
+    let judge = Judge::from_env().await?;
+    let judge = &judge;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, std::convert::Infallible>(judge.handle(&event.payload).await)
     }))
     .await
 }

@@ -23,22 +23,20 @@ use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
+use chimera_aws::queues::Outbox;
 use chimera_core::domain::{GoalId, ReadSet, StateKey, Task, TaskId};
 use chimera_core::envelope::{self, PlannerMessage, TaskMessage};
 use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_store::{PgPool, dag, occ};
 use plan::{AgentContext, MEDIA_FROM, Planner, TEXT_FROM, TemplatePlanner, fill_inputs};
-use tokio::sync::OnceCell;
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
 
 pub struct PlannerService {
-    clients: Clients,
     pool: PgPool,
-    names: ResourceNames,
+    outbox: Outbox,
     planner: Box<dyn Planner>,
-    task_queue_url: OnceCell<String>,
 }
 
 fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
@@ -64,10 +62,8 @@ impl PlannerService {
         planner: Box<dyn Planner>,
     ) -> Self {
         Self {
-            task_queue_url: OnceCell::new_with(std::env::var(Queue::Task.url_env()).ok()),
-            clients,
+            outbox: Outbox::new(clients, names),
             pool,
-            names,
             planner,
         }
     }
@@ -196,27 +192,12 @@ impl PlannerService {
     }
 
     async fn send_task(&self, task: &Task) -> Result<(), MessageError> {
-        let url = self
-            .task_queue_url
-            .get_or_try_init(|| async {
-                let name = self.names.queue(Queue::Task);
-                chimera_aws::bootstrap::queue_url(&self.clients, &name).await
-            })
+        self.outbox
+            .send(
+                Queue::Task,
+                envelope::encode(&TaskMessage { task: task.clone() }),
+            )
             .await
-            .map_err(retryable)?;
-        self.clients
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(envelope::encode(&TaskMessage { task: task.clone() }))
-            .send()
-            .await
-            .map_err(|e| {
-                retryable(anyhow::anyhow!(
-                    "sending to the task queue: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ))
-            })?;
-        Ok(())
+            .map_err(retryable)
     }
 }

@@ -27,7 +27,7 @@ use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
 use chimera_aws::idempotency::{Claim, IdempotencyError, IdempotencyStore};
-use chimera_core::domain::{CommitHash, ResultId, Task, TaskResult};
+use chimera_core::domain::{CommitHash, ResultId, Task, TaskResult, derived_uuid};
 use chimera_core::envelope::TaskMessage;
 use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_mcp::{McpClient, McpConfig};
@@ -268,13 +268,6 @@ fn payload_hash(task: &Task) -> Result<String, MessageError> {
 /// The result of a task attempt has one id, however often the attempt runs.
 pub fn result_id(task: &Task) -> ResultId {
     ResultId(derived_uuid(&idempotency_key(task)))
-}
-
-fn derived_uuid(name: &str) -> uuid::Uuid {
-    let digest = Sha256::digest(name.as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Uuid::new_v8(bytes)
 }
 
 fn retryable(err: IdempotencyError) -> MessageError {

@@ -1,0 +1,473 @@
+//! The judge's writes: each decision about a result is one transaction that first locks the
+//! task row and checks the result is for the task's current, undecided attempt. A redelivered
+//! or superseded result therefore decides nothing twice: the call answers
+//! [`Decided::Superseded`] and the caller only re-sends what the first decision sent.
+//!
+//! - [`commit`]: an approved result is committed through OCC; an approved effect also gets its
+//!   approval (a decided review, whose id is the effect's idempotency key), its spend for a
+//!   financial action (the CFO's budget ledger) and its `execute` task, all or nothing;
+//! - [`hold`]: a pending review, with the deadline from the agent's policy;
+//! - [`retry`]: the task waits for a replan (the judge's feedback, or fresh versions after a
+//!   conflict);
+//! - [`fail`]: attempts are spent; the task fails, its dependents are cancelled and the result is
+//!   surfaced to humans.
+//!
+//! Every decision appends an audit record in the same transaction.
+
+use chimera_core::domain::{AuditRecord, GoalId, ReviewId, Task, TaskId, TaskKind, TaskResult};
+use chimera_core::routing::{Policy, ReviewReason};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use crate::audit;
+use crate::budget::{self, BudgetError, SpendOutcome};
+use crate::occ::{self, CommitError, CommitOutcome, Moved};
+use crate::records;
+
+/// A task as the judge needs it, with its agent's current policy.
+#[derive(Debug, Clone)]
+pub struct TaskState {
+    pub goal_id: GoalId,
+    pub tenant_id: uuid::Uuid,
+    pub agent_id: uuid::Uuid,
+    pub kind: TaskKind,
+    pub status: String,
+    pub attempt: u32,
+    /// The judge's feedback on the previous attempt.
+    pub feedback: Option<String>,
+    pub read_set: serde_json::Value,
+    pub write_set: Vec<String>,
+    pub policy: Policy,
+    /// The goal's constraints (budget, amounts...).
+    pub constraints: serde_json::Value,
+}
+
+impl TaskState {
+    /// Whether a result of `attempt` is still to be decided.
+    pub fn is_open_for(&self, attempt: u32) -> bool {
+        self.attempt == attempt && matches!(self.status.as_str(), "queued" | "running")
+    }
+}
+
+pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>, sqlx::Error> {
+    let Some(row) = sqlx::query!(
+        r#"select t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.status::text as "status!",
+                  t.attempt, t.feedback, t.read_set, t.write_set, p.document as policy, g.constraints
+           from tasks t
+           join goals g on g.id = t.goal_id
+           join agents a on a.id = t.agent_id
+           join policies p on p.agent_id = a.id and p.version = a.policy_version
+           where t.id = $1"#,
+        task.0
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let decode = |e: String| sqlx::Error::Decode(e.into());
+    Ok(Some(TaskState {
+        goal_id: GoalId(row.goal_id),
+        tenant_id: row.tenant_id,
+        agent_id: row.agent_id,
+        kind: TaskKind::parse(&row.kind)
+            .ok_or_else(|| decode(format!("task kind {}", row.kind)))?,
+        status: row.status,
+        attempt: u32::try_from(row.attempt).map_err(|e| decode(e.to_string()))?,
+        feedback: row.feedback,
+        read_set: row.read_set,
+        write_set: row.write_set,
+        policy: serde_json::from_value(row.policy).map_err(|e| decode(e.to_string()))?,
+        constraints: row.constraints,
+    }))
+}
+
+/// A review the judge opens (pending) or records already decided (an automatic approval).
+#[derive(Debug, Clone)]
+pub struct NewReview {
+    pub id: ReviewId,
+    pub policy_version: i32,
+    pub reasoning: String,
+    pub reasons: Vec<ReviewReason>,
+    /// `sensitive`, `medium_confidence`, `missing_disclosure`, `financial`,
+    /// `failed_after_retries`.
+    pub risk_types: Vec<&'static str>,
+    pub financial: bool,
+    pub due_at: DateTime<Utc>,
+    pub final_deadline: DateTime<Utc>,
+}
+
+impl NewReview {
+    /// Deadlines from `policy`, counted from now.
+    pub fn deadlines(policy: &Policy) -> (DateTime<Utc>, DateTime<Utc>) {
+        let now = Utc::now();
+        (
+            now + chrono::Duration::seconds(i64::from(policy.review_due_secs)),
+            now + chrono::Duration::seconds(i64::from(policy.review_final_secs)),
+        )
+    }
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided<T> {
+    /// This call decided.
+    Done(T),
+    /// The result is not for the task's current, undecided attempt (a redelivery, or an older
+    /// attempt): nothing was written.
+    Superseded { status: String, attempt: u32 },
+}
+
+/// An approved effect: the approval, the spend (financial actions) and the task that performs it.
+#[derive(Debug, Clone)]
+pub struct Effect {
+    pub approval: NewReview,
+    /// The amount the CFO charges to the agent's budget, under the approval's key.
+    pub spend_cents: Option<i64>,
+    /// The `execute` task (status `queued`); the caller sends it once this commits.
+    pub execute: Task,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitRefused {
+    /// State moved since the task read it; nothing was written.
+    #[error("conflict: state moved since the task read it")]
+    Conflict { moved: Vec<Moved> },
+    /// The CFO refused the spend; nothing was written.
+    #[error("budget refused: {0}")]
+    Budget(BudgetError),
+    #[error(transparent)]
+    Commit(CommitError),
+}
+
+impl From<sqlx::Error> for CommitRefused {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Commit(CommitError::Database(err))
+    }
+}
+
+/// Locks the task row; `Some` with its status and attempt when `attempt` is not the current,
+/// undecided one among `open` statuses.
+async fn lock_attempt(
+    conn: &mut PgConnection,
+    task: TaskId,
+    attempt: u32,
+    open: &[&str],
+) -> Result<Option<(String, u32)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select status::text as "status!", attempt from tasks where id = $1 for update"#,
+        task.0
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let current = u32::try_from(row.attempt).unwrap_or_default();
+    if current == attempt && open.contains(&row.status.as_str()) {
+        Ok(None)
+    } else {
+        Ok(Some((row.status, current)))
+    }
+}
+
+const UNDECIDED: &[&str] = &["queued", "running"];
+
+fn record(result: &TaskResult, action: &str, reasoning: String) -> AuditRecord {
+    AuditRecord {
+        tenant_id: result.tenant_id,
+        actor: "judge".into(),
+        action: action.into(),
+        at: Utc::now(),
+        goal_id: Some(result.goal_id),
+        task_id: Some(result.task_id),
+        review_id: None,
+        artifact_hash: Some(result.commit_hash.clone()),
+        edited_artifact_hash: None,
+        policy_version: None,
+        reasoning: Some(reasoning),
+        request_id: None,
+    }
+}
+
+/// Commits an approved `result` (recorded before), with its `effect` if it proposes one.
+pub async fn commit(
+    pool: &PgPool,
+    result: &TaskResult,
+    policy_version: i32,
+    reasoning: &str,
+    effect: Option<&Effect>,
+) -> Result<Decided<CommitOutcome>, CommitRefused> {
+    let mut tx = pool.begin().await?;
+    if let Some((status, attempt)) =
+        lock_attempt(&mut tx, result.task_id, result.attempt, UNDECIDED).await?
+    {
+        return Ok(Decided::Superseded { status, attempt });
+    }
+    let outcome = match occ::commit_in(&mut tx, result).await {
+        Ok(outcome) => outcome,
+        Err(CommitError::Conflict { moved }) => {
+            tx.rollback().await?;
+            return Err(CommitRefused::Conflict { moved });
+        }
+        Err(other) => return Err(CommitRefused::Commit(other)),
+    };
+    let mut entry = record(result, "judge.commit", reasoning.to_owned());
+    entry.policy_version = Some(policy_version);
+    if let Some(effect) = effect {
+        insert_review(&mut tx, result, &effect.approval, Some("auto_approve")).await?;
+        if let Some(amount) = effect.spend_cents {
+            let key = format!("approval:{}", effect.approval.id.0);
+            match budget::spend(
+                &mut *tx,
+                result.agent_id,
+                &key,
+                amount,
+                Some(result.task_id),
+                Some("approved action"),
+            )
+            .await
+            {
+                Ok(SpendOutcome::Spent { .. } | SpendOutcome::Duplicate { .. }) => {}
+                Err(err) => {
+                    tx.rollback().await?;
+                    return Err(CommitRefused::Budget(err));
+                }
+            }
+        }
+        records::insert_task_in(&mut tx, &effect.execute, "queued", 1).await?;
+        entry.action = "judge.auto_approve".into();
+        entry.review_id = Some(effect.approval.id);
+    }
+    audit::append(&mut *tx, &entry).await?;
+    tx.commit().await?;
+    Ok(Decided::Done(outcome))
+}
+
+async fn insert_review(
+    conn: &mut PgConnection,
+    result: &TaskResult,
+    review: &NewReview,
+    decision: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let reasons =
+        serde_json::to_value(&review.reasons).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let risk_tags: Vec<String> = result
+        .risk_tags
+        .iter()
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    let risk_types: Vec<String> = review.risk_types.iter().map(|t| (*t).to_owned()).collect();
+    sqlx::query!(
+        r#"insert into reviews (id, tenant_id, result_id, task_id, status, artifact_hash, policy_version,
+                                judge_reasoning, risk_tags, confidence, financial, due_at, final_deadline,
+                                reasons, risk_types, decision, decided_by, decided_at)
+           values ($1, $2, $3, $4, case when $15::text is null then 'pending' else 'approved' end::review_status,
+                   $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                   $15::text::decision_kind, case when $15::text is null then null else 'judge' end,
+                   case when $15::text is null then null else now() end)
+           on conflict (id) do nothing"#,
+        review.id.0,
+        result.tenant_id.0,
+        result.id.0,
+        result.task_id.0,
+        result.commit_hash.as_str(),
+        review.policy_version,
+        review.reasoning,
+        &risk_tags,
+        result.confidence_score.value(),
+        review.financial,
+        review.due_at,
+        review.final_deadline,
+        reasons,
+        &risk_types,
+        decision,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Holds `result` for a human: the task waits in `awaiting_review` behind a pending review.
+pub async fn hold(
+    pool: &PgPool,
+    result: &TaskResult,
+    review: &NewReview,
+) -> Result<Decided<()>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some((status, attempt)) =
+        lock_attempt(&mut tx, result.task_id, result.attempt, UNDECIDED).await?
+    {
+        return Ok(Decided::Superseded { status, attempt });
+    }
+    set_status(&mut tx, result.task_id, "awaiting_review", None).await?;
+    insert_review(&mut tx, result, review, None).await?;
+    let mut entry = record(result, "judge.hold", review.reasoning.clone());
+    entry.review_id = Some(review.id);
+    entry.policy_version = Some(review.policy_version);
+    audit::append(&mut *tx, &entry).await?;
+    tx.commit().await?;
+    Ok(Decided::Done(()))
+}
+
+async fn set_status(
+    conn: &mut PgConnection,
+    task: TaskId,
+    status: &str,
+    feedback: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update tasks set status = $2::text::task_status, feedback = coalesce($3, feedback), updated_at = now()
+         where id = $1",
+        task.0,
+        status,
+        feedback
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Why a task is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// The judge's checks or the confidence: counts against the policy's attempts.
+    Feedback,
+    /// State moved under the task: the task gets another attempt beyond the policy's (up to the
+    /// schema's 20), since nothing was wrong with its work.
+    Conflict,
+}
+
+/// The most attempts a task can have (the schema's bound).
+pub const ATTEMPTS_CEILING: u32 = 20;
+
+/// Marks the task `retrying` for a replan with `feedback`. `Done(false)` when no attempt is
+/// left (the caller fails it instead).
+pub async fn retry(
+    pool: &PgPool,
+    result: &TaskResult,
+    feedback: &str,
+    cause: RetryCause,
+) -> Result<Decided<bool>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some((status, attempt)) =
+        lock_attempt(&mut tx, result.task_id, result.attempt, UNDECIDED).await?
+    {
+        return Ok(Decided::Superseded { status, attempt });
+    }
+    let conflict = cause == RetryCause::Conflict;
+    let updated = sqlx::query!(
+        "update tasks set status = 'retrying', feedback = $2, updated_at = now(),
+                          max_attempts = case when $3 then greatest(max_attempts, least(attempt + 1, $4)) else max_attempts end
+         where id = $1
+           and attempt < case when $3 then greatest(max_attempts, least(attempt + 1, $4)) else max_attempts end",
+        result.task_id.0,
+        feedback,
+        conflict,
+        ATTEMPTS_CEILING as i32,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        tx.rollback().await?;
+        return Ok(Decided::Done(false));
+    }
+    let action = if conflict {
+        "judge.conflict"
+    } else {
+        "judge.retry"
+    };
+    audit::append(&mut *tx, &record(result, action, feedback.to_owned())).await?;
+    tx.commit().await?;
+    Ok(Decided::Done(true))
+}
+
+/// Fails the task after its last attempt: its blocked dependents are cancelled, and the result
+/// is surfaced to humans in a pending review.
+pub async fn fail(
+    pool: &PgPool,
+    result: &TaskResult,
+    feedback: &str,
+    review: &NewReview,
+) -> Result<Decided<()>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if let Some((status, attempt)) =
+        lock_attempt(&mut tx, result.task_id, result.attempt, UNDECIDED).await?
+    {
+        return Ok(Decided::Superseded { status, attempt });
+    }
+    set_status(&mut tx, result.task_id, "failed", Some(feedback)).await?;
+    cancel_dependents(&mut tx, result.task_id).await?;
+    insert_review(&mut tx, result, review, None).await?;
+    let mut entry = record(result, "judge.fail", feedback.to_owned());
+    entry.review_id = Some(review.id);
+    entry.policy_version = Some(review.policy_version);
+    audit::append(&mut *tx, &entry).await?;
+    tx.commit().await?;
+    Ok(Decided::Done(()))
+}
+
+/// Cancels the blocked tasks that depend, directly or not, on `task`; returns how many.
+pub async fn cancel_dependents(conn: &mut PgConnection, task: TaskId) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "with recursive dependents (id) as (
+             select task_id from task_dependencies where depends_on = $1
+             union
+             select d.task_id from task_dependencies d join dependents x on d.depends_on = x.id
+         )
+         update tasks set status = 'cancelled', feedback = 'a task it depends on failed', updated_at = now()
+         where id in (select id from dependents) and status = 'blocked'",
+        task.0
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+/// Brings the goal's status in line with its tasks: `in_progress` while a task can still move,
+/// `awaiting_review` while only humans can move it, then `completed` (every task committed) or
+/// `failed`. Returns the new status when it changed.
+pub async fn settle_goal(pool: &PgPool, goal: GoalId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"with counts as (
+               select count(*) filter (where status in ('ready', 'queued', 'running', 'retrying')) as moving,
+                      count(*) filter (where status = 'blocked') as blocked,
+                      count(*) filter (where status in ('failed', 'cancelled')) as bad,
+                      count(*) filter (where status = 'awaiting_review') > 0
+                          or exists (select 1 from reviews v join tasks x on x.id = v.task_id
+                                     where x.goal_id = $1 and v.status = 'pending') as held
+               from tasks where goal_id = $1
+           ), next as (
+               select case when moving > 0 then 'in_progress'
+                           when held then 'awaiting_review'
+                           when blocked > 0 then 'in_progress'
+                           when bad > 0 then 'failed'
+                           else 'completed' end::goal_status as status
+               from counts
+           )
+           update goals g set status = next.status, updated_at = now()
+           from next
+           where g.id = $1 and g.status in ('in_progress', 'awaiting_review') and g.status <> next.status
+           returning g.status::text as "status!""#,
+        goal.0
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// The `execute` tasks released by approvals of `task`'s results that have not run yet: sent
+/// again when a redelivered result finds its decision already made.
+pub async fn pending_effects(pool: &PgPool, task: TaskId) -> Result<Vec<Task>, sqlx::Error> {
+    let ids = sqlx::query_scalar!(
+        r#"select t.id from tasks t join task_dependencies d on d.task_id = t.id
+           where d.depends_on = $1 and t.kind = 'execute' and t.status = 'queued'"#,
+        task.0
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut tasks = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(task) = crate::dag::task(pool, TaskId(id)).await? {
+            tasks.push(task);
+        }
+    }
+    Ok(tasks)
+}

@@ -1,0 +1,222 @@
+//! What the judge checks before the routing policy decides.
+//!
+//! - [`belongs_to`]: the result is for its task as stored (goal, agent, tenant, kind, and for
+//!   the current attempt the same read and write sets): anything else is a forged or corrupted
+//!   message, refused outright.
+//! - [`inspect`]: the artifacts are there; a proposal (publish, reply, transfer) names the
+//!   action its task kind allows, with usable arguments; and for a financial action the CFO
+//!   checks the amount against the goal's budget and the agent's budget ledger. The CFO's
+//!   refusal is final (a re-run cannot make money appear); other failures are feedback for a
+//!   retry.
+
+use std::collections::BTreeSet;
+
+use chimera_aws::artifacts::{ArtifactStore, StorageError};
+use chimera_core::domain::{ArtifactRef, TaskKind, TaskResult};
+use chimera_store::PgPool;
+use chimera_store::budget;
+use chimera_store::judging::TaskState;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// A proposed effect, as the worker wrote it for a reviewer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Proposal {
+    pub action: String,
+    pub arguments: Map<String, Value>,
+}
+
+/// What the checks found.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    /// Failed checks, in words: feedback for a retry.
+    pub failed: Vec<String>,
+    /// The CFO refused the financial action.
+    pub cfo_refusal: Option<String>,
+    /// The effect the result proposes, if it is a proposal and readable.
+    pub proposal: Option<Proposal>,
+    /// The amount of a financial proposal.
+    pub amount_cents: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("database error during the checks")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Whether `result` is a result of its task as stored.
+pub fn belongs_to(result: &TaskResult, task: &TaskState) -> Result<(), anyhow::Error> {
+    let mut wrong = Vec::new();
+    if result.goal_id != task.goal_id {
+        wrong.push("goal");
+    }
+    if result.agent_id.0 != task.agent_id {
+        wrong.push("agent");
+    }
+    if result.tenant_id.0 != task.tenant_id {
+        wrong.push("tenant");
+    }
+    if result.task_kind != task.kind {
+        wrong.push("kind");
+    }
+    if result.attempt > task.attempt {
+        wrong.push("attempt");
+    }
+    if result.attempt == task.attempt {
+        if serde_json::to_value(&result.read_set).ok().as_ref() != Some(&task.read_set) {
+            wrong.push("read set");
+        }
+        let written: BTreeSet<&str> = result.write_set.iter().map(|k| k.as_str()).collect();
+        let stored: BTreeSet<&str> = task.write_set.iter().map(String::as_str).collect();
+        if written != stored {
+            wrong.push("write set");
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "result {} does not match its task {} ({})",
+            result.id,
+            result.task_id,
+            wrong.join(", ")
+        ))
+    }
+}
+
+/// The action a proposal of `kind` must name.
+fn expected_action(kind: TaskKind) -> Option<&'static str> {
+    match kind {
+        TaskKind::Publish => Some("social.publish"),
+        TaskKind::Reply => Some("social.reply"),
+        TaskKind::Transact => Some("wallet.transfer"),
+        _ => None,
+    }
+}
+
+/// Longest post text the judge lets through to a reviewer or a platform.
+const MAX_POST_CHARS: usize = 5000;
+
+pub async fn inspect(
+    pool: &PgPool,
+    artifacts: &ArtifactStore,
+    result: &TaskResult,
+    task: &TaskState,
+) -> Result<Findings, InspectError> {
+    let mut findings = Findings::default();
+    if result.artifacts.is_empty() {
+        findings.failed.push("the result has no artifact".into());
+    }
+    for (i, a) in result.artifacts.iter().enumerate() {
+        if a.s3_key.is_none() && a.inline.is_none() {
+            findings
+                .failed
+                .push(format!("artifact {i} is neither stored nor inline"));
+        }
+        if a.media_type.starts_with("text/")
+            && a.inline.as_deref().is_some_and(|t| t.trim().is_empty())
+        {
+            findings.failed.push(format!("artifact {i} is empty text"));
+        }
+    }
+    let Some(action) = expected_action(result.task_kind) else {
+        return Ok(findings);
+    };
+    let proposal = match result.artifacts.first() {
+        Some(artifact) => read_proposal(artifacts, artifact).await?,
+        None => return Ok(findings),
+    };
+    let proposal = match proposal {
+        Ok(p) => p,
+        Err(reason) => {
+            findings
+                .failed
+                .push(format!("the proposal is unreadable: {reason}"));
+            return Ok(findings);
+        }
+    };
+    if proposal.action != action {
+        findings.failed.push(format!(
+            "a {} task may only propose {action}, not {}",
+            result.task_kind.as_str(),
+            proposal.action
+        ));
+        return Ok(findings);
+    }
+    let text = |name: &str| proposal.arguments.get(name).and_then(Value::as_str);
+    if result.task_kind.is_publishing() {
+        match text("text") {
+            Some(t) if !t.trim().is_empty() && t.chars().count() <= MAX_POST_CHARS => {}
+            _ => findings.failed.push(format!(
+                "the post text must be 1..={MAX_POST_CHARS} characters"
+            )),
+        }
+        if text("platform").is_none_or(str::is_empty) {
+            findings.failed.push("the post names no platform".into());
+        }
+    }
+    if result.task_kind.is_financial() {
+        let amount = proposal
+            .arguments
+            .get("amount_cents")
+            .and_then(Value::as_i64);
+        match amount {
+            Some(a) if a > 0 => {
+                findings.amount_cents = Some(a);
+                findings.cfo_refusal = cfo(pool, task, a).await?;
+            }
+            _ => findings
+                .failed
+                .push("the transfer has no positive amount_cents".into()),
+        }
+        if text("to").is_none_or(str::is_empty) {
+            findings
+                .failed
+                .push("the transfer names no recipient".into());
+        }
+    }
+    findings.proposal = Some(proposal);
+    Ok(findings)
+}
+
+/// The CFO: a financial action must fit the goal's budget and the agent's balance. The spend
+/// itself happens, under the approval's key, in the transaction that approves the action.
+async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<String>, sqlx::Error> {
+    if let Some(limit) = task.constraints.get("budget_cents").and_then(Value::as_i64)
+        && amount > limit
+    {
+        return Ok(Some(format!(
+            "CFO: {amount} cents exceeds the goal's budget of {limit} cents"
+        )));
+    }
+    Ok(
+        match budget::balance(pool, chimera_core::domain::AgentId(task.agent_id)).await? {
+            None => Some("CFO: the agent has no budget".into()),
+            Some(balance) if balance < amount => Some(format!(
+                "CFO: insufficient budget: {balance} cents left, {amount} requested"
+            )),
+            Some(_) => None,
+        },
+    )
+}
+
+async fn read_proposal(
+    artifacts: &ArtifactStore,
+    artifact: &ArtifactRef,
+) -> Result<Result<Proposal, String>, StorageError> {
+    let bytes = match (&artifact.inline, &artifact.s3_key) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(key)) => match artifacts.get(key, &artifact.sha256).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::Corrupt { key, .. }) => {
+                return Ok(Err(format!("object {key} does not match its hash")));
+            }
+            Err(other) => return Err(other),
+        },
+        (None, None) => return Ok(Err("no bytes".into())),
+    };
+    Ok(serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+}
