@@ -1,5 +1,7 @@
 //! The swarm's pipeline against the real local stack: goal intake over the HITL API router,
-//! and the planner.
+//! the planner, and whole goals through the swarm under the local event-source runner.
 
 mod intake;
+mod judge;
 mod planner;
+mod swarm;

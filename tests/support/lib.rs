@@ -7,6 +7,7 @@
 
 pub mod lambda;
 pub mod seed;
+pub mod swarm;
 pub mod world;
 
 use std::path::PathBuf;

@@ -1,0 +1,302 @@
+//! The whole swarm on the local stack, as tests and the pipeline bench drive it: a fresh
+//! database and stage, a tenant with agents (each with a budget), the project's MCP server
+//! (stdio child of the worker), and the local event-source runner feeding the three handlers,
+//! with the HITL API on port 0. Goals go in over HTTP.
+
+use std::time::{Duration, Instant};
+
+use chimera_aws::Clients;
+use chimera_aws::bootstrap::{BootstrapOptions, bootstrap, queue_url};
+use chimera_core::domain::{AgentId, GoalId, TenantId};
+use chimera_core::names::{Queue, ResourceNames};
+use chimera_core::routing::Policy;
+use chimera_judge::Judge;
+use chimera_mcp::McpClient;
+use chimera_planner::PlannerService;
+use chimera_planner::plan::TemplatePlanner;
+use chimera_runner::{Handlers, RunnerConfig, Running, SourceSettings};
+use chimera_store::{budget, records};
+use chimera_worker::Worker;
+use serde_json::{Value, json};
+
+use crate::world::stdio_config;
+use crate::{TestDb, clients, unique_stage};
+
+/// Goal statuses nothing automatic will change any more.
+pub const SETTLED: [&str; 4] = ["completed", "failed", "cancelled", "awaiting_review"];
+
+pub struct SwarmOptions {
+    pub agents: usize,
+    pub max_receive_count: u32,
+    pub settings: SourceSettings,
+    /// Starting balance of each agent's budget, in cents.
+    pub budget_cents: i64,
+}
+
+impl Default for SwarmOptions {
+    fn default() -> Self {
+        Self {
+            agents: 1,
+            max_receive_count: 3,
+            settings: SourceSettings {
+                wait: Duration::from_secs(1),
+                retry_after: Some(Duration::ZERO),
+                ..SourceSettings::default()
+            },
+            budget_cents: 10_000,
+        }
+    }
+}
+
+pub struct Swarm {
+    pub db: TestDb,
+    pub names: ResourceNames,
+    pub clients: Clients,
+    pub tenant: TenantId,
+    pub agents: Vec<AgentId>,
+    handlers: Handlers,
+    settings: SourceSettings,
+    running: Option<Running>,
+    api: String,
+    http: reqwest::Client,
+}
+
+impl Swarm {
+    /// Everything set up and seeded; the runner is not started yet ([`Swarm::run`]).
+    pub async fn new(options: SwarmOptions) -> Swarm {
+        let db = TestDb::migrated().await;
+        let names = unique_stage();
+        let clients = clients().await;
+        bootstrap(
+            &clients,
+            &names,
+            BootstrapOptions {
+                max_receive_count: options.max_receive_count,
+            },
+        )
+        .await
+        .expect("bootstrapping the stage");
+        let tenant = records::create_tenant(&db.pool, "acme").await.unwrap();
+        let mut agents = Vec::new();
+        for i in 0..options.agents {
+            let agent = records::create_agent(
+                &db.pool,
+                tenant,
+                &format!("agent{i}"),
+                &json!({"name": format!("Agent {i}"), "voice": "warm"}),
+                &Policy::default(),
+            )
+            .await
+            .unwrap();
+            budget::open_budget(&db.pool, agent, "USD", options.budget_cents)
+                .await
+                .unwrap();
+            agents.push(agent);
+        }
+        let mcp = McpClient::new(stdio_config(&db.url(), false, ""));
+        let handlers = Handlers {
+            planner: std::sync::Arc::new(PlannerService::new(
+                clients.clone(),
+                db.pool.clone(),
+                names.clone(),
+                Box::new(TemplatePlanner),
+            )),
+            worker: std::sync::Arc::new(Worker::new(
+                clients.clone(),
+                db.pool.clone(),
+                mcp,
+                names.clone(),
+            )),
+            judge: std::sync::Arc::new(Judge::new(clients.clone(), db.pool.clone(), names.clone())),
+        };
+        Swarm {
+            db,
+            names,
+            clients,
+            tenant,
+            agents,
+            handlers,
+            settings: options.settings,
+            running: None,
+            api: String::new(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Starts the runner (pollers and the API on port 0).
+    pub async fn run(&mut self) {
+        let state = chimera_hitl_api::AppState::new(
+            self.db.pool.clone(),
+            self.clients.clone(),
+            self.names.clone(),
+        );
+        let running = chimera_runner::start(
+            &self.clients,
+            self.handlers.clone(),
+            RunnerConfig {
+                names: self.names.clone(),
+                planner: self.settings.clone(),
+                worker: self.settings.clone(),
+                judge: self.settings.clone(),
+                api: Some((
+                    "127.0.0.1:0".parse().unwrap(),
+                    chimera_hitl_api::router(state),
+                )),
+            },
+        )
+        .await
+        .expect("starting the runner");
+        self.api = format!("http://{}", running.api_addr.expect("the API listens"));
+        self.running = Some(running);
+    }
+
+    /// The judge the runner feeds, to hand it batches directly.
+    pub fn judge(&self) -> &Judge {
+        &self.handlers.judge
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("the runner was started")
+    }
+
+    /// Submits a goal over HTTP (`POST /goals`) for agent number `agent`.
+    pub async fn submit(&self, agent: usize, kind: &str, text: &str, constraints: Value) -> GoalId {
+        let response = self
+            .http
+            .post(format!("{}/goals", self.api))
+            .json(&json!({
+                "tenant_id": self.tenant.0,
+                "agent_id": self.agents[agent].0,
+                "kind": kind,
+                "text": text,
+                "constraints": constraints,
+            }))
+            .send()
+            .await
+            .expect("POST /goals");
+        let status = response.status();
+        let body: Value = response.json().await.expect("a JSON answer");
+        assert_eq!(
+            status.as_u16(),
+            202,
+            "POST /goals answered {status}: {body}"
+        );
+        GoalId(body["goal_id"].as_str().unwrap().parse().unwrap())
+    }
+
+    /// `GET /goals/{id}`.
+    pub async fn view(&self, goal: GoalId) -> Value {
+        self.http
+            .get(format!("{}/goals/{}", self.api, goal.0))
+            .send()
+            .await
+            .expect("GET /goals/{id}")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
+    /// Waits until every goal is settled and no task is still moving; returns the statuses in
+    /// order. Panics with the unsettled ones after `wait`.
+    pub async fn settle(&self, goals: &[GoalId], wait: Duration) -> Vec<String> {
+        let ids: Vec<uuid::Uuid> = goals.iter().map(|g| g.0).collect();
+        let deadline = Instant::now() + wait;
+        loop {
+            let rows: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(
+                "select g.id, g.status::text,
+                        (select count(*) from tasks t where t.goal_id = g.id
+                          and t.status in ('ready', 'queued', 'running', 'retrying'))
+                 from goals g where g.id = any($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap();
+            let settled = rows.len() == ids.len()
+                && rows
+                    .iter()
+                    .all(|(_, s, moving)| SETTLED.contains(&s.as_str()) && *moving == 0);
+            if settled {
+                return ids
+                    .iter()
+                    .map(|id| rows.iter().find(|r| r.0 == *id).unwrap().1.clone())
+                    .collect();
+            }
+            if Instant::now() > deadline {
+                panic!("goals not settled after {wait:?}: {rows:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Messages in `queue` (or its DLQ): visible plus in flight.
+    pub async fn depth(&self, queue: Queue, dead_letter: bool) -> i64 {
+        let name = if dead_letter {
+            self.names.dead_letter_queue(queue)
+        } else {
+            self.names.queue(queue)
+        };
+        let url = queue_url(&self.clients, &name).await.unwrap();
+        let attrs = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            )
+            .send()
+            .await
+            .unwrap();
+        attrs
+            .attributes()
+            .map(|a| {
+                a.values()
+                    .filter_map(|v| v.parse::<i64>().ok())
+                    .sum::<i64>()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Polls until `queue` (or its DLQ) holds `n` messages; panics after `wait`.
+    pub async fn wait_depth(&self, queue: Queue, dead_letter: bool, n: i64, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let depth = self.depth(queue, dead_letter).await;
+            if depth == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{queue} (dead letter: {dead_letter}) holds {depth} messages, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends a raw body to `queue`.
+    pub async fn send_raw(&self, queue: Queue, body: &str) {
+        let url = queue_url(&self.clients, &self.names.queue(queue))
+            .await
+            .unwrap();
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Stops the runner and the MCP server, and drops the database.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+        self.handlers.worker.mcp().shutdown().await;
+        drop(self.handlers);
+        self.db.drop_db().await;
+    }
+}
