@@ -22,6 +22,10 @@ pub enum StorageError {
     Unreadable(String),
 }
 
+/// Objects above this size are checked for before they are uploaded (a HEAD costs less than
+/// the upload); smaller ones are put directly (one request instead of two).
+const CHECK_BEFORE_PUT_BYTES: usize = 1024 * 1024;
+
 /// Texts up to this size also travel inline in their reference, for the judge and reviewers.
 pub const INLINE_TEXT_BYTES: usize = 4096;
 
@@ -58,8 +62,9 @@ impl ArtifactStore {
         }
     }
 
-    /// Stores `bytes` (unless the same bytes are there already) and returns their reference.
-    /// Small UTF-8 texts are also carried inline.
+    /// Stores `bytes` and returns their reference. Small UTF-8 texts are also carried inline.
+    /// The key is the content's hash, so writing it again writes the same bytes: small objects
+    /// are simply put (one request); large ones are put only if absent.
     pub async fn put(&self, bytes: &[u8], media_type: &str) -> Result<ArtifactRef, StorageError> {
         let sha256 = sha256_hex(bytes);
         let key = Self::key_for(&sha256);
@@ -77,6 +82,19 @@ impl ArtifactStore {
     }
 
     async fn put_at(&self, key: &str, bytes: &[u8], media_type: &str) -> Result<(), StorageError> {
+        if bytes.len() > CHECK_BEFORE_PUT_BYTES {
+            self.put_if_absent(key, bytes, media_type).await
+        } else {
+            self.put_object(key, bytes, media_type).await
+        }
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), StorageError> {
         let exists = self
             .s3
             .head_object()
@@ -89,6 +107,15 @@ impl ArtifactStore {
             Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {}
             Err(err) => return Err(self.unavailable(aws_sdk_s3::error::DisplayErrorContext(err))),
         }
+        self.put_object(key, bytes, media_type).await
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), StorageError> {
         self.s3
             .put_object()
             .bucket(&self.bucket)

@@ -40,6 +40,23 @@ where
     F: Fn(&'a SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), MessageError>> + 'a,
 {
+    report(run_batch(event, concurrency, handle).await)
+}
+
+/// One message's outcome: its id and what its handler returned.
+pub type Outcome<T> = (Option<String>, Result<T, MessageError>);
+
+/// Runs `handle` over every message of `event`, up to `concurrency` at once, and returns each
+/// message's outcome (for a caller that finishes the batch's work together, then [`report`]s).
+pub async fn run_batch<'a, T, F, Fut>(
+    event: &'a SqsEvent,
+    concurrency: usize,
+    handle: F,
+) -> Vec<Outcome<T>>
+where
+    F: Fn(&'a SqsMessage) -> Fut,
+    Fut: Future<Output = Result<T, MessageError>> + 'a,
+{
     // The futures are built eagerly: a lazily mapped stream would keep the mapping closure in
     // the future's type, and the compiler could then no longer prove the future `Send`.
     let handled: Vec<_> = event
@@ -53,11 +70,14 @@ where
             async move { (id, fut.await) }.instrument(span)
         })
         .collect();
-    let outcomes: Vec<(Option<String>, Result<(), MessageError>)> = futures::stream::iter(handled)
+    futures::stream::iter(handled)
         .buffer_unordered(concurrency.max(1))
         .collect()
-        .await;
+        .await
+}
 
+/// The batch response for `outcomes`: the ids of the failed messages, each failure logged.
+pub fn report<T>(outcomes: Vec<Outcome<T>>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for (id, outcome) in outcomes {
         let Err(err) = outcome else { continue };

@@ -5,9 +5,14 @@
 //! chimera bootstrap    create the stage's queues, DLQs, bucket and table (idempotent)
 //! chimera health       check every service and resource, print a report; non-zero if any fails
 //! chimera up           migrate + bootstrap + health
+//! chimera demo --api URL
+//!                      seed a tenant and agents, submit goals to a running runner's API, show
+//!                      progress and a summary (scripts/demo runs it)
 //! ```
 //! The stage comes from `CHIMERA_STAGE` (default `chimera-local`), the endpoints from the
 //! standard AWS variables and `DATABASE_URL`.
+
+mod demo;
 
 use std::process::ExitCode;
 
@@ -30,8 +35,9 @@ async fn main() -> ExitCode {
         "bootstrap" => bootstrap_stage().await.map(|report| print_report(&report)),
         "health" => health().await,
         "up" => up().await,
+        "demo" => demo().await,
         _ => {
-            eprintln!("usage: chimera migrate|bootstrap|health|up");
+            eprintln!("usage: chimera migrate|bootstrap|health|up|demo --api URL");
             return ExitCode::from(2);
         }
     };
@@ -96,6 +102,18 @@ async fn health() -> Result<()> {
         })?;
     print_report(&report);
     Ok(())
+}
+
+async fn demo() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let api = match args.as_slice() {
+        [flag, url] if flag == "--api" => url.trim_end_matches('/').to_owned(),
+        _ => anyhow::bail!("usage: chimera demo --api http://HOST:PORT"),
+    };
+    let pool = chimera_store::connect(&database_url()?, 4)
+        .await
+        .context("connecting to PostgreSQL")?;
+    demo::run(&pool, &api).await
 }
 
 async fn up() -> Result<()> {

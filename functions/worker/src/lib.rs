@@ -25,8 +25,9 @@ use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
-use chimera_aws::batch::{MessageError, decode_body, process_batch};
+use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::idempotency::{Claim, IdempotencyError, IdempotencyStore};
+use chimera_aws::queues::Outbox;
 use chimera_core::domain::{CommitHash, ResultId, Task, TaskResult, derived_uuid};
 use chimera_core::envelope::TaskMessage;
 use chimera_core::names::{self, Queue, ResourceNames};
@@ -34,7 +35,6 @@ use chimera_mcp::{McpClient, McpConfig};
 use chimera_store::PgPool;
 use chimera_store::provenance::{self, NewAsset};
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
@@ -46,13 +46,11 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// Everything the worker keeps for the life of an execution environment: AWS clients, the
 /// database pool and the MCP sessions.
 pub struct Worker {
-    clients: Clients,
     artifacts: ArtifactStore,
     idempotency: IdempotencyStore,
     pool: PgPool,
     mcp: McpClient,
-    names: ResourceNames,
-    review_queue_url: OnceCell<String>,
+    outbox: Outbox,
 }
 
 impl Worker {
@@ -75,15 +73,12 @@ impl Worker {
             std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
         let table = std::env::var(names::env::IDEMPOTENCY_TABLE)
             .unwrap_or_else(|_| names.idempotency_table());
-        let review_queue_url = OnceCell::new_with(std::env::var(Queue::Review.url_env()).ok());
         Self {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             idempotency: IdempotencyStore::new(clients.dynamodb.clone(), table),
-            clients,
+            outbox: Outbox::new(clients, names),
             pool,
             mcp,
-            names,
-            review_queue_url,
         }
     }
 
@@ -91,19 +86,43 @@ impl Worker {
         &self.mcp
     }
 
-    /// Handles one batch; `deadline` is when the invocation must have answered.
+    /// Handles one batch; `deadline` is when the invocation must have answered. The results
+    /// of the batch go to the review queue together (`SendMessageBatch`); a result that could
+    /// not be sent fails its message, whose redelivery is answered from its claim.
     pub async fn handle(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
-        process_batch(event, CONCURRENCY, |message| {
+        let outcomes = run_batch(event, CONCURRENCY, |message| {
             self.handle_message(message, deadline)
         })
-        .await
+        .await;
+        let bodies: Vec<String> = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| outcome.as_ref().ok().cloned())
+            .collect();
+        let mut sent = self
+            .outbox
+            .send_batch(Queue::Review, &bodies)
+            .await
+            .into_iter();
+        let outcomes = outcomes
+            .into_iter()
+            .map(|(id, outcome)| {
+                let outcome = outcome.and_then(|_| {
+                    sent.next()
+                        .unwrap_or_else(|| Err(anyhow::anyhow!("result not sent")))
+                        .map_err(MessageError::Retryable)
+                });
+                (id, outcome)
+            })
+            .collect();
+        report(outcomes)
     }
 
+    /// Runs one task message; returns the review message to send.
     async fn handle_message(
         &self,
         message: &SqsMessage,
         deadline: SystemTime,
-    ) -> Result<(), MessageError> {
+    ) -> Result<String, MessageError> {
         let TaskMessage { task } = decode_body(message)?;
         tracing::info!(task_id = %task.id.0, kind = task.kind.as_str(), attempt = task.attempt, "task received");
         let key = idempotency_key(&task);
@@ -121,7 +140,7 @@ impl Worker {
             Claim::Acquired { token } => token,
             Claim::Completed { outcome } => {
                 tracing::info!(task_id = %task.id.0, "already done: sending its result again");
-                return self.send_review(&outcome).await;
+                return Ok(outcome);
             }
             Claim::InProgress { until_ms } => {
                 return Err(MessageError::Retryable(anyhow::anyhow!(
@@ -141,7 +160,7 @@ impl Worker {
                     .complete(&key, &token, &body)
                     .await
                     .map_err(retryable)?;
-                self.send_review(&body).await
+                Ok(body)
             }
             Err(err) => {
                 if let Err(release) = self.idempotency.release(&key, &token).await {
@@ -227,31 +246,6 @@ impl Worker {
             .result_message(&result)
             .await
             .map_err(storage)
-    }
-
-    async fn send_review(&self, body: &str) -> Result<(), MessageError> {
-        let url = self
-            .review_queue_url
-            .get_or_try_init(|| async {
-                let name = self.names.queue(Queue::Review);
-                chimera_aws::bootstrap::queue_url(&self.clients, &name).await
-            })
-            .await
-            .map_err(|e| MessageError::Retryable(anyhow::anyhow!("review queue: {e:#}")))?;
-        self.clients
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                MessageError::Retryable(anyhow::anyhow!(
-                    "sending to the review queue: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ))
-            })?;
-        Ok(())
     }
 }
 

@@ -2,6 +2,10 @@
 //! database pool, MCP sessions, all opened lazily and kept across invocations), then the
 //! handler under `lambda_runtime`.
 
+// The handler's future (MCP, S3, DynamoDB, SQS and PostgreSQL calls, one batch at once) is deep
+// enough for clippy's layout pass to need more than the default limit.
+#![recursion_limit = "256"]
+
 use aws_lambda_events::sqs::SqsEvent;
 use chimera_worker::Worker;
 use lambda_runtime::{Error, LambdaEvent, service_fn};

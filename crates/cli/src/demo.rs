@@ -1,0 +1,305 @@
+//! `chimera demo --api URL`: seeds a tenant with three agents, submits a mix of goals to a
+//! running runner's HITL API over HTTP, shows progress while they run, and ends with a summary
+//! of what the swarm did and where to look next.
+//!
+//! The goals are chosen to exercise every path of the judge: campaigns that auto-approve and
+//! publish (two for one agent and platform, so the later one meets a commit conflict and is
+//! replanned), a reply that auto-approves, a medium-confidence and a sensitive reply held for
+//! review, a low-confidence reply retried until it fails, and payments (one held for a human by
+//! the CFO's default policy, one refused by the CFO as over budget).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chimera_core::domain::AgentId;
+use chimera_core::routing::Policy;
+use chimera_store::{PgPool, budget, records};
+use serde_json::{Value, json};
+
+/// How long the demo waits for its goals to settle.
+const WAIT: Duration = Duration::from_secs(300);
+
+struct Agent {
+    id: AgentId,
+    handle: &'static str,
+}
+
+pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let health = http
+        .get(format!("{api}/health"))
+        .send()
+        .await
+        .with_context(|| format!("the runner's API at {api} does not answer"))?;
+    if !health.status().is_success() {
+        bail!("{api}/health answered {}", health.status());
+    }
+
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let tenant = records::create_tenant(pool, &format!("demo-{stamp}")).await?;
+    let mut agents = Vec::new();
+    for (handle, name, voice) in [
+        ("nova", "Nova", "warm and curious"),
+        ("rex", "Rex", "dry and witty"),
+        ("ivy", "Ivy", "calm and precise"),
+    ] {
+        let id = records::create_agent(
+            pool,
+            tenant,
+            handle,
+            &json!({"name": name, "voice": voice}),
+            &Policy::default(),
+        )
+        .await?;
+        budget::open_budget(pool, id, "USD", 5_000).await?;
+        agents.push(Agent { id, handle });
+    }
+    println!(
+        "seeded tenant {} with agents {} (budget 50.00 USD each)",
+        tenant.0,
+        agents
+            .iter()
+            .map(|a| a.handle)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let reply = |quality: f64, to: &str| json!({"platforms": ["x"], "in_reply_to": to, "simulated_quality": quality});
+    let goals: Vec<(usize, &str, &str, Value)> = vec![
+        (
+            0,
+            "campaign",
+            "retro gaming night",
+            json!({"platforms": ["instagram", "x"], "simulated_quality": 0.95}),
+        ),
+        (
+            0,
+            "campaign",
+            "board game cafe weekend",
+            json!({"platforms": ["instagram"], "simulated_quality": 0.95}),
+        ),
+        (
+            1,
+            "campaign",
+            "night trains and lightweight hiking gear",
+            json!({"platforms": ["threads"], "simulated_quality": 0.95}),
+        ),
+        (
+            1,
+            "reply",
+            "thanks for the kind words",
+            reply(0.95, "post-101"),
+        ),
+        (
+            1,
+            "reply",
+            "thanks for the feedback on the new series",
+            reply(0.80, "post-102"),
+        ),
+        (
+            2,
+            "reply",
+            "our view on the city election debate",
+            reply(0.95, "post-103"),
+        ),
+        (2, "reply", "thanks for asking", reply(0.50, "post-104")),
+        (
+            2,
+            "paid_action",
+            "pay the photographer for the shoot",
+            json!({"pay_to": "photo-studio", "amount_cents": 1_500}),
+        ),
+        (
+            0,
+            "paid_action",
+            "sponsor the whole festival",
+            json!({"pay_to": "festival", "amount_cents": 900_000}),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (agent, kind, text, constraints) in &goals {
+        let response = http
+            .post(format!("{api}/goals"))
+            .json(&json!({
+                "tenant_id": tenant.0,
+                "agent_id": agents[*agent].id.0,
+                "kind": kind,
+                "text": text,
+                "constraints": constraints,
+            }))
+            .send()
+            .await
+            .context("POST /goals")?;
+        let status = response.status();
+        let body: Value = response.json().await.context("reading the answer")?;
+        if status.as_u16() != 202 {
+            bail!("POST /goals answered {status}: {body}");
+        }
+        let id: uuid::Uuid = body["goal_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .context("the answer has no goal_id")?;
+        println!(
+            "submitted {kind:<11} for {:<4} {id}  {text:?}",
+            agents[*agent].handle
+        );
+        ids.push(id);
+    }
+
+    println!("\nprogress (goals by status; tasks by status):");
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let (goals_line, settled) = progress(pool, &ids).await?;
+        if goals_line != last {
+            println!("  {:>5.1}s  {goals_line}", started.elapsed().as_secs_f64());
+            last = goals_line;
+        }
+        if settled {
+            break;
+        }
+        if started.elapsed() > WAIT {
+            bail!(
+                "the goals did not settle within {WAIT:?}: is the runner running? (see .local/logs/runner.log)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    summary(pool, &ids, started.elapsed(), api).await
+}
+
+/// One progress line, and whether every goal is settled.
+async fn progress(pool: &PgPool, ids: &[uuid::Uuid]) -> Result<(String, bool)> {
+    let goals: Vec<(String, i64)> = sqlx::query_as(
+        "select status::text, count(*) from goals where id = any($1) group by 1 order by 1",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let tasks: Vec<(String, i64)> = sqlx::query_as(
+        "select status::text, count(*) from tasks where goal_id = any($1) group by 1 order by 1",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let fmt = |rows: &[(String, i64)]| {
+        rows.iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let moving = tasks
+        .iter()
+        .filter(|(s, _)| matches!(s.as_str(), "ready" | "queued" | "running" | "retrying"))
+        .map(|(_, n)| n)
+        .sum::<i64>();
+    let settled = moving == 0
+        && goals.iter().all(|(s, _)| {
+            matches!(
+                s.as_str(),
+                "completed" | "failed" | "cancelled" | "awaiting_review"
+            )
+        });
+    Ok((
+        format!("goals: {} | tasks: {}", fmt(&goals), fmt(&tasks)),
+        settled,
+    ))
+}
+
+async fn count(pool: &PgPool, sql: &'static str, ids: &[uuid::Uuid]) -> Result<i64> {
+    Ok(sqlx::query_scalar(sql).bind(ids).fetch_one(pool).await?)
+}
+
+async fn summary(pool: &PgPool, ids: &[uuid::Uuid], took: Duration, api: &str) -> Result<()> {
+    let planned = count(
+        pool,
+        "select count(*) from tasks where goal_id = any($1) and kind <> 'execute'",
+        ids,
+    )
+    .await?;
+    let executed = count(
+        pool,
+        "select count(*) from results r join tasks t on t.id = r.task_id where t.goal_id = any($1)",
+        ids,
+    )
+    .await?;
+    let audit = |action: &'static str| async move {
+        let sql: &'static str = match action {
+            "commit" => {
+                "select count(*) from audit_log where goal_id = any($1) and action in ('judge.commit', 'judge.auto_approve')"
+            }
+            "hold" => {
+                "select count(*) from audit_log where goal_id = any($1) and action = 'judge.hold'"
+            }
+            "retry" => {
+                "select count(*) from audit_log where goal_id = any($1) and action = 'judge.retry'"
+            }
+            "conflict" => {
+                "select count(*) from audit_log where goal_id = any($1) and action = 'judge.conflict'"
+            }
+            _ => "select count(*) from audit_log where goal_id = any($1) and action = 'judge.fail'",
+        };
+        count(pool, sql, ids).await
+    };
+    let published = count(
+        pool,
+        "select count(*) from tasks where goal_id = any($1) and kind = 'execute' and status = 'committed'",
+        ids,
+    )
+    .await?;
+    let pending: Vec<(uuid::Uuid, Vec<String>, String)> = sqlx::query_as(
+        "select v.id, v.risk_types, v.judge_reasoning from reviews v join tasks t on t.id = v.task_id
+         where t.goal_id = any($1) and v.status = 'pending' order by v.created_at",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let goals: Vec<(String, i64)> = sqlx::query_as(
+        "select status::text, count(*) from goals where id = any($1) group by 1 order by 1",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+
+    println!("\nsummary ({:.1} s)", took.as_secs_f64());
+    println!(
+        "  goals                 {}",
+        goals
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  tasks planned         {planned}");
+    println!(
+        "  task attempts run     {executed} (each once, through MCP tools; execute tasks included)"
+    );
+    println!(
+        "  auto-approved         {} committed by the judge",
+        audit("commit").await?
+    );
+    println!("  held for review       {}", audit("hold").await?);
+    println!("  retried with feedback {}", audit("retry").await?);
+    println!("  failed, surfaced      {}", audit("fail").await?);
+    println!("  conflicts replanned   {}", audit("conflict").await?);
+    println!(
+        "  effects performed     {published} (posts, replies and transfers, once per approval)"
+    );
+    if !pending.is_empty() {
+        println!("\nwaiting for a human ({}):", pending.len());
+        for (id, types, reasoning) in &pending {
+            println!("  review {id}  [{}]  {reasoning}", types.join(", "));
+        }
+    }
+    println!("\nwhere to look next:");
+    if let Some(first) = ids.first() {
+        println!("  curl -s {api}/goals/{first}      a goal with its tasks, results and decisions");
+    }
+    println!("  the held items above wait in `reviews` (status pending) for a reviewer's decision");
+    println!(
+        "  logs: .local/logs/runner.log and .local/logs/world.log; stop with: scripts/demo stop"
+    );
+    Ok(())
+}
