@@ -9,6 +9,8 @@
 //!   it writes, or fail with the keys that moved.
 //! - [`judging`]: the judge's decisions (commit with an approved effect, hold, retry, fail),
 //!   each one transaction on the task's current attempt, and goal settlement.
+//! - [`decisions`]: human decisions on held results, single-shot and bound to the artifact hash
+//!   and policy version the reviewer saw.
 //! - [`budget`]: spends that never overdraw, charged once per idempotency key.
 //! - [`audit`]: the append-only audit log.
 //! - [`provenance`]: artifacts with the tool calls that made them.
@@ -19,6 +21,7 @@
 pub mod audit;
 pub mod budget;
 pub mod dag;
+pub mod decisions;
 pub mod goals;
 pub mod judging;
 pub mod occ;

@@ -1,0 +1,293 @@
+//! Human decisions on held results: approvals bound to what was reviewed, each a single-shot
+//! claim.
+//!
+//! A decision names the artifact hash and the policy version the reviewer saw. In one
+//! transaction, under the review row's lock:
+//!
+//! - an unknown review, or another tenant's, is [`Refused::NotFound`];
+//! - a review decided before answers [`Refused::AlreadyDecided`] with the winner's decision, so
+//!   a double click, a replay or a second reviewer never releases an effect twice;
+//! - a hash or policy version other than the review's is [`Refused::Stale`]; and when the agent's
+//!   policy moved on since the review was opened, the review takes the new version and stays
+//!   pending (it returns to the queue), and the decision is refused as stale;
+//! - an approval commits the result through OCC with its effect (the spend of a financial
+//!   action under `approval:<review id>`, the `execute` task), or, if the state moved while the
+//!   item waited, rolls everything back ([`Refused::Conflict`]: the caller replans the task);
+//! - a rejection fails the task and cancels what depends on it.
+//!
+//! Every decision appends its audit record in the same transaction.
+
+use chimera_core::domain::{
+    AgentId, ArtifactRef, AuditRecord, CommitHash, Confidence, DisclosureLevel, GoalId, ResultId,
+    ReviewId, RiskTag, StateKey, Task, TaskId, TaskKind, TaskResult, TenantId,
+};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::audit;
+use crate::budget::{self, BudgetError};
+use crate::judging;
+use crate::occ::{self, CommitError, Moved};
+use crate::records;
+
+/// What a reviewer decided.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Approve; `execute` performs the effect (absent for a result that proposes none),
+    /// `spend_cents` is charged first (financial actions).
+    Approve {
+        execute: Option<Box<Task>>,
+        spend_cents: Option<i64>,
+        /// The hash of the edited artifact, when the reviewer edited before approving.
+        edited_hash: Option<CommitHash>,
+    },
+    Reject {
+        reason: String,
+    },
+}
+
+/// One decision request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub tenant: TenantId,
+    pub review: ReviewId,
+    /// The reviewer's subject claim.
+    pub reviewer: String,
+    /// The artifact hash and policy version on the card the reviewer saw.
+    pub artifact_hash: String,
+    pub policy_version: i32,
+    pub verdict: Verdict,
+    pub request_id: Option<String>,
+}
+
+/// A decision that was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub goal: GoalId,
+    pub task: TaskId,
+    /// `approve`, `edit_approve` or `reject`.
+    pub decision: String,
+}
+
+/// A decision that was not taken; nothing was written (but a stale policy requeues the item).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("no such review")]
+    NotFound,
+    #[error("already decided: {decision} by {decided_by}")]
+    AlreadyDecided {
+        decision: String,
+        decided_by: String,
+        decided_at: DateTime<Utc>,
+    },
+    #[error("stale: {0}")]
+    Stale(String),
+    /// The state the result read moved while it waited: the caller replans the task.
+    #[error("the state moved while the item waited")]
+    Conflict {
+        moved: Vec<Moved>,
+        task: TaskId,
+        goal: GoalId,
+    },
+    #[error("budget refused: {0}")]
+    Budget(BudgetError),
+    #[error("the held task is no longer waiting for this review")]
+    TaskMoved,
+    #[error(transparent)]
+    Commit(CommitError),
+}
+
+impl From<sqlx::Error> for Refused {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Commit(CommitError::Database(err))
+    }
+}
+
+/// Takes `decision`.
+pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused> {
+    let mut tx = pool.begin().await?;
+    let Some(row) = sqlx::query!(
+        r#"select v.status::text as "status!", v.decision::text as decision, v.decided_by, v.decided_at,
+                  v.artifact_hash, v.policy_version, v.judge_reasoning, a.policy_version as current_policy,
+                  t.id as task_id, t.goal_id, t.status::text as "task_status!", t.agent_id, t.kind::text as "kind!",
+                  t.write_set, r.id as result_id, r.attempt, r.commit_hash, r.artifact, r.confidence,
+                  r.risk_tags, r.disclosure_level::text as disclosure, r.read_set
+           from reviews v
+           join results r on r.id = v.result_id
+           join tasks t on t.id = r.task_id
+           join agents a on a.id = t.agent_id
+           where v.id = $1 and v.tenant_id = $2
+           for update of v"#,
+        decision.review.0,
+        decision.tenant.0,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Err(Refused::NotFound);
+    };
+    if row.status != "pending" {
+        return Err(Refused::AlreadyDecided {
+            decision: row.decision.unwrap_or_else(|| row.status.clone()),
+            decided_by: row.decided_by.unwrap_or_default(),
+            decided_at: row.decided_at.unwrap_or_else(Utc::now),
+        });
+    }
+    if row.artifact_hash != decision.artifact_hash {
+        return Err(Refused::Stale(
+            "the artifact changed since it was reviewed".into(),
+        ));
+    }
+    if row.current_policy != row.policy_version {
+        // The item returns to the queue under the agent's current policy.
+        sqlx::query!(
+            "update reviews set policy_version = $2 where id = $1",
+            decision.review.0,
+            row.current_policy
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Err(Refused::Stale(format!(
+            "the agent's policy is now v{}; review the item again",
+            row.current_policy
+        )));
+    }
+    if row.policy_version != decision.policy_version {
+        return Err(Refused::Stale(format!(
+            "the item is judged under policy v{}, not v{}",
+            row.policy_version, decision.policy_version
+        )));
+    }
+    let task = TaskId(row.task_id);
+    let goal = GoalId(row.goal_id);
+    let (decision_kind, status) = match &decision.verdict {
+        Verdict::Approve {
+            edited_hash: Some(_),
+            ..
+        } => ("edit_approve", "approved"),
+        Verdict::Approve { .. } => ("approve", "approved"),
+        Verdict::Reject { .. } => ("reject", "rejected"),
+    };
+    sqlx::query!(
+        "update reviews set status = $2::text::review_status, decision = $3::text::decision_kind,
+                            decided_by = $4, decided_at = now()
+         where id = $1",
+        decision.review.0,
+        status,
+        decision_kind,
+        decision.reviewer,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut entry = AuditRecord {
+        tenant_id: decision.tenant,
+        actor: decision.reviewer.clone(),
+        action: format!("review.{decision_kind}"),
+        at: Utc::now(),
+        goal_id: Some(goal),
+        task_id: Some(task),
+        review_id: Some(decision.review),
+        artifact_hash: CommitHash::parse(row.artifact_hash.clone()).ok(),
+        edited_artifact_hash: None,
+        policy_version: Some(row.policy_version),
+        reasoning: Some(row.judge_reasoning.clone()),
+        request_id: decision.request_id.clone(),
+    };
+    match &decision.verdict {
+        Verdict::Reject { reason } => {
+            if matches!(row.task_status.as_str(), "awaiting_review") {
+                sqlx::query!(
+                    "update tasks set status = 'failed', feedback = $2, updated_at = now() where id = $1",
+                    task.0,
+                    format!("rejected by {}: {reason}", decision.reviewer)
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            judging::cancel_dependents(&mut tx, task).await?;
+            entry.reasoning = Some(format!("{}; rejected: {reason}", row.judge_reasoning));
+        }
+        Verdict::Approve {
+            execute,
+            spend_cents,
+            edited_hash,
+        } => {
+            if !matches!(row.task_status.as_str(), "awaiting_review" | "failed") {
+                return Err(Refused::TaskMoved);
+            }
+            let decode = |e: String| Refused::Commit(CommitError::Unreadable(e));
+            let kind = TaskKind::parse(&row.kind).ok_or_else(|| decode(row.kind.clone()))?;
+            let result = TaskResult {
+                id: ResultId(row.result_id),
+                task_id: task,
+                goal_id: goal,
+                tenant_id: decision.tenant,
+                agent_id: AgentId(row.agent_id),
+                task_kind: kind,
+                attempt: u32::try_from(row.attempt).map_err(|e| decode(e.to_string()))?,
+                artifacts: serde_json::from_value::<Vec<ArtifactRef>>(
+                    row.artifact.get("artifacts").cloned().unwrap_or_default(),
+                )
+                .map_err(|e| decode(e.to_string()))?,
+                confidence_score: Confidence::try_from(row.confidence)
+                    .map_err(|e| decode(e.to_string()))?,
+                risk_tags: row
+                    .risk_tags
+                    .iter()
+                    .filter_map(|t| RiskTag::parse(t.clone()).ok())
+                    .collect(),
+                disclosure_level: match row.disclosure.as_deref() {
+                    Some("automated") => Some(DisclosureLevel::Automated),
+                    Some("assisted") => Some(DisclosureLevel::Assisted),
+                    Some("none") => Some(DisclosureLevel::None),
+                    _ => None,
+                },
+                read_set: serde_json::from_value(row.read_set.clone())
+                    .map_err(|e| decode(e.to_string()))?,
+                write_set: row
+                    .write_set
+                    .iter()
+                    .filter_map(|k| StateKey::parse(k.clone()).ok())
+                    .collect(),
+                commit_hash: CommitHash::parse(row.commit_hash.clone())
+                    .map_err(|e| decode(e.to_string()))?,
+            };
+            match occ::commit_in(&mut tx, &result).await {
+                Ok(_) => {}
+                Err(CommitError::Conflict { moved }) => {
+                    tx.rollback().await?;
+                    return Err(Refused::Conflict { moved, task, goal });
+                }
+                Err(other) => return Err(Refused::Commit(other)),
+            }
+            if let Some(amount) = spend_cents {
+                let key = format!("approval:{}", decision.review.0);
+                if let Err(err) = budget::spend(
+                    &mut *tx,
+                    result.agent_id,
+                    &key,
+                    *amount,
+                    Some(task),
+                    Some("approved by a reviewer"),
+                )
+                .await
+                {
+                    tx.rollback().await?;
+                    return Err(Refused::Budget(err));
+                }
+            }
+            if let Some(execute) = execute {
+                records::insert_task_in(&mut tx, execute, "queued", 1).await?;
+            }
+            entry.edited_artifact_hash = edited_hash.clone();
+        }
+    }
+    audit::append(&mut *tx, &entry).await?;
+    tx.commit().await?;
+    Ok(Taken {
+        goal,
+        task,
+        decision: decision_kind.to_owned(),
+    })
+}

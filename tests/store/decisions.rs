@@ -1,0 +1,230 @@
+use std::sync::Arc;
+
+use chimera_core::domain::{ReviewId, StateKey, StateVersion, Task, TaskId, TaskKind, TaskResult};
+use chimera_core::routing::Policy;
+use chimera_store::decisions::{self, Decision, Refused, Verdict};
+use chimera_store::judging::{self, Decided, NewReview};
+use chimera_store::records;
+use chimera_tests::TestDb;
+use chimera_tests::seed::{Seeded, result, seed_agent};
+use tokio::sync::Barrier;
+
+/// A result of the seeded task held for a human, as the judge holds one.
+async fn held(db: &TestDb) -> (Seeded, TaskResult, ReviewId) {
+    let seed = seed_agent(&db.pool).await;
+    let key = StateKey::parse("drafts:x").unwrap();
+    let r = result(
+        &seed,
+        [(key.clone(), StateVersion::INITIAL)].into(),
+        [key].into(),
+        "a draft",
+    );
+    records::record_result(&db.pool, &r).await.unwrap();
+    let policy = Policy::default();
+    let (due_at, final_deadline) = NewReview::deadlines(&policy);
+    let review = NewReview {
+        id: ReviewId::random(),
+        policy_version: policy.version,
+        reasoning: "medium confidence".into(),
+        reasons: vec![],
+        risk_types: vec!["medium_confidence"],
+        financial: false,
+        due_at,
+        final_deadline,
+    };
+    assert_eq!(
+        judging::hold(&db.pool, &r, &review).await.unwrap(),
+        Decided::Done(())
+    );
+    (seed, r, review.id)
+}
+
+fn approval(seed: &Seeded, r: &TaskResult, review: ReviewId, hash: &str, policy: i32) -> Decision {
+    let execute = Task {
+        id: TaskId(chimera_core::domain::derived_uuid(&format!(
+            "execute:{review}"
+        ))),
+        goal_id: seed.goal,
+        tenant_id: seed.tenant,
+        agent_id: seed.agent,
+        kind: TaskKind::Execute,
+        attempt: 1,
+        inputs: Default::default(),
+        depends_on: vec![r.task_id],
+        read_set: Default::default(),
+        write_set: Default::default(),
+        feedback: None,
+        approval_id: Some(review),
+    };
+    Decision {
+        tenant: seed.tenant,
+        review,
+        reviewer: "alice".into(),
+        artifact_hash: hash.to_owned(),
+        policy_version: policy,
+        verdict: Verdict::Approve {
+            execute: Some(Box::new(execute)),
+            spend_cents: None,
+            edited_hash: None,
+        },
+        request_id: Some("req-1".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_approvals_release_the_effect_once() {
+    let db = TestDb::migrated().await;
+    let (seed, r, review) = held(&db).await;
+    let start = Arc::new(Barrier::new(20));
+    let reviewers: Vec<_> = (0..20)
+        .map(|i| {
+            let (pool, start) = (db.pool.clone(), start.clone());
+            let mut decision = approval(&seed, &r, review, r.commit_hash.as_str(), 1);
+            decision.reviewer = format!("reviewer-{i}");
+            tokio::spawn(async move {
+                start.wait().await;
+                decisions::decide(&pool, &decision).await
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    let mut conflicts = 0;
+    for reviewer in reviewers {
+        match reviewer.await.unwrap() {
+            Ok(_) => taken += 1,
+            Err(Refused::AlreadyDecided { decision, .. }) => {
+                assert_eq!(decision, "approve");
+                conflicts += 1;
+            }
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+    assert_eq!((taken, conflicts), (1, 19));
+    let effects: i64 = sqlx::query_scalar("select count(*) from tasks where approval_id = $1")
+        .bind(review.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, 1);
+    let status: String = sqlx::query_scalar("select status::text from tasks where id = $1")
+        .bind(seed.task.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "committed");
+    let audit: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where review_id = $1 and action = 'review.approve'",
+    )
+    .bind(review.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audit, 1);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_decision_on_another_artifact_or_policy_is_stale_and_a_new_policy_requeues_the_item() {
+    let db = TestDb::migrated().await;
+    let (seed, r, review) = held(&db).await;
+    // Another hash than the one held.
+    let other = "f".repeat(64);
+    assert!(matches!(
+        decisions::decide(&db.pool, &approval(&seed, &r, review, &other, 1)).await,
+        Err(Refused::Stale(_))
+    ));
+    // Another tenant's review is absent.
+    let mut foreign = approval(&seed, &r, review, r.commit_hash.as_str(), 1);
+    foreign.tenant = chimera_core::domain::TenantId::random();
+    assert!(matches!(
+        decisions::decide(&db.pool, &foreign).await,
+        Err(Refused::NotFound)
+    ));
+    // The agent's policy moves to v2: the decision made under v1 is stale, the item stays
+    // pending under v2, and a decision naming v2 goes through.
+    let v2 = Policy {
+        version: 2,
+        ..Policy::default()
+    };
+    sqlx::query("insert into policies (agent_id, version, document) values ($1, 2, $2)")
+        .bind(seed.agent.0)
+        .bind(serde_json::to_value(&v2).unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("update agents set policy_version = 2 where id = $1")
+        .bind(seed.agent.0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        decisions::decide(
+            &db.pool,
+            &approval(&seed, &r, review, r.commit_hash.as_str(), 1)
+        )
+        .await,
+        Err(Refused::Stale(_))
+    ));
+    let (status, version): (String, i32) =
+        sqlx::query_as("select status::text, policy_version from reviews where id = $1")
+            .bind(review.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), version), ("pending", 2));
+    let taken = decisions::decide(
+        &db.pool,
+        &approval(&seed, &r, review, r.commit_hash.as_str(), 2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(taken.decision, "approve");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_rejection_fails_the_task_and_releases_nothing() {
+    let db = TestDb::migrated().await;
+    let (seed, r, review) = held(&db).await;
+    let reject = Decision {
+        verdict: Verdict::Reject {
+            reason: "off brand".into(),
+        },
+        ..approval(&seed, &r, review, r.commit_hash.as_str(), 1)
+    };
+    decisions::decide(&db.pool, &reject).await.unwrap();
+    let (status, feedback): (String, String) =
+        sqlx::query_as("select status::text, feedback from tasks where id = $1")
+            .bind(seed.task.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    assert!(feedback.contains("off brand"), "{feedback}");
+    let effects: i64 = sqlx::query_scalar("select count(*) from tasks where approval_id = $1")
+        .bind(review.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, 0);
+    // A replayed approval after the rejection loses, naming the winner's decision.
+    match decisions::decide(
+        &db.pool,
+        &approval(&seed, &r, review, r.commit_hash.as_str(), 1),
+    )
+    .await
+    {
+        Err(Refused::AlreadyDecided {
+            decision,
+            decided_by,
+            ..
+        }) => {
+            assert_eq!(
+                (decision.as_str(), decided_by.as_str()),
+                ("reject", "alice")
+            );
+        }
+        other => panic!("expected AlreadyDecided, got {other:?}"),
+    }
+    db.drop_db().await;
+}
