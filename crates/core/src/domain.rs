@@ -347,6 +347,13 @@ pub enum DisclosureLevel {
 }
 
 impl DisclosureLevel {
+    /// The level named `name` (as [`DisclosureLevel::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<DisclosureLevel> {
+        [Self::Automated, Self::Assisted, Self::None]
+            .into_iter()
+            .find(|l| l.as_str() == name)
+    }
+
     /// The schema's `disclosure_level` value.
     pub fn as_str(self) -> &'static str {
         match self {

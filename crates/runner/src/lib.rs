@@ -94,7 +94,8 @@ impl Handlers {
                     async move { worker.handle(&event, deadline).await }.boxed()
                 })
             }
-            _ => {
+            // The API is served, not fed from a queue; only the judge is left.
+            Function::Judge | Function::HitlApi => {
                 let judge = self.judge.clone();
                 Arc::new(move |event, _| {
                     let judge = judge.clone();

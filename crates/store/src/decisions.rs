@@ -237,12 +237,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
                     .iter()
                     .filter_map(|t| RiskTag::parse(t.clone()).ok())
                     .collect(),
-                disclosure_level: match row.disclosure.as_deref() {
-                    Some("automated") => Some(DisclosureLevel::Automated),
-                    Some("assisted") => Some(DisclosureLevel::Assisted),
-                    Some("none") => Some(DisclosureLevel::None),
-                    _ => None,
-                },
+                disclosure_level: row.disclosure.as_deref().and_then(DisclosureLevel::parse),
                 read_set: serde_json::from_value(row.read_set.clone())
                     .map_err(|e| decode(e.to_string()))?,
                 write_set: row

@@ -14,10 +14,12 @@
 //!
 //! Every decision appends an audit record in the same transaction.
 
-use chimera_core::domain::{AuditRecord, GoalId, ReviewId, Task, TaskId, TaskKind, TaskResult};
+use chimera_core::domain::{
+    AgentId, AuditRecord, GoalId, ReviewId, Task, TaskId, TaskKind, TaskResult, TenantId,
+};
 use chimera_core::routing::{Policy, ReviewReason};
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::audit;
 use crate::budget::{self, BudgetError, SpendOutcome};
@@ -28,8 +30,8 @@ use crate::records;
 #[derive(Debug, Clone)]
 pub struct TaskState {
     pub goal_id: GoalId,
-    pub tenant_id: uuid::Uuid,
-    pub agent_id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
     pub kind: TaskKind,
     pub status: String,
     pub attempt: u32,
@@ -68,8 +70,8 @@ pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>
     let decode = |e: String| sqlx::Error::Decode(e.into());
     Ok(Some(TaskState {
         goal_id: GoalId(row.goal_id),
-        tenant_id: row.tenant_id,
-        agent_id: row.agent_id,
+        tenant_id: TenantId(row.tenant_id),
+        agent_id: AgentId(row.agent_id),
         kind: TaskKind::parse(&row.kind)
             .ok_or_else(|| decode(format!("task kind {}", row.kind)))?,
         status: row.status,
@@ -146,25 +148,28 @@ impl From<sqlx::Error> for CommitRefused {
     }
 }
 
-/// Locks the task row; `Some` with its status and attempt when `attempt` is not the current,
-/// undecided one among `open` statuses.
-async fn lock_attempt(
-    conn: &mut PgConnection,
-    task: TaskId,
-    attempt: u32,
-    open: &[&str],
-) -> Result<Option<(String, u32)>, sqlx::Error> {
+/// Begins a decision on `result`'s attempt: the transaction, with the task row locked, when the
+/// attempt is the task's current one and still undecided (`queued` or `running`); otherwise
+/// what the task is at, as [`Decided::Superseded`].
+async fn begin_decision<T>(
+    pool: &PgPool,
+    result: &TaskResult,
+) -> Result<Result<Transaction<'static, Postgres>, Decided<T>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let row = sqlx::query!(
         r#"select status::text as "status!", attempt from tasks where id = $1 for update"#,
-        task.0
+        result.task_id.0
     )
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut *tx)
     .await?;
-    let current = u32::try_from(row.attempt).unwrap_or_default();
-    if current == attempt && open.contains(&row.status.as_str()) {
-        Ok(None)
+    let attempt = u32::try_from(row.attempt).unwrap_or_default();
+    if attempt == result.attempt && UNDECIDED.contains(&row.status.as_str()) {
+        Ok(Ok(tx))
     } else {
-        Ok(Some((row.status, current)))
+        Ok(Err(Decided::Superseded {
+            status: row.status,
+            attempt,
+        }))
     }
 }
 
@@ -195,12 +200,10 @@ pub async fn commit(
     reasoning: &str,
     effect: Option<&Effect>,
 ) -> Result<Decided<CommitOutcome>, CommitRefused> {
-    let mut tx = pool.begin().await?;
-    if let Some((status, attempt)) =
-        lock_attempt(&mut tx, result.task_id, result.attempt, UNDECIDED).await?
-    {
-        return Ok(Decided::Superseded { status, attempt });
-    }
+    let mut tx = match begin_decision(pool, result).await? {
+        Ok(tx) => tx,
+        Err(superseded) => return Ok(superseded),
+    };
     let outcome = match occ::commit_in(&mut tx, result).await {
         Ok(outcome) => outcome,
         Err(CommitError::Conflict { moved }) => {
@@ -291,12 +294,10 @@ pub async fn hold(
     result: &TaskResult,
     review: &NewReview,
 ) -> Result<Decided<()>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if let Some((status, attempt)) =
-        lock_attempt(&mut tx, result.task_id, result.attempt, UNDECIDED).await?
-    {
-        return Ok(Decided::Superseded { status, attempt });
-    }
+    let mut tx = match begin_decision(pool, result).await? {
+        Ok(tx) => tx,
+        Err(superseded) => return Ok(superseded),
+    };
     set_status(&mut tx, result.task_id, "awaiting_review", None).await?;
     insert_review(&mut tx, result, review, None).await?;
     let mut entry = record(result, "judge.hold", review.reasoning.clone());
@@ -346,12 +347,10 @@ pub async fn retry(
     feedback: &str,
     cause: RetryCause,
 ) -> Result<Decided<bool>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if let Some((status, attempt)) =
-        lock_attempt(&mut tx, result.task_id, result.attempt, UNDECIDED).await?
-    {
-        return Ok(Decided::Superseded { status, attempt });
-    }
+    let mut tx = match begin_decision(pool, result).await? {
+        Ok(tx) => tx,
+        Err(superseded) => return Ok(superseded),
+    };
     let conflict = cause == RetryCause::Conflict;
     let updated = sqlx::query!(
         "update tasks set status = 'retrying', feedback = $2, updated_at = now(),
@@ -388,12 +387,10 @@ pub async fn fail(
     feedback: &str,
     review: &NewReview,
 ) -> Result<Decided<()>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if let Some((status, attempt)) =
-        lock_attempt(&mut tx, result.task_id, result.attempt, UNDECIDED).await?
-    {
-        return Ok(Decided::Superseded { status, attempt });
-    }
+    let mut tx = match begin_decision(pool, result).await? {
+        Ok(tx) => tx,
+        Err(superseded) => return Ok(superseded),
+    };
     set_status(&mut tx, result.task_id, "failed", Some(feedback)).await?;
     cancel_dependents(&mut tx, result.task_id).await?;
     insert_review(&mut tx, result, review, None).await?;

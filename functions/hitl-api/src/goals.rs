@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use chimera_core::domain::{AgentId, Goal, GoalId, TenantId};
 use chimera_core::envelope::{self, PlannerMessage};
 use chimera_core::goal::Constraints;
+use chimera_core::names::Queue;
 use chimera_store::goals::{self, GoalView, SubmitError, Submitted};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -134,19 +135,8 @@ pub async fn get(
 impl AppState {
     /// Sends `message` to the goal queue.
     pub async fn send_planner(&self, message: &PlannerMessage) -> anyhow::Result<()> {
-        let url = self.goal_queue_url().await?;
-        self.sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(envelope::encode(message))
-            .send()
+        self.outbox
+            .send(Queue::Goal, envelope::encode(message))
             .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "sending to the goal queue: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?;
-        Ok(())
     }
 }

@@ -14,40 +14,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chimera_aws::Clients;
-use chimera_core::names::{Queue, ResourceNames};
+use chimera_aws::queues::Outbox;
+use chimera_core::names::ResourceNames;
 use chimera_store::PgPool;
 use serde_json::json;
-use tokio::sync::OnceCell;
 
 /// What every request handler shares: built once per execution environment.
 pub struct AppState {
     pub pool: PgPool,
     pub clients: Clients,
-    pub sqs: aws_sdk_sqs::Client,
-    pub names: ResourceNames,
-    goal_queue_url: OnceCell<String>,
+    /// The goal queue (its URL from `GOAL_QUEUE_URL` when deployed, else looked up by the
+    /// stage's name on first use).
+    pub outbox: Outbox,
 }
 
 impl AppState {
-    /// The goal queue's URL comes from `GOAL_QUEUE_URL` when deployed, else it is looked up by
-    /// the stage's name on first use.
     pub fn new(pool: PgPool, clients: Clients, names: ResourceNames) -> Self {
         Self {
             pool,
-            sqs: clients.sqs.clone(),
+            outbox: Outbox::new(clients.clone(), names),
             clients,
-            names,
-            goal_queue_url: OnceCell::new_with(std::env::var(Queue::Goal.url_env()).ok()),
         }
-    }
-
-    async fn goal_queue_url(&self) -> anyhow::Result<&String> {
-        self.goal_queue_url
-            .get_or_try_init(|| async {
-                let name = self.names.queue(Queue::Goal);
-                chimera_aws::bootstrap::queue_url(&self.clients, &name).await
-            })
-            .await
     }
 }
 

@@ -53,10 +53,10 @@ pub fn belongs_to(result: &TaskResult, task: &TaskState) -> Result<(), anyhow::E
     if result.goal_id != task.goal_id {
         wrong.push("goal");
     }
-    if result.agent_id.0 != task.agent_id {
+    if result.agent_id != task.agent_id {
         wrong.push("agent");
     }
-    if result.tenant_id.0 != task.tenant_id {
+    if result.tenant_id != task.tenant_id {
         wrong.push("tenant");
     }
     if result.task_kind != task.kind {
@@ -192,15 +192,13 @@ async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<Stri
             "CFO: {amount} cents exceeds the goal's budget of {limit} cents"
         )));
     }
-    Ok(
-        match budget::balance(pool, chimera_core::domain::AgentId(task.agent_id)).await? {
-            None => Some("CFO: the agent has no budget".into()),
-            Some(balance) if balance < amount => Some(format!(
-                "CFO: insufficient budget: {balance} cents left, {amount} requested"
-            )),
-            Some(_) => None,
-        },
-    )
+    Ok(match budget::balance(pool, task.agent_id).await? {
+        None => Some("CFO: the agent has no budget".into()),
+        Some(balance) if balance < amount => Some(format!(
+            "CFO: insufficient budget: {balance} cents left, {amount} requested"
+        )),
+        Some(_) => None,
+    })
 }
 
 async fn read_proposal(

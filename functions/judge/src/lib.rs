@@ -210,18 +210,9 @@ impl Judge {
                 if let Some(effect) = &effect {
                     self.send_task(&effect.execute).await?;
                 }
-                self.after_commit(result, state).await
+                self.after_commit(state).await
             }
-            Ok(Decided::Superseded { status, .. }) => {
-                self.resume(
-                    result,
-                    &TaskState {
-                        status,
-                        ..state.clone()
-                    },
-                )
-                .await
-            }
+            Ok(Decided::Superseded { status, .. }) => self.resume_at(result, state, status).await,
             Err(CommitRefused::Conflict { moved }) => {
                 let fresh: ReadSet = moved.iter().map(|m| (m.key.clone(), m.actual)).collect();
                 let feedback = format!(
@@ -243,16 +234,13 @@ impl Judge {
         }
     }
 
-    async fn after_commit(
-        &self,
-        result: &TaskResult,
-        state: &TaskState,
-    ) -> Result<(), MessageError> {
+    /// Releases the goal's tasks that waited for the commit, then settles the goal.
+    async fn after_commit(&self, state: &TaskState) -> Result<(), MessageError> {
         self.planner.release(state.goal_id).await?;
-        self.settle(result, state).await
+        self.settle(state).await
     }
 
-    async fn settle(&self, _result: &TaskResult, state: &TaskState) -> Result<(), MessageError> {
+    async fn settle(&self, state: &TaskState) -> Result<(), MessageError> {
         if let Some(status) = judging::settle_goal(&self.pool, state.goal_id)
             .await
             .map_err(retryable)?
@@ -286,18 +274,9 @@ impl Judge {
         {
             Decided::Done(()) => {
                 tracing::info!(result_id = %result.id, review_id = %review.id, "held for a human");
-                self.settle(result, state).await
+                self.settle(state).await
             }
-            Decided::Superseded { status, .. } => {
-                self.resume(
-                    result,
-                    &TaskState {
-                        status,
-                        ..state.clone()
-                    },
-                )
-                .await
-            }
+            Decided::Superseded { status, .. } => self.resume_at(result, state, status).await,
         }
     }
 
@@ -318,16 +297,7 @@ impl Judge {
                     .await
             }
             Decided::Done(false) => self.fail(result, state, feedback).await,
-            Decided::Superseded { status, .. } => {
-                self.resume(
-                    result,
-                    &TaskState {
-                        status,
-                        ..state.clone()
-                    },
-                )
-                .await
-            }
+            Decided::Superseded { status, .. } => self.resume_at(result, state, status).await,
         }
     }
 
@@ -355,19 +325,24 @@ impl Judge {
         {
             Decided::Done(()) => {
                 tracing::warn!(result_id = %result.id, task_id = %result.task_id, feedback, "task failed: surfaced to humans");
-                self.settle(result, state).await
+                self.settle(state).await
             }
-            Decided::Superseded { status, .. } => {
-                self.resume(
-                    result,
-                    &TaskState {
-                        status,
-                        ..state.clone()
-                    },
-                )
-                .await
-            }
+            Decided::Superseded { status, .. } => self.resume_at(result, state, status).await,
         }
+    }
+
+    /// [`Judge::resume`] with the task's status as the losing decision found it.
+    async fn resume_at(
+        &self,
+        result: &TaskResult,
+        state: &TaskState,
+        status: String,
+    ) -> Result<(), MessageError> {
+        let state = TaskState {
+            status,
+            ..state.clone()
+        };
+        self.resume(result, &state).await
     }
 
     /// A result whose attempt was decided before (a redelivery, or a race lost): sends again
@@ -382,14 +357,14 @@ impl Judge {
                 {
                     self.send_task(&task).await?;
                 }
-                self.after_commit(result, state).await
+                self.after_commit(state).await
             }
             "retrying" => {
                 let feedback = state.feedback.clone().unwrap_or_default();
                 self.send_replan(result.task_id, &feedback, ReadSet::new())
                     .await
             }
-            _ => self.settle(result, state).await,
+            _ => self.settle(state).await,
         }
     }
 
