@@ -7,6 +7,7 @@ use chimera_core::envelope::{self, PlannerMessage};
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_hitl_api::{AppState, router};
 use chimera_tests::seed::{Seeded, seed_agent};
+use chimera_tests::swarm::{sign_token, test_auth};
 use chimera_tests::{TestDb, clients, drain, unique_stage};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -34,12 +35,20 @@ impl Api {
         Api { db, names, seed }
     }
 
-    async fn call(&self, request: Request<Body>) -> (StatusCode, Value) {
+    /// Calls the router as the seeded tenant's operator (unless the request has a token).
+    async fn call(&self, mut request: Request<Body>) -> (StatusCode, Value) {
         let app = router(AppState::new(
             self.db.pool.clone(),
             clients().await,
             self.names.clone(),
+            test_auth(),
         ));
+        if !request.headers().contains_key("authorization") {
+            let token = sign_token(self.seed.tenant, "op", &["operator"]);
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
         let response = app.oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -159,7 +168,7 @@ async fn bad_goals_get_a_json_4xx_and_store_nothing() {
         (json!({"tenant_id": t, "agent_id": a, "kind": "campaign", "text": "x", "constraints": {"platforms": ["myspace"]}}).to_string(), StatusCode::BAD_REQUEST),
         (json!({"tenant_id": t, "agent_id": a, "kind": "paid_action", "text": "x"}).to_string(), StatusCode::BAD_REQUEST),
         (json!({"tenant_id": t, "agent_id": uuid::Uuid::new_v4(), "kind": "campaign", "text": "x"}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
-        (json!({"tenant_id": uuid::Uuid::new_v4(), "agent_id": a, "kind": "campaign", "text": "x"}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"tenant_id": uuid::Uuid::new_v4(), "agent_id": a, "kind": "campaign", "text": "x"}).to_string(), StatusCode::FORBIDDEN),
     ];
     for (body, expected) in cases {
         let (status, err) = api.post(&body, None).await;
@@ -197,9 +206,12 @@ async fn a_goal_that_cannot_be_announced_is_not_kept() {
         api.db.pool.clone(),
         no_sqs,
         api.names.clone(),
+        test_auth(),
     ));
+    let token = sign_token(api.seed.tenant, "op", &["operator"]);
     let request = Request::post("/goals")
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
         .body(Body::from(api.goal("lost in transit")))
         .unwrap();
     let response = app.oneshot(request).await.unwrap();

@@ -1,6 +1,9 @@
 //! The swarm's pipeline against the real local stack: goal intake over the HITL API router,
-//! the planner, and whole goals through the swarm under the local event-source runner.
+//! the planner, whole goals through the swarm under the local event-source runner, and human
+//! review over the API and in Mission Control (headless Chromium).
 
+mod browser;
+mod hitl;
 mod intake;
 mod judge;
 mod planner;

@@ -31,6 +31,7 @@ async fn held(db: &TestDb) -> (Seeded, TaskResult, ReviewId) {
         financial: false,
         due_at,
         final_deadline,
+        summary: Some("thanks for the kind words".into()),
     };
     assert_eq!(
         judging::hold(&db.pool, &r, &review).await.unwrap(),

@@ -8,6 +8,7 @@
 pub mod lambda;
 pub mod seed;
 pub mod swarm;
+pub mod webdriver;
 pub mod world;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chimera_aws::Clients;
 use chimera_aws::bootstrap::{BootstrapOptions, bootstrap, queue_url};
+use chimera_core::auth::{Claims, Hs256};
 use chimera_core::domain::{AgentId, GoalId, TenantId};
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::Policy;
@@ -31,6 +32,10 @@ pub struct SwarmOptions {
     pub settings: SourceSettings,
     /// Starting balance of each agent's budget, in cents.
     pub budget_cents: i64,
+    /// Every agent's policy.
+    pub policy: Policy,
+    /// How often the runner sweeps reviews (never when `None`).
+    pub sweep_every: Option<Duration>,
 }
 
 impl Default for SwarmOptions {
@@ -44,8 +49,32 @@ impl Default for SwarmOptions {
                 ..SourceSettings::default()
             },
             budget_cents: 10_000,
+            policy: Policy::default(),
+            sweep_every: None,
         }
     }
+}
+
+/// The key the tests' API checks tokens with.
+pub const TEST_JWT_KEY: &[u8] = b"chimera-tests-hs256-key-of-32-bytes-or-more";
+
+/// The tests' API authentication: HS256 with [`TEST_JWT_KEY`].
+pub fn test_auth() -> chimera_hitl_api::Auth {
+    chimera_hitl_api::Auth::Local(Hs256::new(TEST_JWT_KEY.to_vec()).unwrap())
+}
+
+/// A token for `sub` of `tenant` with `roles`, valid for an hour, signed with [`TEST_JWT_KEY`].
+pub fn sign_token(tenant: TenantId, sub: &str, roles: &[&str]) -> String {
+    let now = chrono::Utc::now().timestamp();
+    Hs256::new(TEST_JWT_KEY.to_vec()).unwrap().sign(&Claims {
+        sub: sub.to_owned(),
+        tenant: tenant.0.to_string(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        exp: now + 3600,
+        iat: Some(now),
+        iss: None,
+        aud: None,
+    })
 }
 
 pub struct Swarm {
@@ -56,6 +85,7 @@ pub struct Swarm {
     pub agents: Vec<AgentId>,
     handlers: Handlers,
     settings: SourceSettings,
+    sweep_every: Option<Duration>,
     running: Option<Running>,
     api: String,
     http: reqwest::Client,
@@ -84,7 +114,7 @@ impl Swarm {
                 tenant,
                 &format!("agent{i}"),
                 &json!({"name": format!("Agent {i}"), "voice": "warm"}),
-                &Policy::default(),
+                &options.policy,
             )
             .await
             .unwrap();
@@ -117,19 +147,44 @@ impl Swarm {
             agents,
             handlers,
             settings: options.settings,
+            sweep_every: options.sweep_every,
             running: None,
             api: String::new(),
             http: reqwest::Client::new(),
         }
     }
 
-    /// Starts the runner (pollers and the API on port 0).
-    pub async fn run(&mut self) {
-        let state = chimera_hitl_api::AppState::new(
+    /// The HITL API's state, as the runner's API and sweep use it.
+    pub fn app_state(&self) -> chimera_hitl_api::AppState {
+        chimera_hitl_api::AppState::new(
             self.db.pool.clone(),
             self.clients.clone(),
             self.names.clone(),
-        );
+            test_auth(),
+        )
+    }
+
+    /// A token of the swarm's tenant with `roles`, for `sub`.
+    pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        self.token_for(self.tenant, sub, roles)
+    }
+
+    /// A token of any tenant, signed with the API's key.
+    pub fn token_for(&self, tenant: TenantId, sub: &str, roles: &[&str]) -> String {
+        sign_token(tenant, sub, roles)
+    }
+
+    /// The API's base URL (once running).
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
+    /// Starts the runner (pollers and the API on port 0).
+    pub async fn run(&mut self) {
+        let state = self.app_state();
+        let sweep = self
+            .sweep_every
+            .map(|every| (every, std::sync::Arc::new(self.app_state())));
         let running = chimera_runner::start(
             &self.clients,
             self.handlers.clone(),
@@ -142,6 +197,7 @@ impl Swarm {
                     "127.0.0.1:0".parse().unwrap(),
                     chimera_hitl_api::router(state),
                 )),
+                sweep,
             },
         )
         .await
@@ -164,8 +220,8 @@ impl Swarm {
         let response = self
             .http
             .post(format!("{}/goals", self.api))
+            .bearer_auth(self.token("operator", &["operator"]))
             .json(&json!({
-                "tenant_id": self.tenant.0,
                 "agent_id": self.agents[agent].0,
                 "kind": kind,
                 "text": text,
@@ -188,6 +244,7 @@ impl Swarm {
     pub async fn view(&self, goal: GoalId) -> Value {
         self.http
             .get(format!("{}/goals/{}", self.api, goal.0))
+            .bearer_auth(self.token("operator", &["operator"]))
             .send()
             .await
             .expect("GET /goals/{id}")

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use chimera_core::auth::{Claims, Hs256};
 use chimera_core::domain::AgentId;
 use chimera_core::routing::Policy;
 use chimera_store::{PgPool, budget, records};
@@ -22,6 +23,27 @@ const WAIT: Duration = Duration::from_secs(300);
 struct Agent {
     id: AgentId,
     handle: &'static str,
+}
+
+/// A token for the local HITL API, signed with `CHIMERA_JWT_SECRET` (as the runner checks it).
+pub fn mint(sub: &str, tenant: uuid::Uuid, roles: &[&str], ttl_secs: i64) -> Result<String> {
+    let secret = std::env::var("CHIMERA_JWT_SECRET")
+        .context("CHIMERA_JWT_SECRET is not set (scripts/demo sets one for the runner)")?;
+    let key = Hs256::new(secret.into_bytes()).map_err(anyhow::Error::msg)?;
+    let now = chrono::Utc::now().timestamp();
+    Ok(key.sign(&Claims {
+        sub: sub.to_owned(),
+        tenant: tenant.to_string(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        exp: now + ttl_secs,
+        iat: Some(now),
+        iss: std::env::var("CHIMERA_JWT_ISSUER")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        aud: std::env::var("CHIMERA_JWT_AUDIENCE")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    }))
 }
 
 pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
@@ -118,12 +140,13 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
             json!({"pay_to": "festival", "amount_cents": 900_000}),
         ),
     ];
+    let operator = mint("demo-operator", tenant.0, &["operator"], 3600)?;
     let mut ids = Vec::new();
     for (agent, kind, text, constraints) in &goals {
         let response = http
             .post(format!("{api}/goals"))
+            .bearer_auth(&operator)
             .json(&json!({
-                "tenant_id": tenant.0,
                 "agent_id": agents[*agent].id.0,
                 "kind": kind,
                 "text": text,
@@ -167,7 +190,7 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    summary(pool, &ids, started.elapsed(), api).await
+    summary(pool, tenant.0, &ids, started.elapsed(), api).await
 }
 
 /// One progress line, and whether every goal is settled.
@@ -212,7 +235,13 @@ async fn count(pool: &PgPool, sql: &'static str, ids: &[uuid::Uuid]) -> Result<i
     Ok(sqlx::query_scalar(sql).bind(ids).fetch_one(pool).await?)
 }
 
-async fn summary(pool: &PgPool, ids: &[uuid::Uuid], took: Duration, api: &str) -> Result<()> {
+async fn summary(
+    pool: &PgPool,
+    tenant: uuid::Uuid,
+    ids: &[uuid::Uuid],
+    took: Duration,
+    api: &str,
+) -> Result<()> {
     let planned = count(
         pool,
         "select count(*) from tasks where goal_id = any($1) and kind <> 'execute'",
@@ -293,11 +322,21 @@ async fn summary(pool: &PgPool, ids: &[uuid::Uuid], took: Duration, api: &str) -
             println!("  review {id}  [{}]  {reasoning}", types.join(", "));
         }
     }
+    let reviewer = mint("demo-reviewer", tenant, &["reviewer", "operator"], 8 * 3600)?;
     println!("\nwhere to look next:");
+    println!("  Mission Control (review, approve, reject, edit): open {api}/ and sign in with");
+    println!("    {reviewer}");
+    println!(
+        "    (a reviewer of this demo's tenant; `chimera token --tenant {tenant} --roles reviewer` mints another)"
+    );
     if let Some(first) = ids.first() {
-        println!("  curl -s {api}/goals/{first}      a goal with its tasks, results and decisions");
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TOKEN\" {api}/goals/{first}   a goal with its tasks, results and decisions"
+        );
     }
-    println!("  the held items above wait in `reviews` (status pending) for a reviewer's decision");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" {api}/reviews          the pending queue (API: {api}/openapi.json)"
+    );
     println!(
         "  logs: .local/logs/runner.log and .local/logs/world.log; stop with: scripts/demo stop"
     );

@@ -36,8 +36,12 @@ async fn main() -> ExitCode {
         "health" => health().await,
         "up" => up().await,
         "demo" => demo().await,
+        "token" => token(),
         _ => {
-            eprintln!("usage: chimera migrate|bootstrap|health|up|demo --api URL");
+            eprintln!(
+                "usage: chimera migrate|bootstrap|health|up|demo --api URL\n       \
+                 chimera token --tenant UUID --roles operator,reviewer [--sub NAME] [--ttl-secs N]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -114,6 +118,31 @@ async fn demo() -> Result<()> {
         .await
         .context("connecting to PostgreSQL")?;
     demo::run(&pool, &api).await
+}
+
+/// Prints a bearer token for the local HITL API, signed with `CHIMERA_JWT_SECRET`.
+fn token() -> Result<()> {
+    let usage =
+        "usage: chimera token --tenant UUID --roles operator,reviewer [--sub NAME] [--ttl-secs N]";
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let (mut tenant, mut roles, mut sub, mut ttl) = (None, None, "cli".to_owned(), 8 * 3600);
+    for pair in args.chunks(2) {
+        match pair {
+            [flag, value] if flag == "--tenant" => {
+                tenant = Some(uuid::Uuid::parse_str(value).context("--tenant")?)
+            }
+            [flag, value] if flag == "--roles" => roles = Some(value.clone()),
+            [flag, value] if flag == "--sub" => sub = value.clone(),
+            [flag, value] if flag == "--ttl-secs" => ttl = value.parse().context("--ttl-secs")?,
+            _ => anyhow::bail!("{usage}"),
+        }
+    }
+    let (Some(tenant), Some(roles)) = (tenant, roles) else {
+        anyhow::bail!("{usage}");
+    };
+    let roles: Vec<&str> = roles.split(',').collect();
+    println!("{}", demo::mint(&sub, tenant, &roles, ttl)?);
+    Ok(())
 }
 
 async fn up() -> Result<()> {

@@ -7,6 +7,9 @@
 //!   `Decision`, `AuditRecord`.
 //! - [`goal`]: goal kinds and constraints, validated at intake.
 //! - [`envelope`]: versioned message envelopes for the goal, task and review queues.
+//! - [`effect`]: proposed effects, the `execute` task an approval releases, and what an edit
+//!   may change.
+//! - [`auth`]: JWT claims, roles and permissions.
 //! - [`routing`]: the judge's routing policy, a pure function of a result and the agent's
 //!   versioned policy.
 //!
@@ -16,7 +19,9 @@
 //! The adapters (`chimera-store` for PostgreSQL, `chimera-aws` for SQS, S3 and DynamoDB)
 //! translate between these types and the outside world.
 
+pub mod auth;
 pub mod domain;
+pub mod effect;
 pub mod envelope;
 pub mod goal;
 pub mod names;

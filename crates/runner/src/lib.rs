@@ -168,6 +168,8 @@ pub struct RunnerConfig {
     pub judge: SourceSettings,
     /// Where to serve the HITL API router, if at all.
     pub api: Option<(SocketAddr, axum::Router)>,
+    /// The review sweep and how often it runs (an EventBridge schedule in AWS).
+    pub sweep: Option<(Duration, Arc<chimera_hitl_api::AppState>)>,
 }
 
 /// Starts the pollers (and the API); returns once the API listens and every queue was found.
@@ -206,6 +208,23 @@ pub async fn start(
                 .await;
             if let Err(err) = served {
                 tracing::error!(error = %err, "the API server stopped");
+            }
+        });
+    }
+    if let Some((every, state)) = config.sweep {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let mut schedule = tokio::time::interval(every);
+            schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = schedule.tick() => {
+                        if let Err(err) = chimera_hitl_api::sweep::run(&state).await {
+                            tracing::error!(error = format!("{err:#}"), "review sweep failed");
+                        }
+                    }
+                }
             }
         });
     }

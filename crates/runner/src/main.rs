@@ -3,10 +3,13 @@
 //! ```text
 //! chimera-runner [--listen ADDR|none] [--concurrency planner=N,worker=N,judge=N]
 //!                [--batch-size N] [--batching-window-ms N] [--wait-secs N] [--retry-after-secs N]
+//!                [--sweep-every-secs N]
 //! ```
 //! Configuration comes from the same variables as the functions: `CHIMERA_STAGE` (or the
 //! queue URLs), `DATABASE_URL`, `CHIMERA_MCP_SERVERS` / `CHIMERA_MCP_CONFIG`, the AWS
-//! endpoints. It prints `listening on http://ADDR` once the API serves and runs until
+//! endpoints; the API checks bearer tokens signed with `CHIMERA_JWT_SECRET` (HS256, optionally
+//! `CHIMERA_JWT_ISSUER` and `CHIMERA_JWT_AUDIENCE`). The review sweep (escalation, default
+//! decisions) runs every `--sweep-every-secs` (default 30; 0 turns it off). It prints `listening on http://ADDR` once the API serves and runs until
 //! interrupted (Ctrl-C or SIGTERM), then lets the batches in hand finish.
 
 use std::net::SocketAddr;
@@ -29,12 +32,14 @@ struct Args {
     planner: SourceSettings,
     worker: SourceSettings,
     judge: SourceSettings,
+    sweep_every: Duration,
 }
 
 fn parse_args() -> Result<Args> {
     let mut listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
     let mut common = SourceSettings::default();
     let mut concurrency = [2usize, 4, 2];
+    let mut sweep_every = Duration::from_secs(30);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -81,10 +86,15 @@ fn parse_args() -> Result<Args> {
                     value()?.parse().context("--retry-after-secs")?,
                 ));
             }
+            "--sweep-every-secs" => {
+                sweep_every =
+                    Duration::from_secs(value()?.parse::<u64>().context("--sweep-every-secs")?);
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: chimera-runner [--listen ADDR|none] [--concurrency planner=N,worker=N,judge=N] \
-                     [--batch-size N] [--batching-window-ms N] [--wait-secs N] [--retry-after-secs N]"
+                     [--batch-size N] [--batching-window-ms N] [--wait-secs N] [--retry-after-secs N] \
+                     [--sweep-every-secs N]"
                 );
                 std::process::exit(0);
             }
@@ -97,6 +107,7 @@ fn parse_args() -> Result<Args> {
     };
     Ok(Args {
         listen,
+        sweep_every,
         planner: with(concurrency[0]),
         worker: with(concurrency[1]),
         judge: with(concurrency[2]),
@@ -146,10 +157,19 @@ async fn run() -> Result<()> {
         worker: worker.clone(),
         judge: Arc::new(Judge::new(clients.clone(), pool.clone(), names.clone())),
     };
-    let api = args.listen.map(|addr| {
-        let state = chimera_hitl_api::AppState::new(pool.clone(), clients.clone(), names.clone());
-        (addr, chimera_hitl_api::router(state))
-    });
+    // Tokens are checked only where the API serves; the sweep checks none.
+    let auth = match args.listen {
+        Some(_) => chimera_hitl_api::Auth::local_from_env()
+            .context("the HITL API checks bearer tokens locally")?,
+        None => chimera_hitl_api::Auth::Gateway,
+    };
+    let state = || {
+        chimera_hitl_api::AppState::new(pool.clone(), clients.clone(), names.clone(), auth.clone())
+    };
+    let api = args
+        .listen
+        .map(|addr| (addr, chimera_hitl_api::router(state())));
+    let sweep = (!args.sweep_every.is_zero()).then(|| (args.sweep_every, Arc::new(state())));
     let running = chimera_runner::start(
         &clients,
         handlers,
@@ -159,6 +179,7 @@ async fn run() -> Result<()> {
             worker: args.worker,
             judge: args.judge,
             api,
+            sweep,
         },
     )
     .await

@@ -82,8 +82,10 @@ pub enum Refused {
     },
     #[error("stale: {0}")]
     Stale(String),
-    /// The state the result read moved while it waited: the caller replans the task.
-    #[error("the state moved while the item waited")]
+    /// The state the result read moved while it waited. Nothing was committed; the review is
+    /// closed (`expired`, decision `retry`) and the task waits for its replan: the caller sends
+    /// `PlannerMessage::Replan` with the versions in `moved`.
+    #[error("the state moved while the item waited; the task is replanned")]
     Conflict {
         moved: Vec<Moved>,
         task: TaskId,
@@ -252,6 +254,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
                 Ok(_) => {}
                 Err(CommitError::Conflict { moved }) => {
                     tx.rollback().await?;
+                    replan_after_conflict(pool, decision, &moved).await?;
                     return Err(Refused::Conflict { moved, task, goal });
                 }
                 Err(other) => return Err(Refused::Commit(other)),
@@ -285,4 +288,66 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
         task,
         decision: decision_kind.to_owned(),
     })
+}
+
+/// Closes the review of an approval that found the state moved, and sets its task waiting for
+/// a replan (a conflict does not use up the policy's attempts, as in the judge).
+async fn replan_after_conflict(
+    pool: &PgPool,
+    decision: &Decision,
+    moved: &[Moved],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(row) = sqlx::query!(
+        r#"update reviews set status = 'expired', decision = 'retry', decided_by = $3, decided_at = now()
+           where id = $1 and tenant_id = $2 and status = 'pending'
+           returning task_id, artifact_hash, policy_version, judge_reasoning"#,
+        decision.review.0,
+        decision.tenant.0,
+        decision.reviewer,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        // Someone else decided in between: their decision stands.
+        return Ok(());
+    };
+    let feedback = format!(
+        "state moved while the item waited for review: {}",
+        moved
+            .iter()
+            .map(|m| format!("{} {} -> {}", m.key, m.expected.get(), m.actual.get()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let goal = sqlx::query_scalar!(
+        "update tasks set status = 'retrying', feedback = $2, updated_at = now(),
+                          max_attempts = greatest(max_attempts, least(attempt + 1, $3))
+         where id = $1 and status = 'awaiting_review'
+         returning goal_id",
+        row.task_id,
+        feedback,
+        judging::ATTEMPTS_CEILING as i32,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    audit::append(
+        &mut *tx,
+        &AuditRecord {
+            tenant_id: decision.tenant,
+            actor: decision.reviewer.clone(),
+            action: "review.conflict".into(),
+            at: Utc::now(),
+            goal_id: goal.map(GoalId),
+            task_id: row.task_id.map(TaskId),
+            review_id: Some(decision.review),
+            artifact_hash: CommitHash::parse(row.artifact_hash).ok(),
+            edited_artifact_hash: None,
+            policy_version: Some(row.policy_version),
+            reasoning: Some(format!("{}; {feedback}", row.judge_reasoning)),
+            request_id: decision.request_id.clone(),
+        },
+    )
+    .await?;
+    tx.commit().await
 }

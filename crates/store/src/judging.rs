@@ -97,6 +97,8 @@ pub struct NewReview {
     pub financial: bool,
     pub due_at: DateTime<Utc>,
     pub final_deadline: DateTime<Utc>,
+    /// One line for the queue (at most 300 characters are kept).
+    pub summary: Option<String>,
 }
 
 impl NewReview {
@@ -261,11 +263,11 @@ async fn insert_review(
     sqlx::query!(
         r#"insert into reviews (id, tenant_id, result_id, task_id, status, artifact_hash, policy_version,
                                 judge_reasoning, risk_tags, confidence, financial, due_at, final_deadline,
-                                reasons, risk_types, decision, decided_by, decided_at)
+                                reasons, risk_types, decision, decided_by, decided_at, summary)
            values ($1, $2, $3, $4, case when $15::text is null then 'pending' else 'approved' end::review_status,
                    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                    $15::text::decision_kind, case when $15::text is null then null else 'judge' end,
-                   case when $15::text is null then null else now() end)
+                   case when $15::text is null then null else now() end, $16)
            on conflict (id) do nothing"#,
         review.id.0,
         result.tenant_id.0,
@@ -282,6 +284,10 @@ async fn insert_review(
         reasons,
         &risk_types,
         decision,
+        review
+            .summary
+            .as_ref()
+            .map(|s| s.chars().take(300).collect::<String>()),
     )
     .execute(&mut *conn)
     .await?;

@@ -11,6 +11,8 @@
 //!   each one transaction on the task's current attempt, and goal settlement.
 //! - [`decisions`]: human decisions on held results, single-shot and bound to the artifact hash
 //!   and policy version the reviewer saw.
+//! - [`reviews`]: the pending queue, review cards, audit trails, and the sweep that escalates
+//!   overdue reviews and rejects by default those past their final deadline.
 //! - [`budget`]: spends that never overdraw, charged once per idempotency key.
 //! - [`audit`]: the append-only audit log.
 //! - [`provenance`]: artifacts with the tool calls that made them.
@@ -27,6 +29,7 @@ pub mod judging;
 pub mod occ;
 pub mod provenance;
 pub mod records;
+pub mod reviews;
 
 use std::time::Duration;
 

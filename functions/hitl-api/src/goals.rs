@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use chimera_core::domain::{AgentId, Goal, GoalId, TenantId};
+use chimera_core::auth::Permission;
+use chimera_core::domain::{AgentId, Goal, GoalId};
 use chimera_core::envelope::{self, PlannerMessage};
 use chimera_core::goal::Constraints;
 use chimera_core::names::Queue;
@@ -16,31 +18,54 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{ApiError, AppState};
+use crate::auth::Caller;
+use crate::{ApiError, AppState, json_body};
 
 /// The body of `POST /goals`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GoalRequest {
-    pub tenant_id: uuid::Uuid,
+    /// The caller's tenant (optional: the token names it; another tenant is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<uuid::Uuid>,
     pub agent_id: uuid::Uuid,
     /// `campaign`, `reply` or `paid_action`.
     pub kind: String,
     /// What the agent should achieve, in words (1..=4000 characters).
     pub text: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub constraints: Constraints,
 }
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+#[utoipa::path(post, path = "/goals", tag = "goals", request_body = GoalRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the same goal")),
+    responses((status = 202, description = "Accepted: `{goal_id, status}`"),
+              (status = 400, description = "Malformed goal"),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not an operator, or another tenant"),
+              (status = 409, description = "Idempotency key reused for another body"),
+              (status = 413, description = "Body too large"),
+              (status = 422, description = "Unknown agent")),
+    security(("bearer" = [])))]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let request: GoalRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid goal: {e}")))?;
+    let principal = caller.require(Permission::Submit)?;
+    let mut request: GoalRequest = json_body(body)?;
+    match request.tenant_id {
+        Some(tenant) if tenant != principal.tenant.0 => {
+            return Err(ApiError::Forbidden(
+                "the goal names another tenant than the token".into(),
+            ));
+        }
+        _ => request.tenant_id = Some(principal.tenant.0),
+    }
     if request.text.trim().is_empty() || request.text.chars().count() > 4000 {
         return Err(ApiError::BadRequest(
             "text must be 1..=4000 characters".into(),
@@ -74,7 +99,7 @@ pub async fn submit(
     };
     let goal = Goal {
         id: GoalId::random(),
-        tenant_id: TenantId(request.tenant_id),
+        tenant_id: principal.tenant,
         agent_id: AgentId(request.agent_id),
         kind: request.kind,
         body: request.text,
@@ -120,12 +145,20 @@ pub async fn submit(
     ))
 }
 
+#[utoipa::path(get, path = "/goals/{id}", tag = "goals",
+    params(("id" = uuid::Uuid, Path, description = "The goal")),
+    responses((status = 200, description = "The goal with its tasks, results and decisions"),
+              (status = 401, description = "No valid token"),
+              (status = 404, description = "No such goal for the caller's tenant")),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<GoalView>, ApiError> {
+    let principal = caller.require(Permission::Read)?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    goals::view(&state.pool, None, GoalId(id))
+    goals::view(&state.pool, Some(principal.tenant), GoalId(id))
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?
         .map(Json)

@@ -3,37 +3,67 @@
 //! [`router`] is one axum router; `main.rs` serves it under `lambda_http` and the local runner
 //! serves it on a local port. Errors are JSON: `{"error": {"code": "...", "message": "..."}}`;
 //! a 5xx never carries internals (the cause chain goes to the log).
+//!
+//! - [`goals`]: goal intake and progress (`operator`);
+//! - [`reviews`]: the pending queue, review cards, decisions bound to the artifact hash and
+//!   policy version the reviewer saw (`reviewer`), bulk approval, the audit trail;
+//! - [`auth`]: who is calling (JWT claims from API Gateway, or HS256 tokens checked here);
+//! - [`sweep`]: escalation and default decisions for reviews nobody decided in time;
+//! - [`openapi`]: the OpenAPI document at `/openapi.json`;
+//! - [`ui`]: Mission Control, the review page, at `/`.
 
+pub mod auth;
 pub mod goals;
+pub mod openapi;
+pub mod reviews;
+pub mod sweep;
+pub mod ui;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chimera_aws::Clients;
+use chimera_aws::artifacts::ArtifactStore;
 use chimera_aws::queues::Outbox;
-use chimera_core::names::ResourceNames;
+use chimera_core::names::{self, ResourceNames};
 use chimera_store::PgPool;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde_json::json;
+
+pub use auth::Auth;
+
+/// Largest request body accepted; a larger one answers 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every request handler shares: built once per execution environment.
 pub struct AppState {
     pub pool: PgPool,
     pub clients: Clients,
-    /// The goal queue (its URL from `GOAL_QUEUE_URL` when deployed, else looked up by the
-    /// stage's name on first use).
+    /// The goal and task queues (URLs from `GOAL_QUEUE_URL`/`TASK_QUEUE_URL` when deployed,
+    /// else looked up by the stage's name on first use).
     pub outbox: Outbox,
+    /// Artifacts: review cards read them, edits write new versions.
+    pub artifacts: ArtifactStore,
+    pub auth: Auth,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, clients: Clients, names: ResourceNames) -> Self {
+    pub fn new(pool: PgPool, clients: Clients, names: ResourceNames, auth: Auth) -> Self {
+        let bucket =
+            std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
         Self {
             pool,
+            artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             outbox: Outbox::new(clients.clone(), names),
             clients,
+            auth,
         }
     }
 }
@@ -41,10 +71,28 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi::document))
         .route("/goals", post(goals::submit))
         .route("/goals/{id}", get(goals::get))
+        .route("/reviews", get(reviews::list))
+        .route("/reviews/bulk-approve", post(reviews::bulk_approve))
+        .route("/reviews/{id}", get(reviews::card))
+        .route("/reviews/{id}/approve", post(reviews::approve))
+        .route("/reviews/{id}/reject", post(reviews::reject))
+        .route("/reviews/{id}/edit", post(reviews::edit))
+        .route("/audit", get(reviews::audit))
+        .merge(ui::routes())
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(state))
+}
+
+/// The winning decision, in a 409 for a decision that came too late.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Winner {
+    pub decision: String,
+    pub decided_by: String,
+    pub decided_at: DateTime<Utc>,
 }
 
 /// An error at the API boundary, mapped to a status and a JSON body.
@@ -55,40 +103,90 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Conflict(String),
+    /// A decision on an item whose artifact or policy changed since it was shown.
+    #[error("{0}")]
+    Stale(String),
+    #[error("already decided: {} by {}", .0.decision, .0.decided_by)]
+    AlreadyDecided(Winner),
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
     #[error("{0}")]
     UnprocessableEntity(String),
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl ApiError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Stale(_) => (StatusCode::CONFLICT, "stale"),
+            ApiError::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnprocessableEntity(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity")
             }
-            ApiError::Unavailable(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "dependency unavailable");
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            }
-        };
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": self.to_string()}})),
-        )
-            .into_response()
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+
+    pub fn unavailable(err: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable(err.into())
     }
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Unavailable(cause) = &self {
+            tracing::error!(error = format!("{cause:#}"), "dependency unavailable");
+        }
+        let mut error = json!({"code": code, "message": self.to_string()});
+        if let ApiError::AlreadyDecided(winner) = &self {
+            error["winner"] = json!(winner);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// Parses a JSON request body: 413 over [`MAX_BODY_BYTES`], 400 with serde's reason otherwise.
+pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
+}
+
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "The API and its database answer"),
+              (status = 503, description = "The database does not answer")))]
+pub async fn health(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     sqlx::query("select 1")
         .execute(&state.pool)
         .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
+        .map_err(ApiError::unavailable)?;
     Ok(Json(json!({"status": "ok", "database": "ok"})))
 }
 

@@ -1,4 +1,5 @@
-//! Lambda entry point of the HITL API: the router under `lambda_http`.
+//! Lambda entry point of the HITL API: the router under `lambda_http`. API Gateway's JWT
+//! authorizer validates the tokens; the router reads their claims from the request context.
 
 use chimera_core::names::env;
 
@@ -11,7 +12,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let clients = chimera_aws::Clients::from_env().await;
     let names = chimera_core::names::ResourceNames::from_env()?;
     lambda_http::run(chimera_hitl_api::router(chimera_hitl_api::AppState::new(
-        pool, clients, names,
+        pool,
+        clients,
+        names,
+        chimera_hitl_api::Auth::Gateway,
     )))
     .await
 }

@@ -12,19 +12,12 @@
 use std::collections::BTreeSet;
 
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
-use chimera_core::domain::{ArtifactRef, TaskKind, TaskResult};
+use chimera_core::domain::{ArtifactRef, TaskResult};
+use chimera_core::effect::{MAX_POST_CHARS, Proposal, expected_action};
 use chimera_store::PgPool;
 use chimera_store::budget;
 use chimera_store::judging::TaskState;
-use serde::Deserialize;
-use serde_json::{Map, Value};
-
-/// A proposed effect, as the worker wrote it for a reviewer.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Proposal {
-    pub action: String,
-    pub arguments: Map<String, Value>,
-}
+use serde_json::Value;
 
 /// What the checks found.
 #[derive(Debug, Clone, Default)]
@@ -86,19 +79,6 @@ pub fn belongs_to(result: &TaskResult, task: &TaskState) -> Result<(), anyhow::E
         ))
     }
 }
-
-/// The action a proposal of `kind` must name.
-fn expected_action(kind: TaskKind) -> Option<&'static str> {
-    match kind {
-        TaskKind::Publish => Some("social.publish"),
-        TaskKind::Reply => Some("social.reply"),
-        TaskKind::Transact => Some("wallet.transfer"),
-        _ => None,
-    }
-}
-
-/// Longest post text the judge lets through to a reviewer or a platform.
-const MAX_POST_CHARS: usize = 5000;
 
 pub async fn inspect(
     pool: &PgPool,
@@ -216,5 +196,5 @@ async fn read_proposal(
         },
         (None, None) => return Ok(Err("no bytes".into())),
     };
-    Ok(serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    Ok(Proposal::from_slice(&bytes))
 }

@@ -31,12 +31,13 @@ pub mod checks;
 
 use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use checks::{Findings, Proposal};
+use checks::Findings;
 use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
 use chimera_aws::queues::Outbox;
 use chimera_core::domain::{ReadSet, ReviewId, Task, TaskId, TaskKind, TaskResult, derived_uuid};
+use chimera_core::effect::{Origin, Proposal, execute_task};
 use chimera_core::envelope::{self, PlannerMessage, ResultMessage, TaskMessage};
 use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_core::routing::{self, Assessment, Policy, ReviewReason, Route};
@@ -47,7 +48,6 @@ use chimera_store::judging::{
 };
 use chimera_store::occ::CommitOutcome;
 use chimera_store::{PgPool, records};
-use serde_json::json;
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
@@ -167,7 +167,10 @@ impl Judge {
                 let reasoning = approval_reasoning(&result, &state.policy);
                 self.approve(&result, &state, &reasoning, findings).await
             }
-            Route::HumanReview { reasons } => self.hold(&result, &state, reasons).await,
+            Route::HumanReview { reasons } => {
+                let summary = findings.proposal.as_ref().map(Proposal::summary);
+                self.hold(&result, &state, reasons, summary).await
+            }
             Route::Retry { feedback } => {
                 self.retry(
                     &result,
@@ -255,19 +258,23 @@ impl Judge {
         result: &TaskResult,
         state: &TaskState,
         reasons: Vec<ReviewReason>,
+        summary: Option<String>,
     ) -> Result<(), MessageError> {
         let mut risk_types: Vec<&'static str> = reasons.iter().map(risk_type).collect();
         if result.task_kind.is_financial() {
             risk_types.push("financial");
         }
-        let review = new_review(
-            review_id("review", result),
-            &state.policy,
-            hold_reasoning(result, &state.policy, &reasons),
-            reasons,
-            risk_types,
-            result.task_kind.is_financial(),
-        );
+        let review = NewReview {
+            summary,
+            ..new_review(
+                review_id("review", result),
+                &state.policy,
+                hold_reasoning(result, &state.policy, &reasons),
+                reasons,
+                risk_types,
+                result.task_kind.is_financial(),
+            )
+        };
         match judging::hold(&self.pool, result, &review)
             .await
             .map_err(retryable)?
@@ -419,6 +426,7 @@ fn new_review(
         financial,
         due_at,
         final_deadline,
+        summary: None,
     }
 }
 
@@ -443,29 +451,14 @@ fn effect(
         },
         financial,
     );
-    let mut inputs = serde_json::Map::new();
-    inputs.insert("action".into(), json!(proposal.action));
-    inputs.insert(
-        "arguments".into(),
-        serde_json::Value::Object(proposal.arguments),
-    );
-    if let Some(level) = result.disclosure_level {
-        inputs.insert("disclosure_level".into(), json!(level.as_str()));
-    }
-    let execute = Task {
-        id: TaskId(derived_uuid(&format!("execute:{}", approval.id))),
+    let origin = Origin {
+        task_id: result.task_id,
         goal_id: result.goal_id,
         tenant_id: result.tenant_id,
         agent_id: result.agent_id,
-        kind: TaskKind::Execute,
-        attempt: 1,
-        inputs,
-        depends_on: vec![result.task_id],
-        read_set: ReadSet::new(),
-        write_set: Default::default(),
-        feedback: None,
-        approval_id: Some(approval.id),
+        disclosure_level: result.disclosure_level,
     };
+    let execute = execute_task(&origin, approval.id, &proposal);
     Effect {
         spend_cents: if financial { amount_cents } else { None },
         approval,

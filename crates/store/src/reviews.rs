@@ -1,0 +1,567 @@
+//! What reviewers read: the pending queue, a review card, the audit trail; and the sweep that
+//! makes sure nothing waits forever.
+//!
+//! Every read is scoped to the caller's tenant: another tenant's review or goal reads exactly
+//! like one that does not exist.
+//!
+//! The [`sweep`] escalates pending reviews past their `due_at` once (priority up, a
+//! notification, an audit record) and applies the default decision to those past their
+//! `final_deadline`: `default_reject`, the review `expired`, the task failed and its dependents
+//! cancelled. It takes rows with `FOR UPDATE SKIP LOCKED`, so sweeps may overlap and a
+//! reviewer deciding at the same moment either wins (the sweep skips the row) or loses with
+//! `AlreadyDecided`.
+
+use chimera_core::domain::{AuditRecord, CommitHash, GoalId, ReviewId, TaskId, TenantId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::audit;
+use crate::judging;
+
+/// Filters of the pending queue.
+#[derive(Debug, Clone, Default)]
+pub struct QueueFilter {
+    /// One of the risk types (`sensitive`, `medium_confidence`, `missing_disclosure`,
+    /// `financial`, `failed_after_retries`).
+    pub risk_type: Option<String>,
+    pub agent: Option<uuid::Uuid>,
+    pub goal: Option<uuid::Uuid>,
+}
+
+/// The queue's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Oldest first.
+    #[default]
+    Age,
+    /// Least confident first.
+    Confidence,
+    /// Riskiest first: priority (escalations), then the number of risk types, then money.
+    Risk,
+}
+
+impl Sort {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "age" => Some(Self::Age),
+            "confidence" => Some(Self::Confidence),
+            "risk" => Some(Self::Risk),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Age => "age",
+            Self::Confidence => "confidence",
+            Self::Risk => "risk",
+        }
+    }
+}
+
+/// One pending item of the queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueItem {
+    pub id: uuid::Uuid,
+    pub goal_id: uuid::Uuid,
+    pub task_id: uuid::Uuid,
+    pub agent_id: uuid::Uuid,
+    pub task_kind: String,
+    pub risk_types: Vec<String>,
+    pub risk_tags: Vec<String>,
+    pub confidence: f64,
+    pub financial: bool,
+    pub priority: i32,
+    pub escalated: bool,
+    pub policy_version: i32,
+    pub artifact_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub final_deadline: DateTime<Utc>,
+    /// The judge's one-line summary of the item, if it made one.
+    pub summary: Option<String>,
+    /// The first artifact as stored in the result (inline text, or a reference).
+    #[serde(skip)]
+    pub first_artifact: Option<serde_json::Value>,
+}
+
+/// A page of the queue.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<QueueItem>,
+    pub total: i64,
+}
+
+/// The pending reviews of `tenant` matching `filter`, in `sort` order (`descending` reverses
+/// it), `limit` from `offset`.
+pub async fn queue(
+    pool: &PgPool,
+    tenant: TenantId,
+    filter: &QueueFilter,
+    sort: Sort,
+    descending: bool,
+    limit: i64,
+    offset: i64,
+) -> Result<Page, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select v.id, t.goal_id, t.id as task_id, t.agent_id, t.kind::text as "task_kind!",
+                  v.risk_types, v.risk_tags, v.confidence, v.financial, v.priority,
+                  v.escalated_at is not null as "escalated!", v.policy_version, v.artifact_hash,
+                  v.created_at, v.due_at, v.final_deadline,
+                  r.artifact -> 'artifacts' -> 0 as first_artifact, v.summary,
+                  count(*) over () as "total!"
+           from reviews v
+           join results r on r.id = v.result_id
+           join tasks t on t.id = r.task_id
+           where v.tenant_id = $1 and v.status = 'pending'
+             and ($2::text is null or $2 = any (v.risk_types))
+             and ($3::uuid is null or t.agent_id = $3)
+             and ($4::uuid is null or t.goal_id = $4)
+           order by
+             (case $5
+                when 'confidence' then v.confidence
+                when 'risk' then (v.priority * 100 + cardinality(v.risk_types) * 10 + v.financial::int)::double precision
+                else extract(epoch from v.created_at)::double precision
+              end) * (case when $6 then -1 else 1 end),
+             v.created_at, v.id
+           limit $7 offset $8"#,
+        tenant.0,
+        filter.risk_type,
+        filter.agent,
+        filter.goal,
+        sort.as_str(),
+        descending,
+        limit,
+        offset,
+    )
+    .fetch_all(pool)
+    .await?;
+    let total = match rows.first() {
+        Some(row) => row.total,
+        // Past the last page, the count comes from its own query.
+        None if offset > 0 => {
+            sqlx::query_scalar!(
+                r#"select count(*) as "n!" from reviews v join tasks t on t.id = v.task_id
+                   where v.tenant_id = $1 and v.status = 'pending'
+                     and ($2::text is null or $2 = any (v.risk_types))
+                     and ($3::uuid is null or t.agent_id = $3)
+                     and ($4::uuid is null or t.goal_id = $4)"#,
+                tenant.0,
+                filter.risk_type,
+                filter.agent,
+                filter.goal,
+            )
+            .fetch_one(pool)
+            .await?
+        }
+        None => 0,
+    };
+    let items = rows
+        .into_iter()
+        .map(|r| QueueItem {
+            id: r.id,
+            goal_id: r.goal_id,
+            task_id: r.task_id,
+            agent_id: r.agent_id,
+            task_kind: r.task_kind,
+            risk_types: r.risk_types,
+            risk_tags: r.risk_tags,
+            confidence: r.confidence,
+            financial: r.financial,
+            priority: r.priority,
+            escalated: r.escalated,
+            policy_version: r.policy_version,
+            artifact_hash: r.artifact_hash,
+            created_at: r.created_at,
+            due_at: r.due_at,
+            final_deadline: r.final_deadline,
+            summary: r.summary,
+            first_artifact: r.first_artifact,
+        })
+        .collect();
+    Ok(Page { items, total })
+}
+
+/// A review with what a reviewer must see of its result.
+#[derive(Debug, Clone)]
+pub struct Card {
+    pub id: ReviewId,
+    pub status: String,
+    pub goal_id: GoalId,
+    pub task_id: TaskId,
+    pub agent_id: uuid::Uuid,
+    pub task_kind: String,
+    pub task_status: String,
+    pub attempt: i32,
+    pub confidence: f64,
+    pub risk_tags: Vec<String>,
+    pub risk_types: Vec<String>,
+    pub reasons: serde_json::Value,
+    pub disclosure_level: Option<String>,
+    pub judge_reasoning: String,
+    pub policy_version: i32,
+    /// The agent's policy version now (a decision under an older one is stale).
+    pub current_policy_version: i32,
+    pub artifact_hash: String,
+    pub financial: bool,
+    pub priority: i32,
+    pub escalated: bool,
+    pub created_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub final_deadline: DateTime<Utc>,
+    pub decision: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The result's artifact references (`ArtifactRef` JSON).
+    pub artifacts: serde_json::Value,
+}
+
+/// The review `id` of `tenant`, or `None` (also for another tenant's).
+pub async fn card(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ReviewId,
+) -> Result<Option<Card>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select v.id, v.status::text as "status!", t.goal_id, t.id as task_id, t.agent_id,
+                  t.kind::text as "task_kind!", t.status::text as "task_status!", r.attempt,
+                  v.confidence, v.risk_tags, v.risk_types, v.reasons,
+                  r.disclosure_level::text as disclosure_level, v.judge_reasoning, v.policy_version,
+                  a.policy_version as current_policy_version, v.artifact_hash, v.financial, v.priority, v.escalated_at is not null as "escalated!",
+                  v.created_at, v.due_at, v.final_deadline, v.decision::text as decision,
+                  v.decided_by, v.decided_at, coalesce(r.artifact -> 'artifacts', '[]'::jsonb) as "artifacts!"
+           from reviews v
+           join results r on r.id = v.result_id
+           join tasks t on t.id = r.task_id
+           join agents a on a.id = t.agent_id
+           where v.id = $1 and v.tenant_id = $2"#,
+        id.0,
+        tenant.0,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| Card {
+        id: ReviewId(r.id),
+        status: r.status,
+        goal_id: GoalId(r.goal_id),
+        task_id: TaskId(r.task_id),
+        agent_id: r.agent_id,
+        task_kind: r.task_kind,
+        task_status: r.task_status,
+        attempt: r.attempt,
+        confidence: r.confidence,
+        risk_tags: r.risk_tags,
+        risk_types: r.risk_types,
+        reasons: r.reasons,
+        disclosure_level: r.disclosure_level,
+        judge_reasoning: r.judge_reasoning,
+        policy_version: r.policy_version,
+        current_policy_version: r.current_policy_version,
+        artifact_hash: r.artifact_hash,
+        financial: r.financial,
+        priority: r.priority,
+        escalated: r.escalated,
+        created_at: r.created_at,
+        due_at: r.due_at,
+        final_deadline: r.final_deadline,
+        decision: r.decision,
+        decided_by: r.decided_by,
+        decided_at: r.decided_at,
+        artifacts: r.artifacts,
+    }))
+}
+
+/// One audit record as the trail shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub goal_id: Option<uuid::Uuid>,
+    pub task_id: Option<uuid::Uuid>,
+    pub review_id: Option<uuid::Uuid>,
+    pub artifact_hash: Option<String>,
+    pub edited_artifact_hash: Option<String>,
+    pub policy_version: Option<i32>,
+    pub reasoning: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// What an audit trail is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject {
+    Goal(GoalId),
+    Review(ReviewId),
+}
+
+/// The audit trail of a goal or a review of `tenant`, oldest first (at most `limit` records);
+/// `None` when the goal or review is not the tenant's.
+pub async fn audit_trail(
+    pool: &PgPool,
+    tenant: TenantId,
+    subject: Subject,
+    limit: i64,
+) -> Result<Option<Vec<AuditEntry>>, sqlx::Error> {
+    let (goal, review) = match subject {
+        Subject::Goal(g) => (Some(g.0), None),
+        Subject::Review(r) => (None, Some(r.0)),
+    };
+    let known = sqlx::query_scalar!(
+        r#"select exists (select 1 from goals where id = $2 and tenant_id = $1)
+                  or exists (select 1 from reviews where id = $3 and tenant_id = $1) as "known!""#,
+        tenant.0,
+        goal,
+        review,
+    )
+    .fetch_one(pool)
+    .await?;
+    if !known {
+        return Ok(None);
+    }
+    let entries = sqlx::query_as!(
+        AuditEntry,
+        r#"select id, at, actor, action, goal_id, task_id, review_id, artifact_hash,
+                  edited_artifact_hash, policy_version, reasoning, request_id
+           from audit_log
+           where tenant_id = $1
+             and (($2::uuid is not null and goal_id = $2) or ($3::uuid is not null and review_id = $3))
+           order by id
+           limit $4"#,
+        tenant.0,
+        goal,
+        review,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(entries))
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub escalated: Vec<ReviewId>,
+    pub defaulted: Vec<ReviewId>,
+    /// The goals of defaulted reviews, to settle.
+    pub goals: Vec<GoalId>,
+}
+
+/// Escalates overdue reviews and applies the default to those past their final deadline, as of
+/// `now`, at most `limit` of each.
+pub async fn sweep(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Swept, sqlx::Error> {
+    let mut swept = Swept::default();
+    let mut tx = pool.begin().await?;
+    let due = sqlx::query!(
+        r#"select v.id, v.tenant_id, v.task_id, t.goal_id, v.artifact_hash, v.policy_version,
+                  v.judge_reasoning, v.due_at, v.priority
+           from reviews v join tasks t on t.id = v.task_id
+           where v.status = 'pending' and v.escalated_at is null and v.due_at <= $1
+           order by v.due_at
+           limit $2
+           for update of v skip locked"#,
+        now,
+        limit,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in due {
+        sqlx::query!(
+            "update reviews set priority = priority + 1, escalated_at = $2 where id = $1",
+            row.id,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        let message = format!(
+            "review {} is overdue since {} and was escalated to priority {}",
+            row.id,
+            row.due_at.to_rfc3339(),
+            row.priority + 1
+        );
+        notify(&mut tx, row.tenant_id, row.id, "review_escalated", &message).await?;
+        audit::append(
+            &mut *tx,
+            &system_record(
+                row.tenant_id,
+                "review.escalate",
+                now,
+                (row.goal_id, row.task_id, row.id),
+                &row.artifact_hash,
+                row.policy_version,
+                format!(
+                    "{}; overdue since {}",
+                    row.judge_reasoning,
+                    row.due_at.to_rfc3339()
+                ),
+            ),
+        )
+        .await?;
+        swept.escalated.push(ReviewId(row.id));
+    }
+    tx.commit().await?;
+
+    let mut tx = pool.begin().await?;
+    let expired = sqlx::query!(
+        r#"select v.id, v.tenant_id, v.task_id, t.goal_id, t.status::text as "task_status!",
+                  v.artifact_hash, v.policy_version, v.judge_reasoning, v.final_deadline
+           from reviews v join tasks t on t.id = v.task_id
+           where v.status = 'pending' and v.final_deadline <= $1
+           order by v.final_deadline
+           limit $2
+           for update of v skip locked"#,
+        now,
+        limit,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in expired {
+        sqlx::query!(
+            "update reviews set status = 'expired', decision = 'default_reject', decided_by = 'system',
+                                decided_at = $2
+             where id = $1",
+            row.id,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        let task = TaskId(row.task_id.unwrap_or_default());
+        if row.task_status == "awaiting_review" {
+            sqlx::query!(
+                "update tasks set status = 'failed', feedback = $2, updated_at = now() where id = $1",
+                task.0,
+                "no reviewer decided before the final deadline: rejected by default"
+            )
+            .execute(&mut *tx)
+            .await?;
+            judging::cancel_dependents(&mut tx, task).await?;
+        }
+        let message = format!(
+            "review {} passed its final deadline ({}) undecided and was rejected by default",
+            row.id,
+            row.final_deadline.to_rfc3339()
+        );
+        notify(&mut tx, row.tenant_id, row.id, "review_defaulted", &message).await?;
+        audit::append(
+            &mut *tx,
+            &system_record(
+                row.tenant_id,
+                "review.default_reject",
+                now,
+                (row.goal_id, row.task_id, row.id),
+                &row.artifact_hash,
+                row.policy_version,
+                format!(
+                    "{}; undecided at the final deadline {}",
+                    row.judge_reasoning,
+                    row.final_deadline.to_rfc3339()
+                ),
+            ),
+        )
+        .await?;
+        swept.defaulted.push(ReviewId(row.id));
+        if !swept.goals.contains(&GoalId(row.goal_id)) {
+            swept.goals.push(GoalId(row.goal_id));
+        }
+    }
+    tx.commit().await?;
+    Ok(swept)
+}
+
+async fn notify(
+    conn: &mut sqlx::PgConnection,
+    tenant: uuid::Uuid,
+    review: uuid::Uuid,
+    kind: &str,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into notifications (tenant_id, review_id, kind, message) values ($1, $2, $3, $4)
+         on conflict (review_id, kind) do nothing",
+        tenant,
+        review,
+        kind,
+        message
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn system_record(
+    tenant: uuid::Uuid,
+    action: &str,
+    at: DateTime<Utc>,
+    (goal, task, review): (uuid::Uuid, Option<uuid::Uuid>, uuid::Uuid),
+    artifact_hash: &str,
+    policy_version: i32,
+    reasoning: String,
+) -> AuditRecord {
+    AuditRecord {
+        tenant_id: TenantId(tenant),
+        actor: "system".into(),
+        action: action.into(),
+        at,
+        goal_id: Some(GoalId(goal)),
+        task_id: task.map(TaskId),
+        review_id: Some(ReviewId(review)),
+        artifact_hash: CommitHash::parse(artifact_hash.to_owned()).ok(),
+        edited_artifact_hash: None,
+        policy_version: Some(policy_version),
+        reasoning: Some(reasoning),
+        request_id: None,
+    }
+}
+
+/// A notification for a tenant's reviewers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    pub id: i64,
+    pub review_id: Option<uuid::Uuid>,
+    pub kind: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The newest notifications of `tenant`, newest first.
+pub async fn notifications(
+    pool: &PgPool,
+    tenant: TenantId,
+    limit: i64,
+) -> Result<Vec<Notification>, sqlx::Error> {
+    sqlx::query_as!(
+        Notification,
+        "select id, review_id, kind, message, created_at from notifications
+         where tenant_id = $1 order by id desc limit $2",
+        tenant.0,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Approved `execute` tasks still queued, unchanged since `before`, with no result: sent again
+/// by the sweep (at most 100 per call).
+pub async fn waiting_effects(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+) -> Result<Vec<chimera_core::domain::Task>, sqlx::Error> {
+    let ids = sqlx::query_scalar!(
+        r#"select t.id from tasks t
+           where t.kind = 'execute' and t.status = 'queued' and t.updated_at < $1
+             and not exists (select 1 from results r where r.task_id = t.id)
+           order by t.updated_at
+           limit 100"#,
+        before
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut tasks = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(task) = crate::dag::task(pool, TaskId(id)).await? {
+            tasks.push(task);
+        }
+    }
+    Ok(tasks)
+}

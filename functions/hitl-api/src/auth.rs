@@ -1,0 +1,146 @@
+//! Who is calling, and what they may do.
+//!
+//! - [`Auth::Gateway`] (in AWS): API Gateway's JWT authorizer has validated the token; the
+//!   claims come from the request context. A request without them (a route outside the
+//!   authorizer) is refused.
+//! - [`Auth::Local`] (the runner, tests): `Authorization: Bearer <jwt>`, an HS256 token signed
+//!   with the configured key (`CHIMERA_JWT_SECRET`, optionally bound to `CHIMERA_JWT_ISSUER`
+//!   and `CHIMERA_JWT_AUDIENCE`).
+//!
+//! Both yield a [`Caller`]: subject, tenant, roles. A missing or invalid token answers 401, a
+//! role that does not allow the endpoint 403.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chimera_core::auth::{AuthError, Hs256, Permission, Principal};
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
+
+use crate::{ApiError, AppState};
+
+/// Environment variables of local authentication.
+pub mod env {
+    pub const JWT_SECRET: &str = "CHIMERA_JWT_SECRET";
+    pub const JWT_ISSUER: &str = "CHIMERA_JWT_ISSUER";
+    pub const JWT_AUDIENCE: &str = "CHIMERA_JWT_AUDIENCE";
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Claims validated by API Gateway's JWT authorizer.
+    Gateway,
+    /// HS256 tokens validated here.
+    Local(Hs256),
+}
+
+impl Auth {
+    /// Local authentication from `CHIMERA_JWT_SECRET` (at least 32 bytes), `CHIMERA_JWT_ISSUER`
+    /// and `CHIMERA_JWT_AUDIENCE`.
+    pub fn local_from_env() -> anyhow::Result<Self> {
+        let secret = std::env::var(env::JWT_SECRET).map_err(|_| {
+            anyhow::anyhow!(
+                "{} must be set to a key of at least 32 bytes",
+                env::JWT_SECRET
+            )
+        })?;
+        let mut key = Hs256::new(secret.into_bytes()).map_err(anyhow::Error::msg)?;
+        key.issuer = std::env::var(env::JWT_ISSUER)
+            .ok()
+            .filter(|s| !s.is_empty());
+        key.audience = std::env::var(env::JWT_AUDIENCE)
+            .ok()
+            .filter(|s| !s.is_empty());
+        Ok(Self::Local(key))
+    }
+
+    fn principal(&self, parts: &Parts) -> Result<Principal, AuthError> {
+        match self {
+            Auth::Gateway => {
+                let claims = match parts.request_context_ref() {
+                    Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+                        .authorizer
+                        .as_ref()
+                        .and_then(|a| a.jwt.as_ref())
+                        .map(|jwt| &jwt.claims),
+                    _ => None,
+                };
+                Principal::from_gateway_claims(claims.ok_or(AuthError::Missing)?)
+            }
+            Auth::Local(key) => {
+                let header = parts
+                    .headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or(AuthError::Missing)?;
+                let token = header
+                    .strip_prefix("Bearer ")
+                    .or_else(|| header.strip_prefix("bearer "))
+                    .ok_or(AuthError::Missing)?;
+                key.verify(token.trim(), chrono::Utc::now().timestamp())
+            }
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    /// 403 unless the caller's roles allow `permission`.
+    pub fn require(&self, permission: Permission) -> Result<&Principal, ApiError> {
+        if self.0.may(permission) {
+            Ok(&self.0)
+        } else {
+            let needs = match permission {
+                Permission::Read => "any role",
+                Permission::Submit => "the operator or admin role",
+                Permission::Decide => "the reviewer or admin role",
+            };
+            Err(ApiError::Forbidden(format!("this needs {needs}")))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        state
+            .auth
+            .principal(parts)
+            .map(Caller)
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+    }
+}
+
+/// The request's id, for the audit log: `X-Request-Id` when the client sent one (up to 200
+/// visible characters), else API Gateway's request id, else a new UUID.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let sent = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| (1..=200).contains(&v.len()))
+            .map(str::to_owned);
+        let gateway = || match parts.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+            _ => None,
+        };
+        Ok(RequestId(
+            sent.or_else(gateway)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        ))
+    }
+}

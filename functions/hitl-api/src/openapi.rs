@@ -1,0 +1,62 @@
+//! The OpenAPI document of the HITL API, served at `/openapi.json`.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{goals, reviews};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Chimera HITL API",
+        description = "Goals in, reviews out. Every endpoint but /health, /openapi.json and the \
+                       Mission Control page needs a bearer JWT with the claims sub, tenant and \
+                       roles (operator, reviewer, admin). Errors are \
+                       {\"error\": {\"code\": \"...\", \"message\": \"...\"}}."
+    ),
+    paths(
+        crate::health,
+        goals::submit,
+        goals::get,
+        reviews::list,
+        reviews::card,
+        reviews::approve,
+        reviews::reject,
+        reviews::edit,
+        reviews::bulk_approve,
+        reviews::audit,
+    ),
+    components(schemas(crate::Winner)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "goals", description = "Goal intake and progress (operator)"),
+        (name = "reviews", description = "The review queue and decisions (reviewer)"),
+        (name = "audit", description = "The append-only audit trail"),
+        (name = "service", description = "Health"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+    }
+}
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,133 @@
+//! Mission Control in headless Chromium: a reviewer signs in with a token, opens a held reply
+//! from the queue, approves it, and the reply is published in the world once.
+
+use std::time::{Duration, Instant};
+
+use chimera_tests::swarm::{Swarm, SwarmOptions};
+use chimera_tests::webdriver::{Driver, locate};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reviewer_approves_a_held_reply_in_mission_control() {
+    let (chromedriver, chromium) = locate().expect(
+        "chromium and chromedriver are needed for this test: `scripts/stack browser` installs them",
+    );
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let goal = swarm
+        .submit(
+            0,
+            "reply",
+            "thanks for the kind words",
+            json!({"platforms": ["x"], "in_reply_to": "post-ui", "simulated_quality": 0.80}),
+        )
+        .await;
+    swarm.settle(&[goal], Duration::from_secs(90)).await;
+    let review: uuid::Uuid = sqlx::query_scalar(
+        "select v.id from reviews v join tasks t on t.id = v.task_id
+         where t.goal_id = $1 and v.status = 'pending'",
+    )
+    .bind(goal.0)
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+
+    let driver = Driver::start(&chromedriver, &chromium)
+        .await
+        .expect("starting headless Chromium");
+    let outcome = drive(&driver, &swarm, review).await;
+    if outcome.is_err()
+        && let Ok(png) = driver.screenshot_png().await
+    {
+        let path = std::env::temp_dir().join(format!("mission-control-{review}.png"));
+        let _ = std::fs::write(&path, png);
+        eprintln!("screenshot of the failure: {}", path.display());
+    }
+    driver.quit().await;
+    outcome.expect("driving Mission Control");
+
+    // The effect was released: one reply under this approval, and the goal completes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let posts: i64 =
+            sqlx::query_scalar("select count(*) from world.posts where idempotency_key = $1")
+                .bind(format!("approval:{review}"))
+                .fetch_one(&swarm.db.pool)
+                .await
+                .unwrap();
+        if posts == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the approved reply was not published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        swarm.settle(&[goal], Duration::from_secs(60)).await,
+        ["completed"]
+    );
+    let actor: String = sqlx::query_scalar(
+        "select actor from audit_log where review_id = $1 and action = 'review.approve'",
+    )
+    .bind(review)
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(actor, "ui-reviewer");
+    swarm.stop().await;
+}
+
+async fn drive(driver: &Driver, swarm: &Swarm, review: uuid::Uuid) -> anyhow::Result<()> {
+    let idle = "return document.body.dataset.state !== 'busy'";
+    driver.goto(&format!("{}/", swarm.api())).await?;
+    driver.wait_until_js(idle, WAIT).await?;
+    let token = swarm.token("ui-reviewer", &["reviewer"]);
+    let field = driver.wait_for("#token", WAIT).await?;
+    driver.send_keys(&field, &token).await?;
+    driver.click(&driver.find("#login").await?).await?;
+    driver
+        .wait_until_js("return document.body.dataset.state === 'ready'", WAIT)
+        .await?;
+    let row = format!("#queue tr[data-review-id='{review}']");
+    driver.wait_for(&row, WAIT).await?;
+    let who = driver.text(&driver.find("#whoami").await?).await?;
+    anyhow::ensure!(who.contains("ui-reviewer"), "whoami shows {who:?}");
+    driver
+        .click(&driver.find(&format!("{row} button.open")).await?)
+        .await?;
+    driver
+        .wait_for(&format!("#card[data-review-id='{review}']"), WAIT)
+        .await?;
+    driver.wait_until_js(idle, WAIT).await?;
+    let reasoning = driver
+        .text(
+            &driver
+                .find("#card-meta [data-field='judge_reasoning'] dd")
+                .await?,
+        )
+        .await?;
+    anyhow::ensure!(
+        reasoning.contains("0.80"),
+        "the card shows the judge's reasoning: {reasoning:?}"
+    );
+    driver.find("#proposal-action").await?;
+    driver.click(&driver.find("#approve").await?).await?;
+    driver
+        .wait_until_js(
+            "const s = document.querySelector('#status'); return s && s.dataset.code === 'approve'",
+            WAIT,
+        )
+        .await?;
+    // The queue reloads without the approved item.
+    driver
+        .wait_until_js(
+            &format!("return document.body.dataset.state === 'ready' && !document.querySelector(\"{row}\")"),
+            WAIT,
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,958 @@
+//! The review API over HTTP against the whole swarm on the local stack: held results are
+//! listed, read, approved, edited, rejected and bulk-approved by reviewers with tokens, and the
+//! approved effects reach the world (the MCP server's posts and transfers) exactly once.
+
+use std::time::{Duration, Instant};
+
+use chimera_core::domain::{GoalId, TenantId};
+use chimera_core::routing::Policy;
+use chimera_store::records;
+use chimera_tests::swarm::{Swarm, SwarmOptions};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// One HTTP call to the swarm's API; the answer's status and JSON body.
+async fn call(
+    swarm: &Swarm,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", swarm.api()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the API answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{path}: a JSON body, got {status} {text:?}"));
+    (status, body)
+}
+
+fn reviewer(swarm: &Swarm) -> String {
+    swarm.token("rita", &["reviewer"])
+}
+
+fn operator(swarm: &Swarm) -> String {
+    swarm.token("otto", &["operator"])
+}
+
+/// A reply goal of agent number `agent` whose result is held for a human (confidence 0.80).
+/// Replies of one agent on one platform write the same state: approving one after another
+/// was committed is a conflict, so tests that approve several use one agent for each.
+async fn held_reply(swarm: &Swarm, agent: usize, text: &str, post: &str) -> GoalId {
+    swarm
+        .submit(
+            agent,
+            "reply",
+            text,
+            json!({"platforms": ["x"], "in_reply_to": post, "simulated_quality": 0.80}),
+        )
+        .await
+}
+
+/// The pending review of `goal`, as the queue lists it.
+async fn pending_of(swarm: &Swarm, goal: GoalId) -> Value {
+    let (status, page) = call(
+        swarm,
+        Method::GET,
+        &format!("/reviews?goal={}", goal.0),
+        Some(&operator(swarm)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 1, "one pending review for the goal: {page}");
+    page["items"][0].clone()
+}
+
+fn seen(item: &Value) -> Value {
+    json!({"artifact_hash": item["artifact_hash"], "policy_version": item["policy_version"]})
+}
+
+/// The texts posted in the world under the approval of `review`.
+async fn posts_of(swarm: &Swarm, review: &str) -> Vec<String> {
+    sqlx::query_scalar("select text from world.posts where idempotency_key = $1")
+        .bind(format!("approval:{review}"))
+        .fetch_all(&swarm.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until the approved effect of `review` was performed; its posted texts.
+async fn effect_of(swarm: &Swarm, review: &str) -> Vec<String> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let posts = posts_of(swarm, review).await;
+        if !posts.is_empty() {
+            return posts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no effect performed for review {review}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn goal_status(swarm: &Swarm, goal: GoalId) -> String {
+    sqlx::query_scalar("select status::text from goals where id = $1")
+        .bind(goal.0)
+        .fetch_one(&swarm.db.pool)
+        .await
+        .unwrap()
+}
+
+/// A second tenant with one agent, and a held reply of theirs: (tenant, review id).
+async fn foreign_review(swarm: &Swarm) -> (TenantId, String) {
+    let other = records::create_tenant(&swarm.db.pool, "globex")
+        .await
+        .unwrap();
+    let agent = records::create_agent(
+        &swarm.db.pool,
+        other,
+        "globex_agent",
+        &json!({"name": "Globex", "voice": "formal"}),
+        &Policy::default(),
+    )
+    .await
+    .unwrap();
+    let token = swarm.token_for(other, "gary", &["operator", "reviewer"]);
+    let (status, body) = call(
+        swarm,
+        Method::POST,
+        "/goals",
+        Some(&token),
+        Some(json!({"agent_id": agent.0, "kind": "reply", "text": "thanks from globex",
+                    "constraints": {"platforms": ["x"], "in_reply_to": "g-1", "simulated_quality": 0.80}})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let goal = GoalId(body["goal_id"].as_str().unwrap().parse().unwrap());
+    swarm.settle(&[goal], SETTLE).await;
+    let (_, page) = call(
+        swarm,
+        Method::GET,
+        &format!("/reviews?goal={}", goal.0),
+        Some(&token),
+        None,
+    )
+    .await;
+    (other, page["items"][0]["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reviewers_list_read_approve_edit_and_reject_held_items() {
+    let mut swarm = Swarm::new(SwarmOptions {
+        agents: 3,
+        ..SwarmOptions::default()
+    })
+    .await;
+    swarm.run().await;
+    let a = held_reply(&swarm, 0, "thanks for the kind words", "post-a").await;
+    let b = held_reply(&swarm, 1, "thanks for the feedback", "post-b").await;
+    let c = held_reply(&swarm, 2, "thanks for asking", "post-c").await;
+    let pay = swarm
+        .submit(
+            0,
+            "paid_action",
+            "pay the photographer",
+            json!({"pay_to": "photo-studio", "amount_cents": 1500}),
+        )
+        .await;
+    let statuses = swarm.settle(&[a, b, c, pay], SETTLE).await;
+    assert!(
+        statuses.iter().all(|s| s == "awaiting_review"),
+        "{statuses:?}"
+    );
+    let (_, foreign) = foreign_review(&swarm).await;
+    let op = operator(&swarm);
+    let rev = reviewer(&swarm);
+
+    // Authentication: no token, a bad token, a token signed with another key.
+    for token in [
+        None,
+        Some("not-a-jwt"),
+        Some("eyJhbGciOiJIUzI1NiJ9.e30.c2ln"),
+    ] {
+        let (status, body) = call(&swarm, Method::GET, "/reviews", token, None).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+
+    // The queue: filters, sort, pages.
+    let (status, page) = call(&swarm, Method::GET, "/reviews", Some(&op), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["total"], 4,
+        "the other tenant's item is not listed: {page}"
+    );
+    let count = |q: &'static str| {
+        let op = op.clone();
+        let swarm = &swarm;
+        async move {
+            let (status, page) = call(swarm, Method::GET, q, Some(&op), None).await;
+            assert_eq!(status, 200, "{q}: {page}");
+            page["total"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(count("/reviews?risk=financial").await, 1);
+    assert_eq!(count("/reviews?risk=medium_confidence").await, 3);
+    assert_eq!(count("/reviews?risk=failed_after_retries").await, 0);
+    let agent_filter = format!("/reviews?agent={}", swarm.agents[0].0);
+    let (_, by_agent) = call(&swarm, Method::GET, &agent_filter, Some(&op), None).await;
+    assert_eq!(
+        by_agent["total"], 2,
+        "agent 0's reply and payment: {by_agent}"
+    );
+    let (_, by_risk) = call(&swarm, Method::GET, "/reviews?sort=risk", Some(&op), None).await;
+    assert_eq!(
+        by_risk["items"][0]["financial"], true,
+        "the payment (sensitive and financial) is the riskiest: {by_risk}"
+    );
+    let (_, by_confidence) = call(
+        &swarm,
+        Method::GET,
+        "/reviews?sort=confidence&order=desc",
+        Some(&op),
+        None,
+    )
+    .await;
+    let confidences: Vec<f64> = by_confidence["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["confidence"].as_f64().unwrap())
+        .collect();
+    assert!(
+        confidences.windows(2).all(|w| w[0] >= w[1]),
+        "{confidences:?}"
+    );
+    let (_, second) = call(
+        &swarm,
+        Method::GET,
+        "/reviews?limit=3&offset=3",
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    assert_eq!(second["total"], 4);
+    for bad in [
+        "/reviews?sort=size",
+        "/reviews?risk=spicy",
+        "/reviews?limit=0",
+        "/reviews?agent=x",
+    ] {
+        let (status, body) = call(&swarm, Method::GET, bad, Some(&op), None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+
+    // The card.
+    let item_a = pending_of(&swarm, a).await;
+    let id_a = item_a["id"].as_str().unwrap().to_owned();
+    let (status, card) = call(
+        &swarm,
+        Method::GET,
+        &format!("/reviews/{id_a}"),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{card}");
+    assert_eq!(card["status"], "pending");
+    assert_eq!(card["proposal"]["action"], "social.reply");
+    assert_eq!(card["editable_fields"], json!(["text"]));
+    assert_eq!(card["risk_types"], json!(["medium_confidence"]));
+    assert_eq!(card["artifact_hash"], item_a["artifact_hash"]);
+    assert!(
+        card["judge_reasoning"].as_str().unwrap().contains("0.80"),
+        "{card}"
+    );
+    let text_a = card["proposal"]["arguments"]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        card["artifacts"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains(&text_a)
+    );
+    for missing in [
+        format!("/reviews/{foreign}"),
+        format!("/reviews/{}", uuid::Uuid::new_v4()),
+        "/reviews/nope".into(),
+    ] {
+        let (status, body) = call(&swarm, Method::GET, &missing, Some(&op), None).await;
+        assert_eq!(status, 404, "{missing}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+
+    // Decisions need the reviewer role, a well-formed body of a sane size, the right tenant.
+    let approve_a = format!("/reviews/{id_a}/approve");
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &approve_a,
+        Some(&op),
+        Some(seen(&item_a)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &approve_a,
+        Some(&rev),
+        Some(json!({"artifact_hash": 1})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let huge = json!({"artifact_hash": "a".repeat(100_000), "policy_version": 1});
+    let (status, body) = call(&swarm, Method::POST, &approve_a, Some(&rev), Some(huge)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+    let stale = json!({"artifact_hash": "0".repeat(64), "policy_version": 1});
+    let (status, body) = call(&swarm, Method::POST, &approve_a, Some(&rev), Some(stale)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("stale")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/reviews/{foreign}/approve"),
+        Some(&rev),
+        Some(json!({"artifact_hash": "0".repeat(64), "policy_version": 1})),
+    )
+    .await;
+    assert_eq!(status, 404, "a foreign review is not found: {body}");
+
+    // Approve: the effect is released once; a second approval is a 409 naming the winner.
+    let response = reqwest::Client::new()
+        .post(format!("{}{approve_a}", swarm.api()))
+        .bearer_auth(&rev)
+        .header("x-request-id", "req-approve-a")
+        .json(&seen(&item_a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let taken: Value = response.json().await.unwrap();
+    assert_eq!(taken["decision"], "approve");
+    assert!(taken["execute_task_id"].is_string(), "{taken}");
+    assert_eq!(effect_of(&swarm, &id_a).await, vec![text_a.clone()]);
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &approve_a,
+        Some(&rev),
+        Some(seen(&item_a)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_decided")),
+        "{body}"
+    );
+    assert_eq!(body["error"]["winner"]["decided_by"], "rita");
+    assert_eq!(body["error"]["winner"]["decision"], "approve");
+    swarm.settle(&[a], SETTLE).await;
+    assert_eq!(goal_status(&swarm, a).await, "completed");
+
+    // Edit: content only; the edited text is what gets published, and the audit keeps both hashes.
+    let item_b = pending_of(&swarm, b).await;
+    let id_b = item_b["id"].as_str().unwrap().to_owned();
+    let edit_b = format!("/reviews/{id_b}/edit");
+    let mut target = seen(&item_b);
+    target["arguments"] = json!({"in_reply_to": "someone-else"});
+    let (status, body) = call(&swarm, Method::POST, &edit_b, Some(&rev), Some(target)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let mut edit = seen(&item_b);
+    edit["arguments"] = json!({"text": "Thank you, truly - the team read every word."});
+    let (status, edited) = call(&swarm, Method::POST, &edit_b, Some(&rev), Some(edit)).await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["decision"], "edit_approve");
+    let edited_hash = edited["edited_artifact_hash"].as_str().unwrap().to_owned();
+    assert_ne!(edited_hash, item_b["artifact_hash"].as_str().unwrap());
+    assert_eq!(
+        effect_of(&swarm, &id_b).await,
+        vec!["Thank you, truly - the team read every word.".to_owned()]
+    );
+    let (status, trail) = call(
+        &swarm,
+        Method::GET,
+        &format!("/audit?review={id_b}"),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{trail}");
+    let decision = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "review.edit_approve")
+        .unwrap_or_else(|| panic!("an edit_approve record: {trail}"));
+    assert_eq!(decision["artifact_hash"], item_b["artifact_hash"]);
+    assert_eq!(decision["edited_artifact_hash"], edited_hash.as_str());
+    assert_eq!(decision["actor"], "rita");
+    assert_eq!(decision["policy_version"], 1);
+    assert!(
+        decision["reasoning"]
+            .as_str()
+            .is_some_and(|r| r.contains("0.80"))
+    );
+
+    // A transfer's amount and payee are never editable; its memo is.
+    let item_pay = pending_of(&swarm, pay).await;
+    let id_pay = item_pay["id"].as_str().unwrap().to_owned();
+    for field in [json!({"amount_cents": 1}), json!({"to": "me"})] {
+        let mut edit = seen(&item_pay);
+        edit["arguments"] = field;
+        let (status, body) = call(
+            &swarm,
+            Method::POST,
+            &format!("/reviews/{id_pay}/edit"),
+            Some(&rev),
+            Some(edit),
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+    }
+
+    // Reject: a reason is required; the task fails and the goal with it.
+    let item_c = pending_of(&swarm, c).await;
+    let reject_c = format!("/reviews/{}/reject", item_c["id"].as_str().unwrap());
+    let mut no_reason = seen(&item_c);
+    no_reason["reason"] = json!("  ");
+    let (status, _) = call(&swarm, Method::POST, &reject_c, Some(&rev), Some(no_reason)).await;
+    assert_eq!(status, 400);
+    let mut reject = seen(&item_c);
+    reject["reason"] = json!("off-brand tone");
+    let (status, body) = call(&swarm, Method::POST, &reject_c, Some(&rev), Some(reject)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "reject");
+    assert!(
+        posts_of(&swarm, item_c["id"].as_str().unwrap())
+            .await
+            .is_empty()
+    );
+    assert_eq!(goal_status(&swarm, c).await, "failed");
+
+    // The audit trail of a goal, with the request id the client sent; foreign and bad queries.
+    let (status, trail) = call(
+        &swarm,
+        Method::GET,
+        &format!("/audit?goal={}", a.0),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let actions: Vec<&str> = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"judge.hold") && actions.contains(&"review.approve"),
+        "{actions:?}"
+    );
+    let approval = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "review.approve")
+        .unwrap();
+    assert_eq!(approval["request_id"], "req-approve-a");
+    assert_eq!(approval["artifact_hash"], item_a["artifact_hash"]);
+    let foreign_goal: uuid::Uuid = sqlx::query_scalar(
+        "select t.goal_id from reviews v join tasks t on t.id = v.task_id where v.id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&foreign).unwrap())
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    let (status, _) = call(
+        &swarm,
+        Method::GET,
+        &format!("/audit?goal={foreign_goal}"),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&swarm, Method::GET, "/audit", Some(&op), None).await;
+    assert_eq!(status, 400);
+
+    // The OpenAPI document describes every endpoint and the bearer scheme.
+    let (status, doc) = call(&swarm, Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/goals",
+        "/goals/{id}",
+        "/reviews",
+        "/reviews/{id}",
+        "/reviews/{id}/approve",
+        "/reviews/{id}/reject",
+        "/reviews/{id}/edit",
+        "/reviews/bulk-approve",
+        "/audit",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(doc["components"]["schemas"]["ReviewCard"].is_object());
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_approvals_release_one_effect() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let goal = held_reply(&swarm, 0, "thanks for the kind words", "post-20").await;
+    swarm.settle(&[goal], SETTLE).await;
+    let item = pending_of(&swarm, goal).await;
+    let id = item["id"].as_str().unwrap().to_owned();
+    let path = format!("/reviews/{id}/approve");
+    let tokens: Vec<String> = (0..20)
+        .map(|i| swarm.token(&format!("reviewer-{i}"), &["reviewer"]))
+        .collect();
+    let answers = futures::future::join_all(
+        tokens
+            .iter()
+            .map(|t| call(&swarm, Method::POST, &path, Some(t), Some(seen(&item)))),
+    )
+    .await;
+    let winners: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    let losers: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 409)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(losers.len(), 19, "{answers:?}");
+    let winner: String = sqlx::query_scalar("select decided_by from reviews where id = $1")
+        .bind(uuid::Uuid::parse_str(&id).unwrap())
+        .fetch_one(&swarm.db.pool)
+        .await
+        .unwrap();
+    for body in losers {
+        assert_eq!(body["error"]["code"], "already_decided");
+        assert_eq!(body["error"]["winner"]["decided_by"], winner.as_str());
+    }
+    assert_eq!(effect_of(&swarm, &id).await.len(), 1);
+    swarm.settle(&[goal], SETTLE).await;
+    let (executes, approvals): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from tasks where goal_id = $1 and kind = 'execute'),
+                (select count(*) from audit_log where goal_id = $1 and action = 'review.approve')",
+    )
+    .bind(goal.0)
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((executes, approvals), (1, 1));
+    assert_eq!(
+        posts_of(&swarm, &id).await.len(),
+        1,
+        "still one effect after the goal settled"
+    );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approvals_are_stale_after_a_regenerated_artifact_or_a_new_policy() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let first = held_reply(&swarm, 0, "thanks for the kind words", "post-s1").await;
+    let second = held_reply(&swarm, 0, "thanks for the feedback", "post-s2").await;
+    swarm.settle(&[first, second], SETTLE).await;
+    let rev = reviewer(&swarm);
+
+    // The artifact behind the first review is re-generated (its hash changes) after the card
+    // was shown: the approval naming the old hash is stale, and the item stays in the queue.
+    let shown = pending_of(&swarm, first).await;
+    let id = shown["id"].as_str().unwrap().to_owned();
+    sqlx::query("update reviews set artifact_hash = $2 where id = $1")
+        .bind(uuid::Uuid::parse_str(&id).unwrap())
+        .bind("f".repeat(64))
+        .execute(&swarm.db.pool)
+        .await
+        .unwrap();
+    let path = format!("/reviews/{id}/approve");
+    let (status, body) = call(&swarm, Method::POST, &path, Some(&rev), Some(seen(&shown))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("stale")),
+        "{body}"
+    );
+    let again = pending_of(&swarm, first).await;
+    assert_eq!(
+        again["artifact_hash"],
+        "f".repeat(64),
+        "back in the queue with the new hash"
+    );
+    assert!(posts_of(&swarm, &id).await.is_empty());
+
+    // The agent's policy moves to v2: a decision under v1 is stale; the card shows v2; a v2
+    // decision goes through.
+    let shown = pending_of(&swarm, second).await;
+    let id = shown["id"].as_str().unwrap().to_owned();
+    let v2 = Policy {
+        version: 2,
+        ..Policy::default()
+    };
+    sqlx::query("insert into policies (agent_id, version, document) values ($1, 2, $2)")
+        .bind(swarm.agents[0].0)
+        .bind(serde_json::to_value(&v2).unwrap())
+        .execute(&swarm.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("update agents set policy_version = 2 where id = $1")
+        .bind(swarm.agents[0].0)
+        .execute(&swarm.db.pool)
+        .await
+        .unwrap();
+    let path = format!("/reviews/{id}/approve");
+    let (status, body) = call(&swarm, Method::POST, &path, Some(&rev), Some(seen(&shown))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("stale")),
+        "{body}"
+    );
+    let requeued = pending_of(&swarm, second).await;
+    assert_eq!(requeued["policy_version"], 2, "{requeued}");
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &path,
+        Some(&rev),
+        Some(seen(&requeued)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(effect_of(&swarm, &id).await.len(), 1);
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_approval_reports_each_item() {
+    let mut swarm = Swarm::new(SwarmOptions {
+        agents: 4,
+        ..SwarmOptions::default()
+    })
+    .await;
+    swarm.run().await;
+    let goals = [
+        held_reply(&swarm, 0, "thanks for the kind words", "post-b1").await,
+        held_reply(&swarm, 1, "thanks for the feedback", "post-b2").await,
+        held_reply(&swarm, 2, "thanks for asking", "post-b3").await,
+        held_reply(&swarm, 3, "thanks for the follow", "post-b4").await,
+        // Agent 0 again: once the first reply is committed, this one's state has moved.
+        held_reply(&swarm, 0, "thanks for the shout-out", "post-b5").await,
+    ];
+    swarm.settle(&goals, SETTLE).await;
+    let (_, foreign) = foreign_review(&swarm).await;
+    let rev = reviewer(&swarm);
+    let mut items = Vec::new();
+    for goal in goals {
+        items.push(pending_of(&swarm, goal).await);
+    }
+    let id = |i: usize| items[i]["id"].as_str().unwrap().to_owned();
+    // One is decided before the bulk request.
+    let (status, _) = call(
+        &swarm,
+        Method::POST,
+        &format!("/reviews/{}/approve", id(2)),
+        Some(&rev),
+        Some(seen(&items[2])),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let entry = |i: usize| json!({"id": id(i), "artifact_hash": items[i]["artifact_hash"], "policy_version": 1});
+    let mut stale = entry(3);
+    stale["artifact_hash"] = json!("0".repeat(64));
+    let unknown = uuid::Uuid::new_v4();
+    let request = |dry_run: bool| {
+        json!({"dry_run": dry_run, "items": [
+            entry(0), entry(1), entry(2), stale.clone(),
+            {"id": foreign, "artifact_hash": "0".repeat(64), "policy_version": 1},
+            {"id": unknown, "artifact_hash": "0".repeat(64), "policy_version": 1},
+            entry(4),
+        ]})
+    };
+    let results = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["result"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, dry) = call(
+        &swarm,
+        Method::POST,
+        "/reviews/bulk-approve",
+        Some(&rev),
+        Some(request(true)),
+    )
+    .await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(
+        results(&dry),
+        [
+            "would_approve",
+            "would_approve",
+            "already_decided",
+            "stale",
+            "forbidden",
+            "forbidden",
+            "would_approve"
+        ]
+    );
+    assert_eq!(dry["summary"]["would_approve"], 3);
+    assert_eq!(dry["summary"]["effects"], 3);
+    assert!(
+        posts_of(&swarm, &id(0)).await.is_empty(),
+        "a dry run decides nothing"
+    );
+    assert_eq!(pending_of(&swarm, goals[0]).await["id"], id(0).as_str());
+
+    let (status, done) = call(
+        &swarm,
+        Method::POST,
+        "/reviews/bulk-approve",
+        Some(&rev),
+        Some(request(false)),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        results(&done),
+        [
+            "approved",
+            "approved",
+            "already_decided",
+            "stale",
+            "forbidden",
+            "forbidden",
+            "conflict"
+        ]
+    );
+    assert_eq!(done["summary"]["approved"], 2);
+    assert_eq!(done["summary"]["forbidden"], 2);
+    assert_eq!(done["summary"]["conflict"], 1);
+    for i in [0, 1, 2] {
+        assert_eq!(effect_of(&swarm, &id(i)).await.len(), 1);
+    }
+    assert!(posts_of(&swarm, &id(3)).await.is_empty());
+    // The conflicting item was closed and its task replanned: attempt 2 is judged and held
+    // again under a new review.
+    assert!(posts_of(&swarm, &id(4)).await.is_empty());
+    let deadline = Instant::now() + SETTLE;
+    let requeued = loop {
+        let (_, page) = call(
+            &swarm,
+            Method::GET,
+            &format!("/reviews?goal={}", goals[4].0),
+            Some(&rev),
+            None,
+        )
+        .await;
+        if page["total"] == 1 && page["items"][0]["id"] != id(4).as_str() {
+            break page["items"][0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replanned reply was not held again: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (_, card) = call(
+        &swarm,
+        Method::GET,
+        &format!("/reviews/{}", requeued["id"].as_str().unwrap()),
+        Some(&rev),
+        None,
+    )
+    .await;
+    assert_eq!(card["attempt"], 2, "{card}");
+    let (_, trail) = call(
+        &swarm,
+        Method::GET,
+        &format!("/audit?goal={}", goals[4].0),
+        Some(&rev),
+        None,
+    )
+    .await;
+    let actions: Vec<&str> = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["judge.hold", "review.conflict", "judge.hold"],
+        "{trail}"
+    );
+
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        "/reviews/bulk-approve",
+        Some(&rev),
+        Some(json!({"items": []})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = call(
+        &swarm,
+        Method::POST,
+        "/reviews/bulk-approve",
+        Some(&operator(&swarm)),
+        Some(request(true)),
+    )
+    .await;
+    assert_eq!(status, 403);
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_overdue_review_escalates_then_is_rejected_by_default() {
+    let mut swarm = Swarm::new(SwarmOptions {
+        policy: Policy {
+            review_due_secs: 1,
+            review_final_secs: 3,
+            ..Policy::default()
+        },
+        sweep_every: Some(Duration::from_millis(200)),
+        ..SwarmOptions::default()
+    })
+    .await;
+    swarm.run().await;
+    let goal = held_reply(&swarm, 0, "thanks for the kind words", "post-late").await;
+    // The review as the judge opened it (it may be overdue before anyone lists it).
+    let item = {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let row: Option<(uuid::Uuid, String, i32)> = sqlx::query_as(
+                "select v.id, v.artifact_hash, v.policy_version from reviews v
+                 join tasks t on t.id = v.task_id where t.goal_id = $1",
+            )
+            .bind(goal.0)
+            .fetch_optional(&swarm.db.pool)
+            .await
+            .unwrap();
+            if let Some((id, hash, version)) = row {
+                break json!({"id": id, "artifact_hash": hash, "policy_version": version});
+            }
+            assert!(Instant::now() < deadline, "the reply was never held");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let id = item["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let trail = loop {
+        let (_, trail) = call(
+            &swarm,
+            Method::GET,
+            &format!("/audit?review={id}"),
+            Some(&operator(&swarm)),
+            None,
+        )
+        .await;
+        let actions: Vec<String> = trail["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect();
+        if actions.iter().any(|a| a == "review.default_reject") {
+            break actions;
+        }
+        assert!(Instant::now() < deadline, "not defaulted: {actions:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        trail,
+        ["judge.hold", "review.escalate", "review.default_reject"]
+    );
+    let (status, card) = call(
+        &swarm,
+        Method::GET,
+        &format!("/reviews/{id}"),
+        Some(&operator(&swarm)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(card["status"], "expired");
+    assert_eq!(card["decision"]["decision"], "default_reject");
+    assert_eq!(card["decision"]["decided_by"], "system");
+    assert_eq!(card["escalated"], true);
+    assert_eq!(card["priority"], 1);
+    let kinds: Vec<String> =
+        sqlx::query_scalar("select kind from notifications where review_id = $1 order by id")
+            .bind(uuid::Uuid::parse_str(&id).unwrap())
+            .fetch_all(&swarm.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(kinds, ["review_escalated", "review_defaulted"]);
+    swarm.settle(&[goal], SETTLE).await;
+    assert_eq!(goal_status(&swarm, goal).await, "failed");
+    assert!(
+        posts_of(&swarm, &id).await.is_empty(),
+        "nothing published by default"
+    );
+    // A late approval loses to the default.
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/reviews/{id}/approve"),
+        Some(&reviewer(&swarm)),
+        Some(seen(&item)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["winner"]["decision"].as_str()),
+        (409, Some("default_reject")),
+        "{body}"
+    );
+    swarm.stop().await;
+}
