@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use chimera_core::domain::{GoalId, TenantId};
+use chimera_core::domain::{Confidence, GoalId, TenantId};
 use chimera_core::routing::Policy;
 use chimera_store::records;
 use chimera_tests::swarm::{Swarm, SwarmOptions};
@@ -175,6 +175,42 @@ async fn reviewers_list_read_approve_edit_and_reject_held_items() {
     let (_, foreign) = foreign_review(&swarm).await;
     let op = operator(&swarm);
     let rev = reviewer(&swarm);
+
+    // Goals: submitting needs the operator role; another tenant's goal is not found.
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        "/goals",
+        Some(&reviewer(&swarm)),
+        Some(
+            json!({"agent_id": swarm.agents[0].0, "kind": "reply", "text": "hi",
+                    "constraints": {"platforms": ["x"], "in_reply_to": "p"}}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (status, _) = call(&swarm, Method::POST, "/goals", None, Some(json!({}))).await;
+    assert_eq!(status, 401);
+    let stranger = swarm.token_for(TenantId(uuid::Uuid::new_v4()), "eve", &["admin"]);
+    let (status, body) = call(
+        &swarm,
+        Method::GET,
+        &format!("/goals/{}", a.0),
+        Some(&stranger),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, page) = call(&swarm, Method::GET, "/reviews", Some(&stranger), None).await;
+    assert_eq!((status, page["total"].as_i64()), (200, Some(0)), "{page}");
 
     // Authentication: no token, a bad token, a token signed with another key.
     for token in [
@@ -954,5 +990,95 @@ async fn an_overdue_review_escalates_then_is_rejected_by_default() {
         (409, Some("default_reject")),
         "{body}"
     );
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_is_shown_through_presigned_urls() {
+    // A cautious policy holds every result of this campaign (confidence 0.95 is not above
+    // 0.99): a reviewer walks it through, approving each step, and sees the rendered image,
+    // then the post that carries it.
+    let mut swarm = Swarm::new(SwarmOptions {
+        policy: Policy {
+            auto_approve_above: Confidence::try_from(0.99).unwrap(),
+            ..Policy::default()
+        },
+        ..SwarmOptions::default()
+    })
+    .await;
+    swarm.run().await;
+    let goal = swarm
+        .submit(
+            0,
+            "campaign",
+            "retro gaming night",
+            json!({"platforms": ["instagram"], "simulated_quality": 0.95}),
+        )
+        .await;
+    let rev = reviewer(&swarm);
+    let http = reqwest::Client::new();
+    let mut media_cards = Vec::new();
+    let deadline = Instant::now() + SETTLE;
+    while media_cards.len() < 2 {
+        if Instant::now() > deadline {
+            let view = swarm.view(goal).await;
+            panic!("media cards seen: {media_cards:?}; the goal: {view}");
+        }
+        let (_, page) = call(
+            &swarm,
+            Method::GET,
+            &format!("/reviews?goal={}", goal.0),
+            Some(&rev),
+            None,
+        )
+        .await;
+        let Some(item) = page["items"].as_array().and_then(|i| i.first()).cloned() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let id = item["id"].as_str().unwrap().to_owned();
+        let (_, card) = call(
+            &swarm,
+            Method::GET,
+            &format!("/reviews/{id}"),
+            Some(&rev),
+            None,
+        )
+        .await;
+        for artifact in card["artifacts"].as_array().unwrap() {
+            if !artifact["media_type"]
+                .as_str()
+                .unwrap()
+                .starts_with("image/")
+            {
+                continue;
+            }
+            assert!(
+                artifact["text"].is_null(),
+                "media is not inlined: {artifact}"
+            );
+            let url = artifact["url"].as_str().expect("a presigned URL");
+            assert!(url.contains("X-Amz-Signature="), "{url}");
+            let bytes = http.get(url).send().await.unwrap().bytes().await.unwrap();
+            assert!(bytes.starts_with(b"\x89PNG"), "the URL serves the image");
+            assert_eq!(
+                chimera_aws::artifacts::sha256_hex(&bytes),
+                artifact["sha256"].as_str().unwrap()
+            );
+            media_cards.push(card["task_kind"].as_str().unwrap().to_owned());
+        }
+        let (status, body) = call(
+            &swarm,
+            Method::POST,
+            &format!("/reviews/{id}/approve"),
+            Some(&rev),
+            Some(seen(&item)),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(media_cards, ["render_media", "publish"]);
+    swarm.settle(&[goal], SETTLE).await;
+    assert_eq!(goal_status(&swarm, goal).await, "completed");
     swarm.stop().await;
 }

@@ -297,6 +297,15 @@ pub async fn card(
             .and_then(|t| Proposal::from_slice(t.as_bytes()).ok()),
         None => None,
     };
+    // A post with media: the reviewer sees the image the post would carry.
+    if let Some(sha256) = proposal
+        .as_ref()
+        .and_then(|p| p.arguments.get("media_sha256"))
+        .and_then(Value::as_str)
+        && let Some(media) = media_view(&state, sha256).await?
+    {
+        artifacts.push(media);
+    }
     Ok(Json(ReviewCard {
         id: card.id.0,
         status: card.status,
@@ -410,6 +419,42 @@ async fn view(state: &AppState, artifact: &ArtifactRef) -> Result<ArtifactView, 
         out.url = Some(request.uri().to_owned());
     }
     Ok(out)
+}
+
+/// The stored media object `sha256` (content-addressed), with a presigned URL; `None` if it is
+/// not in the bucket.
+async fn media_view(state: &AppState, sha256: &str) -> Result<Option<ArtifactView>, ApiError> {
+    let key = chimera_aws::artifacts::ArtifactStore::key_for(sha256);
+    let head = match state
+        .clients
+        .s3
+        .head_object()
+        .bucket(state.artifacts.bucket())
+        .key(&key)
+        .send()
+        .await
+    {
+        Ok(head) => head,
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
+            tracing::warn!(sha256, "a proposal names media that is not in the bucket");
+            return Ok(None);
+        }
+        Err(err) => return Err(ApiError::unavailable(err)),
+    };
+    let media = ArtifactRef {
+        media_type: head
+            .content_type()
+            .unwrap_or("application/octet-stream")
+            .to_owned(),
+        sha256: sha256.to_owned(),
+        size_bytes: head
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
+        s3_key: Some(key),
+        inline: None,
+    };
+    view(state, &media).await.map(Some)
 }
 
 fn storage(err: StorageError) -> ApiError {
