@@ -1,6 +1,6 @@
 //! Chimera's AWS adapters.
 //!
-//! - [`clients`]: the SQS, S3 and DynamoDB clients, built once per process from the standard
+//! - [`clients`]: the SQS, S3, DynamoDB and Secrets Manager clients, built once per process from the standard
 //!   AWS configuration. Endpoints are configuration (`AWS_ENDPOINT_URL`,
 //!   `AWS_ENDPOINT_URL_DYNAMODB`), so the same code talks to LocalStack, DynamoDB Local or AWS.
 //! - [`bootstrap`]: creates a stage's queues (each with its DLQ and redrive policy), artifact
@@ -12,12 +12,15 @@
 //!   review queue (offloaded to the bucket when too large for a message).
 //! - [`idempotency`]: DynamoDB idempotency records (conditional put, in-progress / complete,
 //!   expiry, payload hash).
+//! - [`database`]: the database URL, from `DATABASE_URL` or from the Secrets Manager secret
+//!   deployed functions are given.
 //! - [`queues`]: sending to the stage's queues, by URL from the environment or looked up once.
 
 pub mod artifacts;
 pub mod batch;
 pub mod bootstrap;
 pub mod clients;
+pub mod database;
 pub mod idempotency;
 pub mod queues;
 

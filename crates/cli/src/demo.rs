@@ -190,7 +190,129 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    summary(pool, tenant.0, &ids, started.elapsed(), api).await
+    let took = started.elapsed();
+    reviewer_at_work(&http, api, pool, tenant.0, &ids).await?;
+    summary(pool, tenant.0, &ids, took, api).await
+}
+
+/// Takes `decision` (approve or reject) on review `id` as the card shows it; `Some(message)`
+/// when the approval found the state moved (a 409 conflict), any other refusal is an error.
+async fn decide(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    id: uuid::Uuid,
+    decision: &str,
+) -> Result<Option<String>> {
+    let card: Value = http
+        .get(format!("{api}/reviews/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut body =
+        json!({"artifact_hash": card["artifact_hash"], "policy_version": card["policy_version"]});
+    if decision == "reject" {
+        body["reason"] = json!("we stay out of elections");
+    }
+    let response = http
+        .post(format!("{api}/reviews/{id}/{decision}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: Value = response.json().await?;
+    println!(
+        "  {decision:<7} review {id}  {:?}",
+        card["proposal"]["arguments"]["text"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    if status.as_u16() == 409 && answer["error"]["code"] == "conflict" {
+        return Ok(answer["error"]["message"].as_str().map(str::to_owned));
+    }
+    if !status.is_success() {
+        bail!("{decision} review {id}: {status} {answer}");
+    }
+    Ok(None)
+}
+
+/// A reviewer decides two held items through the HITL API, as Mission Control does: approves
+/// the medium-confidence reply (its effect is released once) and rejects the political one.
+async fn reviewer_at_work(
+    http: &reqwest::Client,
+    api: &str,
+    pool: &PgPool,
+    tenant: uuid::Uuid,
+    ids: &[uuid::Uuid],
+) -> Result<()> {
+    let token = mint("demo-reviewer", tenant, &["reviewer"], 3600)?;
+    let pending: Vec<(uuid::Uuid, Vec<String>)> = sqlx::query_as(
+        "select v.id, v.risk_types from reviews v join tasks t on t.id = v.task_id
+         where t.goal_id = any($1) and v.status = 'pending' order by v.created_at",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let pick = |kind: &str| {
+        pending
+            .iter()
+            .find(|(_, types)| types == &[kind])
+            .map(|(id, _)| *id)
+    };
+    println!("\na reviewer at work (the HITL API, as Mission Control calls it):");
+    let mut approved = pick("medium_confidence");
+    if let Some(id) = pick("sensitive") {
+        decide(http, api, &token, id, "reject").await?;
+    }
+    // An approval finds the state moved if another result of the agent was committed in the
+    // meantime: the task is replanned and comes back for review; the reviewer approves again.
+    for _ in 0..3 {
+        let Some(id) = approved else { break };
+        let Some(conflict) = decide(http, api, &token, id, "approve").await? else {
+            break;
+        };
+        println!("    409: {conflict}");
+        approved = None;
+        let started = Instant::now();
+        while approved.is_none() && started.elapsed() < WAIT {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            approved = sqlx::query_scalar(
+                "select v.id from reviews v join tasks t on t.id = v.task_id
+                 where t.id = (select task_id from reviews where id = $1) and v.status = 'pending'",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+        }
+    }
+    let Some(id) = approved else {
+        return Ok(());
+    };
+    // The approved reply is performed by an `execute` task through the swarm.
+    let started = Instant::now();
+    loop {
+        let posts: i64 =
+            sqlx::query_scalar("select count(*) from world.posts where idempotency_key = $1")
+                .bind(format!("approval:{id}"))
+                .fetch_one(pool)
+                .await?;
+        let (_, settled) = progress(pool, ids).await?;
+        if posts == 1 && settled {
+            println!(
+                "  the approved reply was published once ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > WAIT {
+            bail!("the approved reply was not published within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// One progress line, and whether every goal is settled.
@@ -266,7 +388,7 @@ async fn summary(
                 "select count(*) from audit_log where goal_id = any($1) and action = 'judge.retry'"
             }
             "conflict" => {
-                "select count(*) from audit_log where goal_id = any($1) and action = 'judge.conflict'"
+                "select count(*) from audit_log where goal_id = any($1) and action in ('judge.conflict', 'review.conflict')"
             }
             _ => "select count(*) from audit_log where goal_id = any($1) and action = 'judge.fail'",
         };

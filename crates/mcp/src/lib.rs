@@ -27,7 +27,7 @@ use rmcp::{RoleClient, ServiceError, ServiceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-pub use config::{ConfigError, McpConfig, ServerSpec};
+pub use config::{CONFIG_FILE_ENV, ConfigError, McpConfig, SERVERS_ENV, ServerSpec};
 
 /// The tools a task of `kind` may call. Generation tasks never reach an effect tool (publish,
 /// reply, transfer): those run only in `execute` tasks, for approved actions.

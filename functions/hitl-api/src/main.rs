@@ -1,15 +1,12 @@
 //! Lambda entry point of the HITL API: the router under `lambda_http`. API Gateway's JWT
 //! authorizer validates the tokens; the router reads their claims from the request context.
 
-use chimera_core::names::env;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let database_url = std::env::var(env::DATABASE_URL).expect("DATABASE_URL must be set");
-    let pool = chimera_store::connect_lazy(&database_url, 5)
-        .expect("DATABASE_URL must be a PostgreSQL URL");
     let clients = chimera_aws::Clients::from_env().await;
+    let database_url = chimera_aws::database::url_from_env(&clients).await?;
+    let pool = chimera_store::connect_lazy(&database_url, 5)?;
     let names = chimera_core::names::ResourceNames::from_env()?;
     lambda_http::run(chimera_hitl_api::router(chimera_hitl_api::AppState::new(
         pool,

@@ -29,7 +29,6 @@
 
 pub mod checks;
 
-use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use checks::Findings;
 use chimera_aws::Clients;
@@ -80,8 +79,7 @@ impl Judge {
     pub async fn from_env() -> anyhow::Result<Self> {
         let clients = Clients::from_env().await;
         let names = ResourceNames::from_env()?;
-        let url = std::env::var(names::env::DATABASE_URL)
-            .with_context(|| format!("{} is not set", names::env::DATABASE_URL))?;
+        let url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
         Ok(Self::new(clients, pool, names))
     }

@@ -19,14 +19,13 @@ pub mod plan;
 
 use std::collections::HashMap;
 
-use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
 use chimera_aws::batch::{MessageError, decode_body, process_batch};
 use chimera_aws::queues::Outbox;
 use chimera_core::domain::{GoalId, ReadSet, StateKey, Task, TaskId};
 use chimera_core::envelope::{self, PlannerMessage, TaskMessage};
-use chimera_core::names::{self, Queue, ResourceNames};
+use chimera_core::names::{Queue, ResourceNames};
 use chimera_store::{PgPool, dag, occ};
 use plan::{AgentContext, MEDIA_FROM, Planner, TEXT_FROM, TemplatePlanner, fill_inputs};
 
@@ -49,8 +48,7 @@ impl PlannerService {
     pub async fn from_env() -> anyhow::Result<Self> {
         let clients = Clients::from_env().await;
         let names = ResourceNames::from_env()?;
-        let url = std::env::var(names::env::DATABASE_URL)
-            .with_context(|| format!("{} is not set", names::env::DATABASE_URL))?;
+        let url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
         Ok(Self::new(clients, pool, names, Box::new(TemplatePlanner)))
     }

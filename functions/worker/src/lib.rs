@@ -21,7 +21,6 @@ pub mod execute;
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
@@ -61,8 +60,7 @@ impl Worker {
     pub async fn from_env() -> anyhow::Result<Self> {
         let clients = Clients::from_env().await;
         let names = ResourceNames::from_env()?;
-        let database_url = std::env::var(names::env::DATABASE_URL)
-            .with_context(|| format!("{} is not set", names::env::DATABASE_URL))?;
+        let database_url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&database_url, CONCURRENCY as u32)?;
         let mcp = McpClient::new(McpConfig::from_env()?);
         Ok(Self::new(clients, pool, mcp, names))

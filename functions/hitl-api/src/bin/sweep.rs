@@ -4,7 +4,7 @@
 
 #![recursion_limit = "256"]
 
-use chimera_core::names::{ResourceNames, env};
+use chimera_core::names::ResourceNames;
 use chimera_hitl_api::{AppState, Auth, sweep};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -12,10 +12,9 @@ use serde_json::{Value, json};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let database_url = std::env::var(env::DATABASE_URL).expect("DATABASE_URL must be set");
-    let pool = chimera_store::connect_lazy(&database_url, 2)
-        .expect("DATABASE_URL must be a PostgreSQL URL");
     let clients = chimera_aws::Clients::from_env().await;
+    let database_url = chimera_aws::database::url_from_env(&clients).await?;
+    let pool = chimera_store::connect_lazy(&database_url, 2)?;
     let state = AppState::new(pool, clients, ResourceNames::from_env()?, Auth::Gateway);
     let state = &state;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {

@@ -1,0 +1,108 @@
+//! Where the database is: `DATABASE_URL`, or, as deployed, credentials in Secrets Manager.
+//!
+//! Deployed functions get `DATABASE_SECRET_ARN` (the Aurora cluster's secret, JSON with
+//! `username` and `password`, optionally `host`, `port`, `dbname`), `DATABASE_HOST` (the RDS
+//! Proxy endpoint, which wins over the secret's `host`) and `DATABASE_NAME`. The secret is read
+//! once per execution environment, at init; the password never appears in the configuration.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::Clients;
+
+pub const DATABASE_SECRET_ARN: &str = "DATABASE_SECRET_ARN";
+pub const DATABASE_HOST: &str = "DATABASE_HOST";
+pub const DATABASE_NAME: &str = "DATABASE_NAME";
+
+/// The fields of an RDS database secret that matter here.
+#[derive(Debug, Deserialize)]
+pub struct DatabaseSecret {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub dbname: Option<String>,
+}
+
+impl DatabaseSecret {
+    /// The PostgreSQL URL, with `host` and `dbname` overriding the secret's (TLS required).
+    pub fn url(&self, host: Option<&str>, dbname: Option<&str>) -> anyhow::Result<String> {
+        let host = host
+            .or(self.host.as_deref())
+            .context("no database host: set DATABASE_HOST or put `host` in the secret")?;
+        let dbname = dbname.or(self.dbname.as_deref()).unwrap_or("chimera");
+        Ok(format!(
+            "postgres://{}:{}@{host}:{}/{}?sslmode=require",
+            encode(&self.username),
+            encode(&self.password),
+            self.port.unwrap_or(5432),
+            encode(dbname),
+        ))
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn encode(part: &str) -> String {
+    part.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `DATABASE_URL` if set; else the URL built from the secret `DATABASE_SECRET_ARN`.
+pub async fn url_from_env(clients: &Clients) -> anyhow::Result<String> {
+    if let Ok(url) = std::env::var(chimera_core::names::env::DATABASE_URL) {
+        return Ok(url);
+    }
+    let Ok(arn) = std::env::var(DATABASE_SECRET_ARN) else {
+        bail!("set DATABASE_URL, or DATABASE_SECRET_ARN (with DATABASE_HOST) as deployed");
+    };
+    let value = clients
+        .secrets
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .with_context(|| format!("reading the database secret {arn}"))?;
+    let secret: DatabaseSecret = serde_json::from_str(
+        value
+            .secret_string()
+            .with_context(|| format!("the secret {arn} has no string value"))?,
+    )
+    .with_context(|| format!("the secret {arn} is not a database secret (username, password)"))?;
+    secret.url(
+        std::env::var(DATABASE_HOST).ok().as_deref(),
+        std::env::var(DATABASE_NAME).ok().as_deref(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_escapes_credentials_and_prefers_the_proxy_host() {
+        let secret: DatabaseSecret = serde_json::from_str(
+            r#"{"username": "chimera", "password": "p@ss:w/rd?", "host": "cluster.local", "port": 5433}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            secret.url(Some("proxy.local"), None).unwrap(),
+            "postgres://chimera:p%40ss%3Aw%2Frd%3F@proxy.local:5433/chimera?sslmode=require"
+        );
+        assert_eq!(
+            secret.url(None, Some("db")).unwrap(),
+            "postgres://chimera:p%40ss%3Aw%2Frd%3F@cluster.local:5433/db?sslmode=require"
+        );
+        let hostless: DatabaseSecret =
+            serde_json::from_str(r#"{"username": "u", "password": "p"}"#).unwrap();
+        assert!(hostless.url(None, None).is_err());
+    }
+}

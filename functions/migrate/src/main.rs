@@ -1,0 +1,26 @@
+//! Lambda entry point that applies `migrations/` (embedded at build time) to the database the
+//! functions use, then reports what the database has. Invoked once after each deploy:
+//!
+//! ```text
+//! aws lambda invoke --function-name <stage>-migrate /dev/stdout
+//! ```
+//! Applying an up-to-date database is a no-op, so invoking it again is harmless.
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let clients = chimera_aws::Clients::from_env().await;
+    let url = chimera_aws::database::url_from_env(&clients).await?;
+    let url = &url;
+    lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
+        let pool = chimera_store::connect(url, 1).await?;
+        chimera_store::migrate(&pool).await?;
+        let applied = chimera_store::applied_migrations(&pool).await?;
+        pool.close().await;
+        Ok::<_, lambda_runtime::Error>(json!({ "applied_migrations": applied }))
+    }))
+    .await
+}

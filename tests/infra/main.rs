@@ -1,0 +1,5 @@
+//! The deployed system's description, `infra/template.yaml`, against the code and against
+//! LocalStack's CloudFormation.
+
+mod deploy;
+mod template;
