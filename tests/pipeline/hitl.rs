@@ -1082,3 +1082,50 @@ async fn media_is_shown_through_presigned_urls() {
     assert_eq!(goal_status(&swarm, goal).await, "completed");
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_failed_after_its_attempts_is_acknowledged_not_approved() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let goal = swarm
+        .submit(
+            0,
+            "reply",
+            "thanks for asking",
+            json!({"platforms": ["x"], "in_reply_to": "post-f", "simulated_quality": 0.50}),
+        )
+        .await;
+    swarm.settle(&[goal], SETTLE).await;
+    let item = pending_of(&swarm, goal).await;
+    assert_eq!(item["risk_types"], json!(["failed_after_retries"]));
+    let id = item["id"].as_str().unwrap().to_owned();
+    let rev = reviewer(&swarm);
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/reviews/{id}/approve"),
+        Some(&rev),
+        Some(seen(&item)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unprocessable_entity")),
+        "{body}"
+    );
+    assert!(posts_of(&swarm, &id).await.is_empty());
+    let mut reject = seen(&item);
+    reject["reason"] = json!("acknowledged: the drafts were too weak");
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/reviews/{id}/reject"),
+        Some(&rev),
+        Some(reject),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    swarm.settle(&[goal], SETTLE).await;
+    assert_eq!(goal_status(&swarm, goal).await, "failed");
+    swarm.stop().await;
+}

@@ -28,14 +28,15 @@ pub struct DatabaseSecret {
 }
 
 impl DatabaseSecret {
-    /// The PostgreSQL URL, with `host` and `dbname` overriding the secret's (TLS required).
+    /// The PostgreSQL URL, with `host` and `dbname` overriding the secret's (TLS, with the
+    /// server's certificate verified: RDS Proxy presents an ACM certificate).
     pub fn url(&self, host: Option<&str>, dbname: Option<&str>) -> anyhow::Result<String> {
         let host = host
             .or(self.host.as_deref())
             .context("no database host: set DATABASE_HOST or put `host` in the secret")?;
         let dbname = dbname.or(self.dbname.as_deref()).unwrap_or("chimera");
         Ok(format!(
-            "postgres://{}:{}@{host}:{}/{}?sslmode=require",
+            "postgres://{}:{}@{host}:{}/{}?sslmode=verify-full",
             encode(&self.username),
             encode(&self.password),
             self.port.unwrap_or(5432),
@@ -95,11 +96,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             secret.url(Some("proxy.local"), None).unwrap(),
-            "postgres://chimera:p%40ss%3Aw%2Frd%3F@proxy.local:5433/chimera?sslmode=require"
+            "postgres://chimera:p%40ss%3Aw%2Frd%3F@proxy.local:5433/chimera?sslmode=verify-full"
         );
         assert_eq!(
             secret.url(None, Some("db")).unwrap(),
-            "postgres://chimera:p%40ss%3Aw%2Frd%3F@cluster.local:5433/db?sslmode=require"
+            "postgres://chimera:p%40ss%3Aw%2Frd%3F@cluster.local:5433/db?sslmode=verify-full"
         );
         let hostless: DatabaseSecret =
             serde_json::from_str(r#"{"username": "u", "password": "p"}"#).unwrap();

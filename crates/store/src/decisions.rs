@@ -215,7 +215,9 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
             spend_cents,
             edited_hash,
         } => {
-            if !matches!(row.task_status.as_str(), "awaiting_review" | "failed") {
+            // A task that failed after its attempts had its dependents cancelled: its review
+            // can be rejected (acknowledged), not approved.
+            if row.task_status != "awaiting_review" {
                 return Err(Refused::TaskMoved);
             }
             let decode = |e: String| Refused::Commit(CommitError::Unreadable(e));
@@ -296,7 +298,7 @@ async fn replan_after_conflict(
     pool: &PgPool,
     decision: &Decision,
     moved: &[Moved],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Refused> {
     let mut tx = pool.begin().await?;
     let Some(row) = sqlx::query!(
         r#"update reviews set status = 'expired', decision = 'retry', decided_by = $3, decided_at = now()
@@ -309,8 +311,19 @@ async fn replan_after_conflict(
     .fetch_optional(&mut *tx)
     .await?
     else {
-        // Someone else decided in between: their decision stands.
-        return Ok(());
+        // Someone else decided in between: their decision stands, and the caller is told.
+        let winner = sqlx::query!(
+            r#"select coalesce(decision::text, status::text) as "decision!", decided_by, decided_at
+               from reviews where id = $1"#,
+            decision.review.0
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        return Err(Refused::AlreadyDecided {
+            decision: winner.decision,
+            decided_by: winner.decided_by.unwrap_or_default(),
+            decided_at: winner.decided_at.unwrap_or_else(Utc::now),
+        });
     };
     let feedback = format!(
         "state moved while the item waited for review: {}",
@@ -349,5 +362,6 @@ async fn replan_after_conflict(
         },
     )
     .await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(())
 }

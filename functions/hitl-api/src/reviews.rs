@@ -49,8 +49,9 @@ pub const RISK_TYPES: [&str; 5] = [
 const INLINE_CARD_BYTES: u64 = 256 * 1024;
 /// How long a presigned artifact URL stays valid.
 const PRESIGNED_SECS: u64 = 15 * 60;
-/// Most items per bulk approval.
-pub const MAX_BULK_ITEMS: usize = 100;
+/// Most items per bulk approval: they are decided one after another, and the whole request
+/// must fit API Gateway's 30 s (a retry shows the ones already approved as `already_decided`).
+pub const MAX_BULK_ITEMS: usize = 50;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -521,7 +522,8 @@ enum Action {
               (status = 403, description = "Not a reviewer"),
               (status = 404, description = "No such review for the caller's tenant"),
               (status = 409, description = "Stale (artifact or policy changed), already decided (with the winner), or the state moved"),
-              (status = 413, description = "Body too large")),
+              (status = 413, description = "Body too large"),
+              (status = 422, description = "The proposal is unusable, or the task failed after its attempts")),
     security(("bearer" = [])))]
 pub async fn approve(
     State(state): State<Arc<AppState>>,
@@ -676,8 +678,23 @@ async fn read_proposal(state: &AppState, card: &Card) -> Result<Proposal, ApiErr
             .map_err(storage)?,
         (None, None) => Vec::new(),
     };
-    Proposal::from_slice(&bytes)
-        .map_err(|e| ApiError::UnprocessableEntity(format!("the proposal is unreadable: {e}")))
+    let proposal = Proposal::from_slice(&bytes)
+        .map_err(|e| ApiError::UnprocessableEntity(format!("the proposal is unreadable: {e}")))?;
+    // What the judge checks before it holds an item is checked again before an approval
+    // releases it: the one action the task kind may propose, and a positive amount.
+    let expected = expected_proposal(card).unwrap_or_default();
+    if proposal.action != expected {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "a {} task may only propose {expected}, not {}",
+            card.task_kind, proposal.action
+        )));
+    }
+    if expected == "wallet.transfer" && effect::amount_cents(&proposal).is_none_or(|a| a <= 0) {
+        return Err(ApiError::UnprocessableEntity(
+            "the transfer has no positive amount_cents".into(),
+        ));
+    }
+    Ok(proposal)
 }
 
 /// Takes one decision on `card` and, once it is taken, releases what follows from it.
@@ -690,6 +707,11 @@ async fn take(
     action: Action,
 ) -> Result<DecisionResponse, ApiError> {
     preflight(&card, seen, false)?;
+    if card.task_status == "failed" && !matches!(action, Action::Reject(_)) {
+        return Err(ApiError::UnprocessableEntity(
+            "the task failed after its attempts and its dependents were cancelled: reject (acknowledge) this item, or submit the goal again".into(),
+        ));
+    }
     let kind = TaskKind::parse(&card.task_kind).ok_or_else(|| {
         ApiError::unavailable(anyhow::anyhow!("unknown task kind {}", card.task_kind))
     })?;
@@ -863,7 +885,7 @@ pub struct BulkRequest {
     /// Only check: what would be approved, and what would not, with no decision taken.
     #[serde(default)]
     pub dry_run: bool,
-    /// 1..=100 items, each with the hash and policy version the reviewer saw.
+    /// 1..=50 items, each with the hash and policy version the reviewer saw.
     pub items: Vec<BulkItem>,
 }
 
@@ -901,7 +923,7 @@ pub struct BulkResponse {
 #[utoipa::path(post, path = "/reviews/bulk-approve", tag = "reviews",
     request_body = BulkRequest,
     responses((status = 200, body = BulkResponse, description = "Per-item results"),
-              (status = 400, description = "Malformed body, no items or more than 100"),
+              (status = 400, description = "Malformed body, no items or more than 50"),
               (status = 401, description = "No valid token"),
               (status = 403, description = "Not a reviewer"),
               (status = 413, description = "Body too large")),
@@ -929,12 +951,14 @@ pub async fn bulk_approve(
         {
             None => Err(ApiError::NotFound),
             Some(card) if request.dry_run => match preflight(&card, &seen, true) {
-                Ok(()) => {
-                    let (effects, spend) = planned_effect(&state, &card).await?;
-                    summary.effects += effects;
-                    summary.spend_cents += spend;
-                    Ok(None)
-                }
+                Ok(()) => match planned_effect(&state, &card).await {
+                    Ok((effects, spend)) => {
+                        summary.effects += effects;
+                        summary.spend_cents += spend;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
             Some(card) => {
