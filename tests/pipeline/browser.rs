@@ -1,8 +1,9 @@
 //! Mission Control in headless Chromium: a reviewer signs in with a token, opens a held reply
 //! from the queue, approves it, and the reply is published in the world once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chimera_tests::eventually;
 use chimera_tests::swarm::{Swarm, SwarmOptions};
 use chimera_tests::webdriver::{Driver, locate};
 use serde_json::json;
@@ -49,23 +50,24 @@ async fn a_reviewer_approves_a_held_reply_in_mission_control() {
     outcome.expect("driving Mission Control");
 
     // The effect was released: one reply under this approval, and the goal completes.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let posts: i64 =
-            sqlx::query_scalar("select count(*) from world.posts where idempotency_key = $1")
-                .bind(format!("approval:{review}"))
-                .fetch_one(&swarm.db.pool)
-                .await
-                .unwrap();
-        if posts == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the approved reply was not published"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the approved reply published",
+        || async {
+            let posts: i64 =
+                sqlx::query_scalar("select count(*) from world.posts where idempotency_key = $1")
+                    .bind(format!("approval:{review}"))
+                    .fetch_one(&swarm.db.pool)
+                    .await
+                    .unwrap();
+            if posts == 1 {
+                Ok(())
+            } else {
+                Err(format!("{posts} posts"))
+            }
+        },
+    )
+    .await;
     assert_eq!(
         swarm.settle(&[goal], Duration::from_secs(60)).await,
         ["completed"]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chimera_core::domain::{Confidence, GoalId, TenantId};
 use chimera_core::routing::Policy;
 use chimera_store::records;
+use chimera_tests::eventually;
 use chimera_tests::swarm::{Swarm, SwarmOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -88,18 +89,19 @@ async fn posts_of(swarm: &Swarm, review: &str) -> Vec<String> {
 
 /// Waits until the approved effect of `review` was performed; its posted texts.
 async fn effect_of(swarm: &Swarm, review: &str) -> Vec<String> {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let posts = posts_of(swarm, review).await;
-        if !posts.is_empty() {
-            return posts;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no effect performed for review {review}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        SETTLE,
+        &format!("an effect performed for review {review}"),
+        || async {
+            let posts = posts_of(swarm, review).await;
+            if posts.is_empty() {
+                Err("no post".into())
+            } else {
+                Ok(posts)
+            }
+        },
+    )
+    .await
 }
 
 async fn goal_status(swarm: &Swarm, goal: GoalId) -> String {
@@ -820,8 +822,7 @@ async fn bulk_approval_reports_each_item() {
     // The conflicting item was closed and its task replanned: attempt 2 is judged and held
     // again under a new review.
     assert!(posts_of(&swarm, &id(4)).await.is_empty());
-    let deadline = Instant::now() + SETTLE;
-    let requeued = loop {
+    let requeued = eventually(SETTLE, "the replanned reply held again", || async {
         let (_, page) = call(
             &swarm,
             Method::GET,
@@ -831,14 +832,12 @@ async fn bulk_approval_reports_each_item() {
         )
         .await;
         if page["total"] == 1 && page["items"][0]["id"] != id(4).as_str() {
-            break page["items"][0].clone();
+            Ok(page["items"][0].clone())
+        } else {
+            Err(page.to_string())
         }
-        assert!(
-            Instant::now() < deadline,
-            "the replanned reply was not held again: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let (_, card) = call(
         &swarm,
         Method::GET,
@@ -904,27 +903,21 @@ async fn an_overdue_review_escalates_then_is_rejected_by_default() {
     swarm.run().await;
     let goal = held_reply(&swarm, 0, "thanks for the kind words", "post-late").await;
     // The review as the judge opened it (it may be overdue before anyone lists it).
-    let item = {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let row: Option<(uuid::Uuid, String, i32)> = sqlx::query_as(
-                "select v.id, v.artifact_hash, v.policy_version from reviews v
-                 join tasks t on t.id = v.task_id where t.goal_id = $1",
-            )
-            .bind(goal.0)
-            .fetch_optional(&swarm.db.pool)
-            .await
-            .unwrap();
-            if let Some((id, hash, version)) = row {
-                break json!({"id": id, "artifact_hash": hash, "policy_version": version});
-            }
-            assert!(Instant::now() < deadline, "the reply was never held");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let item = eventually(SETTLE, "the reply held", || async {
+        let row: Option<(uuid::Uuid, String, i32)> = sqlx::query_as(
+            "select v.id, v.artifact_hash, v.policy_version from reviews v
+             join tasks t on t.id = v.task_id where t.goal_id = $1",
+        )
+        .bind(goal.0)
+        .fetch_optional(&swarm.db.pool)
+        .await
+        .unwrap();
+        row.map(|(id, hash, version)| json!({"id": id, "artifact_hash": hash, "policy_version": version}))
+            .ok_or_else(|| "no review yet".to_owned())
+    })
+    .await;
     let id = item["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let trail = loop {
+    let trail = eventually(Duration::from_secs(30), "the review defaulted", || async {
         let (_, trail) = call(
             &swarm,
             Method::GET,
@@ -940,11 +933,12 @@ async fn an_overdue_review_escalates_then_is_rejected_by_default() {
             .map(|e| e["action"].as_str().unwrap().to_owned())
             .collect();
         if actions.iter().any(|a| a == "review.default_reject") {
-            break actions;
+            Ok(actions)
+        } else {
+            Err(format!("{actions:?}"))
         }
-        assert!(Instant::now() < deadline, "not defaulted: {actions:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(
         trail,
         ["judge.hold", "review.escalate", "review.default_reject"]

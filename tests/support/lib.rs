@@ -11,8 +11,10 @@ pub mod swarm;
 pub mod webdriver;
 pub mod world;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use chimera_aws::Clients;
 use chimera_core::names::ResourceNames;
@@ -167,4 +169,23 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ is inside the repository")
         .to_path_buf()
+}
+
+/// Polls `probe` every 50 ms until it answers `Ok`; after `wait`, panics with `what` and the
+/// last `Err` (the state it was waiting out). A deadline, never a guess at timing.
+pub async fn eventually<T, F, Fut>(wait: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(state) if Instant::now() > deadline => {
+                panic!("{what}: not the case after {wait:?}; last seen: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }

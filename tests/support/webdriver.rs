@@ -20,7 +20,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// The key under which WebDriver returns (and accepts) a web element reference.
-pub const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// How often `wait_*` asks again. A poll interval under a deadline, not a guess at timing.
 const POLL: Duration = Duration::from_millis(50);
@@ -138,23 +138,6 @@ impl Driver {
         element_id(&found)
     }
 
-    /// Every element matching `css`, in document order (possibly none).
-    pub async fn find_all(&self, css: &str) -> anyhow::Result<Vec<String>> {
-        let found = self
-            .post(
-                "/elements",
-                json!({ "using": "css selector", "value": css }),
-            )
-            .await
-            .with_context(|| format!("finding all {css}"))?;
-        found
-            .as_array()
-            .ok_or_else(|| anyhow!("find elements answered {found}"))?
-            .iter()
-            .map(element_id)
-            .collect()
-    }
-
     pub async fn click(&self, el: &str) -> anyhow::Result<()> {
         self.post(&format!("/element/{el}/click"), json!({}))
             .await
@@ -162,18 +145,11 @@ impl Driver {
         Ok(())
     }
 
-    /// Types `text` into `el` (appending to what it holds; [`Driver::clear`] first to replace).
+    /// Types `text` into `el` (appending to what it holds).
     pub async fn send_keys(&self, el: &str, text: &str) -> anyhow::Result<()> {
         self.post(&format!("/element/{el}/value"), json!({ "text": text }))
             .await
             .context("typing into an element")?;
-        Ok(())
-    }
-
-    pub async fn clear(&self, el: &str) -> anyhow::Result<()> {
-        self.post(&format!("/element/{el}/clear"), json!({}))
-            .await
-            .context("clearing an element")?;
         Ok(())
     }
 
@@ -186,30 +162,9 @@ impl Driver {
         as_string(text)
     }
 
-    /// The element's HTML attribute `name` as written in the DOM, `None` when absent. For
-    /// live state (an input's current `value`, a checkbox's `checked`) use [`Driver::property`].
-    pub async fn attribute(&self, el: &str, name: &str) -> anyhow::Result<Option<String>> {
-        let value = self
-            .get(&format!("/element/{el}/attribute/{name}"))
-            .await
-            .with_context(|| format!("reading attribute {name}"))?;
-        match value {
-            Value::Null => Ok(None),
-            other => as_string(other).map(Some),
-        }
-    }
-
-    /// The element's DOM property `name` (`value`, `checked`, `disabled`, …).
-    pub async fn property(&self, el: &str, name: &str) -> anyhow::Result<Value> {
-        self.get(&format!("/element/{el}/property/{name}"))
-            .await
-            .with_context(|| format!("reading property {name}"))
-    }
-
-    /// Runs `script` as a function body in the page (`arguments[i]` are `args`; pass an
-    /// element with [`element_ref`]) and returns what it returns.
-    pub async fn execute(&self, script: &str, args: Vec<Value>) -> anyhow::Result<Value> {
-        self.post("/execute/sync", json!({ "script": script, "args": args }))
+    /// Runs `script` as a function body in the page and returns what it returns.
+    async fn execute(&self, script: &str) -> anyhow::Result<Value> {
+        self.post("/execute/sync", json!({ "script": script, "args": [] }))
             .await
             .context("executing a script")
     }
@@ -235,7 +190,7 @@ impl Driver {
     pub async fn wait_until_js(&self, script: &str, deadline: Duration) -> anyhow::Result<()> {
         let until = Instant::now() + deadline;
         loop {
-            let got = self.execute(script, Vec::new()).await?;
+            let got = self.execute(script).await?;
             if got == Value::Bool(true) {
                 return Ok(());
             }
@@ -304,11 +259,6 @@ async fn announced_port(stdout: tokio::process::ChildStdout) -> anyhow::Result<u
         }
     }
     bail!("chromedriver exited before saying its port")
-}
-
-/// A web element as a script argument for [`Driver::execute`].
-pub fn element_ref(el: &str) -> Value {
-    json!({ ELEMENT_KEY: el })
 }
 
 /// Chromedriver and Chromium: `$CHROMEDRIVER` / `$CHROMIUM` if set, else on `PATH`, else

@@ -85,9 +85,11 @@ pub enum Refused {
     /// The state the result read moved while it waited. Nothing was committed; the review is
     /// closed (`expired`, decision `retry`) and the task waits for its replan: the caller sends
     /// `PlannerMessage::Replan` with the versions in `moved`.
-    #[error("the state moved while the item waited; the task is replanned")]
+    #[error("{feedback}; the task is replanned")]
     Conflict {
         moved: Vec<Moved>,
+        /// The task's feedback for its replan (the keys that moved, in words).
+        feedback: String,
         task: TaskId,
         goal: GoalId,
     },
@@ -256,8 +258,17 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
                 Ok(_) => {}
                 Err(CommitError::Conflict { moved }) => {
                     tx.rollback().await?;
-                    replan_after_conflict(pool, decision, &moved).await?;
-                    return Err(Refused::Conflict { moved, task, goal });
+                    let feedback = format!(
+                        "state moved while the item waited for review: {}",
+                        occ::describe(&moved)
+                    );
+                    replan_after_conflict(pool, decision, &feedback).await?;
+                    return Err(Refused::Conflict {
+                        moved,
+                        feedback,
+                        task,
+                        goal,
+                    });
                 }
                 Err(other) => return Err(Refused::Commit(other)),
             }
@@ -297,7 +308,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
 async fn replan_after_conflict(
     pool: &PgPool,
     decision: &Decision,
-    moved: &[Moved],
+    feedback: &str,
 ) -> Result<(), Refused> {
     let mut tx = pool.begin().await?;
     let Some(row) = sqlx::query!(
@@ -325,14 +336,7 @@ async fn replan_after_conflict(
             decided_at: winner.decided_at.unwrap_or_else(Utc::now),
         });
     };
-    let feedback = format!(
-        "state moved while the item waited for review: {}",
-        moved
-            .iter()
-            .map(|m| format!("{} {} -> {}", m.key, m.expected.get(), m.actual.get()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+
     let goal = sqlx::query_scalar!(
         "update tasks set status = 'retrying', feedback = $2, updated_at = now(),
                           max_attempts = greatest(max_attempts, least(attempt + 1, $3))

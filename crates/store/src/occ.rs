@@ -57,7 +57,8 @@ pub enum CommitError {
     Unreadable(String),
 }
 
-fn describe(moved: &[Moved]) -> String {
+/// The keys that moved, in words (`mentions:x 1 -> 2, ...`): the feedback of a replan.
+pub fn describe(moved: &[Moved]) -> String {
     moved
         .iter()
         .map(|m| format!("{} {} -> {}", m.key, m.expected.get(), m.actual.get()))
@@ -69,10 +70,15 @@ impl CommitError {
     /// The fresh versions of the keys that moved, for a replan.
     pub fn fresh_versions(&self) -> ReadSet {
         match self {
-            Self::Conflict { moved } => moved.iter().map(|m| (m.key.clone(), m.actual)).collect(),
+            Self::Conflict { moved } => fresh_versions(moved),
             _ => ReadSet::new(),
         }
     }
+}
+
+/// The versions the keys that moved have now, for a replan.
+pub fn fresh_versions(moved: &[Moved]) -> ReadSet {
+    moved.iter().map(|m| (m.key.clone(), m.actual)).collect()
 }
 
 /// Commits `result` (already recorded in `results`) against the agent's state.

@@ -12,6 +12,7 @@
 //! `AlreadyDecided`.
 
 use chimera_core::domain::{AuditRecord, CommitHash, GoalId, ReviewId, TaskId, TenantId};
+use chimera_core::effect::Proposal;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -61,7 +62,7 @@ impl Sort {
 }
 
 /// One pending item of the queue.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueueItem {
     pub id: uuid::Uuid,
     pub goal_id: uuid::Uuid,
@@ -79,11 +80,33 @@ pub struct QueueItem {
     pub created_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     pub final_deadline: DateTime<Utc>,
-    /// The judge's one-line summary of the item, if it made one.
-    pub summary: Option<String>,
-    /// The first artifact as stored in the result (inline text, or a reference).
-    #[serde(skip)]
-    pub first_artifact: Option<serde_json::Value>,
+    /// One line: the judge's summary (a post's text, what a transfer moves to whom), else the
+    /// start of the first artifact's text, else its media type.
+    pub preview: String,
+}
+
+/// The queue's preview of an item: the judge's summary, else what the first artifact reference
+/// shows without a read from the bucket.
+fn preview(summary: Option<String>, artifact: Option<&serde_json::Value>) -> String {
+    const CHARS: usize = 160;
+    let inline = artifact
+        .and_then(|a| a.get("inline"))
+        .and_then(|v| v.as_str());
+    let text = match (summary, inline) {
+        (Some(summary), _) => summary,
+        (None, Some(text)) => match Proposal::from_slice(text.as_bytes()) {
+            Ok(p) => p.summary(),
+            Err(_) => text.to_owned(),
+        },
+        (None, None) => format!(
+            "[{}]",
+            artifact
+                .and_then(|a| a.get("media_type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("artifact")
+        ),
+    };
+    text.chars().take(CHARS).collect()
 }
 
 /// A page of the queue.
@@ -176,8 +199,7 @@ pub async fn queue(
             created_at: r.created_at,
             due_at: r.due_at,
             final_deadline: r.final_deadline,
-            summary: r.summary,
-            first_artifact: r.first_artifact,
+            preview: preview(r.summary, r.first_artifact.as_ref()),
         })
         .collect();
     Ok(Page { items, total })

@@ -16,17 +16,18 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use chimera_aws::artifacts::StorageError;
 use chimera_core::auth::{Permission, Principal};
 use chimera_core::domain::{
-    AgentId, ArtifactRef, CommitHash, DisclosureLevel, GoalId, ReadSet, ReviewId, Task, TaskKind,
+    AgentId, ArtifactRef, CommitHash, DisclosureLevel, GoalId, ReviewId, Task, TaskKind,
 };
 use chimera_core::effect::{self, Origin, Proposal};
 use chimera_core::envelope::{self, PlannerMessage, TaskMessage};
 use chimera_core::names::Queue;
 use chimera_store::decisions::{self, Decision, Refused, Taken, Verdict};
-use chimera_store::judging;
-use chimera_store::reviews::{self as store, AuditEntry, Card, QueueFilter, Sort, Subject};
+use chimera_store::reviews::{
+    self as store, AuditEntry, Card, QueueFilter, QueueItem, Sort, Subject,
+};
+use chimera_store::{judging, occ};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -71,32 +72,9 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-/// One pending item.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReviewSummary {
-    pub id: uuid::Uuid,
-    pub goal_id: uuid::Uuid,
-    pub task_id: uuid::Uuid,
-    pub agent_id: uuid::Uuid,
-    pub task_kind: String,
-    pub risk_types: Vec<String>,
-    pub risk_tags: Vec<String>,
-    pub confidence: f64,
-    pub financial: bool,
-    pub priority: i32,
-    pub escalated: bool,
-    pub policy_version: i32,
-    pub artifact_hash: String,
-    pub created_at: DateTime<Utc>,
-    pub due_at: DateTime<Utc>,
-    pub final_deadline: DateTime<Utc>,
-    /// The first words of the artifact (a post's text, a transfer's payee and amount...).
-    pub preview: String,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReviewPage {
-    pub items: Vec<ReviewSummary>,
+    pub items: Vec<QueueItem>,
     pub total: i64,
     pub limit: i64,
     pub offset: i64,
@@ -158,56 +136,11 @@ pub async fn list(
     .await
     .map_err(ApiError::unavailable)?;
     Ok(Json(ReviewPage {
-        items: page
-            .items
-            .into_iter()
-            .map(|item| ReviewSummary {
-                preview: item
-                    .summary
-                    .unwrap_or_else(|| preview(item.first_artifact.as_ref())),
-                id: item.id,
-                goal_id: item.goal_id,
-                task_id: item.task_id,
-                agent_id: item.agent_id,
-                task_kind: item.task_kind,
-                risk_types: item.risk_types,
-                risk_tags: item.risk_tags,
-                confidence: item.confidence,
-                financial: item.financial,
-                priority: item.priority,
-                escalated: item.escalated,
-                policy_version: item.policy_version,
-                artifact_hash: item.artifact_hash,
-                created_at: item.created_at,
-                due_at: item.due_at,
-                final_deadline: item.final_deadline,
-            })
-            .collect(),
+        items: page.items,
         total: page.total,
         limit,
         offset,
     }))
-}
-
-/// A short preview of an artifact reference: a proposal's text, or the inline text.
-fn preview(artifact: Option<&Value>) -> String {
-    const CHARS: usize = 160;
-    let Some(artifact) = artifact else {
-        return String::new();
-    };
-    let inline = artifact.get("inline").and_then(Value::as_str);
-    let text = match inline.map(|t| Proposal::from_slice(t.as_bytes())) {
-        Some(Ok(p)) => p.summary(),
-        Some(Err(_)) => inline.unwrap_or_default().to_owned(),
-        None => format!(
-            "[{}]",
-            artifact
-                .get("media_type")
-                .and_then(Value::as_str)
-                .unwrap_or("artifact")
-        ),
-    };
-    text.chars().take(CHARS).collect()
 }
 
 /// One artifact on a card: text inline, anything else (or a large text) as a presigned URL.
@@ -400,7 +333,7 @@ async fn view(state: &AppState, artifact: &ArtifactRef) -> Result<ArtifactView, 
             .artifacts
             .get(key, &artifact.sha256)
             .await
-            .map_err(storage)?;
+            .map_err(ApiError::unavailable)?;
         out.text = Some(String::from_utf8_lossy(&bytes).into_owned());
     }
     if out.text.is_none() {
@@ -458,11 +391,7 @@ async fn media_view(state: &AppState, sha256: &str) -> Result<Option<ArtifactVie
     view(state, &media).await.map(Some)
 }
 
-fn storage(err: StorageError) -> ApiError {
-    ApiError::unavailable(err)
-}
-
-/// The reviewer names what they saw.
+/// The reviewer names what they saw (every decision carries these two).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
@@ -533,12 +462,8 @@ pub async fn approve(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DecisionResponse>, ApiError> {
     let principal = caller.require(Permission::Decide)?;
-    let request: ApproveRequest = json_body(body)?;
-    let seen = Seen::new(request.artifact_hash, request.policy_version);
-    let card = load(&state, principal, &id).await?;
-    take(&state, principal, &request_id, card, &seen, Action::Approve)
-        .await
-        .map(Json)
+    let seen: ApproveRequest = json_body(body)?;
+    decide_on(&state, principal, &request_id, &id, &seen, Action::Approve).await
 }
 
 #[utoipa::path(post, path = "/reviews/{id}/reject", tag = "reviews",
@@ -567,18 +492,19 @@ pub async fn reject(
             "reason must be 1..=2000 characters".into(),
         ));
     }
-    let seen = Seen::new(request.artifact_hash, request.policy_version);
-    let card = load(&state, principal, &id).await?;
-    take(
+    let seen = ApproveRequest {
+        artifact_hash: request.artifact_hash,
+        policy_version: request.policy_version,
+    };
+    decide_on(
         &state,
         principal,
         &request_id,
-        card,
+        &id,
         &seen,
         Action::Reject(reason),
     )
     .await
-    .map(Json)
 }
 
 #[utoipa::path(post, path = "/reviews/{id}/edit", tag = "reviews",
@@ -602,40 +528,34 @@ pub async fn edit(
 ) -> Result<Json<DecisionResponse>, ApiError> {
     let principal = caller.require(Permission::Decide)?;
     let request: EditRequest = json_body(body)?;
-    let seen = Seen::new(request.artifact_hash, request.policy_version);
-    let card = load(&state, principal, &id).await?;
-    take(
-        &state,
-        principal,
-        &request_id,
-        card,
-        &seen,
-        Action::Edit(request.arguments),
-    )
-    .await
-    .map(Json)
+    let seen = ApproveRequest {
+        artifact_hash: request.artifact_hash,
+        policy_version: request.policy_version,
+    };
+    let action = Action::Edit(request.arguments);
+    decide_on(&state, principal, &request_id, &id, &seen, action).await
 }
 
-/// What the reviewer saw.
-struct Seen {
-    artifact_hash: String,
-    policy_version: i32,
-}
-
-impl Seen {
-    fn new(artifact_hash: String, policy_version: i32) -> Self {
-        Self {
-            artifact_hash,
-            policy_version,
-        }
-    }
+/// One decision on the review `id` of the caller's tenant.
+async fn decide_on(
+    state: &AppState,
+    principal: &Principal,
+    request_id: &str,
+    id: &str,
+    seen: &ApproveRequest,
+    action: Action,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let card = load(state, principal, id).await?;
+    take(state, principal, request_id, card, seen, action)
+        .await
+        .map(Json)
 }
 
 /// Why a decision on `card` cannot be taken, as far as the card (read without a lock) tells;
 /// the store checks again under the lock. A policy that moved on since the review was opened
 /// is left to the store, which requeues the item under the new version, unless this is only
 /// a check (`dry_run`).
-fn preflight(card: &Card, seen: &Seen, dry_run: bool) -> Result<(), ApiError> {
+fn preflight(card: &Card, seen: &ApproveRequest, dry_run: bool) -> Result<(), ApiError> {
     if card.status != "pending" {
         return Err(ApiError::AlreadyDecided(Winner {
             decision: card.decision.clone().unwrap_or_else(|| card.status.clone()),
@@ -675,7 +595,7 @@ async fn read_proposal(state: &AppState, card: &Card) -> Result<Proposal, ApiErr
             .artifacts
             .get(key, &first.sha256)
             .await
-            .map_err(storage)?,
+            .map_err(ApiError::unavailable)?,
         (None, None) => Vec::new(),
     };
     let proposal = Proposal::from_slice(&bytes)
@@ -703,7 +623,7 @@ async fn take(
     principal: &Principal,
     request_id: &str,
     card: Card,
-    seen: &Seen,
+    seen: &ApproveRequest,
     action: Action,
 ) -> Result<DecisionResponse, ApiError> {
     preflight(&card, seen, false)?;
@@ -739,7 +659,7 @@ async fn take(
                     .artifacts
                     .put(&edited.to_bytes(), "application/json")
                     .await
-                    .map_err(storage)?;
+                    .map_err(ApiError::unavailable)?;
                 edited_hash = Some(CommitHash::parse(stored.sha256).map_err(|e| {
                     ApiError::unavailable(anyhow::anyhow!("edited artifact hash: {e}"))
                 })?);
@@ -809,20 +729,16 @@ async fn refusal(state: &AppState, refused: Refused) -> ApiError {
             decided_at,
         }),
         Refused::Stale(reason) => ApiError::Stale(reason),
-        Refused::Conflict { moved, task, goal } => {
-            let fresh: ReadSet = moved.iter().map(|m| (m.key.clone(), m.actual)).collect();
-            let feedback = format!(
-                "state moved while the item waited for review: {}",
-                moved
-                    .iter()
-                    .map(|m| m.key.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        Refused::Conflict {
+            moved,
+            feedback,
+            task,
+            goal,
+        } => {
             let message = PlannerMessage::Replan {
                 task_id: task,
                 feedback: feedback.clone(),
-                fresh_versions: fresh,
+                fresh_versions: occ::fresh_versions(&moved),
             };
             if let Err(err) = state
                 .outbox
@@ -944,7 +860,10 @@ pub async fn bulk_approve(
     let mut summary = BulkSummary::default();
     let mut items = Vec::with_capacity(request.items.len());
     for item in request.items {
-        let seen = Seen::new(item.artifact_hash, item.policy_version);
+        let seen = ApproveRequest {
+            artifact_hash: item.artifact_hash,
+            policy_version: item.policy_version,
+        };
         let outcome = match store::card(&state.pool, principal.tenant, ReviewId(item.id))
             .await
             .map_err(ApiError::unavailable)?

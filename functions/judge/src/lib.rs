@@ -45,7 +45,7 @@ use chimera_planner::plan::TemplatePlanner;
 use chimera_store::judging::{
     self, CommitRefused, Decided, Effect, NewReview, RetryCause, TaskState,
 };
-use chimera_store::occ::CommitOutcome;
+use chimera_store::occ::{self, CommitOutcome};
 use chimera_store::{PgPool, records};
 
 /// Messages of one batch handled at once.
@@ -215,14 +215,10 @@ impl Judge {
             }
             Ok(Decided::Superseded { status, .. }) => self.resume_at(result, state, status).await,
             Err(CommitRefused::Conflict { moved }) => {
-                let fresh: ReadSet = moved.iter().map(|m| (m.key.clone(), m.actual)).collect();
+                let fresh = occ::fresh_versions(&moved);
                 let feedback = format!(
                     "state moved since the task read it: {}",
-                    moved
-                        .iter()
-                        .map(|m| format!("{} {} -> {}", m.key, m.expected.get(), m.actual.get()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    occ::describe(&moved)
                 );
                 tracing::info!(result_id = %result.id, %feedback, "commit conflict: replanning");
                 self.retry(result, state, &feedback, RetryCause::Conflict, fresh)
