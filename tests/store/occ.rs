@@ -5,7 +5,7 @@ use chimera_core::domain::{StateKey, StateVersion};
 use chimera_store::occ::{self, CommitError, CommitOutcome};
 use chimera_store::records;
 use chimera_tests::TestDb;
-use chimera_tests::seed::{result, seed_agent};
+use chimera_tests::seed::{another_task, result, seed_agent};
 use tokio::sync::Barrier;
 
 const COMMITTERS: usize = 64;
@@ -34,6 +34,8 @@ async fn concurrent_committers_on_one_key_have_one_winner_per_version_step_and_l
             start.clone(),
         );
         committers.push(tokio::spawn(async move {
+            // Each committer settles its own task (a task commits once), all on one key.
+            let seed = another_task(&pool, &seed).await;
             let mut read = occ::read_versions(&pool, seed.agent, std::slice::from_ref(&calendar))
                 .await
                 .unwrap();
@@ -126,6 +128,7 @@ async fn committers_on_disjoint_keys_of_one_agent_never_conflict() {
     for i in 0..COMMITTERS {
         let (pool, seed, start) = (db.pool.clone(), seed.clone(), start.clone());
         committers.push(tokio::spawn(async move {
+            let seed = another_task(&pool, &seed).await;
             let mine = key(&format!("slot:{i}"));
             let read = occ::read_versions(&pool, seed.agent, std::slice::from_ref(&mine))
                 .await
@@ -159,7 +162,7 @@ async fn a_key_that_was_only_read_is_checked_too() {
     records::record_result(&db.pool, &draft).await.unwrap();
     // Someone else changes the persona the draft was written against.
     let persona_edit = result(
-        &seed,
+        &another_task(&db.pool, &seed).await,
         [(persona.clone(), v(0))].into(),
         [persona.clone()].into(),
         "new persona",
@@ -248,7 +251,7 @@ async fn a_duplicate_commit_of_the_same_result_is_one_row_and_a_no_op_success() 
 }
 
 #[tokio::test]
-async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_result_is_refused() {
+async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_or_second_result_is_refused() {
     let db = TestDb::migrated().await;
     let seed = seed_agent(&db.pool).await;
     let log = key("log");
@@ -261,10 +264,13 @@ async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_result_is_ref
         "{first:?}"
     );
     let log_version = || async {
-        sqlx::query_scalar::<_, i64>("select version from agent_state where key = 'log'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, i64>(
+            "select version from agent_state where key = 'log' and agent_id = $1",
+        )
+        .bind(seed.agent.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
     };
     // The first commit created the key's row; the next one takes the one-statement path.
     let second = occ::commit(&db.pool, &r).await.unwrap();
@@ -293,7 +299,38 @@ async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_result_is_ref
     );
     let err = occ::commit(&db.pool, &multi).await.unwrap_err();
     assert!(matches!(err, CommitError::NotRecorded), "{err:?}");
+    // A task commits once: another recorded result of the settled task is refused.
+    for write_set in [vec![log.clone()], vec![log.clone(), key("other")]] {
+        let another = result(
+            &seed,
+            Default::default(),
+            write_set.into_iter().collect(),
+            "a second answer",
+        );
+        records::record_result(&db.pool, &another).await.unwrap();
+        let err = occ::commit(&db.pool, &another).await.unwrap_err();
+        assert!(
+            matches!(err, CommitError::TaskSettled { committed } if committed == r.id),
+            "{err:?}"
+        );
+    }
+    // A result naming another agent than its task's is refused, and bumps nothing of either.
+    let other_agent = seed_agent(&db.pool).await.agent;
+    let fresh = another_task(&db.pool, &seed).await;
+    let mut foreign = result(&fresh, Default::default(), [log.clone()].into(), "foreign");
+    foreign.agent_id = other_agent;
+    records::record_result(&db.pool, &foreign).await.unwrap();
+    let err = occ::commit(&db.pool, &foreign).await.unwrap_err();
+    assert!(matches!(err, CommitError::NotRecorded), "{err:?}");
     assert_eq!(log_version().await, 1, "refused commits bump nothing");
+    let other_versions: i64 = sqlx::query_scalar(
+        "select coalesce(sum(version), 0)::bigint from agent_state where agent_id = $1",
+    )
+    .bind(other_agent.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(other_versions, 0);
     db.drop_db().await;
 }
 

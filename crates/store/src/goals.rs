@@ -193,8 +193,10 @@ pub async fn view(
     .collect();
     let results = sqlx::query!(
         r#"select r.id, r.task_id, r.attempt, r.confidence, r.risk_tags,
-                  r.disclosure_level::text as disclosure_level, r.commit_hash, r.committed_at,
-                  r.output_state_version
+                  r.disclosure_level::text as disclosure_level, r.commit_hash,
+                  case when t.committed_result = r.id then t.committed_at end as committed_at,
+                  case when t.committed_result = r.id then t.output_state_version end
+                      as output_state_version
            from results r join tasks t on t.id = r.task_id
            where t.goal_id = $1
            order by r.created_at, r.id"#,

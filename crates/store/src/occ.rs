@@ -1,16 +1,16 @@
 //! Optimistic concurrency control: commits that never lose an update.
 //!
 //! A commit checks the versions of exactly the state its task read (the read set) and bumps the
-//! versions of exactly what it writes (the write set), marks the result committed with both
-//! and settles the task, in one statement: a single-key commit runs as one conditional
+//! versions of exactly what it writes (the write set), and settles the task with the result it
+//! committed and both sets of versions, in one statement: a single-key commit runs as one conditional
 //! `UPDATE` chain; any other goes through `occ_commit` (see
-//! `migrations/*_commit_on_result.sql`). If any key it read has moved, nothing is
+//! `migrations/*_commit_on_task.sql`). If any key it read has moved, nothing is
 //! written and the caller gets [`CommitError::Conflict`] with what moved, to replan with fresh
 //! versions. Committing the same result twice (same commit hash) is a no-op success.
 
 use std::collections::BTreeMap;
 
-use chimera_core::domain::{AgentId, ReadSet, StateKey, StateVersion, TaskResult};
+use chimera_core::domain::{AgentId, ReadSet, ResultId, StateKey, StateVersion, TaskResult};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
@@ -47,9 +47,12 @@ pub enum CommitError {
     /// State advanced since the task read it; nothing was written.
     #[error("state moved since the task read it: {}", describe(.moved))]
     Conflict { moved: Vec<Moved> },
-    /// No result with this id, task and commit hash was recorded: record it first.
+    /// No result with this id, task, agent and commit hash was recorded: record it first.
     #[error("the result to commit was not recorded")]
     NotRecorded,
+    /// The task committed another result before; a task commits once.
+    #[error("the task committed another result ({committed}) before")]
+    TaskSettled { committed: ResultId },
     #[error("database error during commit")]
     Database(#[from] sqlx::Error),
     /// The database answered something this build cannot read (a schema mismatch).
@@ -90,7 +93,7 @@ pub async fn commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome,
     };
     match outcome {
         // The versions moved on but the result was committed before: nothing was written.
-        Err(CommitError::Database(err)) if is_unclaimed(&err) => {
+        Err(CommitError::Database(err)) if is_unsettled(&err) => {
             already_committed(pool, result).await
         }
         other => other,
@@ -116,29 +119,29 @@ async fn single_key_commit(
         },
         _ => return Ok(None),
     };
-    // When the bump succeeds but the result cannot be claimed, the guard raises and the whole
+    // When the bump succeeds but the task cannot be settled, the guard raises and the whole
     // statement is undone.
     let row = sqlx::query!(
         r#"with bumped as (
                update agent_state set version = version + 1, updated_at = now()
                where agent_id = $1 and key = $5 and ($6::bigint is null or version = $6)
                returning version
-           ), claimed as (
-               update results
-               set committed_at = now(),
+           ), settled as (
+               update tasks
+               set status = 'committed', committed_result = $3, committed_at = now(),
                    input_state_version = case when $6::bigint is null then '{}'::jsonb
                                               else jsonb_build_object($5::text, $6::bigint) end,
-                   output_state_version = jsonb_build_object($5::text, (select version from bumped))
-               where id = $3 and task_id = $2 and commit_hash = $4 and committed_at is null
+                   output_state_version = jsonb_build_object($5::text, (select version from bumped)),
+                   updated_at = now()
+               where id = $2 and agent_id = $1 and committed_result is null
                  and exists (select 1 from bumped)
+                 and exists (select 1 from results
+                             where id = $3 and task_id = $2 and commit_hash = $4)
                returning id
-           ), settled as (
-               update tasks set status = 'committed', updated_at = now()
-               where id = $2 and status <> 'committed' and exists (select 1 from claimed)
            )
            select b.version as "version?",
-                  case when b.version is null or exists (select 1 from claimed) then true
-                       else occ_refuse_unclaimed($3) end as "settled!"
+                  case when b.version is null or exists (select 1 from settled) then true
+                       else occ_refuse_unsettled($2, $3) end as "settled!"
            from (select 1) one left join bumped b on true"#,
         result.agent_id.0,
         result.task_id.0,
@@ -159,31 +162,18 @@ async fn single_key_commit(
 }
 
 /// Commits `result` inside the caller's transaction (with the other writes of a decision: an
-/// approval, a spend, the effect's task), so they all happen or none does. The result's row
-/// is locked first: a commit recorded before answers [`CommitOutcome::AlreadyCommitted`], and
-/// a conflict leaves the transaction usable (nothing was written) for the caller to roll back.
+/// approval, a spend, the effect's task), so they all happen or none does. The task's row is
+/// locked first: a commit of this result before answers [`CommitOutcome::AlreadyCommitted`],
+/// and a conflict leaves the transaction usable (nothing was written) for the caller to roll
+/// back.
 pub async fn commit_in(
     conn: &mut PgConnection,
     result: &TaskResult,
 ) -> Result<CommitOutcome, CommitError> {
-    let row = sqlx::query!(
-        r#"select input_state_version, output_state_version from results
-           where id = $1 and task_id = $2 and commit_hash = $3
-           for update"#,
-        result.id.0,
-        result.task_id.0,
-        result.commit_hash.as_str()
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(CommitError::NotRecorded)?;
-    if let (Some(input), Some(output)) = (row.input_state_version, row.output_state_version) {
-        return Ok(CommitOutcome::AlreadyCommitted {
-            input: parse(input)?,
-            output: parse(output)?,
-        });
+    match settlement(&mut *conn, result).await? {
+        Some(outcome) => Ok(outcome),
+        None => general_commit(&mut *conn, result).await,
     }
-    general_commit(&mut *conn, result).await
 }
 
 /// Any read and write sets, through `occ_commit`.
@@ -231,26 +221,60 @@ async fn general_commit<'e>(
     }
 }
 
-/// The commit recorded on `result` by an earlier call, or [`CommitError::NotRecorded`].
+/// The commit recorded on `result` by an earlier call, or why there is none to make.
 async fn already_committed(
     pool: &PgPool,
     result: &TaskResult,
 ) -> Result<CommitOutcome, CommitError> {
+    // The statement found the task settled or the result unrecorded; an open task here means
+    // the result's agent is not the task's.
+    settlement(pool, result)
+        .await?
+        .ok_or(CommitError::NotRecorded)
+}
+
+/// What `result`'s task has committed, with its row locked: this result's commit
+/// ([`CommitOutcome::AlreadyCommitted`]), nothing yet (`None`), or why this result cannot
+/// commit (not recorded under the task and agent, or the task committed another result).
+async fn settlement<'e>(
+    executor: impl PgExecutor<'e>,
+    result: &TaskResult,
+) -> Result<Option<CommitOutcome>, CommitError> {
     let row = sqlx::query!(
-        r#"select input_state_version as "input!", output_state_version as "output!"
-           from results
-           where id = $1 and task_id = $2 and commit_hash = $3 and committed_at is not null"#,
-        result.id.0,
+        r#"select t.committed_result, t.input_state_version, t.output_state_version,
+                  t.agent_id = $4 and exists (select 1 from results r
+                                              where r.id = $2 and r.task_id = t.id
+                                                and r.commit_hash = $3) as "recorded!"
+           from tasks t
+           where t.id = $1
+           for update of t"#,
         result.task_id.0,
-        result.commit_hash.as_str()
+        result.id.0,
+        result.commit_hash.as_str(),
+        result.agent_id.0,
     )
-    .fetch_optional(pool)
-    .await?;
-    let row = row.ok_or(CommitError::NotRecorded)?;
-    Ok(CommitOutcome::AlreadyCommitted {
-        input: parse(row.input)?,
-        output: parse(row.output)?,
-    })
+    .fetch_optional(executor)
+    .await?
+    .ok_or(CommitError::NotRecorded)?;
+    if !row.recorded {
+        return Err(CommitError::NotRecorded);
+    }
+    match (
+        row.committed_result,
+        row.input_state_version,
+        row.output_state_version,
+    ) {
+        (None, ..) => Ok(None),
+        (Some(id), Some(input), Some(output)) if id == result.id.0 => {
+            Ok(Some(CommitOutcome::AlreadyCommitted {
+                input: parse(input)?,
+                output: parse(output)?,
+            }))
+        }
+        (Some(id), ..) => Err(CommitError::TaskSettled {
+            committed: ResultId(id),
+        }),
+    }
 }
 
 /// Reads a JSON value the commit function returned (versions by key, or what moved).
@@ -258,8 +282,8 @@ fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     serde_json::from_value(value).map_err(|e| CommitError::Unreadable(e.to_string()))
 }
 
-/// `occ_refuse_unclaimed`: versions could be bumped, the result could not be claimed.
-fn is_unclaimed(err: &sqlx::Error) -> bool {
+/// `occ_refuse_unsettled`: versions could be bumped, the task could not be settled.
+fn is_unsettled(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| code == "CH001")
