@@ -19,21 +19,14 @@ use std::time::Instant;
 
 use chimera_core::domain::{StateKey, TaskResult};
 use chimera_store::{occ, records};
-use chimera_tests::TestDb;
 use chimera_tests::seed::{Seeded, another_task, result, seed_agent};
-
-fn setting(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use chimera_tests::{TestDb, bench_setting};
 
 #[tokio::main]
 async fn main() {
-    let committers = setting("BENCH_COMMITTERS", 8);
-    let ops = setting("BENCH_OPS", 1500);
-    let rounds = setting("BENCH_ROUNDS", 5).max(1);
+    let committers = bench_setting("BENCH_COMMITTERS", 8);
+    let ops = bench_setting("BENCH_OPS", 1500);
+    let rounds = bench_setting("BENCH_ROUNDS", 5).max(1);
     let db = TestDb::migrated().await;
     let seed = seed_agent(&db.pool).await;
     println!(
@@ -42,7 +35,7 @@ async fn main() {
         server_version(&db).await
     );
     let total = (committers * ops) as f64;
-    let mut rates = Rates::default();
+    let mut rounds_rates = Vec::new();
     for round in 0..rounds {
         let raw = run(committers, |i| {
             let (pool, seed) = (db.pool.clone(), seed.clone());
@@ -118,10 +111,10 @@ async fn main() {
             round_rates[3],
             100.0 * round_rates[2] / round_rates[0]
         );
-        rates.push(round_rates);
+        rounds_rates.push(round_rates);
     }
 
-    let [raw_rate, writes_rate, commit_rate, full_rate] = rates.medians();
+    let [raw_rate, writes_rate, commit_rate, full_rate] = medians(&rounds_rates);
     println!("medians over {rounds} rounds:");
     println!("raw conditional UPDATE      {raw_rate:>9.0} ops/s");
     println!("a commit's writes, raw      {writes_rate:>9.0} ops/s  (same rows, no checks)");
@@ -138,29 +131,19 @@ async fn main() {
     db.drop_db().await;
 }
 
-/// Each phase's rate in every round: raw, writes, commit, record + commit.
-#[derive(Default)]
-struct Rates(Vec<[f64; 4]>);
-
-impl Rates {
-    fn push(&mut self, round: [f64; 4]) {
-        self.0.push(round);
-    }
-
-    /// The median rate of each phase (rounds interleave the phases, so a slow spell of the
-    /// machine hits all of them alike, and one outlier round does not decide the figures).
-    fn medians(&self) -> [f64; 4] {
-        std::array::from_fn(|phase| {
-            let mut rates: Vec<f64> = self.0.iter().map(|round| round[phase]).collect();
-            rates.sort_by(f64::total_cmp);
-            let mid = rates.len() / 2;
-            if rates.len().is_multiple_of(2) {
-                (rates[mid - 1] + rates[mid]) / 2.0
-            } else {
-                rates[mid]
-            }
-        })
-    }
+/// The median rate of each phase over the rounds (rounds interleave the phases, so a slow
+/// spell of the machine hits all of them alike, and one outlier round does not decide).
+fn medians(rounds: &[[f64; 4]]) -> [f64; 4] {
+    std::array::from_fn(|phase| {
+        let mut rates: Vec<f64> = rounds.iter().map(|round| round[phase]).collect();
+        rates.sort_by(f64::total_cmp);
+        let mid = rates.len() / 2;
+        if rates.len().is_multiple_of(2) {
+            (rates[mid - 1] + rates[mid]) / 2.0
+        } else {
+            rates[mid]
+        }
+    })
 }
 
 /// Commits every committer's results in order, recording each first when `record` is set.

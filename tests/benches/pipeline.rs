@@ -26,20 +26,14 @@ use chimera_core::envelope::{self, TaskMessage};
 use chimera_core::names::Queue;
 use chimera_runner::SourceSettings;
 use chimera_store::{occ, records};
+use chimera_tests::bench_setting;
 use chimera_tests::swarm::{Swarm, SwarmOptions};
 use serde_json::json;
 
-fn setting(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() {
-    let tasks = setting("BENCH_TASKS", 2000);
-    let pollers = setting("BENCH_POLLERS", 4);
+    let tasks = bench_setting("BENCH_TASKS", 2000);
+    let pollers = bench_setting("BENCH_POLLERS", 4);
     let mut swarm = Swarm::new(SwarmOptions {
         settings: SourceSettings {
             concurrency: pollers,

@@ -22,6 +22,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 // Database names are generated here (`t_` + a UUID), never taken from input.
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgPool};
 
+/// A benchmark's setting from the environment (`BENCH_*`), or its default when unset or not a
+/// number.
+pub fn bench_setting(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// An environment variable the local stack provides.
 pub fn stack_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {

@@ -2,10 +2,10 @@
 //!
 //! A commit checks the versions of exactly the state its task read (the read set) and bumps the
 //! versions of exactly what it writes (the write set), and settles the task with the result it
-//! committed and both sets of versions, in one statement: a single-key commit runs as one conditional
-//! `UPDATE` chain; any other goes through `occ_commit` (see
-//! `migrations/*_commit_on_task.sql`). If any key it read has moved, nothing is
-//! written and the caller gets [`CommitError::Conflict`] with what moved, to replan with fresh
+//! committed and both sets of versions, in one statement: a single-key commit runs as one
+//! conditional `UPDATE` chain; any other goes through `occ_commit` (see
+//! `migrations/*_commit_on_task.sql`). If any key it read has moved, nothing is written and
+//! the caller gets [`CommitError::Conflict`] with what moved, to replan with fresh
 //! versions. Committing the same result twice (same commit hash) is a no-op success.
 
 use std::collections::BTreeMap;
@@ -92,10 +92,12 @@ pub async fn commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome,
         Err(err) => Err(err.into()),
     };
     match outcome {
-        // The versions moved on but the result was committed before: nothing was written.
-        Err(CommitError::Database(err)) if is_unsettled(&err) => {
-            already_committed(pool, result).await
-        }
+        // The task could not be settled, so nothing was written: it committed this result
+        // before, or another one, or the result is not recorded under it (an open task here
+        // means the result's agent is not the task's).
+        Err(CommitError::Database(err)) if is_unsettled(&err) => settlement(pool, result)
+            .await?
+            .ok_or(CommitError::NotRecorded),
         other => other,
     }
 }
@@ -219,18 +221,6 @@ async fn general_commit<'e>(
         }),
         other => Err(CommitError::Unreadable(format!("outcome {other:?}"))),
     }
-}
-
-/// The commit recorded on `result` by an earlier call, or why there is none to make.
-async fn already_committed(
-    pool: &PgPool,
-    result: &TaskResult,
-) -> Result<CommitOutcome, CommitError> {
-    // The statement found the task settled or the result unrecorded; an open task here means
-    // the result's agent is not the task's.
-    settlement(pool, result)
-        .await?
-        .ok_or(CommitError::NotRecorded)
 }
 
 /// What `result`'s task has committed, with its row locked: this result's commit
