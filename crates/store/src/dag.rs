@@ -134,6 +134,17 @@ pub async fn task(pool: &PgPool, id: TaskId) -> Result<Option<Task>, sqlx::Error
     .transpose()
 }
 
+/// The tasks of `ids` that exist, in the order given.
+pub async fn tasks(pool: &PgPool, ids: Vec<uuid::Uuid>) -> Result<Vec<Task>, sqlx::Error> {
+    let mut tasks = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(task) = task(pool, TaskId(id)).await? {
+            tasks.push(task);
+        }
+    }
+    Ok(tasks)
+}
+
 /// A `tasks` row as queries return it.
 struct TaskRow {
     id: uuid::Uuid,

@@ -586,11 +586,5 @@ pub async fn waiting_effects(
     )
     .fetch_all(pool)
     .await?;
-    let mut tasks = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(task) = crate::dag::task(pool, TaskId(id)).await? {
-            tasks.push(task);
-        }
-    }
-    Ok(tasks)
+    crate::dag::tasks(pool, ids).await
 }
