@@ -1,123 +1,125 @@
 //! OCC commit rate against the raw conditional-UPDATE rate, side by side, on the local
 //! PostgreSQL (`scripts/bench occ_commit`).
 //!
-//! Both phases run `COMMITTERS` concurrent loops, each on its own state key of one agent, in a
+//! Every phase runs `COMMITTERS` concurrent loops, each on its own state key of one agent, in a
 //! fresh database:
 //! - raw: `update agent_state set version = version + 1 where ... and version = $n`, autocommit;
-//! - a commit's writes, raw: the rows a commit must change (bump the key, settle the task with
-//!   the result and the versions) in one hand-written statement without any check: the floor
-//!   under the commit path;
-//! - commit path: `chimera_store::occ::commit` of a recorded result (version check, bump, task
-//!   settled with the result and the versions), one statement;
+//! - a commit's writes, raw: the rows a commit must write (bump the key, insert the commit
+//!   record with the result and the versions) in one hand-written statement without any check:
+//!   the floor under the commit path;
+//! - commit path: `chimera_store::occ::commit` of a recorded result (version check, bump, the
+//!   commit record, a second record of the task refused), one statement;
 //! - and, for reference, record + commit (what the judge does for an auto-approved result).
 //!
-//! The phases run in that order, BENCH_ROUNDS times (5), on fresh keys and tasks each round;
-//! the figures are each phase's median. Before each phase, untimed, the tables are vacuumed and
-//! analysed, as pgbench does before a run: otherwise autovacuum, woken by the rows the last
-//! setup inserted, runs on one of the machine's cores during whichever phase comes next. Target: commit path >= 80% of the raw rate.
-//! Settings: BENCH_COMMITTERS (8), BENCH_OPS (operations per committer, 1500), BENCH_ROUNDS.
+//! The machine's speed drifts on the scale of seconds (other tenants, the disk's flush
+//! latency), as long as one phase takes. So the phases are interleaved finely: each round
+//! prepares every phase's keys, tasks and results (untimed), vacuums and checkpoints, then runs
+//! BENCH_SLICES slices; in a slice every phase runs its next share of operations, the order
+//! rotating from slice to slice. A phase's rate is its operations over the sum of its slices'
+//! times, so a slow spell costs every phase alike. The figures are the medians over
+//! BENCH_ROUNDS rounds. Target: commit path >= 80% of the raw rate.
+//! Settings: BENCH_COMMITTERS (8), BENCH_OPS (operations per committer and round, 1500),
+//! BENCH_SLICES (10), BENCH_ROUNDS (3).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chimera_core::domain::{StateKey, TaskResult};
-use chimera_store::{occ, records};
+use chimera_core::domain::{AgentId, StateKey, TaskResult};
+use chimera_store::occ;
+use chimera_store::records::{self, Recorded};
 use chimera_tests::seed::{Seeded, another_task, result, seed_agent};
 use chimera_tests::{TestDb, bench_setting};
+use sqlx::PgPool;
+
+const PHASES: [&str; 4] = ["raw", "writes", "commit", "record+commit"];
+
+/// What one committer of one phase works through, slice by slice.
+enum Work {
+    /// The raw loop on `key`, from version 0.
+    Raw { agent: AgentId, key: StateKey },
+    /// The commit's writes, unchecked, for these recorded results.
+    Writes(Vec<Recorded>),
+    /// `occ::commit` of these recorded results.
+    Commit(Vec<Recorded>),
+    /// Records each of these results, then commits it.
+    RecordAndCommit(Vec<TaskResult>),
+}
 
 #[tokio::main]
 async fn main() {
     let committers = bench_setting("BENCH_COMMITTERS", 8);
     let ops = bench_setting("BENCH_OPS", 1500);
-    let rounds = bench_setting("BENCH_ROUNDS", 5).max(1);
+    let slices = bench_setting("BENCH_SLICES", 10).clamp(1, ops.max(1));
+    let rounds = bench_setting("BENCH_ROUNDS", 3).max(1);
     let db = TestDb::migrated().await;
     let seed = seed_agent(&db.pool).await;
     println!(
-        "occ_commit: {committers} concurrent committers x {ops} operations each, {rounds} \
-         interleaved rounds, PostgreSQL {}",
+        "occ_commit: {committers} concurrent committers x {ops} operations each, {slices} \
+         interleaved slices, {rounds} rounds, PostgreSQL {}",
         server_version(&db).await
     );
-    let total = (committers * ops) as f64;
     let mut rounds_rates = Vec::new();
     for round in 0..rounds {
-        vacuum(&db).await;
-        let raw = run(committers, |i| {
-            let (pool, seed) = (db.pool.clone(), seed.clone());
-            async move {
-                let key = format!("raw:{round}:{i}");
-                occ::read_versions(&pool, seed.agent, &[StateKey::parse(key.clone()).unwrap()])
+        let phases: [Vec<Arc<Work>>; 4] = [
+            (0..committers)
+                .map(|i| {
+                    Arc::new(Work::Raw {
+                        agent: seed.agent,
+                        key: StateKey::parse(format!("raw:{round}:{i}")).unwrap(),
+                    })
+                })
+                .collect(),
+            record(
+                &db,
+                prepare(&db, &seed, committers, ops, &format!("writes:{round}")).await,
+            )
+            .await
+            .into_iter()
+            .map(|results| Arc::new(Work::Writes(results)))
+            .collect(),
+            record(
+                &db,
+                prepare(&db, &seed, committers, ops, &format!("commit:{round}")).await,
+            )
+            .await
+            .into_iter()
+            .map(|results| Arc::new(Work::Commit(results)))
+            .collect(),
+            prepare(&db, &seed, committers, ops, &format!("record:{round}"))
+                .await
+                .into_iter()
+                .map(|results| Arc::new(Work::RecordAndCommit(results)))
+                .collect(),
+        ];
+        for work in phases.iter().flatten() {
+            if let Work::Raw { agent, key } = work.as_ref() {
+                occ::read_versions(&db.pool, *agent, std::slice::from_ref(key))
                     .await
                     .unwrap();
-                let start = Instant::now();
-                for version in 0..ops as i64 {
-                    let done = sqlx::query(
-                        "update agent_state set version = version + 1, updated_at = now()
-                         where agent_id = $1 and key = $2 and version = $3",
-                    )
-                    .bind(seed.agent.0)
-                    .bind(&key)
-                    .bind(version)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                    assert_eq!(done.rows_affected(), 1);
-                }
-                start.elapsed()
             }
-        })
-        .await;
-
-        // The writes a commit has to make (bump the key, settle the task with the result), as one
-        // hand-written statement without the checks: what the commit path cannot go below.
-        let prepared = prepare(&db, &seed, committers, ops, &format!("writes:{round}")).await;
+        }
         vacuum(&db).await;
-        let writes = run(committers, |i| {
-            let (pool, mine) = (db.pool.clone(), prepared[i].clone());
-            async move {
-                let start = Instant::now();
-                for r in &mine {
-                    let (key, version) = r.read_set.first_key_value().unwrap();
-                    sqlx::query(
-                        "with bumped as (
-                             update agent_state set version = version + 1, updated_at = now()
-                             where agent_id = $1 and key = $2 and version = $3 returning version)
-                         update tasks set status = 'committed', committed_result = $4,
-                             committed_at = now(),
-                             input_state_version = jsonb_build_object($2::text, $3::bigint),
-                             output_state_version = jsonb_build_object($2::text, $3::bigint + 1),
-                             updated_at = now()
-                         where id = $5",
-                    )
-                    .bind(r.agent_id.0)
-                    .bind(key.as_str())
-                    .bind(version.get())
-                    .bind(r.id.0)
-                    .bind(r.task_id.0)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                }
-                start.elapsed()
+        let mut spent = [Duration::ZERO; 4];
+        for slice in 0..slices {
+            let range = slice * ops / slices..(slice + 1) * ops / slices;
+            for turn in 0..PHASES.len() {
+                let phase = (slice + turn) % PHASES.len();
+                spent[phase] += run(&db.pool, &phases[phase], range.clone()).await;
             }
-        })
-        .await;
-        let prepared = prepare(&db, &seed, committers, ops, &format!("commit:{round}")).await;
-        vacuum(&db).await;
-        let commit = commit_all(&db, committers, prepared, false).await;
-        let fresh = build(&db, &seed, committers, ops, &format!("record:{round}")).await;
-        vacuum(&db).await;
-        let record_and_commit = commit_all(&db, committers, fresh, true).await;
-        let round_rates = [raw, writes, commit, record_and_commit].map(|secs| total / secs);
+        }
+        let total = (committers * ops) as f64;
+        let rates = spent.map(|d| total / d.as_secs_f64());
         println!(
             "round {}: raw {:.0}/s, writes {:.0}/s, commit {:.0}/s, record+commit {:.0}/s, \
              commit/raw {:.1}%",
             round + 1,
-            round_rates[0],
-            round_rates[1],
-            round_rates[2],
-            round_rates[3],
-            100.0 * round_rates[2] / round_rates[0]
+            rates[0],
+            rates[1],
+            rates[2],
+            rates[3],
+            100.0 * rates[2] / rates[0]
         );
-        rounds_rates.push(round_rates);
+        rounds_rates.push(rates);
     }
 
     let [raw_rate, writes_rate, commit_rate, full_rate] = medians(&rounds_rates);
@@ -137,8 +139,7 @@ async fn main() {
     db.drop_db().await;
 }
 
-/// The median rate of each phase over the rounds (rounds interleave the phases, so a slow
-/// spell of the machine hits all of them alike, and one outlier round does not decide).
+/// The median rate of each phase over the rounds.
 fn medians(rounds: &[[f64; 4]]) -> [f64; 4] {
     std::array::from_fn(|phase| {
         let mut rates: Vec<f64> = rounds.iter().map(|round| round[phase]).collect();
@@ -152,46 +153,84 @@ fn medians(rounds: &[[f64; 4]]) -> [f64; 4] {
     })
 }
 
-/// Commits every committer's results in order, recording each first when `record` is set.
-async fn commit_all(
-    db: &TestDb,
-    committers: usize,
-    results: Vec<Vec<TaskResult>>,
-    record: bool,
-) -> f64 {
-    run(committers, |i| {
-        let (pool, mine) = (db.pool.clone(), results[i].clone());
-        async move {
-            let start = Instant::now();
-            for r in &mine {
-                if record {
-                    records::record_result(&pool, r).await.unwrap();
-                }
-                occ::commit(&pool, r).await.unwrap();
-            }
-            start.elapsed()
-        }
-    })
-    .await
-}
-
-/// Runs one loop per committer at once; returns the wall time of the slowest.
-async fn run<F, Fut>(committers: usize, make: F) -> f64
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = std::time::Duration> + Send + 'static,
-{
+/// Runs operations `range` of every committer of a phase at once; returns the wall time until
+/// the slowest is done.
+async fn run(pool: &PgPool, committers: &[Arc<Work>], range: std::ops::Range<usize>) -> Duration {
     let started = Instant::now();
-    let handles: Vec<_> = (0..committers).map(|i| tokio::spawn(make(i))).collect();
+    let handles: Vec<_> = committers
+        .iter()
+        .map(|work| tokio::spawn(operate(pool.clone(), work.clone(), range.clone())))
+        .collect();
     for h in handles {
         h.await.unwrap();
     }
-    started.elapsed().as_secs_f64()
+    started.elapsed()
+}
+
+async fn operate(pool: PgPool, work: Arc<Work>, range: std::ops::Range<usize>) {
+    match work.as_ref() {
+        Work::Raw { agent, key } => {
+            for version in range {
+                let done = sqlx::query(
+                    "update agent_state set version = version + 1, updated_at = now()
+                     where agent_id = $1 and key = $2 and version = $3",
+                )
+                .bind(agent.0)
+                .bind(key.as_str())
+                .bind(version as i64)
+                .execute(&pool)
+                .await
+                .unwrap();
+                assert_eq!(done.rows_affected(), 1);
+            }
+        }
+        // The writes a commit has to make (bump the key, insert the commit record), as one
+        // hand-written statement without the checks: what the commit path cannot go below.
+        Work::Writes(results) => {
+            for r in &results[range] {
+                let (key, version) = r.read_set.first_key_value().unwrap();
+                let done = sqlx::query(
+                    "with bumped as (
+                         update agent_state set version = version + 1, updated_at = now()
+                         where agent_id = $1 and key = $2 and version = $3 returning version)
+                     insert into commits (task_id, result_id, agent_id, commit_hash,
+                                          input_state_version, output_state_version)
+                     select $5, $4, $1, $6, jsonb_build_object($2::text, $3::bigint),
+                            jsonb_build_object($2::text, b.version)
+                     from bumped b",
+                )
+                .bind(r.agent_id.0)
+                .bind(key.as_str())
+                .bind(version.get())
+                .bind(r.id.0)
+                .bind(r.task_id.0)
+                .bind(r.commit_hash.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+                assert_eq!(done.rows_affected(), 1);
+            }
+        }
+        Work::Commit(results) => {
+            for r in &results[range] {
+                let outcome = occ::commit(&pool, r).await.unwrap();
+                assert!(matches!(outcome, occ::CommitOutcome::Committed { .. }));
+            }
+        }
+        Work::RecordAndCommit(results) => {
+            for r in &results[range] {
+                let r = records::record_result(&pool, r).await.unwrap();
+                let outcome = occ::commit(&pool, &r).await.unwrap();
+                assert!(matches!(outcome, occ::CommitOutcome::Committed { .. }));
+            }
+        }
+    }
 }
 
 /// `ops` chained results per committer on its own key (version n reads n, writes n+1), each
-/// of its own task, as in the pipeline where a commit settles one task.
-async fn build(
+/// of its own task, as in the pipeline where a commit settles one task. The keys' rows exist
+/// from the start, as for the raw loop.
+async fn prepare(
     db: &TestDb,
     seed: &Seeded,
     committers: usize,
@@ -201,6 +240,9 @@ async fn build(
     let mut all = Vec::new();
     for i in 0..committers {
         let key = StateKey::parse(format!("{prefix}:{i}")).unwrap();
+        occ::read_versions(&db.pool, seed.agent, std::slice::from_ref(&key))
+            .await
+            .unwrap();
         let mut mine = Vec::new();
         for v in 0..ops as i64 {
             let task = another_task(&db.pool, seed).await;
@@ -217,29 +259,29 @@ async fn build(
     all
 }
 
-/// Like [`build`], with every result already recorded (untimed).
-async fn prepare(
-    db: &TestDb,
-    seed: &Seeded,
-    committers: usize,
-    ops: usize,
-    prefix: &str,
-) -> Vec<Vec<TaskResult>> {
-    let all = build(db, seed, committers, ops, prefix).await;
-    for mine in &all {
-        for r in mine {
-            records::record_result(&db.pool, r).await.unwrap();
+/// Records every result (untimed).
+async fn record(db: &TestDb, all: Vec<Vec<TaskResult>>) -> Vec<Vec<Recorded>> {
+    let mut recorded = Vec::new();
+    for mine in all {
+        let mut stored = Vec::new();
+        for r in &mine {
+            stored.push(records::record_result(&db.pool, r).await.unwrap());
         }
+        recorded.push(stored);
     }
-    all
+    recorded
 }
 
-/// Vacuums and analyses the tables the phases write, so no autovacuum is due during a phase.
+/// Vacuums and analyses the tables the phases write, so no autovacuum is due when the timed
+/// slices start, then checkpoints, so every round starts in the same place of the checkpoint
+/// cycle (right after a checkpoint, the first write to each page logs the whole page).
 async fn vacuum(db: &TestDb) {
-    sqlx::query("vacuum (analyze) agent_state, tasks, results")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    for statement in [
+        "vacuum (analyze) agent_state, tasks, results, commits",
+        "checkpoint",
+    ] {
+        sqlx::query(statement).execute(&db.pool).await.unwrap();
+    }
 }
 
 async fn server_version(db: &TestDb) -> String {

@@ -6,7 +6,8 @@ use chimera_core::envelope::{self, PlannerMessage, TaskMessage};
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
-use chimera_store::{occ, records};
+use chimera_store::judging::{self, Decided};
+use chimera_store::records;
 use chimera_tests::seed::{Seeded, seed_agent};
 use chimera_tests::{TestDb, clients, drain, unique_stage};
 use serde_json::{Value, json};
@@ -117,10 +118,13 @@ impl Setup {
             commit_hash: chimera_core::domain::CommitHash::parse("0".repeat(64)).unwrap(),
         };
         result.commit_hash = result.compute_commit_hash();
-        records::record_result(&self.db.pool, &result)
+        let result = records::record_result(&self.db.pool, &result)
             .await
             .unwrap();
-        occ::commit(&self.db.pool, &result).await.unwrap();
+        let decided = judging::commit(&self.db.pool, &result, 1, "test approval", None)
+            .await
+            .unwrap();
+        assert!(matches!(decided, Decided::Done(_)), "{decided:?}");
     }
 }
 

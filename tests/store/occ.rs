@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use chimera_core::domain::{StateKey, StateVersion};
 use chimera_store::occ::{self, CommitError, CommitOutcome};
-use chimera_store::records;
+use chimera_store::records::{self, RecordError};
 use chimera_tests::TestDb;
 use chimera_tests::seed::{another_task, result, seed_agent};
 use tokio::sync::Barrier;
@@ -49,7 +49,7 @@ async fn concurrent_committers_on_one_key_have_one_winner_per_version_step_and_l
                     [calendar.clone()].into(),
                     &format!("post {i} at {read:?}"),
                 );
-                records::record_result(&pool, &r).await.unwrap();
+                let r = records::record_result(&pool, &r).await.unwrap();
                 match occ::commit(&pool, &r).await {
                     Ok(CommitOutcome::Committed { input, output }) => {
                         assert_eq!(input, read, "the commit checked exactly what was read");
@@ -134,7 +134,7 @@ async fn committers_on_disjoint_keys_of_one_agent_never_conflict() {
                 .await
                 .unwrap();
             let r = result(&seed, read, [mine.clone()].into(), &format!("slot {i}"));
-            records::record_result(&pool, &r).await.unwrap();
+            let r = records::record_result(&pool, &r).await.unwrap();
             start.wait().await;
             occ::commit(&pool, &r).await
         }));
@@ -159,7 +159,7 @@ async fn a_key_that_was_only_read_is_checked_too() {
         .await
         .unwrap();
     let draft = result(&seed, read.clone(), [calendar.clone()].into(), "draft");
-    records::record_result(&db.pool, &draft).await.unwrap();
+    let draft = records::record_result(&db.pool, &draft).await.unwrap();
     // Someone else changes the persona the draft was written against.
     let persona_edit = result(
         &another_task(&db.pool, &seed).await,
@@ -167,7 +167,7 @@ async fn a_key_that_was_only_read_is_checked_too() {
         [persona.clone()].into(),
         "new persona",
     );
-    records::record_result(&db.pool, &persona_edit)
+    let persona_edit = records::record_result(&db.pool, &persona_edit)
         .await
         .unwrap();
     occ::commit(&db.pool, &persona_edit).await.unwrap();
@@ -195,7 +195,7 @@ async fn a_key_that_was_only_read_is_checked_too() {
 }
 
 #[tokio::test]
-async fn a_duplicate_commit_of_the_same_result_is_one_row_and_a_no_op_success() {
+async fn a_duplicate_commit_of_the_same_result_is_one_immutable_row_and_a_no_op_success() {
     let db = TestDb::migrated().await;
     let seed = seed_agent(&db.pool).await;
     let calendar = key("calendar");
@@ -203,9 +203,9 @@ async fn a_duplicate_commit_of_the_same_result_is_one_row_and_a_no_op_success() 
         .await
         .unwrap();
     let r = result(&seed, read, [calendar.clone()].into(), "the post");
-    records::record_result(&db.pool, &r).await.unwrap();
+    let r = records::record_result(&db.pool, &r).await.unwrap();
     // The same result recorded twice (a redelivered message) is one row.
-    assert_eq!(records::record_result(&db.pool, &r).await.unwrap(), r.id);
+    assert_eq!(records::record_result(&db.pool, &r).await.unwrap(), r);
 
     let start = Arc::new(Barrier::new(16));
     let attempts = (0..16).map(|_| {
@@ -247,17 +247,45 @@ async fn a_duplicate_commit_of_the_same_result_is_one_row_and_a_no_op_success() 
     .await
     .unwrap();
     assert_eq!((commits, results, version), (1, 1, 1));
+    let versions: (serde_json::Value, serde_json::Value) = sqlx::query_as(
+        "select input_state_version, output_state_version from commits where task_id = $1",
+    )
+    .bind(r.task_id.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        versions,
+        (
+            serde_json::json!({"calendar": 0}),
+            serde_json::json!({"calendar": 1})
+        )
+    );
+    // The commit record is never changed or removed, by anyone.
+    for sql in [
+        "update commits set output_state_version = '{}'",
+        "delete from commits",
+        "truncate commits",
+    ] {
+        let err = sqlx::query(sql).execute(&db.pool).await.expect_err(sql);
+        let err = err.as_database_error().unwrap();
+        assert_eq!(err.code().as_deref(), Some("42501"), "{sql}: {err}");
+    }
+    assert_eq!(
+        occ::commit(&db.pool, &r).await.unwrap().output(),
+        &[(calendar.clone(), v(1))].into()
+    );
     db.drop_db().await;
 }
 
 #[tokio::test]
-async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_or_second_result_is_refused() {
+async fn a_write_only_commit_repeated_is_a_no_op_and_a_second_or_foreign_result_is_refused() {
     let db = TestDb::migrated().await;
     let seed = seed_agent(&db.pool).await;
     let log = key("log");
     // A result that reads nothing: no version check can catch its repetition, the claim does.
     let r = result(&seed, Default::default(), [log.clone()].into(), "entry");
-    records::record_result(&db.pool, &r).await.unwrap();
+    let r = records::record_result(&db.pool, &r).await.unwrap();
     let first = occ::commit(&db.pool, &r).await.unwrap();
     assert!(
         matches!(first, CommitOutcome::Committed { .. }),
@@ -283,22 +311,8 @@ async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_or_second_res
     );
     assert_eq!(log_version().await, 1, "the repeated commit bumped nothing");
 
-    let unrecorded = result(
-        &seed,
-        Default::default(),
-        [log.clone()].into(),
-        "never stored",
-    );
-    let err = occ::commit(&db.pool, &unrecorded).await.unwrap_err();
-    assert!(matches!(err, CommitError::NotRecorded), "{err:?}");
-    let multi = result(
-        &seed,
-        Default::default(),
-        [log.clone(), key("other")].into(),
-        "never stored either",
-    );
-    let err = occ::commit(&db.pool, &multi).await.unwrap_err();
-    assert!(matches!(err, CommitError::NotRecorded), "{err:?}");
+    // (A result that was never recorded cannot be committed: `occ::commit` takes a `Recorded`,
+    // which only recording or loading a stored result makes.)
     // A task commits once: another recorded result of the settled task is refused.
     for write_set in [vec![log.clone()], vec![log.clone(), key("other")]] {
         let another = result(
@@ -307,21 +321,33 @@ async fn a_write_only_commit_repeated_is_a_no_op_and_an_unrecorded_or_second_res
             write_set.into_iter().collect(),
             "a second answer",
         );
-        records::record_result(&db.pool, &another).await.unwrap();
+        let another = records::record_result(&db.pool, &another).await.unwrap();
         let err = occ::commit(&db.pool, &another).await.unwrap_err();
         assert!(
             matches!(err, CommitError::TaskSettled { committed } if committed == r.id),
             "{err:?}"
         );
     }
-    // A result naming another agent than its task's is refused, and bumps nothing of either.
+    // A result naming another agent than its task's is refused when it is recorded: it is not
+    // stored, so it cannot be committed, and bumps nothing of either agent.
     let other_agent = seed_agent(&db.pool).await.agent;
     let fresh = another_task(&db.pool, &seed).await;
     let mut foreign = result(&fresh, Default::default(), [log.clone()].into(), "foreign");
     foreign.agent_id = other_agent;
-    records::record_result(&db.pool, &foreign).await.unwrap();
-    let err = occ::commit(&db.pool, &foreign).await.unwrap_err();
-    assert!(matches!(err, CommitError::NotRecorded), "{err:?}");
+    let err = records::record_result(&db.pool, &foreign)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RecordError::NotTheTasks { task, agent, .. }
+                 if task == fresh.task && agent == other_agent),
+        "{err:?}"
+    );
+    let stored: i64 = sqlx::query_scalar("select count(*) from results where task_id = $1")
+        .bind(fresh.task.0)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "the foreign result is not stored");
     assert_eq!(log_version().await, 1, "refused commits bump nothing");
     let other_versions: i64 = sqlx::query_scalar(
         "select coalesce(sum(version), 0)::bigint from agent_state where agent_id = $1",
@@ -350,13 +376,13 @@ async fn concurrent_recorders_of_one_result_store_it_once() {
         })
         .collect();
     for recorder in recorders {
-        assert_eq!(recorder.await.unwrap().unwrap(), r.id);
+        assert_eq!(recorder.await.unwrap().unwrap().id, r.id);
     }
     // The same attempt with other content (it ran twice) is stored beside it, under its own id.
     let mut other = result(&seed, Default::default(), [key("drafts:x")].into(), "other");
     other.id = r.id;
     let stored = records::record_result(&db.pool, &other).await.unwrap();
-    assert_ne!(stored, r.id);
+    assert_ne!(stored.id, r.id);
     let rows: i64 = sqlx::query_scalar("select count(*) from results where task_id = $1")
         .bind(seed.task.0)
         .fetch_one(&db.pool)

@@ -193,8 +193,8 @@ pub async fn committed_artifact(
     let row = sqlx::query!(
         r#"select artifact -> 'artifacts' -> 0 ->> 'inline' as inline,
                   artifact -> 'artifacts' -> 0 ->> 'sha256' as sha256
-           from results r join tasks t on t.committed_result = r.id
-           where t.id = $1"#,
+           from results r join commits c on c.result_id = r.id and c.task_id = r.task_id
+           where c.task_id = $1"#,
         task.0
     )
     .fetch_optional(&mut *conn)

@@ -28,7 +28,7 @@ use crate::audit;
 use crate::budget::{self, BudgetError};
 use crate::judging;
 use crate::occ::{self, CommitError, Moved};
-use crate::records;
+use crate::records::{self, Recorded};
 
 /// What a reviewer decided.
 #[derive(Debug, Clone)]
@@ -224,7 +224,8 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
             }
             let decode = |e: String| Refused::Commit(CommitError::Unreadable(e));
             let kind = TaskKind::parse(&row.kind).ok_or_else(|| decode(row.kind.clone()))?;
-            let result = TaskResult {
+            // Read from `results` joined with its task: a stored result.
+            let result = Recorded::stored(TaskResult {
                 id: ResultId(row.result_id),
                 task_id: task,
                 goal_id: goal,
@@ -253,7 +254,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
                     .collect(),
                 commit_hash: CommitHash::parse(row.commit_hash.clone())
                     .map_err(|e| decode(e.to_string()))?,
-            };
+            });
             match occ::commit_in(&mut tx, &result).await {
                 Ok(_) => {}
                 Err(CommitError::Conflict { moved }) => {

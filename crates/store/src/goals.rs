@@ -194,10 +194,10 @@ pub async fn view(
     let results = sqlx::query!(
         r#"select r.id, r.task_id, r.attempt, r.confidence, r.risk_tags,
                   r.disclosure_level::text as disclosure_level, r.commit_hash,
-                  case when t.committed_result = r.id then t.committed_at end as committed_at,
-                  case when t.committed_result = r.id then t.output_state_version end
-                      as output_state_version
+                  c.committed_at as "committed_at?",
+                  c.output_state_version as "output_state_version?"
            from results r join tasks t on t.id = r.task_id
+           left join commits c on c.result_id = r.id and c.task_id = r.task_id
            where t.goal_id = $1
            order by r.created_at, r.id"#,
         id.0

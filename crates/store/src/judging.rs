@@ -24,7 +24,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use crate::audit;
 use crate::budget::{self, BudgetError, SpendOutcome};
 use crate::occ::{self, CommitError, CommitOutcome, Moved};
-use crate::records;
+use crate::records::{self, Recorded};
 
 /// A task as the judge needs it, with its agent's current policy.
 #[derive(Debug, Clone)]
@@ -197,7 +197,7 @@ fn record(result: &TaskResult, action: &str, reasoning: String) -> AuditRecord {
 /// Commits an approved `result` (recorded before), with its `effect` if it proposes one.
 pub async fn commit(
     pool: &PgPool,
-    result: &TaskResult,
+    result: &Recorded,
     policy_version: i32,
     reasoning: &str,
     effect: Option<&Effect>,

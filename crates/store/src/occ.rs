@@ -1,18 +1,22 @@
 //! Optimistic concurrency control: commits that never lose an update.
 //!
-//! A commit checks the versions of exactly the state its task read (the read set) and bumps the
-//! versions of exactly what it writes (the write set), and settles the task with the result it
-//! committed and both sets of versions, in one statement: a single-key commit runs as one
-//! conditional `UPDATE` chain; any other goes through `occ_commit` (see
-//! `migrations/*_commit_on_task.sql`). If any key it read has moved, nothing is written and
-//! the caller gets [`CommitError::Conflict`] with what moved, to replan with fresh
-//! versions. Committing the same result twice (same commit hash) is a no-op success.
+//! A commit checks the versions of exactly the state its task read (the read set), bumps the
+//! versions of exactly what it writes (the write set), and records the result it committed
+//! with both sets of versions in `commits`, in one statement: a single-key commit runs as one
+//! conditional `UPDATE` and an `INSERT`; any other goes through `occ_commit` (see
+//! `migrations/*_commit_record.sql`). If any key it read has moved, nothing is written and the
+//! caller gets [`CommitError::Conflict`] with what moved, to replan with fresh versions.
+//! Committing the same result twice (same commit hash) is a no-op success. A task commits one
+//! result (the record's key is the task). What is committed is a [`Recorded`] result, which only
+//! the store makes, so the commit trusts it without looking it up again.
 
 use std::collections::BTreeMap;
 
-use chimera_core::domain::{AgentId, ReadSet, ResultId, StateKey, StateVersion, TaskResult};
+use chimera_core::domain::{AgentId, ReadSet, ResultId, StateKey, StateVersion};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgExecutor, PgPool};
+
+use crate::records::Recorded;
 
 /// Versions by key, as recorded with a commit.
 pub type Versions = BTreeMap<StateKey, StateVersion>;
@@ -47,9 +51,6 @@ pub enum CommitError {
     /// State advanced since the task read it; nothing was written.
     #[error("state moved since the task read it: {}", describe(.moved))]
     Conflict { moved: Vec<Moved> },
-    /// No result with this id, task, agent and commit hash was recorded: record it first.
-    #[error("the result to commit was not recorded")]
-    NotRecorded,
     /// The task committed another result before; a task commits once.
     #[error("the task committed another result ({committed}) before")]
     TaskSettled { committed: ResultId },
@@ -84,30 +85,29 @@ pub fn fresh_versions(moved: &[Moved]) -> ReadSet {
     moved.iter().map(|m| (m.key.clone(), m.actual)).collect()
 }
 
-/// Commits `result` (already recorded in `results`) against the agent's state.
-pub async fn commit(pool: &PgPool, result: &TaskResult) -> Result<CommitOutcome, CommitError> {
+/// Commits a recorded result against its agent's state.
+pub async fn commit(pool: &PgPool, result: &Recorded) -> Result<CommitOutcome, CommitError> {
     let outcome = match single_key_commit(pool, result).await {
         Ok(Some(outcome)) => return Ok(outcome),
         Ok(None) => general_commit(pool, result).await,
         Err(err) => Err(err.into()),
     };
     match outcome {
-        // The task could not be settled, so nothing was written: it committed this result
-        // before, or another one, or the result is not recorded under it (an open task here
-        // means the result's agent is not the task's).
-        Err(CommitError::Database(err)) if is_unsettled(&err) => settlement(pool, result)
+        // The task's commit record is there already, so nothing was written: the task
+        // committed this result before, or another one.
+        Err(CommitError::Database(err)) if is_committed_before(&err) => settlement(pool, result)
             .await?
-            .ok_or(CommitError::NotRecorded),
+            .ok_or(CommitError::Database(err)),
         other => other,
     }
 }
 
 /// The common commit in one statement: one key written, read at a known version or not at
-/// all. `None` when it does not apply or did not commit (the key moved, has no row yet, or the
-/// result was committed before): the general commit then decides, and reports why.
+/// all. `None` when it does not apply or did not commit (the key moved or has no row yet):
+/// the general commit then decides, and reports why.
 async fn single_key_commit(
     pool: &PgPool,
-    result: &TaskResult,
+    result: &Recorded,
 ) -> Result<Option<CommitOutcome>, sqlx::Error> {
     let mut written = result.write_set.iter();
     let (Some(key), None) = (written.next(), written.next()) else {
@@ -121,30 +121,21 @@ async fn single_key_commit(
         },
         _ => return Ok(None),
     };
-    // When the bump succeeds but the task cannot be settled, the guard raises and the whole
-    // statement is undone.
-    let row = sqlx::query!(
+    // The key's primary key refuses a second record of the task, which undoes the bump too.
+    let version = sqlx::query_scalar!(
         r#"with bumped as (
                update agent_state set version = version + 1, updated_at = now()
                where agent_id = $1 and key = $5 and ($6::bigint is null or version = $6)
                returning version
-           ), settled as (
-               update tasks
-               set status = 'committed', committed_result = $3, committed_at = now(),
-                   input_state_version = case when $6::bigint is null then '{}'::jsonb
-                                              else jsonb_build_object($5::text, $6::bigint) end,
-                   output_state_version = jsonb_build_object($5::text, (select version from bumped)),
-                   updated_at = now()
-               where id = $2 and agent_id = $1 and committed_result is null
-                 and exists (select 1 from bumped)
-                 and exists (select 1 from results
-                             where id = $3 and task_id = $2 and commit_hash = $4)
-               returning id
            )
-           select b.version as "version?",
-                  case when b.version is null or exists (select 1 from settled) then true
-                       else occ_refuse_unsettled($2, $3) end as "settled!"
-           from (select 1) one left join bumped b on true"#,
+           insert into commits (task_id, result_id, agent_id, commit_hash,
+                                input_state_version, output_state_version)
+           select $2, $3, $1, $4,
+                  case when $6::bigint is null then '{}'::jsonb
+                       else jsonb_build_object($5::text, $6::bigint) end,
+                  jsonb_build_object($5::text, b.version)
+           from bumped b
+           returning (output_state_version ->> $5)::bigint as "version!""#,
         result.agent_id.0,
         result.task_id.0,
         result.id.0,
@@ -152,9 +143,9 @@ async fn single_key_commit(
         key.as_str(),
         expected.map(StateVersion::get),
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await?;
-    let Some(version) = row.version else {
+    let Some(version) = version else {
         return Ok(None);
     };
     let version = StateVersion::try_from(version).map_err(|e| sqlx::Error::Decode(e.into()))?;
@@ -163,25 +154,32 @@ async fn single_key_commit(
     Ok(Some(CommitOutcome::Committed { input, output }))
 }
 
-/// Commits `result` inside the caller's transaction (with the other writes of a decision: an
-/// approval, a spend, the effect's task), so they all happen or none does. The task's row is
-/// locked first: a commit of this result before answers [`CommitOutcome::AlreadyCommitted`],
-/// and a conflict leaves the transaction usable (nothing was written) for the caller to roll
-/// back.
+/// Commits `result` inside the caller's transaction and marks its task `committed`: the commit
+/// of a decision, with the decision's other writes (an approval, a spend, the effect's task),
+/// so they all happen or none does. The task's row is locked first: a commit of this result
+/// before answers [`CommitOutcome::AlreadyCommitted`], and a conflict leaves the transaction
+/// usable (nothing was written) for the caller to roll back.
 pub async fn commit_in(
     conn: &mut PgConnection,
-    result: &TaskResult,
+    result: &Recorded,
 ) -> Result<CommitOutcome, CommitError> {
-    match settlement(&mut *conn, result).await? {
-        Some(outcome) => Ok(outcome),
-        None => general_commit(&mut *conn, result).await,
-    }
+    let outcome = match settlement(&mut *conn, result).await? {
+        Some(outcome) => outcome,
+        None => general_commit(&mut *conn, result).await?,
+    };
+    sqlx::query!(
+        "update tasks set status = 'committed', updated_at = now() where id = $1",
+        result.task_id.0
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(outcome)
 }
 
 /// Any read and write sets, through `occ_commit`.
 async fn general_commit<'e>(
     executor: impl PgExecutor<'e>,
-    result: &TaskResult,
+    result: &Recorded,
 ) -> Result<CommitOutcome, CommitError> {
     let read_keys: Vec<String> = result
         .read_set
@@ -224,36 +222,24 @@ async fn general_commit<'e>(
 }
 
 /// What `result`'s task has committed, with its row locked: this result's commit
-/// ([`CommitOutcome::AlreadyCommitted`]), nothing yet (`None`), or why this result cannot
-/// commit (not recorded under the task and agent, or the task committed another result).
+/// ([`CommitOutcome::AlreadyCommitted`]), nothing yet (`None`), or another result
+/// ([`CommitError::TaskSettled`]).
 async fn settlement<'e>(
     executor: impl PgExecutor<'e>,
-    result: &TaskResult,
+    result: &Recorded,
 ) -> Result<Option<CommitOutcome>, CommitError> {
     let row = sqlx::query!(
-        r#"select t.committed_result, t.input_state_version, t.output_state_version,
-                  t.agent_id = $4 and exists (select 1 from results r
-                                              where r.id = $2 and r.task_id = t.id
-                                                and r.commit_hash = $3) as "recorded!"
+        r#"select c.result_id as "committed_result?", c.input_state_version as "input?",
+                  c.output_state_version as "output?"
            from tasks t
+           left join commits c on c.task_id = t.id
            where t.id = $1
            for update of t"#,
         result.task_id.0,
-        result.id.0,
-        result.commit_hash.as_str(),
-        result.agent_id.0,
     )
-    .fetch_optional(executor)
-    .await?
-    .ok_or(CommitError::NotRecorded)?;
-    if !row.recorded {
-        return Err(CommitError::NotRecorded);
-    }
-    match (
-        row.committed_result,
-        row.input_state_version,
-        row.output_state_version,
-    ) {
+    .fetch_one(executor)
+    .await?;
+    match (row.committed_result, row.input, row.output) {
         (None, ..) => Ok(None),
         (Some(id), Some(input), Some(output)) if id == result.id.0 => {
             Ok(Some(CommitOutcome::AlreadyCommitted {
@@ -272,11 +258,10 @@ fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     serde_json::from_value(value).map_err(|e| CommitError::Unreadable(e.to_string()))
 }
 
-/// `occ_refuse_unsettled`: versions could be bumped, the task could not be settled.
-fn is_unsettled(err: &sqlx::Error) -> bool {
+/// The task's commit record was there already (its primary key refused a second one).
+fn is_committed_before(err: &sqlx::Error) -> bool {
     err.as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code == "CH001")
+        .is_some_and(|e| e.constraint() == Some("commits_pkey"))
 }
 
 /// Reads the current versions of `keys` for a task's read set; a key never written is at

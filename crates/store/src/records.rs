@@ -1,6 +1,6 @@
 //! Writing the swarm's records: tenants, agents with their policies, goals, tasks, results.
 
-use chimera_core::domain::{AgentId, ResultId, Task, TaskResult, TenantId, derived_uuid};
+use chimera_core::domain::{AgentId, ResultId, Task, TaskId, TaskResult, TenantId, derived_uuid};
 use chimera_core::routing::Policy;
 use sqlx::PgPool;
 
@@ -102,12 +102,50 @@ pub async fn insert_task_in(
     Ok(())
 }
 
+/// A result as stored: recorded under its task, and naming the task's agent. Only the store
+/// makes one (by recording a result, or by loading a stored one), so what holds a `Recorded`
+/// can commit it without looking the result up again. Derefs to the [`TaskResult`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded(TaskResult);
+
+impl Recorded {
+    /// A result read back from `results` (joined with its task for the agent).
+    pub(crate) fn stored(result: TaskResult) -> Self {
+        Self(result)
+    }
+
+    pub fn into_inner(self) -> TaskResult {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Recorded {
+    type Target = TaskResult;
+
+    fn deref(&self) -> &TaskResult {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The result's task does not exist, or belongs to another agent than the result names.
+    #[error("result {result}: task {task} does not exist or is not agent {agent}'s")]
+    NotTheTasks {
+        result: ResultId,
+        task: TaskId,
+        agent: AgentId,
+    },
+    #[error("database error while recording a result")]
+    Database(#[from] sqlx::Error),
+}
+
 /// Records a result; recording the same content again (same task, same commit hash) returns the
 /// id stored the first time. Concurrent recorders of one result race safely: `on conflict do
 /// nothing` covers both the id and the content. A different content under an id already taken
 /// (a task attempt that ran twice and produced something else) is stored under an id derived
-/// from its content.
-pub async fn record_result(pool: &PgPool, result: &TaskResult) -> Result<ResultId, sqlx::Error> {
+/// from its content. A result naming another agent than its task's is refused, and not stored.
+pub async fn record_result(pool: &PgPool, result: &TaskResult) -> Result<Recorded, RecordError> {
     let fallback = ResultId(derived_uuid(&format!(
         "result:{}:{}",
         result.task_id, result.commit_hash
@@ -115,17 +153,26 @@ pub async fn record_result(pool: &PgPool, result: &TaskResult) -> Result<ResultI
     for id in [result.id, fallback] {
         insert_result(pool, id, result).await?;
         let stored = sqlx::query_scalar!(
-            "select id from results where task_id = $1 and commit_hash = $2",
+            "select r.id from results r join tasks t on t.id = r.task_id
+             where r.task_id = $1 and r.commit_hash = $2 and t.agent_id = $3",
             result.task_id.0,
-            result.commit_hash.as_str()
+            result.commit_hash.as_str(),
+            result.agent_id.0
         )
         .fetch_optional(pool)
         .await?;
         if let Some(id) = stored {
-            return Ok(ResultId(id));
+            return Ok(Recorded(TaskResult {
+                id: ResultId(id),
+                ..result.clone()
+            }));
         }
     }
-    Err(sqlx::Error::RowNotFound)
+    Err(RecordError::NotTheTasks {
+        result: result.id,
+        task: result.task_id,
+        agent: result.agent_id,
+    })
 }
 
 async fn insert_result(
@@ -144,7 +191,8 @@ async fn insert_result(
     let disclosure = result.disclosure_level.map(|d| d.as_str());
     sqlx::query!(
         "insert into results (id, task_id, attempt, commit_hash, artifact, confidence, risk_tags, disclosure_level, read_set)
-         values ($1, $2, $3, $4, $5, $6, $7, $8::text::disclosure_level, $9)
+         select $1, t.id, $3, $4, $5, $6, $7, $8::text::disclosure_level, $9
+         from tasks t where t.id = $2 and t.agent_id = $10
          on conflict do nothing",
         id.0,
         result.task_id.0,
@@ -155,6 +203,7 @@ async fn insert_result(
         &risk_tags,
         disclosure,
         read_set,
+        result.agent_id.0,
     )
     .execute(pool)
     .await?;

@@ -42,11 +42,12 @@ use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_core::routing::{self, Assessment, Policy, ReviewReason, Route};
 use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
+use chimera_store::PgPool;
 use chimera_store::judging::{
     self, CommitRefused, Decided, Effect, NewReview, RetryCause, TaskState,
 };
 use chimera_store::occ::{self, CommitOutcome};
-use chimera_store::{PgPool, records};
+use chimera_store::records::{self, RecordError, Recorded};
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
@@ -101,7 +102,7 @@ impl Judge {
 
     async fn handle_message(&self, message: &SqsMessage) -> Result<(), MessageError> {
         let msg: ResultMessage = decode_body(message)?;
-        let mut result = self.artifacts.load_result(msg).await.map_err(storage)?;
+        let result = self.artifacts.load_result(msg).await.map_err(storage)?;
         if !result.commit_hash_matches() {
             return Err(permanent(anyhow::anyhow!(
                 "result {}: the commit hash does not match its content",
@@ -124,9 +125,13 @@ impl Judge {
                            "result of an earlier attempt: dropped");
             return Ok(());
         }
-        result.id = records::record_result(&self.pool, &result)
-            .await
-            .map_err(retryable)?;
+        let result =
+            records::record_result(&self.pool, &result)
+                .await
+                .map_err(|err| match err {
+                    RecordError::Database(err) => retryable(err),
+                    refused @ RecordError::NotTheTasks { .. } => permanent(refused),
+                })?;
         if !state.is_open_for(result.attempt) {
             return self.resume(&result, &state).await;
         }
@@ -186,7 +191,7 @@ impl Judge {
     /// Commits an approved result (and its effect); a conflict replans the task.
     async fn approve(
         &self,
-        result: &TaskResult,
+        result: &Recorded,
         state: &TaskState,
         reasoning: &str,
         findings: Findings,
