@@ -121,7 +121,7 @@ async fn single_key_commit(
         },
         _ => return Ok(None),
     };
-    // The key's primary key refuses a second record of the task, which undoes the bump too.
+    // The record's primary key (the task) refuses a second record, which undoes the bump too.
     let version = sqlx::query_scalar!(
         r#"with bumped as (
                update agent_state set version = version + 1, updated_at = now()
