@@ -300,7 +300,7 @@ async fn a_write_only_commit_repeated_is_a_no_op_and_a_second_or_foreign_result_
         .await
         .unwrap()
     };
-    // The first commit created the key's row; the next one takes the one-statement path.
+    // Nothing was read, so no version check refuses it: the record's key (the task) does.
     let second = occ::commit(&db.pool, &r).await.unwrap();
     assert_eq!(
         second,

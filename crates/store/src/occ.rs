@@ -2,13 +2,14 @@
 //!
 //! A commit checks the versions of exactly the state its task read (the read set), bumps the
 //! versions of exactly what it writes (the write set), and records the result it committed
-//! with both sets of versions in `commits`, in one statement: a single-key commit runs as one
-//! conditional `UPDATE` and an `INSERT`; any other goes through `occ_commit` (see
-//! `migrations/*_commit_record.sql`). If any key it read has moved, nothing is written and the
-//! caller gets [`CommitError::Conflict`] with what moved, to replan with fresh versions.
-//! Committing the same result twice (same commit hash) is a no-op success. A task commits one
-//! result (the record's key is the task). What is committed is a [`Recorded`] result, which only
-//! the store makes, so the commit trusts it without looking it up again.
+//! with both sets of versions in `commits`, in one statement: a commit of one key read and
+//! written runs as one conditional `UPDATE` and an `INSERT`; any other goes through
+//! `occ_commit` (see `migrations/*_commit_record.sql`). If any key it read has moved, nothing
+//! is written and the caller gets [`CommitError::Conflict`] with what moved, to replan with
+//! fresh versions. Committing the same result twice (same commit hash) is a no-op success. A
+//! task commits one result (the record's key is the task). What is committed is a
+//! [`Recorded`] result, which only the store makes, so the commit trusts it without looking it
+//! up again.
 
 use std::collections::BTreeMap;
 
@@ -102,9 +103,9 @@ pub async fn commit(pool: &PgPool, result: &Recorded) -> Result<CommitOutcome, C
     }
 }
 
-/// The common commit in one statement: one key written, read at a known version or not at
-/// all. `None` when it does not apply or did not commit (the key moved or has no row yet):
-/// the general commit then decides, and reports why.
+/// The common commit in one statement: one key, read at a known version and written. `None`
+/// when it does not apply or did not commit (the key moved or has no row yet): the general
+/// commit then decides, and reports why.
 async fn single_key_commit(
     pool: &PgPool,
     result: &Recorded,
@@ -113,45 +114,45 @@ async fn single_key_commit(
     let (Some(key), None) = (written.next(), written.next()) else {
         return Ok(None);
     };
-    let expected = match result.read_set.len() {
-        0 => None,
-        1 => match result.read_set.get(key) {
-            Some(version) => Some(*version),
-            None => return Ok(None),
-        },
-        _ => return Ok(None),
+    let (1, Some(&expected)) = (result.read_set.len(), result.read_set.get(key)) else {
+        return Ok(None);
     };
-    // The record's primary key (the task) refuses a second record, which undoes the bump too.
-    let version = sqlx::query_scalar!(
-        r#"with bumped as (
-               update agent_state set version = version + 1, updated_at = now()
-               where agent_id = $1 and key = $5 and ($6::bigint is null or version = $6)
-               returning version
-           )
-           insert into commits (task_id, result_id, agent_id, commit_hash,
-                                input_state_version, output_state_version)
-           select $2, $3, $1, $4,
-                  case when $6::bigint is null then '{}'::jsonb
-                       else jsonb_build_object($5::text, $6::bigint) end,
-                  jsonb_build_object($5::text, b.version)
-           from bumped b
-           returning (output_state_version ->> $5)::bigint as "version!""#,
+    let Some(next) = expected
+        .get()
+        .checked_add(1)
+        .and_then(|v| StateVersion::try_from(v).ok())
+    else {
+        return Ok(None);
+    };
+    // The conditional UPDATE commits when it changed the row (`rows_affected`). The record's
+    // primary key (the task) refuses a second record, which undoes the bump too.
+    let done = sqlx::query!(
+        "with bumped as (
+             update agent_state set version = version + 1, updated_at = now()
+             where agent_id = $1 and key = $5 and version = $6
+             returning version
+         )
+         insert into commits (task_id, result_id, agent_id, commit_hash,
+                              input_state_version, output_state_version)
+         select $2, $3, $1, $4, jsonb_build_object($5::text, $6::bigint),
+                jsonb_build_object($5::text, b.version)
+         from bumped b",
         result.agent_id.0,
         result.task_id.0,
         result.id.0,
         result.commit_hash.as_str(),
         key.as_str(),
-        expected.map(StateVersion::get),
+        expected.get(),
     )
-    .fetch_optional(pool)
+    .execute(pool)
     .await?;
-    let Some(version) = version else {
+    if done.rows_affected() != 1 {
         return Ok(None);
-    };
-    let version = StateVersion::try_from(version).map_err(|e| sqlx::Error::Decode(e.into()))?;
-    let input = expected.map(|v| (key.clone(), v)).into_iter().collect();
-    let output = [(key.clone(), version)].into();
-    Ok(Some(CommitOutcome::Committed { input, output }))
+    }
+    Ok(Some(CommitOutcome::Committed {
+        input: [(key.clone(), expected)].into(),
+        output: [(key.clone(), next)].into(),
+    }))
 }
 
 /// Commits `result` inside the caller's transaction and marks its task `committed`: the commit
