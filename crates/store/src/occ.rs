@@ -106,8 +106,8 @@ pub async fn commit(pool: &PgPool, result: &Recorded) -> Result<CommitOutcome, C
 /// The common commit in one statement: one key, read at a known version and written. `None`
 /// when it does not apply or did not commit (the key moved or has no row yet): the general
 /// commit then decides, and reports why.
-async fn single_key_commit(
-    pool: &PgPool,
+async fn single_key_commit<'e>(
+    executor: impl PgExecutor<'e>,
     result: &Recorded,
 ) -> Result<Option<CommitOutcome>, sqlx::Error> {
     let mut written = result.write_set.iter();
@@ -144,7 +144,7 @@ async fn single_key_commit(
         key.as_str(),
         expected.get(),
     )
-    .execute(pool)
+    .execute(executor)
     .await?;
     if done.rows_affected() != 1 {
         return Ok(None);
@@ -166,7 +166,10 @@ pub async fn commit_in(
 ) -> Result<CommitOutcome, CommitError> {
     let outcome = match settlement(&mut *conn, result).await? {
         Some(outcome) => outcome,
-        None => general_commit(&mut *conn, result).await?,
+        None => match single_key_commit(&mut *conn, result).await? {
+            Some(outcome) => outcome,
+            None => general_commit(&mut *conn, result).await?,
+        },
     };
     sqlx::query!(
         "update tasks set status = 'committed', updated_at = now() where id = $1",
