@@ -6,8 +6,7 @@
 -- and its status is in an index (`tasks_unfinished`), so every settle was a non-HOT update: a
 -- new tuple plus an entry in each of the task's four indexes. Commit / raw conditional UPDATE:
 -- settling the task, 56-64%; a narrow record inserted instead, with a lookup of the result in
--- the same statement, 63-72%; the same without the lookup, 72-79% (and 84-93% once the
--- one-key statement lost its branches for blind writes, crates/store/src/occ.rs).
+-- the same statement, 63-72%; the same without the lookup, 72-79%.
 --
 -- So the OCC commit records what it committed here, and nothing else:
 -- - the task's status is workflow, set by the decision that commits (the judge's or a
