@@ -61,7 +61,10 @@ create trigger commits_no_truncate before truncate on commits
 drop function occ_refuse_unsettled(uuid, uuid);
 
 -- The general commit, for any read and write sets; see 20261121000006_commit_on_result.sql.
-create or replace function occ_commit(
+-- It now also says which result a settled task committed (`committed_result`), so its return
+-- type changes.
+drop function occ_commit(uuid, uuid, uuid, text, text[], bigint[], text[]);
+create function occ_commit(
     p_agent_id       uuid,
     p_task_id        uuid,
     p_result_id      uuid,
@@ -70,7 +73,8 @@ create or replace function occ_commit(
     p_read_versions  bigint[],
     p_write_keys     text[]
 )
-returns table (outcome text, input_versions jsonb, output_versions jsonb, moved jsonb)
+returns table (outcome text, input_versions jsonb, output_versions jsonb, moved jsonb,
+               committed_result uuid)
 language plpgsql as $$
 declare
     v_keys     text[];
@@ -112,13 +116,15 @@ begin
         where (v_current ->> r.k)::bigint is distinct from r.v;
 
     if jsonb_array_length(v_moved) > 0 then
-        -- The same result may have committed while this call waited for the locks.
+        -- The task may have committed while this call waited for the locks: this result (a
+        -- duplicate, a no-op success) or another one (the task is settled).
         return query
-            select 'duplicate'::text, c.input_state_version, c.output_state_version, '[]'::jsonb
+            select case when c.result_id = p_result_id then 'duplicate' else 'settled' end,
+                   c.input_state_version, c.output_state_version, '[]'::jsonb, c.result_id
             from commits c
-            where c.task_id = p_task_id and c.result_id = p_result_id;
+            where c.task_id = p_task_id;
         if not found then
-            return query select 'conflict'::text, null::jsonb, null::jsonb, v_moved;
+            return query select 'conflict'::text, null::jsonb, null::jsonb, v_moved, null::uuid;
         end if;
         return;
     end if;
@@ -139,6 +145,6 @@ begin
                          output_state_version)
         values (p_task_id, p_result_id, p_agent_id, p_commit_hash, v_input, v_output);
 
-    return query select 'committed'::text, v_input, v_output, '[]'::jsonb;
+    return query select 'committed'::text, v_input, v_output, '[]'::jsonb, p_result_id;
 end
 $$;

@@ -313,11 +313,17 @@ async fn a_write_only_commit_repeated_is_a_no_op_and_a_second_or_foreign_result_
 
     // (A result that was never recorded cannot be committed: `occ::commit` takes a `Recorded`,
     // which only recording or loading a stored result makes.)
-    // A task commits once: another recorded result of the settled task is refused.
-    for write_set in [vec![log.clone()], vec![log.clone(), key("other")]] {
+    // A task commits once: another recorded result of the settled task is refused, whether it
+    // read nothing, or read a version that has moved since (on either commit path).
+    for (read, write_set) in [
+        (vec![], vec![log.clone()]),
+        (vec![], vec![log.clone(), key("other")]),
+        (vec![(log.clone(), v(0))], vec![log.clone()]),
+        (vec![(log.clone(), v(0))], vec![log.clone(), key("other")]),
+    ] {
         let another = result(
             &seed,
-            Default::default(),
+            read.into_iter().collect(),
             write_set.into_iter().collect(),
             "a second answer",
         );
@@ -348,6 +354,13 @@ async fn a_write_only_commit_repeated_is_a_no_op_and_a_second_or_foreign_result_
         .await
         .unwrap();
     assert_eq!(stored, 0, "the foreign result is not stored");
+    // So is a result whose content no longer matches its commit hash.
+    let mut altered = result(&fresh, Default::default(), [log.clone()].into(), "altered");
+    altered.write_set.insert(key("elsewhere"));
+    let err = records::record_result(&db.pool, &altered)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RecordError::HashMismatch { .. }), "{err:?}");
     assert_eq!(log_version().await, 1, "refused commits bump nothing");
     let other_versions: i64 = sqlx::query_scalar(
         "select coalesce(sum(version), 0)::bigint from agent_state where agent_id = $1",

@@ -86,7 +86,9 @@ pub fn fresh_versions(moved: &[Moved]) -> ReadSet {
     moved.iter().map(|m| (m.key.clone(), m.actual)).collect()
 }
 
-/// Commits a recorded result against its agent's state.
+/// Commits a recorded result against its agent's state: the OCC commit alone. It does not
+/// touch the task's workflow status (which releases dependents, `dag`); a decision commits
+/// through [`commit_in`], which does.
 pub async fn commit(pool: &PgPool, result: &Recorded) -> Result<CommitOutcome, CommitError> {
     let outcome = match single_key_commit(pool, result).await {
         Ok(Some(outcome)) => return Ok(outcome),
@@ -96,7 +98,7 @@ pub async fn commit(pool: &PgPool, result: &Recorded) -> Result<CommitOutcome, C
     match outcome {
         // The task's commit record is there already, so nothing was written: the task
         // committed this result before, or another one.
-        Err(CommitError::Database(err)) if is_committed_before(&err) => settlement(pool, result)
+        Err(CommitError::Database(err)) if is_committed_before(&err) => prior_commit(pool, result)
             .await?
             .ok_or(CommitError::Database(err)),
         other => other,
@@ -197,7 +199,8 @@ async fn general_commit<'e>(
         .map(|k| k.as_str().to_owned())
         .collect();
     let row = sqlx::query!(
-        r#"select outcome as "outcome!", input_versions, output_versions, moved as "moved!"
+        r#"select outcome as "outcome!", input_versions, output_versions, moved as "moved!",
+                  committed_result
            from occ_commit($1, $2, $3, $4, $5, $6, $7)"#,
         result.agent_id.0,
         result.task_id.0,
@@ -221,40 +224,56 @@ async fn general_commit<'e>(
         "conflict" => Err(CommitError::Conflict {
             moved: parse(row.moved)?,
         }),
+        "settled" => Err(CommitError::TaskSettled {
+            committed: row
+                .committed_result
+                .map(ResultId)
+                .ok_or_else(|| CommitError::Unreadable("settled without a result".into()))?,
+        }),
         other => Err(CommitError::Unreadable(format!("outcome {other:?}"))),
     }
 }
 
-/// What `result`'s task has committed, with its row locked: this result's commit
-/// ([`CommitOutcome::AlreadyCommitted`]), nothing yet (`None`), or another result
-/// ([`CommitError::TaskSettled`]).
-async fn settlement<'e>(
+/// What `result`'s task has committed, with its row locked (see [`prior_commit`]). The
+/// record is read by a statement after the lock is held, so a commit that finished while this
+/// waited for the lock is seen.
+async fn settlement(
+    conn: &mut PgConnection,
+    result: &Recorded,
+) -> Result<Option<CommitOutcome>, CommitError> {
+    sqlx::query!(
+        "select id from tasks where id = $1 for update",
+        result.task_id.0
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    prior_commit(&mut *conn, result).await
+}
+
+/// What `result`'s task has committed: this result ([`CommitOutcome::AlreadyCommitted`]),
+/// nothing yet (`None`), or another result ([`CommitError::TaskSettled`]).
+async fn prior_commit<'e>(
     executor: impl PgExecutor<'e>,
     result: &Recorded,
 ) -> Result<Option<CommitOutcome>, CommitError> {
-    let row = sqlx::query!(
-        r#"select c.result_id as "committed_result?", c.input_state_version as "input?",
-                  c.output_state_version as "output?"
-           from tasks t
-           left join commits c on c.task_id = t.id
-           where t.id = $1
-           for update of t"#,
+    let Some(row) = sqlx::query!(
+        "select result_id, input_state_version, output_state_version from commits where task_id = $1",
         result.task_id.0,
     )
-    .fetch_one(executor)
-    .await?;
-    match (row.committed_result, row.input, row.output) {
-        (None, ..) => Ok(None),
-        (Some(id), Some(input), Some(output)) if id == result.id.0 => {
-            Ok(Some(CommitOutcome::AlreadyCommitted {
-                input: parse(input)?,
-                output: parse(output)?,
-            }))
-        }
-        (Some(id), ..) => Err(CommitError::TaskSettled {
-            committed: ResultId(id),
-        }),
+    .fetch_optional(executor)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if row.result_id != result.id.0 {
+        return Err(CommitError::TaskSettled {
+            committed: ResultId(row.result_id),
+        });
     }
+    Ok(Some(CommitOutcome::AlreadyCommitted {
+        input: parse(row.input_state_version)?,
+        output: parse(row.output_state_version)?,
+    }))
 }
 
 /// Reads a JSON value the commit function returned (versions by key, or what moved).

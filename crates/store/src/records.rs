@@ -129,6 +129,10 @@ impl std::ops::Deref for Recorded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// The commit hash is not the hash of the result's content: it would store one content
+    /// under another's name.
+    #[error("result {result}: the commit hash does not match its content")]
+    HashMismatch { result: ResultId },
     /// The result's task does not exist, or belongs to another agent than the result names.
     #[error("result {result}: task {task} does not exist or is not agent {agent}'s")]
     NotTheTasks {
@@ -144,8 +148,12 @@ pub enum RecordError {
 /// id stored the first time. Concurrent recorders of one result race safely: `on conflict do
 /// nothing` covers both the id and the content. A different content under an id already taken
 /// (a task attempt that ran twice and produced something else) is stored under an id derived
-/// from its content. A result naming another agent than its task's is refused, and not stored.
+/// from its content. A result naming another agent than its task's, or whose commit hash is not
+/// its content's, is refused, and not stored.
 pub async fn record_result(pool: &PgPool, result: &TaskResult) -> Result<Recorded, RecordError> {
+    if !result.commit_hash_matches() {
+        return Err(RecordError::HashMismatch { result: result.id });
+    }
     let fallback = ResultId(derived_uuid(&format!(
         "result:{}:{}",
         result.task_id, result.commit_hash

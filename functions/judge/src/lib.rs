@@ -130,7 +130,7 @@ impl Judge {
                 .await
                 .map_err(|err| match err {
                     RecordError::Database(err) => retryable(err),
-                    refused @ RecordError::NotTheTasks { .. } => permanent(refused),
+                    refused => permanent(refused),
                 })?;
         if !state.is_open_for(result.attempt) {
             return self.resume(&result, &state).await;
