@@ -45,17 +45,31 @@ alter table tasks
     drop column input_state_version,
     drop column output_state_version;
 
--- Rows can be inserted, never changed or removed (the owner included).
-create function commits_are_immutable() returns trigger language plpgsql as $$
+-- Rows can be inserted, never changed or removed (the owner included). One trigger function
+-- serves every append-only table: the audit log and asset events had a copy each.
+create function refuse_change() returns trigger language plpgsql as $$
 begin
-    raise exception 'commits are immutable: % is not allowed', tg_op
+    raise exception '% is append-only: % is not allowed', tg_table_name, tg_op
         using errcode = 'insufficient_privilege';
 end
 $$;
 create trigger commits_no_update_delete before update or delete on commits
-    for each statement execute function commits_are_immutable();
+    for each statement execute function refuse_change();
 create trigger commits_no_truncate before truncate on commits
-    for each statement execute function commits_are_immutable();
+    for each statement execute function refuse_change();
+
+drop trigger audit_log_no_update_delete on audit_log;
+drop trigger audit_log_no_truncate on audit_log;
+create trigger audit_log_no_update_delete before update or delete on audit_log
+    for each row execute function refuse_change();
+create trigger audit_log_no_truncate before truncate on audit_log
+    for each statement execute function refuse_change();
+drop function audit_log_is_append_only();
+
+drop trigger asset_events_no_update_delete on asset_events;
+create trigger asset_events_no_update_delete before update or delete on asset_events
+    for each row execute function refuse_change();
+drop function asset_events_are_append_only();
 
 -- A commit no longer guards a settle of the task.
 drop function occ_refuse_unsettled(uuid, uuid);

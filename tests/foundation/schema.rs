@@ -231,6 +231,24 @@ async fn invalid_rows_are_rejected_by_the_schema() {
     .await;
     assert_eq!(code, "23514");
 
+    // Asset events are append-only, like the audit log and commits.
+    let asset = Uuid::new_v4();
+    sqlx::query(AssertSqlSafe(format!("insert into assets (id, tenant_id, agent_id, kind, s3_key, sha256, size_bytes, media_type, tool_name, provenance) values ('{asset}', '{tenant}', '{agent}', 'text', 'assets/{asset}', '{hash}', 1, 'text/plain', 'world.post', '{{}}')")))
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!("insert into asset_events (asset_id, agent_id, event_type) values ('{asset}', '{agent}', 'created')")))
+        .execute(pool)
+        .await
+        .unwrap();
+    for sql in [
+        format!("update asset_events set status = 'done' where asset_id = '{asset}'"),
+        format!("delete from asset_events where asset_id = '{asset}'"),
+    ] {
+        let (code, _) = rejection(pool, &sql).await;
+        assert_eq!(code, "42501", "{sql}");
+    }
+
     // An agent whose policy version does not exist fails when its transaction commits.
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(AssertSqlSafe(format!("insert into agents (id, tenant_id, handle, persona, policy_version) values ('{}', '{tenant}', 'ghost', '{{}}', 7)", Uuid::new_v4())))

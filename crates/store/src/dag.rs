@@ -136,13 +136,20 @@ pub async fn task(pool: &PgPool, id: TaskId) -> Result<Option<Task>, sqlx::Error
 
 /// The tasks of `ids` that exist, in the order given.
 pub async fn tasks(pool: &PgPool, ids: Vec<uuid::Uuid>) -> Result<Vec<Task>, sqlx::Error> {
-    let mut tasks = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(task) = task(pool, TaskId(id)).await? {
-            tasks.push(task);
-        }
-    }
-    Ok(tasks)
+    sqlx::query_as!(
+        TaskRow,
+        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id
+           from tasks t join goals g on g.id = t.goal_id
+           where t.id = any ($1)
+           order by array_position($1, t.id)"#,
+        &ids
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(TaskRow::into_task)
+    .collect()
 }
 
 /// A `tasks` row as queries return it.

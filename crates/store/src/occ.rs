@@ -90,18 +90,24 @@ pub fn fresh_versions(moved: &[Moved]) -> ReadSet {
 /// touch the task's workflow status (which releases dependents, `dag`); a decision commits
 /// through [`commit_in`], which does.
 pub async fn commit(pool: &PgPool, result: &Recorded) -> Result<CommitOutcome, CommitError> {
-    let outcome = match single_key_commit(pool, result).await {
-        Ok(Some(outcome)) => return Ok(outcome),
-        Ok(None) => general_commit(pool, result).await,
-        Err(err) => Err(err.into()),
-    };
-    match outcome {
+    let mut conn = pool.acquire().await?;
+    match write(&mut conn, result).await {
         // The task's commit record is there already, so nothing was written: the task
         // committed this result before, or another one.
-        Err(CommitError::Database(err)) if is_committed_before(&err) => prior_commit(pool, result)
-            .await?
-            .ok_or(CommitError::Database(err)),
+        Err(CommitError::Database(err)) if is_committed_before(&err) => {
+            prior_commit(&mut *conn, result)
+                .await?
+                .ok_or(CommitError::Database(err))
+        }
         other => other,
+    }
+}
+
+/// The commit's statement: the one-statement commit when it applies, else `occ_commit`.
+async fn write(conn: &mut PgConnection, result: &Recorded) -> Result<CommitOutcome, CommitError> {
+    match single_key_commit(&mut *conn, result).await? {
+        Some(outcome) => Ok(outcome),
+        None => general_commit(&mut *conn, result).await,
     }
 }
 
@@ -168,10 +174,7 @@ pub async fn commit_in(
 ) -> Result<CommitOutcome, CommitError> {
     let outcome = match settlement(&mut *conn, result).await? {
         Some(outcome) => outcome,
-        None => match single_key_commit(&mut *conn, result).await? {
-            Some(outcome) => outcome,
-            None => general_commit(&mut *conn, result).await?,
-        },
+        None => write(&mut *conn, result).await?,
     };
     sqlx::query!(
         "update tasks set status = 'committed', updated_at = now() where id = $1",

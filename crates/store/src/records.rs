@@ -113,10 +113,6 @@ impl Recorded {
     pub(crate) fn stored(result: TaskResult) -> Self {
         Self(result)
     }
-
-    pub fn into_inner(self) -> TaskResult {
-        self.0
-    }
 }
 
 impl std::ops::Deref for Recorded {
