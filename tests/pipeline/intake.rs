@@ -191,7 +191,7 @@ async fn bad_goals_get_a_json_4xx_and_store_nothing() {
 }
 
 #[tokio::test]
-async fn a_goal_that_cannot_be_announced_is_not_kept() {
+async fn a_goal_accepted_while_the_queue_is_down_is_announced_once_it_is_back() {
     let api = Api::new().await;
     let mut no_sqs = clients().await;
     no_sqs.sqs = aws_sdk_sqs::Client::from_conf(
@@ -215,12 +215,59 @@ async fn a_goal_that_cannot_be_announced_is_not_kept() {
         .body(Body::from(api.goal("lost in transit")))
         .unwrap();
     let response = app.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
         .unwrap();
-    let err: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(err["error"]["code"], "unavailable");
-    assert_eq!(api.goals().await, 0, "the unannounced goal was withdrawn");
+    let accepted: Value = serde_json::from_slice(&bytes).unwrap();
+    let goal = accepted["goal_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.goals().await, 1, "the goal is kept");
+    // Its message waits in the outbox, the failed send recorded.
+    let (sent, attempts, error): (Option<chrono::DateTime<chrono::Utc>>, i32, Option<String>) =
+        sqlx::query_as("select sent_at, attempts, last_error from outbox where goal_id = $1::uuid")
+            .bind(&goal)
+            .fetch_one(&api.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        sent.is_none() && attempts == 1 && error.is_some(),
+        "{attempts} {error:?}"
+    );
+    // With the queue back, the relay's next pass (the sweep's, the runner's) announces it.
+    let state = AppState::new(
+        api.db.pool.clone(),
+        clients().await,
+        api.names.clone(),
+        test_auth(),
+    );
+    chimera_tests::eventually(Duration::from_secs(30), "the goal announced", || async {
+        state
+            .relay
+            .drain(chrono::Utc::now())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (sent, error): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
+            sqlx::query_as("select sent_at, last_error from outbox where goal_id = $1::uuid")
+                .bind(&goal)
+                .fetch_one(&api.db.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        match sent {
+            Some(_) => Ok(()),
+            None => Err(format!("not sent; last error {error:?}")),
+        }
+    })
+    .await;
+    // The seeded goal's message went out too.
+    let bodies = drain(&api.names, Queue::Goal, 2, Duration::from_secs(10)).await;
+    let announced = PlannerMessage::Goal {
+        goal_id: chimera_core::domain::GoalId(goal.parse().unwrap()),
+    };
+    assert!(
+        bodies
+            .iter()
+            .any(|b| envelope::decode::<PlannerMessage>(b).ok() == Some(announced.clone())),
+        "{bodies:?}"
+    );
     api.db.drop_db().await;
 }

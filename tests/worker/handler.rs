@@ -70,12 +70,65 @@ impl Setup {
             read_set: Default::default(),
             write_set: Default::default(),
             feedback: None,
-            approval_id: (kind == TaskKind::Execute).then(ReviewId::random),
+            approval_id: None,
         };
         records::insert_task(&self.db.pool, &task, "queued", 3)
             .await
             .unwrap();
         task
+    }
+
+    /// An `execute` task of the effect `inputs` describe, released by a reviewer's approval of
+    /// a held publish task, as the store records one.
+    async fn approved_execute(&self, inputs: Value) -> Task {
+        let held = self
+            .task(
+                TaskKind::Publish,
+                json!({"platform": "instagram", "text": "held"}),
+            )
+            .await;
+        let result = uuid::Uuid::new_v4();
+        let approval = ReviewId::random();
+        let inputs = inputs.as_object().cloned().unwrap_or_default();
+        let execute = Task {
+            id: TaskId::random(),
+            kind: TaskKind::Execute,
+            inputs,
+            depends_on: vec![held.id],
+            approval_id: Some(approval),
+            ..held.clone()
+        };
+        let digest = chimera_core::effect::performed_by(&execute).digest();
+        let mut tx = self.db.pool.begin().await.unwrap();
+        sqlx::query(
+            "insert into results (id, task_id, attempt, commit_hash, artifact, confidence, read_set)
+             values ($1, $2, 1, repeat('a', 64), '{\"artifacts\": []}', 0.95, '{}')",
+        )
+        .bind(result)
+        .bind(held.id.0)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into reviews (id, tenant_id, result_id, task_id, status, artifact_hash, policy_version,
+                                  judge_reasoning, confidence, due_at, final_deadline, decision, decided_by,
+                                  decided_at, effect_sha256)
+             values ($1, $2, $3, $4, 'approved', repeat('a', 64), 1, 'held for a test', 0.95, now(), now(),
+                     'approve', 'reviewer', now(), $5)",
+        )
+        .bind(approval.0)
+        .bind(self.seed.tenant.0)
+        .bind(result)
+        .bind(held.id.0)
+        .bind(digest)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        records::insert_task_in(&mut tx, &execute, "queued", 1)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        execute
     }
 
     /// Ten tasks of the three generation kinds.
@@ -321,11 +374,18 @@ async fn two_workers_racing_on_one_message_execute_it_once() {
     );
     let failures = failed(&ra).len() + failed(&rb).len();
     assert!(failures <= 1, "at most the loser reports failure");
-    // The loser's message comes back later and is answered from the record.
+    // A later copy is answered from the record.
     let response = b.handle(&e, deadline()).await;
     assert_eq!(failed(&response), Vec::<String>::new());
     assert_eq!(calls(&s.db.pool, "media.render_image").await, 1);
-    let results = s.results(3 - failures).await;
+    // The loser's copy was dropped if it found the winner on the attempt (the winner answers),
+    // answered from the record if the winner had finished.
+    let results = s.results(3).await;
+    assert!(
+        (2..=3).contains(&results.len()),
+        "{} results",
+        results.len()
+    );
     assert!(
         results.iter().all(|r| r == &results[0]),
         "one result, sent again"
@@ -358,12 +418,9 @@ async fn a_malformed_message_is_the_only_failure_of_its_batch() {
 async fn an_execute_task_publishes_exactly_once_however_often_it_is_delivered() {
     let s = Setup::new().await;
     let task = s
-        .task(
-            TaskKind::Execute,
-            json!({"action": "social.publish",
+        .approved_execute(json!({"action": "social.publish",
                    "arguments": {"platform": "instagram", "text": "Spring is here"},
-                   "disclosure_level": "automated"}),
-        )
+                   "disclosure_level": "automated"}))
         .await;
     let e = event_of(std::slice::from_ref(&task));
     let (a, b) = (s.worker(), s.worker());
@@ -392,9 +449,14 @@ async fn an_execute_task_publishes_exactly_once_however_often_it_is_delivered() 
         .await
         .unwrap();
     assert_eq!(posts, 1, "one post for one approval");
-    let expected = 4 - failed(&ra).len() - failed(&rb).len();
-    let results = s.results(expected).await;
-    assert_eq!(results.len(), expected);
+    // A copy that found the other worker on the attempt was dropped (that worker answers);
+    // every other delivery answered with the result.
+    let results = s.results(4).await;
+    assert!(
+        (3..=4).contains(&(results.len() + failed(&ra).len() + failed(&rb).len())),
+        "{} results",
+        results.len()
+    );
     // Every delivery answered with the receipt of the one post.
     let store = ArtifactStore::new(s.clients.s3.clone(), s.names.artifact_bucket());
     let artifact = &results[0].artifacts[0];
@@ -534,5 +596,54 @@ async fn a_result_too_large_for_a_message_travels_through_s3() {
     let msg: ResultMessage =
         envelope::decode(&store.result_message(&small).await.unwrap()).unwrap();
     assert_eq!(msg, ResultMessage::Inline { result: small });
+    s.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn messages_the_database_does_not_know_are_refused_before_any_tool_is_called() {
+    let s = Setup::new().await;
+    let research = s
+        .task(TaskKind::Research, json!({"query": "spring trends"}))
+        .await;
+    let execute = s
+        .approved_execute(json!({"action": "social.reply",
+                                 "arguments": {"platform": "x", "text": "thanks!", "in_reply_to": "m1"}}))
+        .await;
+    let mut unknown = research.clone();
+    unknown.id = TaskId::random();
+    let mut altered = research.clone();
+    altered
+        .inputs
+        .insert("query".into(), json!("something else entirely"));
+    let mut never_released = research.clone();
+    never_released.attempt = 2;
+    let mut other_words = execute.clone();
+    other_words.inputs["arguments"]["text"] = json!("words nobody approved");
+    let mut no_approval = execute.clone();
+    no_approval.id = TaskId::random();
+    no_approval.approval_id = Some(ReviewId::random());
+    let forged: Vec<(String, String)> =
+        [unknown, altered, never_released, other_words, no_approval]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("forged-{i}"), body(t)))
+            .collect();
+    let response = s.worker().handle(&event(&forged), deadline()).await;
+    let mut refused = failed(&response);
+    refused.sort();
+    assert_eq!(
+        refused,
+        (0..5).map(|i| format!("forged-{i}")).collect::<Vec<_>>()
+    );
+    for tool in ["trends.search", "social.reply"] {
+        assert_eq!(calls(&s.db.pool, tool).await, 0, "{tool} was never called");
+    }
+    // The genuine messages run.
+    let genuine = event_of(&[research, execute]);
+    assert_eq!(
+        failed(&s.worker().handle(&genuine, deadline()).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(calls(&s.db.pool, "social.reply").await, 1);
     s.db.drop_db().await;
 }

@@ -18,6 +18,9 @@ pub enum StorageError {
     Unavailable { bucket: String, reason: String },
     #[error("object {key} does not match its hash {expected}")]
     Corrupt { key: String, expected: String },
+    /// The object does not exist: a reference to it will never resolve.
+    #[error("object {key} does not exist")]
+    Missing { key: String },
     #[error("result message unreadable: {0}")]
     Unreadable(String),
 }
@@ -37,6 +40,14 @@ pub struct ArtifactStore {
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+impl StorageError {
+    /// Whether trying again can help: only an unavailable bucket; a missing, corrupt or
+    /// unreadable object stays so.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 impl ArtifactStore {
@@ -137,7 +148,14 @@ impl ArtifactStore {
             .key(key)
             .send()
             .await
-            .map_err(|e| self.unavailable(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| match e.into_service_error() {
+                aws_sdk_s3::operation::get_object::GetObjectError::NoSuchKey(_) => {
+                    StorageError::Missing {
+                        key: key.to_owned(),
+                    }
+                }
+                other => self.unavailable(aws_sdk_s3::error::DisplayErrorContext(other)),
+            })?;
         let bytes = object
             .body
             .collect()

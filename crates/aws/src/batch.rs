@@ -31,11 +31,7 @@ impl MessageError {
 
 /// Runs `handle` over every message of `event`, up to `concurrency` at once, and reports the
 /// ids of the messages whose handling failed.
-pub async fn process_batch<'a, F, Fut>(
-    event: &'a SqsEvent,
-    concurrency: usize,
-    handle: F,
-) -> SqsBatchResponse
+pub async fn process_batch<'a, F, Fut>(event: &'a SqsEvent, concurrency: usize, handle: F) -> Report
 where
     F: Fn(&'a SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), MessageError>> + 'a,
@@ -76,15 +72,29 @@ where
         .await
 }
 
-/// The batch response for `outcomes`: the ids of the failed messages, each failure logged.
-pub fn report<T>(outcomes: Vec<Outcome<T>>) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
+/// What a batch came to: the response for the event source (the failed message ids), and
+/// which of the failures are permanent (they should reach the DLQ without waiting).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub response: SqsBatchResponse,
+    pub permanent: Vec<String>,
+}
+
+/// The report of `outcomes`, each failure logged.
+pub fn report<T>(outcomes: Vec<Outcome<T>>) -> Report {
+    let mut report = Report::default();
     for (id, outcome) in outcomes {
         let Err(err) = outcome else { continue };
         match &id {
             Some(id) => {
-                tracing::warn!(message_id = %id, retryable = err.is_retryable(), error = %err, "message failed");
-                response.add_failure(id.clone());
+                if err.is_retryable() {
+                    tracing::warn!(message_id = %id, retryable = true, error = %err, "message failed");
+                } else {
+                    tracing::error!(message_id = %id, retryable = false, error = %err,
+                                    "message refused: it goes to the dead-letter queue");
+                    report.permanent.push(id.clone());
+                }
+                report.response.add_failure(id.clone());
             }
             // A record without an id cannot be reported; Lambda would treat the whole batch as
             // failed if we returned an empty id, so it is logged and left to the visibility
@@ -92,7 +102,7 @@ pub fn report<T>(outcomes: Vec<Outcome<T>>) -> SqsBatchResponse {
             None => tracing::error!(error = %err, "message without an id failed"),
         }
     }
-    response
+    report
 }
 
 /// Reads a message body as the envelope of `T`; a missing, malformed or unknown-version body is

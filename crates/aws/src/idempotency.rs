@@ -226,6 +226,45 @@ impl IdempotencyStore {
         }
     }
 
+    /// Moves the expiry of the caller's in-progress claim to `until` (a live worker renews its
+    /// claim in short steps, so one that dies holds it only briefly). Fails with `ClaimLost` if
+    /// the claim is no longer the caller's.
+    pub async fn extend(
+        &self,
+        key: &str,
+        token: &str,
+        until: SystemTime,
+    ) -> Result<(), IdempotencyError> {
+        let until_ms = until
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let done = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(IDEMPOTENCY_KEY_ATTRIBUTE, s(key))
+            .update_expression("SET #until = :until")
+            .condition_expression("#token = :token AND #status = :in_progress")
+            .expression_attribute_names("#until", IN_PROGRESS_UNTIL)
+            .expression_attribute_names("#token", TOKEN)
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .send()
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(err) => match err.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_) => {
+                    Err(IdempotencyError::ClaimLost { key: key.to_owned() })
+                }
+                other => Err(self.unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(other))),
+            },
+        }
+    }
+
     /// Gives the caller's in-progress claim up (the work failed), so that a retry need not wait
     /// for the claim to expire. Nothing happens if the claim is no longer the caller's.
     pub async fn release(&self, key: &str, token: &str) -> Result<(), IdempotencyError> {

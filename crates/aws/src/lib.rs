@@ -15,6 +15,10 @@
 //! - [`database`]: the database URL, from `DATABASE_URL` or from the Secrets Manager secret
 //!   deployed functions are given.
 //! - [`queues`]: sending to the stage's queues, by URL from the environment or looked up once.
+//! - [`relay`]: sends what decisions wrote to the store's outbox, once it committed, and marks
+//!   it sent.
+//! - [`visibility`]: a batch's messages stay invisible only while their handler lives (renewed
+//!   in short steps), and failed ones come back after a backoff.
 
 pub mod artifacts;
 pub mod batch;
@@ -23,5 +27,7 @@ pub mod clients;
 pub mod database;
 pub mod idempotency;
 pub mod queues;
+pub mod relay;
+pub mod visibility;
 
 pub use clients::Clients;

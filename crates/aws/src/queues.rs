@@ -2,7 +2,10 @@
 //!
 //! A queue's URL comes from its `*_QUEUE_URL` variable when deployed (the template sets it),
 //! else it is looked up by the stage's queue name on first use and kept for the life of the
-//! process.
+//! process. Decisions do not send directly: they write to the outbox and the
+//! [`crate::relay`] sends through this.
+
+use std::collections::HashMap;
 
 use anyhow::Context;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -11,23 +14,30 @@ use tokio::sync::OnceCell;
 
 use crate::Clients;
 
-pub struct Outbox {
+pub struct Queues {
     clients: Clients,
     names: ResourceNames,
     urls: [OnceCell<String>; 3],
+    /// The URLs of the queues events came from, by ARN.
+    sources: std::sync::Mutex<HashMap<String, String>>,
 }
 
-impl Outbox {
+impl Queues {
     pub fn new(clients: Clients, names: ResourceNames) -> Self {
         Self {
             urls: Queue::ALL.map(|q| OnceCell::new_with(std::env::var(q.url_env()).ok())),
             clients,
             names,
+            sources: std::sync::Mutex::default(),
         }
     }
 
     pub fn names(&self) -> &ResourceNames {
         &self.names
+    }
+
+    pub fn sqs(&self) -> &aws_sdk_sqs::Client {
+        &self.clients.sqs
     }
 
     /// The URL of `queue`.
@@ -39,6 +49,37 @@ impl Outbox {
                 crate::bootstrap::queue_url(&self.clients, &name).await
             })
             .await?;
+        Ok(url)
+    }
+
+    /// The URL of the queue an event came from (its `eventSourceArn`,
+    /// `arn:aws:sqs:<region>:<account>:<name>`), looked up once per process. Messages are
+    /// acknowledged or returned on the queue they came from, whatever the URL this process
+    /// sends to.
+    pub async fn source_url(&self, arn: &str) -> anyhow::Result<String> {
+        if let Some(url) = self.sources.lock().ok().and_then(|s| s.get(arn).cloned()) {
+            return Ok(url);
+        }
+        let mut parts = arn.split(':');
+        let (account, name) = match (parts.nth(4), parts.next()) {
+            (Some(account), Some(name)) if !name.is_empty() => (account, name),
+            _ => anyhow::bail!("{arn:?} is not an SQS queue ARN"),
+        };
+        let url = self
+            .clients
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))
+            .with_context(|| format!("looking up the URL of {arn}"))?
+            .queue_url
+            .with_context(|| format!("no URL for {arn}"))?;
+        if let Ok(mut sources) = self.sources.lock() {
+            sources.insert(arn.to_owned(), url.clone());
+        }
         Ok(url)
     }
 

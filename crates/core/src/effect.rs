@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::domain::{
     AgentId, DisclosureLevel, GoalId, ReadSet, ReviewId, Task, TaskId, TaskKind, TenantId,
@@ -73,6 +74,12 @@ impl Proposal {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(&json!({"action": self.action, "arguments": self.arguments}))
             .unwrap_or_default()
+    }
+
+    /// The SHA-256 (hex) of [`Proposal::to_bytes`]: what an approval records as the effect it
+    /// released, and what a worker checks an `execute` task's arguments against.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.to_bytes()))
     }
 
     /// One line for a queue: the text of a post, or what a transfer moves to whom.
@@ -167,6 +174,25 @@ pub fn execute_task(origin: &Origin, approval: ReviewId, proposal: &Proposal) ->
         write_set: Default::default(),
         feedback: None,
         approval_id: Some(approval),
+    }
+}
+
+/// The effect an `execute` task performs: its `action` and `arguments` inputs (empty where the
+/// inputs lack them, which no approval's digest matches).
+pub fn performed_by(task: &Task) -> Proposal {
+    Proposal {
+        action: task
+            .inputs
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        arguments: task
+            .inputs
+            .get("arguments")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
     }
 }
 

@@ -84,12 +84,19 @@ pub enum Queue {
 impl Queue {
     pub const ALL: [Queue; 3] = [Self::Goal, Self::Task, Self::Review];
 
-    fn suffix(self) -> &'static str {
+    /// The queue's short name (`goal`, `task`, `review`): its names' suffix, and how the
+    /// outbox names it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Goal => "goal",
             Self::Task => "task",
             Self::Review => "review",
         }
+    }
+
+    /// The queue named `name` ([`Queue::as_str`]).
+    pub fn parse(name: &str) -> Option<Queue> {
+        Self::ALL.into_iter().find(|q| q.as_str() == name)
     }
 
     /// The function that consumes this queue.
@@ -118,7 +125,7 @@ impl Queue {
 
 impl fmt::Display for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.suffix())
+        f.write_str(self.as_str())
     }
 }
 
@@ -164,11 +171,11 @@ impl ResourceNames {
     }
 
     pub fn queue(&self, queue: Queue) -> String {
-        format!("{}-{}", self.stage, queue.suffix())
+        format!("{}-{}", self.stage, queue.as_str())
     }
 
     pub fn dead_letter_queue(&self, queue: Queue) -> String {
-        format!("{}-{}-dlq", self.stage, queue.suffix())
+        format!("{}-{}-dlq", self.stage, queue.as_str())
     }
 
     pub fn artifact_bucket(&self) -> String {

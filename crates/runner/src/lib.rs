@@ -9,12 +9,17 @@
 //!   function's timeout;
 //! - deletes the messages the handler did not report failed (`ReportBatchItemFailures`); a
 //!   handler that panics fails its whole batch, as an invocation error would;
-//! - leaves failed messages to reappear after the queue's visibility timeout (or after
-//!   `retry_after`, when set, to speed up demos and tests), so the queue's redrive policy moves
-//!   a message to its DLQ after `maxReceiveCount` receives;
+//! - receives with a visibility timeout of one short step: the handlers keep their messages
+//!   invisible while they live ([`chimera_aws::visibility`]), so the messages of a runner that
+//!   was killed come back within that step, not after the queue's timeout;
+//! - leaves failed messages to reappear after the handler's backoff (or after `retry_after`,
+//!   when set, to speed up demos and tests), so the queue's redrive policy moves a message to
+//!   its DLQ after `maxReceiveCount` receives;
 //! - runs `concurrency` pollers per function, as `ScalingConfig.MaximumConcurrency`.
 //!
-//! The HITL API router is served on a local port by the same process.
+//! The same process serves the HITL API router on a local port, runs the sweep on a schedule,
+//! and relays the outbox rows no handler sent (every second), as the scheduled sweep does in
+//! AWS.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -211,6 +216,26 @@ pub async fn start(
             }
         });
     }
+    {
+        let relay_handlers = handlers.clone();
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let relay = relay_handlers.planner.relay();
+            let mut schedule = tokio::time::interval(RELAY_EVERY);
+            schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = schedule.tick() => {
+                        let before = chrono::Utc::now() - chrono::Duration::from_std(RELAY_EVERY).unwrap_or_default();
+                        if let Err(err) = relay.drain(before).await {
+                            tracing::warn!(error = format!("{err:#}"), "outbox relay failed; retrying");
+                        }
+                    }
+                }
+            }
+        });
+    }
     if let Some((every, state)) = config.sweep {
         let cancel = cancel.clone();
         tasks.spawn(async move {
@@ -235,6 +260,9 @@ pub async fn start(
         tasks,
     })
 }
+
+/// How often the runner relays outbox rows no handler sent (those older than this).
+const RELAY_EVERY: Duration = Duration::from_secs(1);
 
 /// One queue and the function it feeds.
 struct Source {
@@ -308,6 +336,7 @@ impl Source {
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .visibility_timeout(chimera_aws::visibility::STEP.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send()

@@ -4,6 +4,7 @@
 use chimera_core::domain::{
     AgentId, Goal, GoalId, ReviewId, StateKey, Task, TaskId, TaskKind, TenantId,
 };
+use chimera_core::effect;
 use chimera_core::routing::Policy;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
@@ -104,7 +105,9 @@ pub async fn lock_ready(
     let rows = sqlx::query_as!(
         TaskRow,
         r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
-                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
+                  array(select d.depends_on from task_dependencies d where d.task_id = t.id
+                        order by d.depends_on) as "depends_on!"
            from tasks t join goals g on g.id = t.goal_id
            where t.goal_id = $1 and t.status = 'blocked'
              and not exists (select 1 from task_dependencies d join tasks dep on dep.id = d.depends_on
@@ -118,17 +121,25 @@ pub async fn lock_ready(
     rows.into_iter().map(TaskRow::into_task).collect()
 }
 
-/// The task `id` as stored (without its dependencies).
+/// The task `id` as stored, with its dependencies.
 pub async fn task(pool: &PgPool, id: TaskId) -> Result<Option<Task>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    task_in(&mut conn, id).await
+}
+
+/// [`task`] on the caller's connection (inside its transaction: what it wrote is seen).
+pub async fn task_in(conn: &mut PgConnection, id: TaskId) -> Result<Option<Task>, sqlx::Error> {
     sqlx::query_as!(
         TaskRow,
         r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
-                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
+                  array(select d.depends_on from task_dependencies d where d.task_id = t.id
+                        order by d.depends_on) as "depends_on!"
            from tasks t join goals g on g.id = t.goal_id
            where t.id = $1"#,
         id.0
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?
     .map(TaskRow::into_task)
     .transpose()
@@ -139,7 +150,9 @@ pub async fn tasks(pool: &PgPool, ids: Vec<uuid::Uuid>) -> Result<Vec<Task>, sql
     sqlx::query_as!(
         TaskRow,
         r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
-                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
+                  array(select d.depends_on from task_dependencies d where d.task_id = t.id
+                        order by d.depends_on) as "depends_on!"
            from tasks t join goals g on g.id = t.goal_id
            where t.id = any ($1)
            order by array_position($1, t.id)"#,
@@ -165,6 +178,7 @@ struct TaskRow {
     write_set: Vec<String>,
     feedback: Option<String>,
     approval_id: Option<uuid::Uuid>,
+    depends_on: Vec<uuid::Uuid>,
 }
 
 impl TaskRow {
@@ -179,7 +193,7 @@ impl TaskRow {
                 .ok_or_else(|| decode(format!("task kind {}", self.kind)))?,
             attempt: u32::try_from(self.attempt).map_err(|e| decode(e.to_string()))?,
             inputs: self.inputs.as_object().cloned().unwrap_or_default(),
-            depends_on: Vec::new(),
+            depends_on: self.depends_on.into_iter().map(TaskId).collect(),
             read_set: serde_json::from_value(self.read_set).map_err(|e| decode(e.to_string()))?,
             write_set: self
                 .write_set
@@ -209,19 +223,21 @@ pub async fn committed_artifact(
     Ok(row.and_then(|r| r.sha256.map(|sha| (r.inline, sha))))
 }
 
-/// Records a released task's filled inputs and read versions and marks it `queued`.
+/// Records a released task's filled inputs and read versions, marks it `queued` and writes its
+/// message to the outbox, derived from the row just written (the caller's transaction commits
+/// both or neither).
 pub async fn mark_queued(conn: &mut PgConnection, task: &Task) -> Result<(), sqlx::Error> {
     let read_set =
         serde_json::to_value(&task.read_set).map_err(|e| sqlx::Error::Encode(e.into()))?;
     sqlx::query!(
-        "update tasks set status = 'queued', inputs = $2, read_set = $3, updated_at = now() where id = $1",
+        "update tasks set status = 'queued', inputs = $2, read_set = $3, redrives = 0, updated_at = now() where id = $1",
         task.id.0,
         serde_json::Value::Object(task.inputs.clone()),
         read_set,
     )
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    crate::outbox::enqueue_task(conn, task.id).await
 }
 
 /// Fails a task that cannot be released (what it needs from a dependency is missing).
@@ -242,10 +258,10 @@ pub async fn fail_task(
 
 /// Takes a task marked `retrying` into its next attempt with the judge's feedback, and
 /// returns it (its read versions as of the previous attempt: the caller reads the current ones
-/// and records them with [`mark_queued`]); `None` if it is not (or no longer) waiting for a
-/// replan, so a duplicate replan message does nothing.
+/// and records them with [`mark_queued`] in the same transaction); `None` if it is not (or no
+/// longer) waiting for a replan, so a duplicate replan message does nothing.
 pub async fn next_attempt(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     task: TaskId,
     feedback: &str,
 ) -> Result<Option<Task>, sqlx::Error> {
@@ -255,12 +271,164 @@ pub async fn next_attempt(
            from goals g
            where t.id = $1 and t.status = 'retrying' and t.attempt < t.max_attempts and g.id = t.goal_id
            returning t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
-                     t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id"#,
+                     t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
+                  array(select d.depends_on from task_dependencies d where d.task_id = t.id
+                        order by d.depends_on) as "depends_on!""#,
         task.0,
         feedback,
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?
     .map(TaskRow::into_task)
     .transpose()
+}
+
+/// What a worker may do with a task message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The message is the stored task's current, undecided attempt, exactly as stored: run it.
+    Run,
+    /// A copy of an attempt that was superseded or already decided: nothing to do.
+    Stale(String),
+    /// The database does not know the task as the message describes it (forged or altered), or
+    /// an `execute` task whose approval does not release exactly these arguments: refused
+    /// before any tool is called.
+    Refused(String),
+}
+
+/// Checks a task message against the database before any tool is called.
+pub async fn admit(pool: &PgPool, message: &Task) -> Result<Admission, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let Some(stored) = task_in(&mut conn, message.id).await? else {
+        return Ok(Admission::Refused(format!(
+            "task {} does not exist",
+            message.id.0
+        )));
+    };
+    if (
+        stored.goal_id,
+        stored.tenant_id,
+        stored.agent_id,
+        stored.kind,
+    ) != (
+        message.goal_id,
+        message.tenant_id,
+        message.agent_id,
+        message.kind,
+    ) {
+        return Ok(Admission::Refused(format!(
+            "the message does not describe task {} as stored (goal, tenant, agent or kind differ)",
+            message.id.0
+        )));
+    }
+    if message.attempt > stored.attempt {
+        return Ok(Admission::Refused(format!(
+            "attempt {} of task {} was never released (the task is at attempt {})",
+            message.attempt, message.id.0, stored.attempt
+        )));
+    }
+    if message.attempt < stored.attempt {
+        return Ok(Admission::Stale(format!(
+            "attempt {} was superseded by attempt {}",
+            message.attempt, stored.attempt
+        )));
+    }
+    // The row holds this attempt's inputs and versions whatever became of it: a copy that
+    // differs was altered, decided or not. (Only the feedback moves on once the attempt is
+    // decided: it is the judge's word on this attempt, for the next one.)
+    let feedback_aside = Task {
+        feedback: stored.feedback.clone(),
+        ..message.clone()
+    };
+    if feedback_aside != stored {
+        return Ok(Admission::Refused(format!(
+            "the message differs from stored task {} (inputs, read or write set, dependencies or approval)",
+            message.id.0
+        )));
+    }
+    let status = sqlx::query_scalar!(
+        r#"select status::text as "status!" from tasks where id = $1"#,
+        message.id.0
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    match status.as_str() {
+        "queued" | "running" if message.feedback == stored.feedback => {}
+        "queued" | "running" => {
+            return Ok(Admission::Refused(format!(
+                "the message carries other feedback than stored task {}",
+                message.id.0
+            )));
+        }
+        "blocked" | "ready" => {
+            return Ok(Admission::Refused(format!(
+                "task {} was never released",
+                message.id.0
+            )));
+        }
+        decided => {
+            return Ok(Admission::Stale(format!(
+                "attempt {} is already {decided}",
+                message.attempt
+            )));
+        }
+    }
+    if message.kind == TaskKind::Execute {
+        return approval_releases(&mut conn, &stored).await;
+    }
+    Ok(Admission::Run)
+}
+
+/// Whether `task`'s approval exists, approves, belongs to the task's tenant and agent and to the
+/// task it depends on, and approved exactly the effect the task's inputs describe.
+async fn approval_releases(conn: &mut PgConnection, task: &Task) -> Result<Admission, sqlx::Error> {
+    let refused = |reason: String| Ok(Admission::Refused(reason));
+    let Some(approval) = task.approval_id else {
+        return refused(format!("execute task {} names no approval", task.id.0));
+    };
+    let Some(row) = sqlx::query!(
+        r#"select v.status::text as "status!", v.decision::text as decision, v.tenant_id,
+                  v.task_id, t.agent_id as "agent_id?", v.effect_sha256
+           from reviews v left join tasks t on t.id = v.task_id
+           where v.id = $1"#,
+        approval.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return refused(format!("approval {} does not exist", approval.0));
+    };
+    if row.status != "approved"
+        || !matches!(
+            row.decision.as_deref(),
+            Some("approve" | "edit_approve" | "auto_approve")
+        )
+    {
+        return refused(format!(
+            "review {} is {} ({}), not an approval",
+            approval.0,
+            row.status,
+            row.decision.as_deref().unwrap_or("undecided")
+        ));
+    }
+    if row.tenant_id != task.tenant_id.0 || row.agent_id != Some(task.agent_id.0) {
+        return refused(format!(
+            "approval {} belongs to another tenant or agent",
+            approval.0
+        ));
+    }
+    if row.task_id.map(TaskId).into_iter().collect::<Vec<_>>() != task.depends_on {
+        return refused(format!(
+            "approval {} was given for another task",
+            approval.0
+        ));
+    }
+    let proposal = effect::performed_by(task);
+    if row.effect_sha256.as_deref() != Some(proposal.digest().as_str()) {
+        return refused(format!(
+            "the arguments of execute task {} are not the effect approval {} approved",
+            task.id.0, approval.0
+        ));
+    }
+    Ok(Admission::Run)
 }

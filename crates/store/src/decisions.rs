@@ -11,24 +11,27 @@
 //!   policy moved on since the review was opened, the review takes the new version and stays
 //!   pending (it returns to the queue), and the decision is refused as stale;
 //! - an approval commits the result through OCC with its effect (the spend of a financial
-//!   action under `approval:<review id>`, the `execute` task), or, if the state moved while the
-//!   item waited, rolls everything back ([`Refused::Conflict`]: the caller replans the task);
+//!   action under `approval:<review id>`, the `execute` task and the digest of the effect it
+//!   releases) and the messages it causes (the `execute` task, the release of the goal's
+//!   waiting tasks) in the outbox; or, if the state moved while the item waited, rolls
+//!   everything back ([`Refused::Conflict`]: the task is replanned, its message in the outbox);
 //! - a rejection fails the task and cancels what depends on it.
 //!
 //! Every decision appends its audit record in the same transaction.
 
 use chimera_core::domain::{
-    AgentId, ArtifactRef, AuditRecord, CommitHash, Confidence, DisclosureLevel, GoalId, ResultId,
-    ReviewId, RiskTag, StateKey, Task, TaskId, TaskKind, TaskResult, TenantId,
+    AuditRecord, CommitHash, GoalId, ResultId, ReviewId, Task, TaskId, TenantId,
 };
+use chimera_core::effect;
+use chimera_core::envelope::PlannerMessage;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::audit;
 use crate::budget::{self, BudgetError};
 use crate::judging;
 use crate::occ::{self, CommitError, Moved};
-use crate::records::{self, Recorded};
+use crate::records;
+use crate::{audit, outbox};
 
 /// What a reviewer decided.
 #[derive(Debug, Clone)]
@@ -83,8 +86,8 @@ pub enum Refused {
     #[error("stale: {0}")]
     Stale(String),
     /// The state the result read moved while it waited. Nothing was committed; the review is
-    /// closed (`expired`, decision `retry`) and the task waits for its replan: the caller sends
-    /// `PlannerMessage::Replan` with the versions in `moved`.
+    /// closed (`expired`, decision `retry`) and the task waits for its replan, whose message
+    /// (with the versions in `moved`) was written to the outbox.
     #[error("{feedback}; the task is replanned")]
     Conflict {
         moved: Vec<Moved>,
@@ -113,9 +116,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
     let Some(row) = sqlx::query!(
         r#"select v.status::text as "status!", v.decision::text as decision, v.decided_by, v.decided_at,
                   v.artifact_hash, v.policy_version, v.judge_reasoning, a.policy_version as current_policy,
-                  t.id as task_id, t.goal_id, t.status::text as "task_status!", t.agent_id, t.kind::text as "kind!",
-                  t.write_set, r.id as result_id, r.attempt, r.commit_hash, r.artifact, r.confidence,
-                  r.risk_tags, r.disclosure_level::text as disclosure, r.read_set
+                  t.id as task_id, t.goal_id, t.status::text as "task_status!", r.id as result_id
            from reviews v
            join results r on r.id = v.result_id
            join tasks t on t.id = r.task_id
@@ -222,39 +223,9 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
             if row.task_status != "awaiting_review" {
                 return Err(Refused::TaskMoved);
             }
-            let decode = |e: String| Refused::Commit(CommitError::Unreadable(e));
-            let kind = TaskKind::parse(&row.kind).ok_or_else(|| decode(row.kind.clone()))?;
-            // Read from `results` joined with its task: a stored result.
-            let result = Recorded::stored(TaskResult {
-                id: ResultId(row.result_id),
-                task_id: task,
-                goal_id: goal,
-                tenant_id: decision.tenant,
-                agent_id: AgentId(row.agent_id),
-                task_kind: kind,
-                attempt: u32::try_from(row.attempt).map_err(|e| decode(e.to_string()))?,
-                artifacts: serde_json::from_value::<Vec<ArtifactRef>>(
-                    row.artifact.get("artifacts").cloned().unwrap_or_default(),
-                )
-                .map_err(|e| decode(e.to_string()))?,
-                confidence_score: Confidence::try_from(row.confidence)
-                    .map_err(|e| decode(e.to_string()))?,
-                risk_tags: row
-                    .risk_tags
-                    .iter()
-                    .filter_map(|t| RiskTag::parse(t.clone()).ok())
-                    .collect(),
-                disclosure_level: row.disclosure.as_deref().and_then(DisclosureLevel::parse),
-                read_set: serde_json::from_value(row.read_set.clone())
-                    .map_err(|e| decode(e.to_string()))?,
-                write_set: row
-                    .write_set
-                    .iter()
-                    .filter_map(|k| StateKey::parse(k.clone()).ok())
-                    .collect(),
-                commit_hash: CommitHash::parse(row.commit_hash.clone())
-                    .map_err(|e| decode(e.to_string()))?,
-            });
+            let result = records::load_result_in(&mut tx, ResultId(row.result_id))
+                .await?
+                .ok_or(Refused::NotFound)?;
             match occ::commit_in(&mut tx, &result).await {
                 Ok(_) => {}
                 Err(CommitError::Conflict { moved }) => {
@@ -263,7 +234,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
                         "state moved while the item waited for review: {}",
                         occ::describe(&moved)
                     );
-                    replan_after_conflict(pool, decision, &feedback).await?;
+                    replan_after_conflict(pool, decision, &feedback, &moved).await?;
                     return Err(Refused::Conflict {
                         moved,
                         feedback,
@@ -291,7 +262,21 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
             }
             if let Some(execute) = execute {
                 records::insert_task_in(&mut tx, execute, "queued", 1).await?;
+                outbox::enqueue_task(&mut tx, execute.id).await?;
+                sqlx::query!(
+                    "update reviews set effect_sha256 = $2 where id = $1",
+                    decision.review.0,
+                    effect::performed_by(execute).digest(),
+                )
+                .execute(&mut *tx)
+                .await?;
             }
+            // The goal's tasks that waited for this one are released by the planner.
+            outbox::enqueue(
+                &mut tx,
+                &outbox::Message::goal(goal, &format!("approval:{}", decision.review.0)),
+            )
+            .await?;
             entry.edited_artifact_hash = edited_hash.clone();
         }
     }
@@ -305,11 +290,13 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
 }
 
 /// Closes the review of an approval that found the state moved, and sets its task waiting for
-/// a replan (a conflict does not use up the policy's attempts, as in the judge).
+/// a replan (a conflict does not use up the policy's attempts, as in the judge), whose message
+/// (with the versions in `moved`) goes to the outbox in the same transaction.
 async fn replan_after_conflict(
     pool: &PgPool,
     decision: &Decision,
     feedback: &str,
+    moved: &[Moved],
 ) -> Result<(), Refused> {
     let mut tx = pool.begin().await?;
     let Some(row) = sqlx::query!(
@@ -338,17 +325,31 @@ async fn replan_after_conflict(
         });
     };
 
-    let goal = sqlx::query_scalar!(
+    let retrying = sqlx::query!(
         "update tasks set status = 'retrying', feedback = $2, updated_at = now(),
                           max_attempts = greatest(max_attempts, least(attempt + 1, $3))
          where id = $1 and status = 'awaiting_review'
-         returning goal_id",
+         returning goal_id, attempt",
         row.task_id,
         feedback,
         judging::ATTEMPTS_CEILING as i32,
     )
     .fetch_optional(&mut *tx)
     .await?;
+    let goal = retrying.as_ref().map(|r| r.goal_id);
+    if let (Some(retrying), Some(task)) = (&retrying, row.task_id) {
+        let replan = PlannerMessage::Replan {
+            task_id: TaskId(task),
+            feedback: feedback.to_owned(),
+            fresh_versions: occ::fresh_versions(moved),
+        };
+        let attempt = u32::try_from(retrying.attempt).unwrap_or_default();
+        outbox::enqueue(
+            &mut tx,
+            &outbox::Message::replan(GoalId(retrying.goal_id), TaskId(task), attempt, &replan),
+        )
+        .await?;
+    }
     audit::append(
         &mut *tx,
         &AuditRecord {

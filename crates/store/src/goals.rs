@@ -5,6 +5,8 @@ use chimera_core::domain::{Goal, GoalId, TenantId};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::outbox;
+
 /// What a submission did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
@@ -32,14 +34,16 @@ pub enum SubmitError {
     Database(#[from] sqlx::Error),
 }
 
-/// Stores `goal` as received. With an idempotency key (and the hash of the request it came
-/// with), a repeated request returns the goal stored the first time.
+/// Stores `goal` as received, with its message to the planner in the outbox (one
+/// transaction). With an idempotency key (and the hash of the request it came with), a
+/// repeated request returns the goal stored the first time.
 pub async fn submit(
     pool: &PgPool,
     goal: &Goal,
     idempotency: Option<(&str, &str)>,
 ) -> Result<Submitted, SubmitError> {
     let (key, hash) = idempotency.unzip();
+    let mut tx = pool.begin().await?;
     let inserted = sqlx::query_scalar!(
         "insert into goals (id, tenant_id, agent_id, kind, body, constraints, idempotency_key, request_hash)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -54,10 +58,14 @@ pub async fn submit(
         key,
         hash,
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await;
     match inserted {
-        Ok(Some(id)) => return Ok(Submitted::Created(GoalId(id))),
+        Ok(Some(id)) => {
+            outbox::enqueue(&mut tx, &outbox::Message::goal(GoalId(id), "submit")).await?;
+            tx.commit().await?;
+            return Ok(Submitted::Created(GoalId(id)));
+        }
         Ok(None) => {}
         Err(err) if is_foreign_key_violation(&err) => return Err(SubmitError::UnknownAgent),
         Err(err) => return Err(err.into()),
@@ -68,8 +76,9 @@ pub async fn submit(
         goal.tenant_id.0,
         key,
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     if prior.request_hash.as_deref() != hash {
         return Err(SubmitError::KeyReused);
     }
@@ -77,19 +86,6 @@ pub async fn submit(
         id: GoalId(prior.id),
         status: prior.status,
     })
-}
-
-/// Removes a goal that was just created and never announced (its queue message could not be
-/// sent), so that nothing half-submitted stays behind.
-pub async fn withdraw(pool: &PgPool, id: GoalId) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "delete from goals g where g.id = $1 and g.status = 'received'
-           and not exists (select 1 from tasks t where t.goal_id = g.id)",
-        id.0
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 fn is_foreign_key_violation(err: &sqlx::Error) -> bool {

@@ -8,23 +8,26 @@
 //!   financial action (the CFO's budget ledger) and its `execute` task, all or nothing;
 //! - [`hold`]: a pending review, with the deadline from the agent's policy;
 //! - [`retry`]: the task waits for a replan (the judge's feedback, or fresh versions after a
-//!   conflict);
+//!   conflict), whose message is written to the outbox with it;
 //! - [`fail`]: attempts are spent; the task fails, its dependents are cancelled and the result is
 //!   surfaced to humans.
 //!
-//! Every decision appends an audit record in the same transaction.
+//! Every decision appends an audit record in the same transaction, and writes the messages it
+//! causes (the `execute` task, the replan) to the [`outbox`] in it too.
 
 use chimera_core::domain::{
-    AgentId, AuditRecord, GoalId, ReviewId, Task, TaskId, TaskKind, TaskResult, TenantId,
+    AgentId, AuditRecord, GoalId, ReadSet, ReviewId, Task, TaskId, TaskKind, TaskResult, TenantId,
 };
+use chimera_core::effect;
+use chimera_core::envelope::PlannerMessage;
 use chimera_core::routing::{Policy, ReviewReason};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::audit;
 use crate::budget::{self, BudgetError, SpendOutcome};
 use crate::occ::{self, CommitError, CommitOutcome, Moved};
 use crate::records::{self, Recorded};
+use crate::{audit, outbox};
 
 /// A task as the judge needs it, with its agent's current policy.
 #[derive(Debug, Clone)]
@@ -128,7 +131,7 @@ pub struct Effect {
     pub approval: NewReview,
     /// The amount the CFO charges to the agent's budget, under the approval's key.
     pub spend_cents: Option<i64>,
-    /// The `execute` task (status `queued`); the caller sends it once this commits.
+    /// The `execute` task (status `queued`); its message is written to the outbox with it.
     pub execute: Task,
 }
 
@@ -217,7 +220,14 @@ pub async fn commit(
     let mut entry = record(result, "judge.commit", reasoning.to_owned());
     entry.policy_version = Some(policy_version);
     if let Some(effect) = effect {
-        insert_review(&mut tx, result, &effect.approval, Some("auto_approve")).await?;
+        let released = effect::performed_by(&effect.execute).digest();
+        insert_review(
+            &mut tx,
+            result,
+            &effect.approval,
+            Some(("auto_approve", released.as_str())),
+        )
+        .await?;
         if let Some(amount) = effect.spend_cents {
             let key = format!("approval:{}", effect.approval.id.0);
             match budget::spend(
@@ -238,6 +248,7 @@ pub async fn commit(
             }
         }
         records::insert_task_in(&mut tx, &effect.execute, "queued", 1).await?;
+        outbox::enqueue_task(&mut tx, effect.execute.id).await?;
         entry.action = "judge.auto_approve".into();
         entry.review_id = Some(effect.approval.id);
     }
@@ -246,12 +257,15 @@ pub async fn commit(
     Ok(Decided::Done(outcome))
 }
 
+/// Inserts `review`: pending, or decided as `decided` says (the decision, and the digest of the
+/// effect it released).
 async fn insert_review(
     conn: &mut PgConnection,
     result: &TaskResult,
     review: &NewReview,
-    decision: Option<&str>,
+    decided: Option<(&str, &str)>,
 ) -> Result<(), sqlx::Error> {
+    let (decision, effect_sha256) = decided.unzip();
     let reasons =
         serde_json::to_value(&review.reasons).map_err(|e| sqlx::Error::Encode(e.into()))?;
     let risk_tags: Vec<String> = result
@@ -263,11 +277,11 @@ async fn insert_review(
     sqlx::query!(
         r#"insert into reviews (id, tenant_id, result_id, task_id, status, artifact_hash, policy_version,
                                 judge_reasoning, risk_tags, confidence, financial, due_at, final_deadline,
-                                reasons, risk_types, decision, decided_by, decided_at, summary)
+                                reasons, risk_types, decision, decided_by, decided_at, summary, effect_sha256)
            values ($1, $2, $3, $4, case when $15::text is null then 'pending' else 'approved' end::review_status,
                    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                    $15::text::decision_kind, case when $15::text is null then null else 'judge' end,
-                   case when $15::text is null then null else now() end, $16)
+                   case when $15::text is null then null else now() end, $16, $17)
            on conflict (id) do nothing"#,
         review.id.0,
         result.tenant_id.0,
@@ -288,6 +302,7 @@ async fn insert_review(
             .summary
             .as_ref()
             .map(|s| s.chars().take(300).collect::<String>()),
+        effect_sha256,
     )
     .execute(&mut *conn)
     .await?;
@@ -352,6 +367,7 @@ pub async fn retry(
     result: &TaskResult,
     feedback: &str,
     cause: RetryCause,
+    fresh_versions: &ReadSet,
 ) -> Result<Decided<bool>, sqlx::Error> {
     let mut tx = match begin_decision(pool, result).await? {
         Ok(tx) => tx,
@@ -381,6 +397,16 @@ pub async fn retry(
         "judge.retry"
     };
     audit::append(&mut *tx, &record(result, action, feedback.to_owned())).await?;
+    let replan = PlannerMessage::Replan {
+        task_id: result.task_id,
+        feedback: feedback.to_owned(),
+        fresh_versions: fresh_versions.clone(),
+    };
+    outbox::enqueue(
+        &mut tx,
+        &outbox::Message::replan(result.goal_id, result.task_id, result.attempt, &replan),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Decided::Done(true))
 }
@@ -454,17 +480,4 @@ pub async fn settle_goal(pool: &PgPool, goal: GoalId) -> Result<Option<String>, 
     )
     .fetch_optional(pool)
     .await
-}
-
-/// The `execute` tasks released by approvals of `task`'s results that have not run yet: sent
-/// again when a redelivered result finds its decision already made.
-pub async fn pending_effects(pool: &PgPool, task: TaskId) -> Result<Vec<Task>, sqlx::Error> {
-    let ids = sqlx::query_scalar!(
-        r#"select t.id from tasks t join task_dependencies d on d.task_id = t.id
-           where d.depends_on = $1 and t.kind = 'execute' and t.status = 'queued'"#,
-        task.0
-    )
-    .fetch_all(pool)
-    .await?;
-    crate::dag::tasks(pool, ids).await
 }

@@ -13,6 +13,10 @@
 //!   and policy version the reviewer saw.
 //! - [`reviews`]: the pending queue, review cards, audit trails, and the sweep that escalates
 //!   overdue reviews and rejects by default those past their final deadline.
+//! - [`outbox`]: every message a decision causes, written in the decision's transaction and
+//!   sent by a relay once it committed.
+//! - [`reconcile`]: the sweep's pass over work that stopped moving (re-sends through the
+//!   outbox, settles goals), each action audited.
 //! - [`budget`]: spends that never overdraw, charged once per idempotency key.
 //! - [`audit`]: the append-only audit log.
 //! - [`provenance`]: artifacts with the tool calls that made them.
@@ -27,7 +31,9 @@ pub mod decisions;
 pub mod goals;
 pub mod judging;
 pub mod occ;
+pub mod outbox;
 pub mod provenance;
+pub mod reconcile;
 pub mod records;
 pub mod reviews;
 

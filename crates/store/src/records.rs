@@ -1,6 +1,9 @@
 //! Writing the swarm's records: tenants, agents with their policies, goals, tasks, results.
 
-use chimera_core::domain::{AgentId, ResultId, Task, TaskId, TaskResult, TenantId, derived_uuid};
+use chimera_core::domain::{
+    AgentId, ArtifactRef, CommitHash, Confidence, DisclosureLevel, GoalId, ResultId, RiskTag,
+    StateKey, Task, TaskId, TaskKind, TaskResult, TenantId, derived_uuid,
+};
 use chimera_core::routing::Policy;
 use sqlx::PgPool;
 
@@ -108,13 +111,6 @@ pub async fn insert_task_in(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded(TaskResult);
 
-impl Recorded {
-    /// A result read back from `results` (joined with its task for the agent).
-    pub(crate) fn stored(result: TaskResult) -> Self {
-        Self(result)
-    }
-}
-
 impl std::ops::Deref for Recorded {
     type Target = TaskResult;
 
@@ -212,4 +208,54 @@ async fn insert_result(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The stored result `id` (its write set is its task's), read on the caller's connection.
+pub async fn load_result_in(
+    conn: &mut sqlx::PgConnection,
+    id: ResultId,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let Some(row) = sqlx::query!(
+        r#"select r.id, r.task_id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!",
+                  r.attempt, r.artifact, r.confidence, r.risk_tags,
+                  r.disclosure_level::text as disclosure, r.read_set, t.write_set, r.commit_hash
+           from results r join tasks t on t.id = r.task_id join goals g on g.id = t.goal_id
+           where r.id = $1"#,
+        id.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let decode = |e: String| sqlx::Error::Decode(e.into());
+    let result = TaskResult {
+        id: ResultId(row.id),
+        task_id: TaskId(row.task_id),
+        goal_id: GoalId(row.goal_id),
+        tenant_id: TenantId(row.tenant_id),
+        agent_id: AgentId(row.agent_id),
+        task_kind: TaskKind::parse(&row.kind).ok_or_else(|| decode(row.kind.clone()))?,
+        attempt: u32::try_from(row.attempt).map_err(|e| decode(e.to_string()))?,
+        artifacts: serde_json::from_value::<Vec<ArtifactRef>>(
+            row.artifact.get("artifacts").cloned().unwrap_or_default(),
+        )
+        .map_err(|e| decode(e.to_string()))?,
+        confidence_score: Confidence::try_from(row.confidence)
+            .map_err(|e| decode(e.to_string()))?,
+        risk_tags: row
+            .risk_tags
+            .into_iter()
+            .filter_map(|t| RiskTag::parse(t).ok())
+            .collect(),
+        disclosure_level: row.disclosure.as_deref().and_then(DisclosureLevel::parse),
+        read_set: serde_json::from_value(row.read_set).map_err(|e| decode(e.to_string()))?,
+        write_set: row
+            .write_set
+            .into_iter()
+            .filter_map(|k| StateKey::parse(k).ok())
+            .collect(),
+        commit_hash: CommitHash::parse(row.commit_hash).map_err(|e| decode(e.to_string()))?,
+    };
+    Ok(Some(Recorded(result)))
 }

@@ -562,29 +562,3 @@ pub async fn notifications(
     .fetch_all(pool)
     .await
 }
-
-/// Approved `execute` tasks still queued, unchanged since `before`, with no result: to be sent
-/// again by the sweep (at most 100 per call). Each one taken is touched, so it waits another
-/// interval before the next re-send, and a task is given up on an hour after it was created
-/// (its message has long been dead-lettered or performed by then).
-pub async fn waiting_effects(
-    pool: &PgPool,
-    before: DateTime<Utc>,
-) -> Result<Vec<chimera_core::domain::Task>, sqlx::Error> {
-    let ids = sqlx::query_scalar!(
-        r#"update tasks set updated_at = now()
-           where id in (
-               select t.id from tasks t
-               where t.kind = 'execute' and t.status = 'queued' and t.updated_at < $1
-                 and t.created_at > $1 - interval '1 hour'
-                 and not exists (select 1 from results r where r.task_id = t.id)
-               order by t.updated_at
-               limit 100
-               for update skip locked)
-           returning id"#,
-        before
-    )
-    .fetch_all(pool)
-    .await?;
-    crate::dag::tasks(pool, ids).await
-}

@@ -10,9 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chimera_core::auth::Permission;
 use chimera_core::domain::{AgentId, Goal, GoalId};
-use chimera_core::envelope::{self, PlannerMessage};
 use chimera_core::goal::Constraints;
-use chimera_core::names::Queue;
 use chimera_store::goals::{self, GoalView, SubmitError, Submitted};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -120,24 +118,9 @@ pub async fn submit(
         Submitted::Created(id) => (*id, "received".to_owned()),
         Submitted::Existing { id, status } => (*id, status.clone()),
     };
-    // A goal nobody planned yet is announced (again: a retried request re-sends a message
-    // that may have been lost; the planner plans a goal once).
-    let announced = if status == "received" {
-        state
-            .send_planner(&PlannerMessage::Goal { goal_id: id })
-            .await
-    } else {
-        Ok(())
-    };
-    if let Err(err) = announced {
-        // A goal created by this request and never announced is taken back.
-        if matches!(submitted, Submitted::Created(_))
-            && let Err(e) = goals::withdraw(&state.pool, id).await
-        {
-            tracing::error!(goal_id = %id.0, error = %e, "could not withdraw an unannounced goal");
-        }
-        return Err(ApiError::Unavailable(err));
-    }
+    // The goal's message to the planner was written with it; it goes out now, or with the
+    // relay's next pass if the queue does not answer (the goal is accepted either way).
+    state.relay.flush(&[id]).await;
     tracing::info!(goal_id = %id.0, replay = matches!(submitted, Submitted::Existing { .. }), "goal accepted");
     Ok((
         StatusCode::ACCEPTED,
@@ -163,13 +146,4 @@ pub async fn get(
         .map_err(|e| ApiError::Unavailable(e.into()))?
         .map(Json)
         .ok_or(ApiError::NotFound)
-}
-
-impl AppState {
-    /// Sends `message` to the goal queue.
-    pub async fn send_planner(&self, message: &PlannerMessage) -> anyhow::Result<()> {
-        self.outbox
-            .send(Queue::Goal, envelope::encode(message))
-            .await
-    }
 }

@@ -30,7 +30,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chimera_aws::Clients;
 use chimera_aws::artifacts::ArtifactStore;
-use chimera_aws::queues::Outbox;
+use chimera_aws::queues::Queues;
+use chimera_aws::relay::Relay;
 use chimera_core::names::{self, ResourceNames};
 use chimera_store::PgPool;
 use chrono::{DateTime, Utc};
@@ -46,9 +47,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub pool: PgPool,
     pub clients: Clients,
-    /// The goal and task queues (URLs from `GOAL_QUEUE_URL`/`TASK_QUEUE_URL` when deployed,
-    /// else looked up by the stage's name on first use).
-    pub outbox: Outbox,
+    /// Sends what requests and the sweep wrote to the outbox (to the goal and task queues:
+    /// URLs from `GOAL_QUEUE_URL`/`TASK_QUEUE_URL` when deployed, else looked up by the stage's
+    /// name on first use).
+    pub relay: Relay,
     /// Artifacts: review cards read them, edits write new versions.
     pub artifacts: ArtifactStore,
     pub auth: Auth,
@@ -59,9 +61,9 @@ impl AppState {
         let bucket =
             std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
         Self {
+            relay: Relay::new(pool.clone(), Queues::new(clients.clone(), names)),
             pool,
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
-            outbox: Outbox::new(clients.clone(), names),
             clients,
             auth,
         }

@@ -18,16 +18,14 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use chimera_core::auth::{Permission, Principal};
 use chimera_core::domain::{
-    AgentId, ArtifactRef, CommitHash, DisclosureLevel, GoalId, ReviewId, Task, TaskKind,
+    AgentId, ArtifactRef, CommitHash, DisclosureLevel, GoalId, ReviewId, TaskKind,
 };
 use chimera_core::effect::{self, Origin, Proposal};
-use chimera_core::envelope::{self, PlannerMessage, TaskMessage};
-use chimera_core::names::Queue;
 use chimera_store::decisions::{self, Decision, Refused, Taken, Verdict};
+use chimera_store::judging;
 use chimera_store::reviews::{
     self as store, AuditEntry, Card, QueueFilter, QueueItem, Sort, Subject,
 };
-use chimera_store::{judging, occ};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -704,7 +702,7 @@ async fn take(
     };
     tracing::info!(review_id = %card.id, decision = taken.decision, reviewer = principal.subject,
                    request_id, "review decided");
-    after(state, &taken, execute.as_ref()).await;
+    after(state, &taken).await;
     Ok(DecisionResponse {
         review_id: card.id.0,
         decision: taken.decision,
@@ -715,7 +713,8 @@ async fn take(
     })
 }
 
-/// The API's answer to a refused decision (a conflict also sends the replan).
+/// The API's answer to a refused decision (a conflict's replan was written to the outbox: it is
+/// sent now).
 async fn refusal(state: &AppState, refused: Refused) -> ApiError {
     match refused {
         Refused::NotFound => ApiError::NotFound,
@@ -729,25 +728,8 @@ async fn refusal(state: &AppState, refused: Refused) -> ApiError {
             decided_at,
         }),
         Refused::Stale(reason) => ApiError::Stale(reason),
-        Refused::Conflict {
-            moved,
-            feedback,
-            task,
-            goal,
-        } => {
-            let message = PlannerMessage::Replan {
-                task_id: task,
-                feedback: feedback.clone(),
-                fresh_versions: occ::fresh_versions(&moved),
-            };
-            if let Err(err) = state
-                .outbox
-                .send(Queue::Goal, envelope::encode(&message))
-                .await
-            {
-                tracing::error!(task_id = %task.0, goal_id = %goal.0, error = format!("{err:#}"),
-                                "the replan after a conflict was not sent");
-            }
+        Refused::Conflict { feedback, goal, .. } => {
+            state.relay.flush(&[goal]).await;
             ApiError::Conflict(format!("{feedback}; the task is replanned"))
         }
         Refused::Budget(err) => ApiError::Conflict(format!("budget refused: {err}")),
@@ -756,26 +738,11 @@ async fn refusal(state: &AppState, refused: Refused) -> ApiError {
     }
 }
 
-/// After a decision: the effect's task, the released dependents, the goal's status. The
-/// decision stands whatever happens here; an `execute` task that could not be sent is sent
-/// again by the sweep, and the goal is settled again by the next event on it.
-async fn after(state: &AppState, taken: &Taken, execute: Option<&Task>) {
-    if let Some(task) = execute {
-        let message = envelope::encode(&TaskMessage { task: task.clone() });
-        if let Err(err) = state.outbox.send(Queue::Task, message).await {
-            tracing::error!(task_id = %task.id.0, error = format!("{err:#}"),
-                            "the approved effect was not sent; the sweep sends it again");
-        }
-    }
-    if taken.decision != "reject" {
-        let release = PlannerMessage::Goal {
-            goal_id: taken.goal,
-        };
-        if let Err(err) = state.send_planner(&release).await {
-            tracing::error!(goal_id = %taken.goal.0, error = format!("{err:#}"),
-                            "the release after an approval was not sent");
-        }
-    }
+/// After a decision: the messages it wrote (the effect's task, the release of the goal's
+/// waiting tasks) go out, and the goal's status follows. The decision stands whatever happens
+/// here: what the relay could not send now it sends on its next pass.
+async fn after(state: &AppState, taken: &Taken) {
+    state.relay.flush(&[taken.goal]).await;
     settle(state, taken.goal).await;
 }
 

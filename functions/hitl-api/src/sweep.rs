@@ -1,50 +1,69 @@
-//! The review sweep: nothing waits forever.
+//! The sweep: nothing waits forever.
 //!
 //! Run on a schedule (an EventBridge schedule in AWS, the runner locally), [`run`]:
 //! - escalates pending reviews past their due time (priority up, a notification, an audit
 //!   record) and rejects by default those past their final deadline, then settles their goals;
-//! - sends again approved `execute` tasks that have waited unsent (a send that failed after the
-//!   decision was taken); the worker performs each effect once whatever it receives.
+//! - reconciles work that stopped moving ([`chimera_store::reconcile`]): tasks with no
+//!   progress are sent again from the outbox, undecided results re-judged, lost replans and
+//!   releases sent again, goals settled; each action audited;
+//! - relays the outbox rows no handler sent (a flush that failed, a process that died between
+//!   its commit and its flush), and forgets rows sent more than a day ago.
 
-use chimera_core::envelope::{self, TaskMessage};
-use chimera_core::names::Queue;
+use chimera_store::outbox;
+use chimera_store::reconcile::{self, Reconciled};
 use chimera_store::reviews::{self, Swept};
 
 use crate::AppState;
 
-/// Most reviews escalated, and most defaulted, per run.
+/// Most reviews escalated, and most defaulted, per run; most items of each kind reconciled.
 const BATCH: i64 = 200;
-/// An `execute` task queued longer than this without a result is sent again.
-const UNSENT_AFTER_SECS: i64 = 120;
+
+/// What one sweep did.
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    pub reviews: Swept,
+    pub reconciled: Reconciled,
+    /// Outbox rows the sweep sent.
+    pub relayed: usize,
+}
 
 /// One sweep at the current time.
-pub async fn run(state: &AppState) -> anyhow::Result<Swept> {
+pub async fn run(state: &AppState) -> anyhow::Result<SweepReport> {
     let now = chrono::Utc::now();
     let swept = reviews::sweep(&state.pool, now, BATCH).await?;
     for goal in &swept.goals {
         crate::reviews::settle(state, *goal).await;
     }
-    let stale = reviews::waiting_effects(
-        &state.pool,
-        now - chrono::Duration::seconds(UNSENT_AFTER_SECS),
-    )
-    .await?;
-    for task in &stale {
-        state
-            .outbox
-            .send(
-                Queue::Task,
-                envelope::encode(&TaskMessage { task: task.clone() }),
-            )
-            .await?;
-    }
-    if !swept.escalated.is_empty() || !swept.defaulted.is_empty() || !stale.is_empty() {
+    let reconciled = reconcile::reconcile(&state.pool, now, BATCH).await?;
+    // Rows a handler wrote a moment ago are its own to flush; older ones are the sweep's.
+    let relayed = state
+        .relay
+        .drain(chrono::Utc::now() - chrono::Duration::seconds(2))
+        .await?;
+    let mut conn = state.pool.acquire().await?;
+    outbox::prune(&mut conn, now - chrono::Duration::days(1)).await?;
+    if !swept.escalated.is_empty()
+        || !swept.defaulted.is_empty()
+        || !reconciled.is_empty()
+        || relayed > 0
+    {
         tracing::info!(
             escalated = swept.escalated.len(),
             defaulted = swept.defaulted.len(),
-            resent_effects = stale.len(),
-            "review sweep"
+            unplanned = reconciled.unplanned.len(),
+            redriven = reconciled.redriven.len(),
+            given_up = reconciled.given_up.len(),
+            rejudged = reconciled.rejudged.len(),
+            replanned = reconciled.replanned.len(),
+            released = reconciled.released.len(),
+            settled = reconciled.settled.len(),
+            relayed,
+            "sweep"
         );
     }
-    Ok(swept)
+    Ok(SweepReport {
+        reviews: swept,
+        reconciled,
+        relayed,
+    })
 }

@@ -14,8 +14,8 @@
 //!    and the goal's;
 //! 4. the agent's policy routes it ([`chimera_core::routing::route`]):
 //!    - auto-approve: committed through OCC; an effect (publish, reply, transfer) also gets an
-//!      approval, its spend and an `execute` task, in the same transaction, and the task is sent;
-//!      then the goal's tasks that were waiting for it are released;
+//!      approval, its spend and an `execute` task, in the same transaction; then the goal's
+//!      tasks that were waiting for it are released;
 //!    - human review: a pending review with the policy's deadlines;
 //!    - retry: a replan with the feedback goes to the planner;
 //!    - fail: the task fails and is surfaced to humans.
@@ -23,9 +23,10 @@
 //!    An OCC conflict replans the task with the fresh versions (a conflict does not use up the
 //!    policy's attempts).
 //!
-//! Each decision is one transaction on the task's current attempt, so a redelivered result
-//! decides nothing twice: it only sends again what its decision sent (the `execute` task, the
-//! replan) and releases again, all of which are idempotent downstream.
+//! Each decision is one transaction on the task's current attempt that also writes the messages
+//! it causes (the `execute` task, the replan) to the outbox; at the end of the batch the relay
+//! sends the rows of the goals the batch touched. A redelivered result decides nothing twice: it
+//! only releases the goal's ready tasks again and settles the goal, both idempotent.
 
 pub mod checks;
 
@@ -33,11 +34,11 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use checks::Findings;
 use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
-use chimera_aws::batch::{MessageError, decode_body, process_batch};
-use chimera_aws::queues::Outbox;
-use chimera_core::domain::{ReadSet, ReviewId, Task, TaskId, TaskKind, TaskResult, derived_uuid};
+use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
+use chimera_aws::visibility::Lease;
+use chimera_core::domain::{GoalId, ReadSet, ReviewId, TaskKind, TaskResult, derived_uuid};
 use chimera_core::effect::{Origin, Proposal, execute_task};
-use chimera_core::envelope::{self, PlannerMessage, ResultMessage, TaskMessage};
+use chimera_core::envelope::ResultMessage;
 use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_core::routing::{self, Assessment, Policy, ReviewReason, Route};
 use chimera_planner::PlannerService;
@@ -55,7 +56,6 @@ const CONCURRENCY: usize = 8;
 pub struct Judge {
     pool: PgPool,
     artifacts: ArtifactStore,
-    outbox: Outbox,
     planner: PlannerService,
 }
 
@@ -68,9 +68,10 @@ fn permanent(err: impl Into<anyhow::Error>) -> MessageError {
 }
 
 fn storage(err: StorageError) -> MessageError {
-    match err {
-        StorageError::Unavailable { .. } => retryable(err),
-        StorageError::Corrupt { .. } | StorageError::Unreadable(_) => permanent(err),
+    if err.is_retryable() {
+        retryable(err)
+    } else {
+        permanent(err)
     }
 }
 
@@ -90,19 +91,36 @@ impl Judge {
             std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
         Self {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
-            outbox: Outbox::new(clients.clone(), names.clone()),
             planner: PlannerService::new(clients, pool.clone(), names, Box::new(TemplatePlanner)),
             pool,
         }
     }
 
     pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
-        process_batch(event, CONCURRENCY, |m| self.handle_message(m)).await
+        let relay = self.planner.relay();
+        let lease = Lease::start(relay.queues(), Queue::Review, event).await;
+        let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m)).await;
+        let goals: Vec<GoalId> = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| outcome.as_ref().ok().copied())
+            .collect();
+        relay.flush(&goals).await;
+        let outcomes = outcomes
+            .into_iter()
+            .map(|(id, outcome)| (id, outcome.map(|_| ())))
+            .collect();
+        lease.finish(report(outcomes)).await
     }
 
-    async fn handle_message(&self, message: &SqsMessage) -> Result<(), MessageError> {
+    /// Judges one result; returns its goal (whose outbox rows the batch then sends).
+    async fn handle_message(&self, message: &SqsMessage) -> Result<GoalId, MessageError> {
         let msg: ResultMessage = decode_body(message)?;
         let result = self.artifacts.load_result(msg).await.map_err(storage)?;
+        let goal = result.goal_id;
+        self.judge(result).await.map(|()| goal)
+    }
+
+    async fn judge(&self, result: TaskResult) -> Result<(), MessageError> {
         if !result.commit_hash_matches() {
             return Err(permanent(anyhow::anyhow!(
                 "result {}: the commit hash does not match its content",
@@ -213,9 +231,6 @@ impl Judge {
                 if let CommitOutcome::Committed { output, .. } = &outcome {
                     tracing::info!(result_id = %result.id, versions = ?output, "result committed");
                 }
-                if let Some(effect) = &effect {
-                    self.send_task(&effect.execute).await?;
-                }
                 self.after_commit(state).await
             }
             Ok(Decided::Superseded { status, .. }) => self.resume_at(result, state, status).await,
@@ -294,14 +309,11 @@ impl Judge {
         cause: RetryCause,
         fresh_versions: ReadSet,
     ) -> Result<(), MessageError> {
-        match judging::retry(&self.pool, result, feedback, cause)
+        match judging::retry(&self.pool, result, feedback, cause, &fresh_versions)
             .await
             .map_err(retryable)?
         {
-            Decided::Done(true) => {
-                self.send_replan(result.task_id, feedback, fresh_versions)
-                    .await
-            }
+            Decided::Done(true) => Ok(()),
             Decided::Done(false) => self.fail(result, state, feedback).await,
             Decided::Superseded { status, .. } => self.resume_at(result, state, status).await,
         }
@@ -351,54 +363,15 @@ impl Judge {
         self.resume(result, &state).await
     }
 
-    /// A result whose attempt was decided before (a redelivery, or a race lost): sends again
-    /// what that decision sent; every receiver is idempotent.
+    /// A result whose attempt was decided before (a redelivery, or a race lost): what that
+    /// decision caused is in the outbox; what follows a commit (the release of waiting tasks,
+    /// the goal's settlement) is done again, idempotently.
     async fn resume(&self, result: &TaskResult, state: &TaskState) -> Result<(), MessageError> {
         tracing::info!(result_id = %result.id, status = state.status, "attempt already decided");
         match state.status.as_str() {
-            "committed" => {
-                for task in judging::pending_effects(&self.pool, result.task_id)
-                    .await
-                    .map_err(retryable)?
-                {
-                    self.send_task(&task).await?;
-                }
-                self.after_commit(state).await
-            }
-            "retrying" => {
-                let feedback = state.feedback.clone().unwrap_or_default();
-                self.send_replan(result.task_id, &feedback, ReadSet::new())
-                    .await
-            }
+            "committed" => self.after_commit(state).await,
             _ => self.settle(state).await,
         }
-    }
-
-    async fn send_task(&self, task: &Task) -> Result<(), MessageError> {
-        self.outbox
-            .send(
-                Queue::Task,
-                envelope::encode(&TaskMessage { task: task.clone() }),
-            )
-            .await
-            .map_err(retryable)
-    }
-
-    async fn send_replan(
-        &self,
-        task_id: TaskId,
-        feedback: &str,
-        fresh_versions: ReadSet,
-    ) -> Result<(), MessageError> {
-        let message = PlannerMessage::Replan {
-            task_id,
-            feedback: feedback.to_owned(),
-            fresh_versions,
-        };
-        self.outbox
-            .send(Queue::Goal, envelope::encode(&message))
-            .await
-            .map_err(retryable)
     }
 }
 

@@ -8,12 +8,17 @@
 //!   default) and the plan stored once (a redelivered goal message plans nothing twice); then
 //!   the tasks whose dependencies are met are released.
 //! - A replan message (from the judge): the task's next attempt, with the feedback and the
-//!   fresh state versions, goes back on the task queue.
+//!   current state versions, goes back on the task queue.
 //!
 //! [`PlannerService::release`] is also what the judge calls after a commit: it takes the
 //! goal's blocked tasks whose dependencies are all committed (each claimed by one releaser),
 //! fills their inputs from what the dependencies produced, reads the current versions of the
-//! state they read, and enqueues them.
+//! state they read, and marks them queued.
+//!
+//! Every task message is written to the outbox in the transaction that marks its task queued,
+//! and derived from the row it wrote; at the end of the batch the relay sends the rows of the
+//! goals it touched. While the batch is handled its messages stay invisible in short steps
+//! ([`chimera_aws::visibility`]).
 
 pub mod plan;
 
@@ -21,10 +26,12 @@ use std::collections::HashMap;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
-use chimera_aws::batch::{MessageError, decode_body, process_batch};
-use chimera_aws::queues::Outbox;
-use chimera_core::domain::{GoalId, ReadSet, StateKey, Task, TaskId};
-use chimera_core::envelope::{self, PlannerMessage, TaskMessage};
+use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
+use chimera_aws::queues::Queues;
+use chimera_aws::relay::Relay;
+use chimera_aws::visibility::Lease;
+use chimera_core::domain::{GoalId, ReadSet, StateKey, TaskId};
+use chimera_core::envelope::PlannerMessage;
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_store::{PgPool, dag, occ};
 use plan::{AgentContext, MEDIA_FROM, Planner, TEXT_FROM, TemplatePlanner, fill_inputs};
@@ -34,7 +41,7 @@ const CONCURRENCY: usize = 8;
 
 pub struct PlannerService {
     pool: PgPool,
-    outbox: Outbox,
+    relay: Relay,
     planner: Box<dyn Planner>,
 }
 
@@ -60,19 +67,38 @@ impl PlannerService {
         planner: Box<dyn Planner>,
     ) -> Self {
         Self {
-            outbox: Outbox::new(clients, names),
+            relay: Relay::new(pool.clone(), Queues::new(clients, names)),
             pool,
             planner,
         }
     }
 
-    pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
-        process_batch(event, CONCURRENCY, |m| self.handle_message(m)).await
+    /// The relay that sends what this planner's decisions wrote (the judge shares it).
+    pub fn relay(&self) -> &Relay {
+        &self.relay
     }
 
-    async fn handle_message(&self, message: &SqsMessage) -> Result<(), MessageError> {
+    pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
+        let lease = Lease::start(self.relay.queues(), Queue::Goal, event).await;
+        let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m)).await;
+        let goals: Vec<GoalId> = outcomes
+            .iter()
+            .filter_map(|(_, outcome)| outcome.as_ref().ok().copied().flatten())
+            .collect();
+        self.relay.flush(&goals).await;
+        let outcomes = outcomes
+            .into_iter()
+            .map(|(id, outcome)| (id, outcome.map(|_| ())))
+            .collect();
+        lease.finish(report(outcomes)).await
+    }
+
+    /// Handles one message; returns the goal it wrote messages for, if any.
+    async fn handle_message(&self, message: &SqsMessage) -> Result<Option<GoalId>, MessageError> {
         match decode_body::<PlannerMessage>(message)? {
-            PlannerMessage::Goal { goal_id } => self.plan_goal(goal_id).await,
+            PlannerMessage::Goal { goal_id } => {
+                self.plan_goal(goal_id).await.map(|()| Some(goal_id))
+            }
             PlannerMessage::Replan {
                 task_id,
                 feedback,
@@ -115,18 +141,20 @@ impl PlannerService {
         self.release(goal_id).await.map(|_| ())
     }
 
+    /// Takes the task into its next attempt and queues it, in one transaction; returns its goal.
     async fn replan(
         &self,
         task: TaskId,
         feedback: &str,
         fresh: &ReadSet,
-    ) -> Result<(), MessageError> {
-        let Some(mut next) = dag::next_attempt(&self.pool, task, feedback)
+    ) -> Result<Option<GoalId>, MessageError> {
+        let mut tx = self.pool.begin().await.map_err(retryable)?;
+        let Some(mut next) = dag::next_attempt(&mut tx, task, feedback)
             .await
             .map_err(retryable)?
         else {
             tracing::info!(task_id = %task.0, "replan already applied or not wanted");
-            return Ok(());
+            return Ok(None);
         };
         // The versions the judge saw moved are at least this new; the attempt reads the current
         // ones of its whole read set, and the task row records what the message carries.
@@ -134,15 +162,14 @@ impl PlannerService {
         next.read_set = occ::read_versions(&self.pool, next.agent_id, &keys)
             .await
             .map_err(retryable)?;
-        let mut conn = self.pool.acquire().await.map_err(retryable)?;
-        dag::mark_queued(&mut conn, &next)
-            .await
-            .map_err(retryable)?;
+        dag::mark_queued(&mut tx, &next).await.map_err(retryable)?;
+        tx.commit().await.map_err(retryable)?;
         tracing::info!(task_id = %task.0, attempt = next.attempt, judge_saw = ?fresh, "task replanned");
-        self.send_task(&next).await
+        Ok(Some(next.goal_id))
     }
 
-    /// Releases the goal's tasks whose dependencies are committed; returns how many.
+    /// Releases the goal's tasks whose dependencies are committed (marked queued, their messages
+    /// in the outbox, one transaction); returns how many. The caller flushes the goal's rows.
     pub async fn release(&self, goal: GoalId) -> Result<usize, MessageError> {
         let mut tx = self.pool.begin().await.map_err(retryable)?;
         let ready = dag::lock_ready(&mut tx, goal).await.map_err(retryable)?;
@@ -177,9 +204,6 @@ impl PlannerService {
                 .await
                 .map_err(retryable)?;
             dag::mark_queued(&mut tx, &task).await.map_err(retryable)?;
-            // Sent before the status commits: a crash in between re-sends on the next release
-            // (the worker runs a task attempt once), never loses the task.
-            self.send_task(&task).await?;
             released += 1;
         }
         tx.commit().await.map_err(retryable)?;
@@ -187,15 +211,5 @@ impl PlannerService {
             tracing::info!(goal_id = %goal.0, released, "tasks released");
         }
         Ok(released)
-    }
-
-    async fn send_task(&self, task: &Task) -> Result<(), MessageError> {
-        self.outbox
-            .send(
-                Queue::Task,
-                envelope::encode(&TaskMessage { task: task.clone() }),
-            )
-            .await
-            .map_err(retryable)
     }
 }

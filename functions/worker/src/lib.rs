@@ -4,10 +4,15 @@
 //! (`ReportBatchItemFailures`). The same function runs under `lambda_runtime` (`main.rs`)
 //! and under the local event-source runner. For each message:
 //!
-//! 1. read the task (a malformed or unknown-version body is a permanent failure);
-//! 2. claim the task attempt in DynamoDB (conditional put). A completed claim answers with the
-//!    result it recorded, sent again, with no tool called; a live claim of another worker
-//!    makes the message come back later; the same key with a different task is refused;
+//! 1. read the task (a malformed or unknown-version body is a permanent failure) and check it
+//!    against the database ([`dag::admit`]): a task the database does not know, or knows
+//!    otherwise than the message says, and an `execute` task whose approval does not release
+//!    exactly its arguments, are refused (permanent: dead-lettered) before any tool is called;
+//!    a copy of an attempt that was superseded or already decided is acknowledged and dropped;
+//! 2. claim the task attempt in DynamoDB (conditional put), for a short lease the worker renews
+//!    while it works. A completed claim answers with the result it recorded, sent again, with
+//!    no tool called; a live claim of another worker means this copy is a duplicate of a message
+//!    that worker holds: it is dropped; the same key with a different task is refused;
 //! 3. run the task's steps through MCP ([`execute`]), within its kind's tool allowlist;
 //! 4. store every artifact in S3 under its content hash, then record provenance (one `assets`
 //!    row per artifact, with the tool, server version and parameters) in PostgreSQL;
@@ -26,12 +31,14 @@ use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::idempotency::{Claim, IdempotencyError, IdempotencyStore};
-use chimera_aws::queues::Outbox;
+use chimera_aws::queues::Queues;
+use chimera_aws::visibility::Lease;
 use chimera_core::domain::{CommitHash, ResultId, Task, TaskResult, derived_uuid};
 use chimera_core::envelope::TaskMessage;
 use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_mcp::{McpClient, McpConfig};
 use chimera_store::PgPool;
+use chimera_store::dag::{self, Admission};
 use chimera_store::provenance::{self, NewAsset};
 use sha2::{Digest, Sha256};
 
@@ -42,6 +49,11 @@ const CONCURRENCY: usize = 8;
 /// outlives the invocation slightly, never the other way round.
 const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 
+/// A claim's lease: renewed every [`CLAIM_RENEWAL`] while the worker lives, so the claim of a
+/// worker that died expires before its message returns to the queue (one visibility step).
+const CLAIM_LEASE: Duration = Duration::from_secs(20);
+const CLAIM_RENEWAL: Duration = Duration::from_secs(5);
+
 /// Everything the worker keeps for the life of an execution environment: AWS clients, the
 /// database pool and the MCP sessions.
 pub struct Worker {
@@ -49,7 +61,7 @@ pub struct Worker {
     idempotency: IdempotencyStore,
     pool: PgPool,
     mcp: McpClient,
-    outbox: Outbox,
+    queues: Queues,
 }
 
 impl Worker {
@@ -74,7 +86,7 @@ impl Worker {
         Self {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             idempotency: IdempotencyStore::new(clients.dynamodb.clone(), table),
-            outbox: Outbox::new(clients, names),
+            queues: Queues::new(clients, names),
             pool,
             mcp,
         }
@@ -88,63 +100,78 @@ impl Worker {
     /// of the batch go to the review queue together (`SendMessageBatch`); a result that could
     /// not be sent fails its message, whose redelivery is answered from its claim.
     pub async fn handle(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
+        let lease = Lease::start(&self.queues, Queue::Task, event).await;
         let outcomes = run_batch(event, CONCURRENCY, |message| {
             self.handle_message(message, deadline)
         })
         .await;
         let bodies: Vec<String> = outcomes
             .iter()
-            .filter_map(|(_, outcome)| outcome.as_ref().ok().cloned())
+            .filter_map(|(_, outcome)| outcome.as_ref().ok().cloned().flatten())
             .collect();
         let mut sent = self
-            .outbox
+            .queues
             .send_batch(Queue::Review, &bodies)
             .await
             .into_iter();
         let outcomes = outcomes
             .into_iter()
             .map(|(id, outcome)| {
-                let outcome = outcome.and_then(|_| {
-                    sent.next()
+                let outcome = outcome.and_then(|body| match body {
+                    None => Ok(()),
+                    Some(_) => sent
+                        .next()
                         .unwrap_or_else(|| Err(anyhow::anyhow!("result not sent")))
-                        .map_err(MessageError::Retryable)
+                        .map_err(MessageError::Retryable),
                 });
                 (id, outcome)
             })
             .collect();
-        report(outcomes)
+        lease.finish(report(outcomes)).await
     }
 
-    /// Runs one task message; returns the review message to send.
+    /// Runs one task message; returns the review message to send, if any (a stale or duplicate
+    /// copy sends nothing).
     async fn handle_message(
         &self,
         message: &SqsMessage,
         deadline: SystemTime,
-    ) -> Result<String, MessageError> {
+    ) -> Result<Option<String>, MessageError> {
         let TaskMessage { task } = decode_body(message)?;
-        tracing::info!(task_id = %task.id.0, kind = task.kind.as_str(), attempt = task.attempt, "task received");
+        tracing::info!(task_id = %task.id.0, goal_id = %task.goal_id.0, agent_id = %task.agent_id.0,
+                       kind = task.kind.as_str(), attempt = task.attempt, "task received");
+        match dag::admit(&self.pool, &task).await.map_err(|e| {
+            MessageError::Retryable(anyhow::Error::new(e).context("checking the task"))
+        })? {
+            Admission::Run => {}
+            Admission::Stale(reason) => {
+                tracing::info!(task_id = %task.id.0, reason, "stale task message: dropped");
+                return Ok(None);
+            }
+            Admission::Refused(reason) => {
+                return Err(MessageError::Permanent(anyhow::anyhow!(
+                    "task message refused before any tool call: {reason}"
+                )));
+            }
+        }
         let key = idempotency_key(&task);
         let payload_hash = payload_hash(&task)?;
-        let until = deadline
-            .checked_sub(CLAIM_MARGIN)
-            .filter(|t| *t > SystemTime::now())
-            .unwrap_or_else(|| SystemTime::now() + CLAIM_MARGIN);
         let token = match self
             .idempotency
-            .claim(&key, &payload_hash, until)
+            .claim(&key, &payload_hash, lease_until(deadline))
             .await
             .map_err(retryable)?
         {
             Claim::Acquired { token } => token,
             Claim::Completed { outcome } => {
                 tracing::info!(task_id = %task.id.0, "already done: sending its result again");
-                return Ok(outcome);
+                return Ok(Some(outcome));
             }
             Claim::InProgress { until_ms } => {
-                return Err(MessageError::Retryable(anyhow::anyhow!(
-                    "task {} is being executed by another worker (claim until {until_ms} ms)",
-                    task.id.0
-                )));
+                // The worker holding the claim holds a copy of this message too, and renews
+                // both while it lives; if it dies, its copy returns after the claim expired.
+                tracing::info!(task_id = %task.id.0, until_ms, "another worker is on this attempt: duplicate dropped");
+                return Ok(None);
             }
             Claim::PayloadMismatch => {
                 return Err(MessageError::Permanent(anyhow::anyhow!(
@@ -152,13 +179,16 @@ impl Worker {
                 )));
             }
         };
-        match self.produce(&task).await {
+        let renewal = self.renew_claim(key.clone(), token.clone(), deadline);
+        let produced = self.produce(&task).await;
+        renewal.abort();
+        match produced {
             Ok(body) => {
                 self.idempotency
                     .complete(&key, &token, &body)
                     .await
                     .map_err(retryable)?;
-                Ok(body)
+                Ok(Some(body))
             }
             Err(err) => {
                 if let Err(release) = self.idempotency.release(&key, &token).await {
@@ -167,6 +197,27 @@ impl Worker {
                 Err(err)
             }
         }
+    }
+
+    /// Renews the claim on `key` in the background until aborted (or the invocation's deadline).
+    fn renew_claim(
+        &self,
+        key: String,
+        token: String,
+        deadline: SystemTime,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.idempotency.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CLAIM_RENEWAL).await;
+                if let Err(err) = store.extend(&key, &token, lease_until(deadline)).await {
+                    tracing::warn!(key, error = %err, "renewing the claim failed");
+                    if matches!(err, IdempotencyError::ClaimLost { .. }) {
+                        return;
+                    }
+                }
+            }
+        })
     }
 
     /// Runs the task, stores its artifacts and provenance, and returns the review message.
@@ -221,7 +272,16 @@ impl Worker {
         provenance::record_assets(&self.pool, &assets)
             .await
             .map_err(|e| {
-                MessageError::Retryable(anyhow::Error::new(e).context("recording provenance"))
+                // A row the schema refuses (a foreign key naming nothing) is refused again.
+                let permanent = e
+                    .as_database_error()
+                    .is_some_and(|d| d.is_foreign_key_violation() || d.is_check_violation());
+                let err = anyhow::Error::new(e).context("recording provenance");
+                if permanent {
+                    MessageError::Permanent(err)
+                } else {
+                    MessageError::Retryable(err)
+                }
             })?;
         let mut result = TaskResult {
             id: result_id,
@@ -267,12 +327,22 @@ fn retryable(err: IdempotencyError) -> MessageError {
 }
 
 fn storage(err: StorageError) -> MessageError {
-    match err {
-        StorageError::Unavailable { .. } => MessageError::Retryable(err.into()),
-        StorageError::Corrupt { .. } | StorageError::Unreadable(_) => {
-            MessageError::Permanent(err.into())
-        }
+    if err.is_retryable() {
+        MessageError::Retryable(err.into())
+    } else {
+        MessageError::Permanent(err.into())
     }
+}
+
+/// When a claim taken or renewed now expires: one lease from now, but never past the
+/// invocation's deadline (less a margin), and at least a margin from now.
+fn lease_until(deadline: SystemTime) -> SystemTime {
+    let now = SystemTime::now();
+    let lease = now + CLAIM_LEASE;
+    deadline
+        .checked_sub(CLAIM_MARGIN)
+        .filter(|t| *t > now)
+        .map_or(now + CLAIM_MARGIN, |limit| limit.min(lease))
 }
 
 fn permanent(err: impl std::error::Error + Send + Sync + 'static) -> MessageError {

@@ -1,6 +1,6 @@
-//! Lambda entry point of the review sweep, invoked by an EventBridge schedule: escalates
-//! overdue reviews, rejects by default those past their final deadline, re-sends unsent
-//! effects. The event's content does not matter.
+//! Lambda entry point of the sweep, invoked by an EventBridge schedule: escalates overdue
+//! reviews, rejects by default those past their final deadline, reconciles work that stopped
+//! moving and relays the outbox rows no handler sent. The event's content does not matter.
 
 #![recursion_limit = "256"]
 
@@ -19,9 +19,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let state = &state;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
         let swept = sweep::run(state).await?;
+        let reconciled = &swept.reconciled;
         Ok::<_, lambda_runtime::Error>(json!({
-            "escalated": swept.escalated.len(),
-            "defaulted": swept.defaulted.len(),
+            "escalated": swept.reviews.escalated.len(),
+            "defaulted": swept.reviews.defaulted.len(),
+            "unplanned": reconciled.unplanned.len(),
+            "redriven": reconciled.redriven.len(),
+            "given_up": reconciled.given_up.len(),
+            "rejudged": reconciled.rejudged.len(),
+            "replanned": reconciled.replanned.len(),
+            "released": reconciled.released.len(),
+            "settled": reconciled.settled.len(),
+            "relayed": swept.relayed,
         }))
     }))
     .await

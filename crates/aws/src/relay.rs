@@ -1,0 +1,111 @@
+//! The outbox relay: sends the messages decisions wrote to the outbox once their transaction
+//! committed, and marks them sent.
+//!
+//! - [`Relay::flush`] runs at the end of each handler invocation (and API request) for the goals
+//!   it touched, so a message goes out as soon as its state is committed;
+//! - [`Relay::drain`] sends whatever is older (a flush that failed, a process that died between
+//!   commit and flush): the runner calls it continuously, in AWS the scheduled sweep does.
+//!
+//! Each round locks its rows (`FOR UPDATE SKIP LOCKED`) for the time of the send, sends them
+//! with `SendMessageBatch` (in row order, per queue), then marks what was sent and backs off
+//! what was not. A relay that dies between the send and the mark leaves the rows unsent: they go
+//! out again, and every consumer is idempotent (at least once).
+
+use chimera_core::domain::GoalId;
+use chimera_core::names::Queue;
+use chimera_store::PgPool;
+use chimera_store::outbox::{self, Pending, Selection};
+use chrono::{DateTime, Utc};
+
+use crate::queues::Queues;
+
+/// Rows sent per round (ten `SendMessageBatch` calls at most).
+const ROUND: i64 = 100;
+
+pub struct Relay {
+    pool: PgPool,
+    queues: Queues,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, queues: Queues) -> Self {
+        Self { pool, queues }
+    }
+
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Sends the unsent rows of `goals`; returns how many were sent. A failure is logged and
+    /// the rows stay for [`Relay::drain`]: the caller's decision stands either way.
+    pub async fn flush(&self, goals: &[GoalId]) -> usize {
+        if goals.is_empty() {
+            return 0;
+        }
+        let mut sent = 0;
+        loop {
+            match self.round(Selection::Goals(goals)).await {
+                Ok((0, _)) => return sent,
+                Ok((n, taken)) => {
+                    sent += n;
+                    if taken < ROUND as usize || n == 0 {
+                        return sent;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "outbox flush failed; the sweep sends the rows"
+                    );
+                    return sent;
+                }
+            }
+        }
+    }
+
+    /// Sends every due row created before `before`, round after round until none is left;
+    /// returns how many were sent.
+    pub async fn drain(&self, before: DateTime<Utc>) -> anyhow::Result<usize> {
+        let mut sent = 0;
+        loop {
+            let (n, taken) = self.round(Selection::CreatedBefore(before)).await?;
+            sent += n;
+            // Rows that failed are backed off (not due): a round that sent nothing ends it.
+            if taken < ROUND as usize || n == 0 {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// One round: (rows sent, rows taken).
+    async fn round(&self, selection: Selection<'_>) -> anyhow::Result<(usize, usize)> {
+        let mut tx = self.pool.begin().await?;
+        let rows = outbox::claim(&mut tx, selection, ROUND).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok((0, 0));
+        }
+        let mut sent = Vec::with_capacity(rows.len());
+        for queue in Queue::ALL {
+            let batch: Vec<&Pending> = rows.iter().filter(|r| r.queue == queue).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let bodies: Vec<String> = batch.iter().map(|r| r.body.clone()).collect();
+            let outcomes = self.queues.send_batch(queue, &bodies).await;
+            for (row, outcome) in batch.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => sent.push(row.id),
+                    Err(err) => {
+                        let error = format!("{err:#}");
+                        tracing::warn!(outbox_id = row.id, %queue, attempts = row.attempts + 1, error, "outbox message not sent; backing off");
+                        outbox::mark_failed(&mut tx, row.id, &error).await?;
+                    }
+                }
+            }
+        }
+        outbox::mark_sent(&mut tx, &sent).await?;
+        tx.commit().await?;
+        Ok((sent.len(), rows.len()))
+    }
+}

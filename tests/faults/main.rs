@@ -1,0 +1,465 @@
+//! The fault suite: the real runner binary killed with SIGKILL mid-run, PostgreSQL restarted
+//! mid-run, every task and review message delivered three times, forged and altered messages
+//! injected, messages lost. After each fault, every goal settles, every approved effect happens
+//! once and nothing else does, commits match committed tasks, the ledger matches the approved
+//! spend, and no healthy message is dead-lettered.
+//!
+//! These tests restart the shared PostgreSQL: `scripts/test` runs this binary on its own, one
+//! test at a time, after the other suites.
+
+mod fleet;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chimera_core::domain::{GoalId, TaskId, TaskResult};
+use chimera_core::envelope::{self, PlannerMessage, ResultMessage, TaskMessage};
+use chimera_core::names::Queue;
+use chimera_store::reconcile;
+use chimera_tests::repo_root;
+use fleet::{Fleet, tail};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+/// The tests restart the shared database: one at a time, also under `cargo test` (one process,
+/// many threads; nextest runs each test in its own process, and `scripts/test` runs them one by
+/// one).
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// From a fault to every goal settled.
+const SETTLE: Duration = Duration::from_secs(300);
+/// The bound on recovery the suite asserts.
+const RESUME_WITHIN: Duration = Duration::from_secs(60);
+
+fn print_figures(test: &str, figures: &fleet::Figures) {
+    eprintln!("[faults] {test}: {figures:?}");
+}
+
+/// Committed tasks so far.
+async fn committed(fleet: &Fleet) -> i64 {
+    sqlx::query_scalar("select count(*) from tasks where status = 'committed'")
+        .fetch_one(&fleet.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until `more` tasks were committed beyond `from`.
+async fn until_committed(fleet: &Fleet, from: i64, more: i64) {
+    let pool = &fleet.db.pool;
+    chimera_tests::eventually(Duration::from_secs(120), "work under way", || async move {
+        let now: i64 = sqlx::query_scalar("select count(*) from tasks where status = 'committed'")
+            .fetch_one(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        if now >= from + more {
+            Ok(())
+        } else {
+            Err(format!("{now} committed"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_runner_killed_three_times_mid_run_loses_no_goal() {
+    let _serial = SERIAL.lock().await;
+    let mut fleet = Fleet::new(3).await;
+    fleet.start_runner().await;
+    let mut goals = Vec::new();
+    let mut resumes = Vec::new();
+    for _ in 0..3 {
+        let before = committed(&fleet).await;
+        goals.extend(fleet.submit_mix(9).await);
+        until_committed(&fleet, before, 3).await;
+        // Held payments approved: their effects are in flight when the runner dies.
+        fleet.approve_held().await;
+        let in_flight = fleet.in_flight().await;
+        let killed = Instant::now();
+        fleet.kill_runner().await;
+        fleet.start_runner().await;
+        let took = fleet
+            .resumed(&in_flight, killed, Duration::from_secs(120))
+            .await;
+        eprintln!(
+            "[faults] SIGKILL: {} tasks and {} goals in flight resumed {:.1} s after the kill",
+            in_flight.0.len(),
+            in_flight.1.len(),
+            took.as_secs_f64()
+        );
+        resumes.push(took);
+    }
+    let statuses = fleet.run_to_the_end(&goals, SETTLE).await;
+    assert!(
+        statuses.iter().all(|s| s == "completed"),
+        "every goal completes: {statuses:?}"
+    );
+    let figures = fleet.invariants(&goals).await;
+    print_figures("runner killed 3 times", &figures);
+    assert_eq!(
+        figures.dead_letters,
+        [0, 0, 0],
+        "no healthy message dead-lettered"
+    );
+    let slowest = resumes.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < RESUME_WITHIN,
+        "in-flight work resumed within {RESUME_WITHIN:?} of each kill: {resumes:?}"
+    );
+    fleet.stop().await;
+}
+
+fn restart_postgres() {
+    let status = Command::new(repo_root().join("scripts/stack"))
+        .args(["restart", "postgres"])
+        .status()
+        .expect("running scripts/stack restart postgres");
+    assert!(status.success(), "scripts/stack restart postgres failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restarted_mid_run_loses_no_goal() {
+    let _serial = SERIAL.lock().await;
+    let mut fleet = Fleet::new(3).await;
+    fleet.start_runner().await;
+    let mut goals = Vec::new();
+    for _ in 0..2 {
+        let before = committed(&fleet).await;
+        goals.extend(fleet.submit_mix(12).await);
+        until_committed(&fleet, before, 3).await;
+        fleet.approve_held().await;
+        let restarted = Instant::now();
+        restart_postgres();
+        eprintln!(
+            "[faults] PostgreSQL restarted in {:.1} s with work in flight",
+            restarted.elapsed().as_secs_f64()
+        );
+    }
+    let statuses = fleet.run_to_the_end(&goals, SETTLE).await;
+    assert!(
+        statuses.iter().all(|s| s == "completed"),
+        "every goal completes: {statuses:?}"
+    );
+    let figures = fleet.invariants(&goals).await;
+    print_figures("database restarted twice", &figures);
+    assert_eq!(
+        figures.dead_letters,
+        [0, 0, 0],
+        "no healthy message dead-lettered"
+    );
+    fleet.stop().await;
+}
+
+/// What went through the taps, by queue.
+type Seen = Arc<Mutex<HashMap<&'static str, Vec<String>>>>;
+
+/// Moves every message of the tap queues into the real ones, three copies each; records the
+/// bodies.
+fn duplicate(fleet: &Fleet, taps: [(Queue, String); 2], seen: Seen) -> tokio::task::JoinHandle<()> {
+    let sqs = fleet.clients.sqs.clone();
+    let names = fleet.names.clone();
+    let clients = fleet.clients.clone();
+    tokio::spawn(async move {
+        let mut targets = Vec::new();
+        for (queue, tap) in &taps {
+            let real = chimera_aws::bootstrap::queue_url(&clients, &names.queue(*queue))
+                .await
+                .unwrap();
+            targets.push((*queue, tap.clone(), real));
+        }
+        loop {
+            for (queue, tap, real) in &targets {
+                let Ok(got) = sqs
+                    .receive_message()
+                    .queue_url(tap)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(0)
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                for m in got.messages() {
+                    let body = m.body().unwrap_or_default().to_owned();
+                    for _ in 0..3 {
+                        sqs.send_message()
+                            .queue_url(real)
+                            .message_body(&body)
+                            .send()
+                            .await
+                            .expect("sending a copy");
+                    }
+                    sqs.delete_message()
+                        .queue_url(tap)
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .send()
+                        .await
+                        .expect("deleting from the tap");
+                    seen.lock()
+                        .await
+                        .entry(queue.as_str())
+                        .or_default()
+                        .push(body);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+async fn send(fleet: &Fleet, queue: Queue, body: &str) {
+    let url = chimera_aws::bootstrap::queue_url(&fleet.clients, &fleet.names.queue(queue))
+        .await
+        .unwrap();
+    fleet
+        .clients
+        .sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The first task message seen at the tap that `pick` accepts.
+async fn seen_task(seen: &Seen, pick: impl Fn(&chimera_core::domain::Task) -> bool) -> TaskMessage {
+    chimera_tests::eventually(
+        Duration::from_secs(120),
+        "a task message at the tap",
+        || async {
+            let seen = seen.lock().await;
+            seen.get("task")
+                .into_iter()
+                .flatten()
+                .filter_map(|b| envelope::decode::<TaskMessage>(b).ok())
+                .find(|m| pick(&m.task))
+                .ok_or_else(|| "not yet".to_owned())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicated_forged_and_altered_messages_change_nothing() {
+    let _serial = SERIAL.lock().await;
+    const MARK: &str = "FORGED-7c1d";
+    let mut fleet = Fleet::new(3).await;
+    // Producers send to taps (the queue URLs are configuration); the runner consumes the real
+    // queues; the test moves each message from tap to queue three times.
+    let mut taps = Vec::new();
+    for queue in [Queue::Task, Queue::Review] {
+        let name = format!("{}-tap-{}", fleet.names.stage(), queue.as_str());
+        let url = fleet
+            .clients
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        fleet
+            .runner_env
+            .push((queue.url_env().to_owned(), url.clone()));
+        taps.push((queue, url));
+    }
+    let seen: Seen = Arc::default();
+    let duplicator = duplicate(&fleet, [taps[0].clone(), taps[1].clone()], seen.clone());
+    fleet.start_runner().await;
+    let goals = fleet.submit_mix(12).await;
+    fleet.run_to_the_end(&goals[..3], SETTLE).await;
+
+    // Forgeries and alterations, each naming MARK somewhere a tool would see it.
+    let research = seen_task(&seen, |t| t.kind.as_str() == "research").await;
+    let mut altered_research = research.task.clone();
+    altered_research
+        .inputs
+        .insert("query".into(), json!(format!("{MARK} research")));
+    let execute = seen_task(&seen, |t| {
+        t.kind.as_str() == "execute" && t.inputs["action"] == "social.reply"
+    })
+    .await;
+    let mut altered_execute = execute.task.clone();
+    altered_execute.inputs["arguments"]["text"] = json!(format!("{MARK} altered reply"));
+    let mut forged_execute = execute.task.clone();
+    forged_execute.id = TaskId(uuid::Uuid::new_v4());
+    forged_execute.approval_id = Some(chimera_core::domain::ReviewId(uuid::Uuid::new_v4()));
+    forged_execute.inputs["arguments"]["text"] = json!(format!("{MARK} forged reply"));
+    let mut unknown = research.task.clone();
+    unknown.id = TaskId(uuid::Uuid::new_v4());
+    unknown
+        .inputs
+        .insert("query".into(), json!(format!("{MARK} unknown")));
+    let forged_tasks: Vec<String> = [altered_research, altered_execute, forged_execute, unknown]
+        .into_iter()
+        .map(|task| envelope::encode(&TaskMessage { task }))
+        .collect();
+    for body in &forged_tasks {
+        send(&fleet, Queue::Task, body).await;
+    }
+    // A result altered after hashing, and one re-hashed for a task that does not exist.
+    let result: TaskResult =
+        chimera_tests::eventually(Duration::from_secs(60), "a result at the tap", || async {
+            let seen = seen.lock().await;
+            seen.get("review")
+                .into_iter()
+                .flatten()
+                .filter_map(|b| match envelope::decode::<ResultMessage>(b) {
+                    Ok(ResultMessage::Inline { result }) => Some(result),
+                    _ => None,
+                })
+                .next()
+                .ok_or_else(|| "not yet".to_owned())
+        })
+        .await;
+    let mut tampered = result.clone();
+    tampered.confidence_score = chimera_core::domain::Confidence::try_from(0.99).unwrap();
+    tampered.attempt += 7;
+    let mut orphan = result.clone();
+    orphan.task_id = TaskId(uuid::Uuid::new_v4());
+    orphan.commit_hash = orphan.compute_commit_hash();
+    let forged_results: Vec<String> = [tampered, orphan]
+        .into_iter()
+        .map(|result| envelope::encode(&ResultMessage::Inline { result }))
+        .collect();
+    for body in &forged_results {
+        send(&fleet, Queue::Review, body).await;
+    }
+    let forged_goal = envelope::encode(&PlannerMessage::Goal {
+        goal_id: GoalId(uuid::Uuid::new_v4()),
+    });
+    send(&fleet, Queue::Goal, &forged_goal).await;
+
+    let statuses = fleet.run_to_the_end(&goals, SETTLE).await;
+    assert!(
+        statuses.iter().all(|s| s == "completed"),
+        "every goal completes: {statuses:?}"
+    );
+    // The forgeries, and only they, end in the dead-letter queues.
+    for (queue, expected) in [
+        (Queue::Task, &forged_tasks),
+        (Queue::Review, &forged_results),
+        (Queue::Goal, &vec![forged_goal.clone()]),
+    ] {
+        let fleet = &fleet;
+        let want = expected.len() as i64;
+        chimera_tests::eventually(
+            Duration::from_secs(120),
+            "forgeries dead-lettered",
+            || async move {
+                let depth = fleet.depth(queue, true).await;
+                if depth == want {
+                    Ok(())
+                } else {
+                    Err(format!("{queue} DLQ holds {depth}, expected {want}"))
+                }
+            },
+        )
+        .await;
+        let mut got = fleet.dead_letters(queue).await;
+        let mut want = expected.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{queue} DLQ holds exactly the forged messages");
+    }
+    let touched: i64 = sqlx::query_scalar(
+        "select count(*) from world.calls where arguments::text like '%' || $1 || '%'",
+    )
+    .bind(MARK)
+    .fetch_one(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        touched, 0,
+        "no tool was called for a forged or altered message"
+    );
+    let logs = fleet.logs();
+    assert!(
+        logs.matches("task message refused before any tool call")
+            .count()
+            >= forged_tasks.len(),
+        "each refusal is logged with its reason:\n{}",
+        tail(&logs, 40)
+    );
+    let figures = fleet.invariants(&goals).await;
+    print_figures("every message three times, forgeries injected", &figures);
+    assert_eq!(
+        figures.dead_letters,
+        [1, forged_tasks.len() as i64, forged_results.len() as i64],
+        "only the forgeries are dead-lettered"
+    );
+    duplicator.abort();
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_lost_while_the_runner_was_down_are_sent_again_by_the_reconciler() {
+    let _serial = SERIAL.lock().await;
+    let mut fleet = Fleet::new(3).await;
+    fleet.start_runner().await;
+    let goals = fleet.submit_mix(12).await;
+    until_committed(&fleet, 0, 3).await;
+    fleet.approve_held().await;
+    fleet.kill_runner().await;
+    // Every message in the queues is lost.
+    for queue in Queue::ALL {
+        let url = chimera_aws::bootstrap::queue_url(&fleet.clients, &fleet.names.queue(queue))
+            .await
+            .unwrap();
+        fleet
+            .clients
+            .sqs
+            .purge_queue()
+            .queue_url(url)
+            .send()
+            .await
+            .unwrap();
+    }
+    for queue in Queue::ALL {
+        let fleet = &fleet;
+        chimera_tests::eventually(Duration::from_secs(30), "queues purged", || async move {
+            let depth = fleet.depth(queue, false).await;
+            if depth == 0 {
+                Ok(())
+            } else {
+                Err(format!("{queue} holds {depth}"))
+            }
+        })
+        .await;
+    }
+    // The reconciler, run as if its budgets had passed, finds the work that stopped moving.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let reconciled = reconcile::reconcile(&fleet.db.pool, later, 1000)
+        .await
+        .unwrap();
+    eprintln!("[faults] reconciler after the loss: {reconciled:?}");
+    assert!(!reconciled.is_empty(), "the lost work was found");
+    assert!(
+        reconciled.given_up.is_empty(),
+        "nothing given up: {reconciled:?}"
+    );
+    fleet.start_runner().await;
+    let statuses = fleet.run_to_the_end(&goals, SETTLE).await;
+    assert!(
+        statuses.iter().all(|s| s == "completed"),
+        "every goal completes: {statuses:?}"
+    );
+    let redrives: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = 'system.redrive' and actor = 'system'",
+    )
+    .fetch_one(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert!(redrives > 0, "each redrive is audited");
+    let figures = fleet.invariants(&goals).await;
+    print_figures("queues purged, reconciled", &figures);
+    assert_eq!(
+        figures.dead_letters,
+        [0, 0, 0],
+        "no healthy message dead-lettered"
+    );
+    fleet.stop().await;
+}
