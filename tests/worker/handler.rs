@@ -647,3 +647,17 @@ async fn messages_the_database_does_not_know_are_refused_before_any_tool_is_call
     assert_eq!(calls(&s.db.pool, "social.reply").await, 1);
     s.db.drop_db().await;
 }
+
+#[tokio::test]
+async fn an_object_that_does_not_exist_is_a_permanent_error() {
+    let s = Setup::new().await;
+    let store = ArtifactStore::new(s.clients.s3.clone(), s.names.artifact_bucket());
+    let missing = format!("artifacts/sha256/{}", "0".repeat(64));
+    let err = store.get(&missing, &"0".repeat(64)).await.unwrap_err();
+    assert!(
+        matches!(err, chimera_aws::artifacts::StorageError::Missing { .. }),
+        "{err}"
+    );
+    assert!(!err.is_retryable(), "a redelivery cannot make it appear");
+    s.db.drop_db().await;
+}

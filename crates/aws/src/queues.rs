@@ -65,6 +65,16 @@ impl Queues {
             (Some(account), Some(name)) if !name.is_empty() => (account, name),
             _ => anyhow::bail!("{arn:?} is not an SQS queue ARN"),
         };
+        // As deployed, the function's own queue is among the configured URLs.
+        let suffix = format!("/{account}/{name}");
+        if let Some(url) = self
+            .urls
+            .iter()
+            .filter_map(|u| u.get())
+            .find(|u| u.ends_with(&suffix))
+        {
+            return Ok(url.clone());
+        }
         let url = self
             .clients
             .sqs
