@@ -64,6 +64,57 @@ async fn migrations_apply_on_an_empty_database_and_a_second_run_is_a_no_op() {
     db.drop_db().await;
 }
 
+/// Every migration, with the SHA-384 of its file as it was when it was first applied. An
+/// applied migration is never edited: a schema change is a new migration, pinned here once it is
+/// final.
+const PINNED: &[(i64, &str)] = &[(
+    20261128000001,
+    "b9ee53b9a312c2ae0b443ec76342907994cbc3164d5f5f188cb502561a9faeaffeb34c4ed8b858e459a06ad074669a3a",
+)];
+
+#[test]
+fn applied_migrations_are_never_edited() {
+    for migration in chimera_store::MIGRATOR.iter() {
+        let checksum: String = migration
+            .checksum
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        match PINNED
+            .iter()
+            .find(|(version, _)| *version == migration.version)
+        {
+            Some((_, pinned)) => assert_eq!(
+                checksum, *pinned,
+                "migration {} ({}) changed after it was pinned: revert it and write a new migration",
+                migration.version, migration.description
+            ),
+            None => panic!(
+                "migration {} ({}) is not pinned: once it is final, add ({}, \"{checksum}\") to PINNED",
+                migration.version, migration.description, migration.version
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_refuses_a_migration_edited_after_it_was_applied() {
+    let db = TestDb::migrated().await;
+    // As if the file had been edited since: its recorded checksum no longer matches.
+    sqlx::query("update _sqlx_migrations set checksum = sha384('edited'::bytea)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let err = chimera_store::migrate(&db.pool)
+        .await
+        .expect_err("an edited migration is refused");
+    assert!(
+        matches!(err, sqlx::migrate::MigrateError::VersionMismatch(_)),
+        "{err}"
+    );
+    db.drop_db().await;
+}
+
 /// The SQLSTATE and constraint of a failed statement.
 async fn rejection(pool: &PgPool, sql: &str) -> (String, Option<String>) {
     let err = sqlx::query(AssertSqlSafe(sql.to_owned()))

@@ -1,6 +1,7 @@
 //! The judge handler on its own, fed batches directly: duplicates, forged and stale results.
 
 use chimera_aws::artifacts::ArtifactStore;
+use chimera_aws::handler::QueueHandler;
 use chimera_core::domain::{
     CommitHash, DisclosureLevel, Goal, GoalId, ReadSet, ResultId, StateKey, StateVersion, Task,
     TaskId, TaskKind, TaskResult,
@@ -83,7 +84,7 @@ async fn judge(swarm: &Swarm, bodies: &[String]) -> Vec<String> {
         .map(|(i, body)| json!({"messageId": format!("m{i}"), "body": body, "attributes": {}, "messageAttributes": {}}))
         .collect();
     let event = serde_json::from_value(json!({ "Records": records })).unwrap();
-    let response = serde_json::to_value(swarm.judge().handle(&event).await).unwrap();
+    let response = serde_json::to_value(swarm.judge().handle(&event, deadline()).await).unwrap();
     response["batchItemFailures"]
         .as_array()
         .unwrap()
@@ -205,4 +206,9 @@ async fn forged_and_unknown_results_are_refused_and_change_nothing() {
     // The genuine result still goes through.
     assert!(judge(&swarm, &[encode(&result)]).await.is_empty());
     swarm.stop().await;
+}
+
+/// An invocation's deadline, as the runner gives one.
+fn deadline() -> std::time::SystemTime {
+    std::time::SystemTime::now() + std::time::Duration::from_secs(30)
 }

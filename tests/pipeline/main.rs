@@ -3,6 +3,7 @@
 //! review over the API and in Mission Control (headless Chromium).
 
 mod browser;
+mod errors;
 mod hitl;
 mod intake;
 mod judge;

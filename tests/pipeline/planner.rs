@@ -1,3 +1,4 @@
+use chimera_aws::handler::QueueHandler;
 use std::time::Duration;
 
 use chimera_aws::bootstrap::{BootstrapOptions, bootstrap};
@@ -74,7 +75,7 @@ impl Setup {
             .map(|(i, body)| json!({"messageId": format!("m{i}"), "body": body, "attributes": {}, "messageAttributes": {}}))
             .collect();
         let event = serde_json::from_value(json!({ "Records": records })).unwrap();
-        let response = serde_json::to_value(self.planner.handle(&event).await).unwrap();
+        let response = serde_json::to_value(self.planner.handle(&event, deadline()).await).unwrap();
         response["batchItemFailures"]
             .as_array()
             .unwrap()
@@ -257,4 +258,9 @@ async fn a_replan_takes_the_next_attempt_once_and_bad_messages_fail_alone() {
     });
     assert_eq!(s.deliver(&[&ghost]).await, vec!["m0".to_owned()]);
     s.db.drop_db().await;
+}
+
+/// An invocation's deadline, as the runner gives one.
+fn deadline() -> std::time::SystemTime {
+    std::time::SystemTime::now() + std::time::Duration::from_secs(30)
 }

@@ -3,10 +3,13 @@
 //! (stdio child of the worker), and the local event-source runner feeding the three handlers,
 //! with the HITL API on port 0. Goals go in over HTTP.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chimera_aws::Clients;
 use chimera_aws::bootstrap::{BootstrapOptions, bootstrap, queue_url};
+use chimera_aws::queues::Queues;
+use chimera_aws::relay::Relay;
 use chimera_core::auth::{Claims, Hs256};
 use chimera_core::domain::{AgentId, GoalId, TenantId};
 use chimera_core::names::{Queue, ResourceNames};
@@ -15,7 +18,7 @@ use chimera_judge::Judge;
 use chimera_mcp::McpClient;
 use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
-use chimera_runner::{Handlers, RunnerConfig, Running, SourceSettings};
+use chimera_runner::{RunnerConfig, Running, SourceSettings};
 use chimera_store::{budget, records};
 use chimera_worker::Worker;
 use serde_json::{Value, json};
@@ -77,6 +80,14 @@ pub fn sign_token(tenant: TenantId, sub: &str, roles: &[&str]) -> String {
     })
 }
 
+/// The functions the swarm's runner feeds, kept for tests that hand them batches directly.
+struct Handlers {
+    planner: Arc<PlannerService>,
+    worker: Arc<Worker>,
+    judge: Arc<Judge>,
+    relay: Arc<Relay>,
+}
+
 pub struct Swarm {
     pub db: TestDb,
     pub names: ResourceNames,
@@ -125,19 +136,23 @@ impl Swarm {
         }
         let mcp = McpClient::new(stdio_config(&db.url(), false, ""));
         let handlers = Handlers {
-            planner: std::sync::Arc::new(PlannerService::new(
+            planner: Arc::new(PlannerService::new(
                 clients.clone(),
                 db.pool.clone(),
                 names.clone(),
                 Box::new(TemplatePlanner),
             )),
-            worker: std::sync::Arc::new(Worker::new(
+            worker: Arc::new(Worker::new(
                 clients.clone(),
                 db.pool.clone(),
                 mcp,
                 names.clone(),
             )),
-            judge: std::sync::Arc::new(Judge::new(clients.clone(), db.pool.clone(), names.clone())),
+            judge: Arc::new(Judge::new(clients.clone(), db.pool.clone(), names.clone())),
+            relay: Arc::new(Relay::new(
+                db.pool.clone(),
+                Queues::new(clients.clone(), names.clone()),
+            )),
         };
         Swarm {
             db,
@@ -185,14 +200,20 @@ impl Swarm {
         let sweep = self
             .sweep_every
             .map(|every| (every, std::sync::Arc::new(self.app_state())));
+        let handlers: Vec<chimera_runner::Handler> = vec![
+            self.handlers.planner.clone(),
+            self.handlers.worker.clone(),
+            self.handlers.judge.clone(),
+        ];
         let running = chimera_runner::start(
             &self.clients,
-            self.handlers.clone(),
+            handlers,
             RunnerConfig {
                 names: self.names.clone(),
                 planner: self.settings.clone(),
                 worker: self.settings.clone(),
                 judge: self.settings.clone(),
+                relay: self.handlers.relay.clone(),
                 api: Some((
                     "127.0.0.1:0".parse().unwrap(),
                     chimera_hitl_api::router(state),

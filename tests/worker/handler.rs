@@ -1,3 +1,4 @@
+use chimera_aws::handler::QueueHandler;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};

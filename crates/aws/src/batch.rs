@@ -27,6 +27,23 @@ impl MessageError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Retryable(_))
     }
+
+    /// A failed call to a dependency: permanent when the database says the message holds a
+    /// value it can never store (a NUL character in a text), retryable otherwise (unavailable,
+    /// or a fault of ours that a fix can cure before the message is dead-lettered).
+    pub fn dependency(err: impl Into<anyhow::Error>) -> Self {
+        let err = err.into();
+        let bad_input = err.chain().any(|cause| {
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(|db| chimera_store::fault(db) == chimera_store::Fault::BadInput)
+        });
+        if bad_input {
+            Self::Permanent(err)
+        } else {
+            Self::Retryable(err)
+        }
+    }
 }
 
 /// Runs `handle` over every message of `event`, up to `concurrency` at once, and reports the

@@ -6,6 +6,8 @@
 //! - [`bootstrap`]: creates a stage's queues (each with its DLQ and redrive policy), artifact
 //!   bucket and idempotency table, idempotently, from the names in `chimera_core::names`; and
 //!   describes what exists, for health reports.
+//! - [`handler`]: [`handler::QueueHandler`], the shape of the planner, worker and judge that
+//!   Lambda and the local runner both drive.
 //! - [`batch`]: runs a per-message handler over an SQS event and reports only the failed
 //!   message ids (`ReportBatchItemFailures`), one span per message.
 //! - [`artifacts`]: content-addressed blobs in the artifact bucket, and results sent to the
@@ -25,6 +27,7 @@ pub mod batch;
 pub mod bootstrap;
 pub mod clients;
 pub mod database;
+pub mod handler;
 pub mod idempotency;
 pub mod queues;
 pub mod relay;

@@ -1,8 +1,8 @@
 //! Sending to the stage's queues.
 //!
-//! A queue's URL comes from its `*_QUEUE_URL` variable when deployed (the template sets it),
-//! else it is looked up by the stage's queue name on first use and kept for the life of the
-//! process. Decisions do not send directly: they write to the outbox and the
+//! A queue's URL is the one it was deployed with ([`ResourceNames::queue_url`], from its
+//! `*_QUEUE_URL` variable), else it is looked up by the stage's queue name on first use and kept
+//! for the life of the process. Decisions do not send directly: they write to the outbox and the
 //! [`crate::relay`] sends through this.
 
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ pub struct Queues {
 impl Queues {
     pub fn new(clients: Clients, names: ResourceNames) -> Self {
         Self {
-            urls: Queue::ALL.map(|q| OnceCell::new_with(std::env::var(q.url_env()).ok())),
+            urls: Queue::ALL.map(|q| OnceCell::new_with(names.queue_url(q).map(str::to_owned))),
             clients,
             names,
             sources: std::sync::Mutex::default(),

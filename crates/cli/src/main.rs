@@ -1,14 +1,6 @@
-//! `chimera`: the operator's command line for a stage.
-//!
-//! ```text
-//! chimera migrate      apply migrations/ to DATABASE_URL
-//! chimera bootstrap    create the stage's queues, DLQs, bucket and table (idempotent)
-//! chimera health       check every service and resource, print a report; non-zero if any fails
-//! chimera up           migrate + bootstrap + health
-//! chimera demo --api URL
-//!                      seed a tenant and agents, submit goals to a running runner's API, show
-//!                      progress and a summary (scripts/demo runs it)
-//! ```
+//! `chimera`: the operator's command line for a stage (`chimera --help`, `chimera <command>
+//! --help`): `migrate`, `bootstrap`, `health`, `up` (the three in a row), `demo` (seeds a tenant
+//! and submits goals to a running runner's API) and `token` (a bearer token for the local API).
 //! The stage comes from `CHIMERA_STAGE` (default `chimera-local`), the endpoints from the
 //! standard AWS variables and `DATABASE_URL`.
 
@@ -20,35 +12,95 @@ use anyhow::{Context, Result};
 use chimera_aws::Clients;
 use chimera_aws::bootstrap::{self, BootstrapOptions, StageReport};
 use chimera_core::names::{self, ResourceNames};
+use clap::{Parser, Subcommand};
+
+/// The operator's command line for a Chimera stage.
+///
+/// The stage comes from CHIMERA_STAGE (default chimera-local), the endpoints from the standard
+/// AWS variables (AWS_ENDPOINT_URL...) and DATABASE_URL; `eval "$(scripts/stack env)"` sets
+/// them for the local stack.
+#[derive(Debug, Parser)]
+#[command(name = "chimera", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply migrations/ to DATABASE_URL (an up-to-date database is left alone).
+    Migrate,
+    /// Create the stage's queues (each with its DLQ), artifact bucket and idempotency table;
+    /// idempotent.
+    Bootstrap,
+    /// Check every service and resource of the stage and print a report; non-zero if any fails.
+    Health,
+    /// migrate, then bootstrap, then print the stage's report.
+    Up,
+    /// Seed a tenant with agents, submit goals to a running runner's API, show their progress
+    /// and a summary (scripts/demo runs it).
+    Demo {
+        /// The runner's API, e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "URL")]
+        api: String,
+    },
+    /// Print a bearer token for the local HITL API, signed with CHIMERA_JWT_SECRET.
+    Token {
+        /// The tenant the token acts for.
+        #[arg(long, value_name = "UUID")]
+        tenant: uuid::Uuid,
+        /// Comma-separated roles: operator, reviewer, admin.
+        #[arg(long, value_name = "ROLES", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// The subject (who the audit log names).
+        #[arg(long, value_name = "NAME", default_value = "cli")]
+        sub: String,
+        /// How long the token is valid, in seconds.
+        #[arg(long, value_name = "N", default_value_t = 8 * 3600)]
+        ttl_secs: i64,
+    },
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Migrate => "migrate",
+            Command::Bootstrap => "bootstrap",
+            Command::Health => "health",
+            Command::Up => "up",
+            Command::Demo { .. } => "demo",
+            Command::Token { .. } => "token",
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let command = std::env::args().nth(1).unwrap_or_default();
-    let outcome = match command.as_str() {
-        "migrate" => migrate().await,
-        "bootstrap" => bootstrap_stage().await.map(|report| print_report(&report)),
-        "health" => health().await,
-        "up" => up().await,
-        "demo" => demo().await,
-        "token" => token(),
-        _ => {
-            eprintln!(
-                "usage: chimera migrate|bootstrap|health|up|demo --api URL\n       \
-                 chimera token --tenant UUID --roles operator,reviewer [--sub NAME] [--ttl-secs N]"
-            );
-            return ExitCode::from(2);
-        }
+    let name = cli.command.name();
+    let outcome = match cli.command {
+        Command::Migrate => migrate().await,
+        Command::Bootstrap => bootstrap_stage().await.map(|report| print_report(&report)),
+        Command::Health => health().await,
+        Command::Up => up().await,
+        Command::Demo { api } => demo(&api).await,
+        Command::Token {
+            tenant,
+            roles,
+            sub,
+            ttl_secs,
+        } => token(tenant, &roles, &sub, ttl_secs),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("chimera {command}: error: {err:#}");
+            eprintln!("chimera {name}: error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -64,9 +116,12 @@ async fn migrate() -> Result<()> {
     let pool = chimera_store::connect(&database_url()?, 2)
         .await
         .context("connecting to PostgreSQL")?;
-    chimera_store::migrate(&pool)
-        .await
-        .context("applying migrations")?;
+    if let Err(err) = chimera_store::migrate(&pool).await {
+        let hint = chimera_store::migration_hint(&err)
+            .map(|hint| format!("\n{hint}"))
+            .unwrap_or_default();
+        return Err(anyhow::Error::new(err).context(format!("applying migrations{hint}")));
+    }
     let applied: i64 = sqlx_count(&pool).await?;
     println!("postgres   ok   {applied} migrations applied");
     Ok(())
@@ -108,40 +163,17 @@ async fn health() -> Result<()> {
     Ok(())
 }
 
-async fn demo() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    let api = match args.as_slice() {
-        [flag, url] if flag == "--api" => url.trim_end_matches('/').to_owned(),
-        _ => anyhow::bail!("usage: chimera demo --api http://HOST:PORT"),
-    };
+async fn demo(api: &str) -> Result<()> {
     let pool = chimera_store::connect(&database_url()?, 4)
         .await
         .context("connecting to PostgreSQL")?;
-    demo::run(&pool, &api).await
+    demo::run(&pool, api.trim_end_matches('/')).await
 }
 
 /// Prints a bearer token for the local HITL API, signed with `CHIMERA_JWT_SECRET`.
-fn token() -> Result<()> {
-    let usage =
-        "usage: chimera token --tenant UUID --roles operator,reviewer [--sub NAME] [--ttl-secs N]";
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    let (mut tenant, mut roles, mut sub, mut ttl) = (None, None, "cli".to_owned(), 8 * 3600);
-    for pair in args.chunks(2) {
-        match pair {
-            [flag, value] if flag == "--tenant" => {
-                tenant = Some(uuid::Uuid::parse_str(value).context("--tenant")?)
-            }
-            [flag, value] if flag == "--roles" => roles = Some(value.clone()),
-            [flag, value] if flag == "--sub" => sub = value.clone(),
-            [flag, value] if flag == "--ttl-secs" => ttl = value.parse().context("--ttl-secs")?,
-            _ => anyhow::bail!("{usage}"),
-        }
-    }
-    let (Some(tenant), Some(roles)) = (tenant, roles) else {
-        anyhow::bail!("{usage}");
-    };
-    let roles: Vec<&str> = roles.split(',').collect();
-    println!("{}", demo::mint(&sub, tenant, &roles, ttl)?);
+fn token(tenant: uuid::Uuid, roles: &[String], sub: &str, ttl_secs: i64) -> Result<()> {
+    let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+    println!("{}", demo::mint(sub, tenant, &roles, ttl_secs)?);
     Ok(())
 }
 

@@ -100,6 +100,9 @@ impl Principal {
             .filter(|s| (1..=200).contains(&s.len()))
             .ok_or(AuthError::Claim("sub"))?
             .to_owned();
+        if subject.chars().any(char::is_control) {
+            return Err(AuthError::Unstorable("sub"));
+        }
         let tenant = tenant
             .and_then(|t| uuid::Uuid::parse_str(t).ok())
             .map(TenantId)
@@ -129,9 +132,12 @@ impl Principal {
     }
 }
 
-/// Why a token was refused (every case answers 401).
+/// Why a token was refused (every case answers 401 but [`AuthError::Unstorable`]: 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// A claim holds control characters (a NUL...), which no audit record can keep.
+    #[error("the token's {0} claim contains control characters")]
+    Unstorable(&'static str),
     #[error("no bearer token")]
     Missing,
     #[error("the token is malformed")]

@@ -136,10 +136,15 @@ impl fmt::Display for Queue {
 )]
 pub struct InvalidStage(pub String);
 
-/// The names of every resource of one stage.
+/// The names of every resource of one stage, and where a deployment says otherwise (the
+/// queue URLs, bucket and table the template gives a function), as [`ResourceNames::from_env`]
+/// read them. Constructors take this; only `from_env` reads the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
     stage: String,
+    queue_urls: [Option<String>; 3],
+    bucket: Option<String>,
+    table: Option<String>,
 }
 
 impl ResourceNames {
@@ -155,15 +160,33 @@ impl ResourceNames {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if ok {
-            Ok(Self { stage })
+            Ok(Self {
+                stage,
+                queue_urls: Default::default(),
+                bucket: None,
+                table: None,
+            })
         } else {
             Err(InvalidStage(stage))
         }
     }
 
-    /// The stage from `CHIMERA_STAGE`, or [`DEFAULT_STAGE`].
+    /// The stage from `CHIMERA_STAGE`, or [`DEFAULT_STAGE`], with the deployed names:
+    /// `GOAL_QUEUE_URL`, `TASK_QUEUE_URL`, `REVIEW_QUEUE_URL`, `ARTIFACT_BUCKET`,
+    /// `IDEMPOTENCY_TABLE` (each optional).
     pub fn from_env() -> Result<Self, InvalidStage> {
-        Self::new(std::env::var(env::STAGE).unwrap_or_else(|_| DEFAULT_STAGE.to_owned()))
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut names = Self::new(var(env::STAGE).unwrap_or_else(|| DEFAULT_STAGE.to_owned()))?;
+        names.queue_urls = Queue::ALL.map(|q| var(q.url_env()));
+        names.bucket = var(env::ARTIFACT_BUCKET);
+        names.table = var(env::IDEMPOTENCY_TABLE);
+        Ok(names)
+    }
+
+    /// The URL `queue` was deployed with, when configured (else it is looked up by name).
+    pub fn queue_url(&self, queue: Queue) -> Option<&str> {
+        let index = Queue::ALL.iter().position(|q| *q == queue)?;
+        self.queue_urls[index].as_deref()
     }
 
     pub fn stage(&self) -> &str {
@@ -178,12 +201,18 @@ impl ResourceNames {
         format!("{}-{}-dlq", self.stage, queue.as_str())
     }
 
+    /// The artifact bucket: as deployed, else the stage's.
     pub fn artifact_bucket(&self) -> String {
-        format!("{}-artifacts", self.stage)
+        self.bucket
+            .clone()
+            .unwrap_or_else(|| format!("{}-artifacts", self.stage))
     }
 
+    /// The idempotency table: as deployed, else the stage's.
     pub fn idempotency_table(&self) -> String {
-        format!("{}-idempotency", self.stage)
+        self.table
+            .clone()
+            .unwrap_or_else(|| format!("{}-idempotency", self.stage))
     }
 }
 

@@ -28,18 +28,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName, QueueAttributeName,
 };
 use chimera_aws::Clients;
+use chimera_aws::handler::QueueHandler;
+use chimera_aws::relay::Relay;
 use chimera_core::names::{Function, Queue, ResourceNames};
-use chimera_judge::Judge;
-use chimera_planner::PlannerService;
-use chimera_worker::Worker;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -71,45 +68,8 @@ impl Default for SourceSettings {
     }
 }
 
-/// The three SQS-triggered functions, built once and shared by their pollers.
-#[derive(Clone)]
-pub struct Handlers {
-    pub planner: Arc<PlannerService>,
-    pub worker: Arc<Worker>,
-    pub judge: Arc<Judge>,
-}
-
-type Invoke =
-    Arc<dyn Fn(SqsEvent, SystemTime) -> BoxFuture<'static, SqsBatchResponse> + Send + Sync>;
-
-impl Handlers {
-    fn invoke(&self, function: Function) -> Invoke {
-        match function {
-            Function::Planner => {
-                let planner = self.planner.clone();
-                Arc::new(move |event, _| {
-                    let planner = planner.clone();
-                    async move { planner.handle(&event).await }.boxed()
-                })
-            }
-            Function::Worker => {
-                let worker = self.worker.clone();
-                Arc::new(move |event, deadline| {
-                    let worker = worker.clone();
-                    async move { worker.handle(&event, deadline).await }.boxed()
-                })
-            }
-            // The API is served, not fed from a queue; only the judge is left.
-            Function::Judge | Function::HitlApi => {
-                let judge = self.judge.clone();
-                Arc::new(move |event, _| {
-                    let judge = judge.clone();
-                    async move { judge.handle(&event).await }.boxed()
-                })
-            }
-        }
-    }
-}
+/// A function the runner feeds, built once and shared by its pollers.
+pub type Handler = Arc<dyn QueueHandler>;
 
 /// Counters of one function.
 #[derive(Debug, Default)]
@@ -171,6 +131,8 @@ pub struct RunnerConfig {
     pub planner: SourceSettings,
     pub worker: SourceSettings,
     pub judge: SourceSettings,
+    /// Sends the outbox rows no handler sent, every second.
+    pub relay: Arc<Relay>,
     /// Where to serve the HITL API router, if at all.
     pub api: Option<(SocketAddr, axum::Router)>,
     /// The review sweep and how often it runs (an EventBridge schedule in AWS).
@@ -178,26 +140,29 @@ pub struct RunnerConfig {
 }
 
 /// Starts the pollers (and the API); returns once the API listens and every queue was found.
+/// Starts feeding `handlers` from their queues (and the API); returns once the API listens and
+/// every queue was found.
 pub async fn start(
     clients: &Clients,
-    handlers: Handlers,
+    handlers: Vec<Handler>,
     config: RunnerConfig,
 ) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut counters = Vec::new();
-    for (queue, settings) in [
-        (Queue::Goal, &config.planner),
-        (Queue::Task, &config.worker),
-        (Queue::Review, &config.judge),
-    ] {
+    for handler in handlers {
+        let queue = handler.queue();
+        let settings = match queue {
+            Queue::Goal => &config.planner,
+            Queue::Task => &config.worker,
+            Queue::Review => &config.judge,
+        };
         let source = Source::new(clients, &config.names, queue, settings.clone()).await?;
         let source = Arc::new(source);
         counters.push((queue, source.counters.clone()));
-        let invoke = handlers.invoke(queue.consumer());
         for _ in 0..settings.concurrency.max(1) {
-            let (source, invoke, cancel) = (source.clone(), invoke.clone(), cancel.clone());
-            tasks.spawn(async move { source.poll(invoke, cancel).await });
+            let (source, handler, cancel) = (source.clone(), handler.clone(), cancel.clone());
+            tasks.spawn(async move { source.poll(handler, cancel).await });
         }
     }
     let mut api_addr = None;
@@ -217,10 +182,9 @@ pub async fn start(
         });
     }
     {
-        let relay_handlers = handlers.clone();
+        let relay = config.relay.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            let relay = relay_handlers.planner.relay();
             let mut schedule = tokio::time::interval(RELAY_EVERY);
             schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -308,14 +272,14 @@ impl Source {
         })
     }
 
-    async fn poll(&self, invoke: Invoke, cancel: CancellationToken) {
+    async fn poll(&self, handler: Handler, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !cancel.is_cancelled() {
             match self.receive_batch(&cancel).await {
                 Ok(messages) if messages.is_empty() => {}
                 Ok(messages) => {
                     backoff = Duration::from_millis(200);
-                    self.invoke(&invoke, messages).await;
+                    self.invoke(&handler, messages).await;
                 }
                 Err(err) => {
                     tracing::warn!(queue = %self.url, error = %format!("{err:#}"), "receive failed; retrying");
@@ -398,11 +362,12 @@ impl Source {
     }
 
     /// Hands `messages` to the function, then deletes the successes.
-    async fn invoke(&self, invoke: &Invoke, messages: Vec<Message>) {
+    async fn invoke(&self, handler: &Handler, messages: Vec<Message>) {
         let event = self.event(&messages);
         let deadline = SystemTime::now() + Duration::from_secs(self.function.timeout_secs().into());
         // Spawned, so a panic fails this batch only, as an invocation error would.
-        let response = tokio::spawn(invoke(event, deadline)).await;
+        let handler = handler.clone();
+        let response = tokio::spawn(async move { handler.handle(&event, deadline).await }).await;
         let failed: HashSet<String> = match response {
             Ok(response) => response
                 .batch_item_failures

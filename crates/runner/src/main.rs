@@ -1,128 +1,121 @@
-//! `chimera-runner`: the local event-source runner (see the library docs).
-//!
-//! ```text
-//! chimera-runner [--listen ADDR|none] [--concurrency planner=N,worker=N,judge=N]
-//!                [--batch-size N] [--batching-window-ms N] [--wait-secs N] [--retry-after-secs N]
-//!                [--sweep-every-secs N]
-//! ```
-//! Configuration comes from the same variables as the functions: `CHIMERA_STAGE` (or the
-//! queue URLs), `DATABASE_URL`, `CHIMERA_MCP_SERVERS` / `CHIMERA_MCP_CONFIG`, the AWS
-//! endpoints; the API checks bearer tokens signed with `CHIMERA_JWT_SECRET` (HS256, optionally
-//! `CHIMERA_JWT_ISSUER` and `CHIMERA_JWT_AUDIENCE`). The review sweep (escalation, default
-//! decisions) runs every `--sweep-every-secs` (default 30; 0 turns it off). It prints `listening on http://ADDR` once the API serves and runs until
-//! interrupted (Ctrl-C or SIGTERM), then lets the batches in hand finish.
+//! `chimera-runner`: the local event-source runner (see the library docs and
+//! `chimera-runner --help`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chimera_aws::Clients;
+use chimera_aws::queues::Queues;
+use chimera_aws::relay::Relay;
 use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_judge::Judge;
 use chimera_mcp::{McpClient, McpConfig};
 use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
-use chimera_runner::{Handlers, RunnerConfig, SourceSettings};
+use chimera_runner::{RunnerConfig, SourceSettings};
 use chimera_worker::Worker;
+use clap::Parser;
 
+/// The local event-source runner: the planner, worker and judge handlers fed from the stage's
+/// queues as Lambda's SQS event source would feed them, the HITL API on a local port, the sweep
+/// on a schedule, the outbox relay.
+///
+/// Configuration comes from the same variables as the functions: CHIMERA_STAGE (or the queue
+/// URLs), DATABASE_URL, CHIMERA_MCP_SERVERS / CHIMERA_MCP_CONFIG, the AWS endpoints; the API
+/// checks bearer tokens signed with CHIMERA_JWT_SECRET (HS256, optionally CHIMERA_JWT_ISSUER
+/// and CHIMERA_JWT_AUDIENCE). It prints `listening on http://ADDR` once the API serves and runs
+/// until interrupted (Ctrl-C or SIGTERM), then lets the batches in hand finish.
+#[derive(Debug, Parser)]
+#[command(name = "chimera-runner", version)]
 struct Args {
-    listen: Option<SocketAddr>,
-    planner: SourceSettings,
-    worker: SourceSettings,
-    judge: SourceSettings,
-    sweep_every: Duration,
+    /// Where to serve the HITL API (port 0 picks a free one), or `none`.
+    #[arg(long, value_name = "ADDR|none", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    listen: Listen,
+    /// Concurrent pollers per function (each 1..=64), e.g. planner=2,worker=4,judge=2.
+    #[arg(long, value_name = "FUNCTION=N,...", default_value = "planner=2,worker=4,judge=2", value_parser = parse_concurrency)]
+    concurrency: Concurrency,
+    /// Messages per batch.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
+    batch_size: i32,
+    /// How long to keep gathering a batch once its first message arrived, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    batching_window_ms: u64,
+    /// Long-poll wait of each receive, in seconds (0..=20).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=20))]
+    wait_secs: u64,
+    /// Make a failed message visible again after this many seconds instead of the handler's
+    /// backoff (demos and tests).
+    #[arg(long, value_name = "N")]
+    retry_after_secs: Option<u64>,
+    /// How often the sweep (review escalation and defaults, the reconciler, the outbox relay's
+    /// backstop) runs, in seconds; 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    sweep_every_secs: u64,
 }
 
-fn parse_args() -> Result<Args> {
-    let mut listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let mut common = SourceSettings::default();
-    let mut concurrency = [2usize, 4, 2];
-    let mut sweep_every = Duration::from_secs(30);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => {
-                let v = value()?;
-                listen = if v == "none" {
-                    None
-                } else {
-                    Some(v.parse().with_context(|| format!("--listen {v}"))?)
-                };
-            }
-            "--concurrency" => {
-                for part in value()?.split(',') {
-                    let (name, n) = part
-                        .split_once('=')
-                        .with_context(|| format!("--concurrency expects name=N, got {part:?}"))?;
-                    let n: usize = n.parse().with_context(|| format!("--concurrency {part}"))?;
-                    let slot = match name {
-                        "planner" => 0,
-                        "worker" => 1,
-                        "judge" => 2,
-                        other => bail!("--concurrency: unknown function {other:?}"),
-                    };
-                    concurrency[slot] = n.clamp(1, 64);
-                }
-            }
-            "--batch-size" => {
-                common.batch_size = value()?.parse().context("--batch-size")?;
-                if !(1..=10).contains(&common.batch_size) {
-                    bail!("--batch-size must be from 1 to 10");
-                }
-            }
-            "--batching-window-ms" => {
-                common.batching_window =
-                    Duration::from_millis(value()?.parse().context("--batching-window-ms")?);
-            }
-            "--wait-secs" => {
-                common.wait =
-                    Duration::from_secs(value()?.parse::<u64>().context("--wait-secs")?.min(20));
-            }
-            "--retry-after-secs" => {
-                common.retry_after = Some(Duration::from_secs(
-                    value()?.parse().context("--retry-after-secs")?,
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(value: &str) -> Result<Listen, String> {
+    if value == "none" {
+        return Ok(Listen(None));
+    }
+    value
+        .parse()
+        .map(|addr| Listen(Some(addr)))
+        .map_err(|e| format!("{value:?} is not ADDR:PORT or none: {e}"))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Concurrency([usize; 3]);
+
+fn parse_concurrency(value: &str) -> Result<Concurrency, String> {
+    let mut slots = [2usize, 4, 2];
+    for part in value.split(',') {
+        let (name, n) = part
+            .split_once('=')
+            .ok_or_else(|| format!("expected FUNCTION=N, got {part:?}"))?;
+        let n: usize = n.parse().map_err(|e| format!("{part:?}: {e}"))?;
+        let slot = match name {
+            "planner" => 0,
+            "worker" => 1,
+            "judge" => 2,
+            other => {
+                return Err(format!(
+                    "unknown function {other:?} (planner, worker, judge)"
                 ));
             }
-            "--sweep-every-secs" => {
-                sweep_every =
-                    Duration::from_secs(value()?.parse::<u64>().context("--sweep-every-secs")?);
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: chimera-runner [--listen ADDR|none] [--concurrency planner=N,worker=N,judge=N] \
-                     [--batch-size N] [--batching-window-ms N] [--wait-secs N] [--retry-after-secs N] \
-                     [--sweep-every-secs N]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?} (see --help)"),
+        };
+        slots[slot] = n.clamp(1, 64);
+    }
+    Ok(Concurrency(slots))
+}
+
+impl Args {
+    fn settings(&self, slot: usize) -> SourceSettings {
+        SourceSettings {
+            batch_size: self.batch_size,
+            batching_window: Duration::from_millis(self.batching_window_ms),
+            concurrency: self.concurrency.0[slot],
+            wait: Duration::from_secs(self.wait_secs),
+            retry_after: self.retry_after_secs.map(Duration::from_secs),
         }
     }
-    let with = |n| SourceSettings {
-        concurrency: n,
-        ..common.clone()
-    };
-    Ok(Args {
-        listen,
-        sweep_every,
-        planner: with(concurrency[0]),
-        worker: with(concurrency[1]),
-        judge: with(concurrency[2]),
-    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run().await {
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("chimera-runner: error: {err:#}");
@@ -131,8 +124,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<()> {
-    let args = parse_args()?;
+async fn run(args: Args) -> Result<()> {
+    let listen = args.listen.0;
+    let sweep_every = Duration::from_secs(args.sweep_every_secs);
     let names = ResourceNames::from_env()?;
     let url = std::env::var(names::env::DATABASE_URL)
         .context("DATABASE_URL is not set (eval \"$(scripts/stack env)\")")?;
@@ -147,18 +141,22 @@ async fn run() -> Result<()> {
         mcp,
         names.clone(),
     ));
-    let handlers = Handlers {
-        planner: Arc::new(PlannerService::new(
+    let handlers: Vec<chimera_runner::Handler> = vec![
+        Arc::new(PlannerService::new(
             clients.clone(),
             pool.clone(),
             names.clone(),
             Box::new(TemplatePlanner),
         )),
-        worker: worker.clone(),
-        judge: Arc::new(Judge::new(clients.clone(), pool.clone(), names.clone())),
-    };
+        worker.clone(),
+        Arc::new(Judge::new(clients.clone(), pool.clone(), names.clone())),
+    ];
+    let relay = Arc::new(Relay::new(
+        pool.clone(),
+        Queues::new(clients.clone(), names.clone()),
+    ));
     // Tokens are checked only where the API serves; the sweep checks none.
-    let auth = match args.listen {
+    let auth = match listen {
         Some(_) => chimera_hitl_api::Auth::local_from_env()
             .context("the HITL API checks bearer tokens locally")?,
         None => chimera_hitl_api::Auth::Gateway,
@@ -166,18 +164,17 @@ async fn run() -> Result<()> {
     let state = || {
         chimera_hitl_api::AppState::new(pool.clone(), clients.clone(), names.clone(), auth.clone())
     };
-    let api = args
-        .listen
-        .map(|addr| (addr, chimera_hitl_api::router(state())));
-    let sweep = (!args.sweep_every.is_zero()).then(|| (args.sweep_every, Arc::new(state())));
+    let api = listen.map(|addr| (addr, chimera_hitl_api::router(state())));
+    let sweep = (!sweep_every.is_zero()).then(|| (sweep_every, Arc::new(state())));
     let running = chimera_runner::start(
         &clients,
         handlers,
         RunnerConfig {
             names: names.clone(),
-            planner: args.planner,
-            worker: args.worker,
-            judge: args.judge,
+            planner: args.settings(0),
+            worker: args.settings(1),
+            judge: args.settings(2),
+            relay,
             api,
             sweep,
         },

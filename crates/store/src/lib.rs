@@ -11,8 +11,10 @@
 //!   each one transaction on the task's current attempt, and goal settlement.
 //! - [`decisions`]: human decisions on held results, single-shot and bound to the artifact hash
 //!   and policy version the reviewer saw.
-//! - [`reviews`]: the pending queue, review cards, audit trails, and the sweep that escalates
-//!   overdue reviews and rejects by default those past their final deadline.
+//! - [`reviews`]: what reviewers read: the pending queue, review cards, audit trails,
+//!   notifications.
+//! - [`sweep`]: the sweep that escalates overdue reviews and rejects by default those past
+//!   their final deadline (also re-exported from [`reviews`]).
 //! - [`outbox`]: every message a decision causes, written in the decision's transaction and
 //!   sent by a relay once it committed.
 //! - [`reconcile`]: the sweep's pass over work that stopped moving (re-sends through the
@@ -36,6 +38,7 @@ pub mod provenance;
 pub mod reconcile;
 pub mod records;
 pub mod reviews;
+pub mod sweep;
 
 use std::time::Duration;
 
@@ -49,6 +52,21 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 /// Applies every pending migration; applying an up-to-date database is a no-op.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// What to do about a migration error a developer can meet with an old local database, if
+/// anything: the migrations were squashed into one baseline on 2026-11-28 (nothing was
+/// deployed), so a database made before has versions this build does not know.
+pub fn migration_hint(err: &sqlx::migrate::MigrateError) -> Option<&'static str> {
+    use sqlx::migrate::MigrateError;
+    match err {
+        MigrateError::VersionMissing(_) | MigrateError::VersionMismatch(_) => Some(
+            "this database was migrated by another version of migrations/ (before the \
+             2026-11-28 baseline, or with a migration edited since); a local database is \
+             recreated with: scripts/stack down && rm -rf .local/pg && scripts/stack up",
+        ),
+        _ => None,
+    }
 }
 
 /// A pool that connects lazily: building it does no network round trip, so a Lambda's init
@@ -74,4 +92,45 @@ pub async fn applied_migrations(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
         .fetch_one(pool)
         .await
+}
+
+/// What a database error means for whoever caused the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The database is unreachable, restarting, overloaded or asked us to retry: trying again
+    /// later can succeed.
+    Unavailable,
+    /// The input holds a value the database cannot store (text with a NUL character, a
+    /// character with no equivalent in the encoding): the same input fails again.
+    BadInput,
+    /// Anything else: a fault of ours (a constraint our code broke, a row it cannot decode).
+    Internal,
+}
+
+/// Sorts a database error (see [`Fault`]).
+pub fn fault(err: &sqlx::Error) -> Fault {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => Fault::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref().unwrap_or_default() {
+            // character_not_in_repertoire (a NUL in text), untranslatable_character
+            "22021" | "22P05" => Fault::BadInput,
+            // serialization_failure, deadlock_detected, lock_not_available
+            "40001" | "40P01" | "55P03" => Fault::Unavailable,
+            // connection exceptions, insufficient resources, operator intervention (shutdown,
+            // restart), system errors
+            code if ["08", "53", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class)) =>
+            {
+                Fault::Unavailable
+            }
+            _ => Fault::Internal,
+        },
+        _ => Fault::Internal,
+    }
 }

@@ -4,7 +4,7 @@
 //! versions of exactly what it writes (the write set), and records the result it committed
 //! with both sets of versions in `commits`, in one statement: a commit of one key read and
 //! written runs as one conditional `UPDATE` and an `INSERT`; any other goes through
-//! `occ_commit` (see `migrations/*_commit_record.sql`). If any key it read has moved, nothing
+//! `occ_commit` (see `migrations/*_baseline.sql`). If any key it read has moved, nothing
 //! is written and the caller gets [`CommitError::Conflict`] with what moved, to replan with
 //! fresh versions. Committing the same result twice (same commit hash) is a no-op success. A
 //! task commits one result (the record's key is the task). What is committed is a

@@ -1,4 +1,5 @@
 //! `chimera-world stdio` | `chimera-world http [--listen ADDR]` [`--debug-tools`]
+//! (`chimera-world --help`).
 //!
 //! The database comes from `WORLD_DATABASE_URL`, else `DATABASE_URL`. Logs go to stderr only
 //! (stdout is the MCP channel in stdio mode). In http mode the server answers MCP at `/mcp`
@@ -8,15 +9,42 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chimera_world::World;
+use clap::{Parser, Subcommand};
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: chimera-world (stdio | http [--listen ADDR]) [--debug-tools]";
+/// The outside world for local runs and tests, as an MCP server: trends, drafting, image
+/// rendering, social posting and a wallet, deterministic, its state in the `world` schema of
+/// WORLD_DATABASE_URL (else DATABASE_URL). Logs go to stderr only.
+#[derive(Debug, Parser)]
+#[command(name = "chimera-world", version)]
+struct Args {
+    #[command(subcommand)]
+    transport: Transport,
+    /// Also serve debug.wait, debug.echo and debug.crash (for tests of timeouts, untrusted
+    /// output and dead sessions).
+    #[arg(long, global = true)]
+    debug_tools: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Transport {
+    /// Serve MCP on stdin/stdout (the client starts this process).
+    Stdio,
+    /// Serve MCP over Streamable HTTP at /mcp; prints `listening on http://ADDR/mcp` to stdout
+    /// once it accepts connections.
+    Http {
+        /// The address to listen on (port 0 picks a free one).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -25,9 +53,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let debug_tools = args.iter().any(|a| a == "--debug-tools");
-    let mode = args.first().map(String::as_str).context(USAGE)?;
+    let debug_tools = args.debug_tools;
     let url = std::env::var("WORLD_DATABASE_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
         .context("set WORLD_DATABASE_URL or DATABASE_URL")?;
@@ -40,22 +66,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("creating the world schema")?;
 
-    match mode {
-        "stdio" => {
+    match args.transport {
+        Transport::Stdio => {
             tracing::info!(debug_tools, "serving MCP on stdio");
             let service = World::new(pool, debug_tools)
                 .serve(rmcp::transport::stdio())
                 .await?;
             service.waiting().await?;
         }
-        "http" => {
-            let listen = match args.iter().position(|a| a == "--listen") {
-                Some(i) => args.get(i + 1).context(USAGE)?.clone(),
-                None => "127.0.0.1:0".to_owned(),
-            };
-            serve_http(pool, debug_tools, &listen).await?;
-        }
-        _ => anyhow::bail!(USAGE),
+        Transport::Http { listen } => serve_http(pool, debug_tools, &listen).await?,
     }
     Ok(())
 }

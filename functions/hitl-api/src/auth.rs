@@ -115,7 +115,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .auth
             .principal(parts)
             .map(Caller)
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+            .map_err(|e| match e {
+                AuthError::Unstorable(_) => ApiError::BadRequest(e.to_string()),
+                _ => ApiError::Unauthorized(e.to_string()),
+            })
     }
 }
 

@@ -89,7 +89,7 @@ pub async fn submit(
         }
     };
     let hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&request).map_err(|e| ApiError::Unavailable(e.into()))?,
+        serde_json::to_vec(&request).map_err(ApiError::internal)?,
     ));
     let constraints = match serde_json::to_value(&request.constraints) {
         Ok(serde_json::Value::Object(map)) => map,
@@ -112,7 +112,7 @@ pub async fn submit(
     .map_err(|err| match err {
         SubmitError::KeyReused => ApiError::Conflict(err.to_string()),
         SubmitError::UnknownAgent => ApiError::UnprocessableEntity(err.to_string()),
-        SubmitError::Database(e) => ApiError::Unavailable(e.into()),
+        SubmitError::Database(e) => ApiError::dependency(e),
     })?;
     let (id, status) = match &submitted {
         Submitted::Created(id) => (*id, "received".to_owned()),
@@ -143,7 +143,7 @@ pub async fn get(
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     goals::view(&state.pool, Some(principal.tenant), GoalId(id))
         .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?
+        .map_err(ApiError::dependency)?
         .map(Json)
         .ok_or(ApiError::NotFound)
 }

@@ -32,7 +32,7 @@ use chimera_aws::Clients;
 use chimera_aws::artifacts::ArtifactStore;
 use chimera_aws::queues::Queues;
 use chimera_aws::relay::Relay;
-use chimera_core::names::{self, ResourceNames};
+use chimera_core::names::ResourceNames;
 use chimera_store::PgPool;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -58,8 +58,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, clients: Clients, names: ResourceNames, auth: Auth) -> Self {
-        let bucket =
-            std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
+        let bucket = names.artifact_bucket();
         Self {
             relay: Relay::new(pool.clone(), Queues::new(clients.clone(), names)),
             pool,
@@ -121,6 +120,10 @@ pub enum ApiError {
     UnprocessableEntity(String),
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A fault of ours (an invariant broken, a stored row that cannot be read): the cause is
+    /// logged, the caller gets an opaque 500.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
 }
 
 impl ApiError {
@@ -138,19 +141,55 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity")
             }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
-    pub fn unavailable(err: impl Into<anyhow::Error>) -> Self {
-        Self::Unavailable(err.into())
+    /// A failed call to a dependency, sorted: unreachable or overloaded (503), a value the
+    /// database cannot store (400), a fault of ours (500). An error that is not the database's
+    /// nor the bucket's (the SDK's, a network error) is taken as the dependency being
+    /// unavailable.
+    pub fn dependency(err: impl Into<anyhow::Error>) -> Self {
+        let err = err.into();
+        for cause in err.chain() {
+            if let Some(db) = cause.downcast_ref::<sqlx::Error>() {
+                return match chimera_store::fault(db) {
+                    chimera_store::Fault::Unavailable => Self::Unavailable(err),
+                    chimera_store::Fault::BadInput => Self::BadRequest(
+                        "the request holds text the database cannot store (a NUL character?)"
+                            .into(),
+                    ),
+                    chimera_store::Fault::Internal => Self::Internal(err),
+                };
+            }
+            if let Some(storage) = cause.downcast_ref::<chimera_aws::artifacts::StorageError>() {
+                return if storage.is_retryable() {
+                    Self::Unavailable(err)
+                } else {
+                    Self::Internal(err)
+                };
+            }
+        }
+        Self::Unavailable(err)
+    }
+
+    /// A fault of ours.
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if let ApiError::Unavailable(cause) = &self {
-            tracing::error!(error = format!("{cause:#}"), "dependency unavailable");
+        match &self {
+            ApiError::Unavailable(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "dependency unavailable");
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+            }
+            _ => {}
         }
         let mut error = json!({"code": code, "message": self.to_string()});
         if let ApiError::AlreadyDecided(winner) = &self {
@@ -167,7 +206,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Parses a JSON request body: 413 over [`MAX_BODY_BYTES`], 400 with serde's reason otherwise.
+/// Parses a JSON request body: 413 over [`MAX_BODY_BYTES`], 400 with serde's reason otherwise,
+/// and 400 naming the field for text PostgreSQL cannot store (a NUL character), wherever it is.
 pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -176,7 +216,45 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
             ApiError::BadRequest(rejection.body_text())
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+    if let Some(field) = unstorable_text(&value, "") {
+        return Err(ApiError::BadRequest(format!(
+            "{field} contains a NUL character, which cannot be stored"
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
+}
+
+/// The path (`text`, `constraints.pay_to`, `items[2].artifact_hash`...) of the first string or
+/// key of `value` holding a NUL character.
+fn unstorable_text(value: &serde_json::Value, at: &str) -> Option<String> {
+    let here = |name: &str| {
+        if at.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{at}.{name}")
+        }
+    };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(if at.is_empty() {
+            "the body".into()
+        } else {
+            at.to_owned()
+        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| unstorable_text(v, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(here("a key"))
+            } else {
+                unstorable_text(v, &here(k))
+            }
+        }),
+        _ => None,
+    }
 }
 
 #[utoipa::path(get, path = "/health", tag = "service",
@@ -188,7 +266,7 @@ pub async fn health(
     sqlx::query("select 1")
         .execute(&state.pool)
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok(Json(json!({"status": "ok", "database": "ok"})))
 }
 

@@ -30,16 +30,19 @@
 
 pub mod checks;
 
+use std::time::SystemTime;
+
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use checks::Findings;
 use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
+use chimera_aws::handler::QueueHandler;
 use chimera_aws::visibility::Lease;
 use chimera_core::domain::{GoalId, ReadSet, ReviewId, TaskKind, TaskResult, derived_uuid};
 use chimera_core::effect::{Origin, Proposal, execute_task};
 use chimera_core::envelope::ResultMessage;
-use chimera_core::names::{self, Queue, ResourceNames};
+use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::{self, Assessment, Policy, ReviewReason, Route};
 use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
@@ -49,6 +52,7 @@ use chimera_store::judging::{
 };
 use chimera_store::occ::{self, CommitOutcome};
 use chimera_store::records::{self, RecordError, Recorded};
+use futures::future::BoxFuture;
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
@@ -59,8 +63,9 @@ pub struct Judge {
     planner: PlannerService,
 }
 
+/// A failed call to the database or a queue (see [`MessageError::dependency`]).
 fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
-    MessageError::Retryable(err.into())
+    MessageError::dependency(err)
 }
 
 fn permanent(err: impl Into<anyhow::Error>) -> MessageError {
@@ -87,8 +92,7 @@ impl Judge {
     }
 
     pub fn new(clients: Clients, pool: PgPool, names: ResourceNames) -> Self {
-        let bucket =
-            std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
+        let bucket = names.artifact_bucket();
         Self {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             planner: PlannerService::new(clients, pool.clone(), names, Box::new(TemplatePlanner)),
@@ -96,7 +100,7 @@ impl Judge {
         }
     }
 
-    pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
+    async fn handle_batch(&self, event: &SqsEvent) -> SqsBatchResponse {
         let relay = self.planner.relay();
         let lease = Lease::start(relay.queues(), Queue::Review, event).await;
         let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m)).await;
@@ -372,6 +376,20 @@ impl Judge {
             "committed" => self.after_commit(state).await,
             _ => self.settle(state).await,
         }
+    }
+}
+
+impl QueueHandler for Judge {
+    fn queue(&self) -> Queue {
+        Queue::Review
+    }
+
+    fn handle<'a>(
+        &'a self,
+        event: &'a SqsEvent,
+        _deadline: SystemTime,
+    ) -> BoxFuture<'a, SqsBatchResponse> {
+        Box::pin(self.handle_batch(event))
     }
 }
 

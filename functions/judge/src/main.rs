@@ -3,6 +3,7 @@
 //! `lambda_runtime`.
 
 use aws_lambda_events::sqs::SqsEvent;
+use chimera_aws::handler::QueueHandler;
 use chimera_judge::Judge;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
@@ -12,7 +13,8 @@ async fn main() -> Result<(), Error> {
     let judge = Judge::from_env().await?;
     let judge = &judge;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, std::convert::Infallible>(judge.handle(&event.payload).await)
+        let deadline = event.context.deadline();
+        Ok::<_, std::convert::Infallible>(judge.handle(&event.payload, deadline).await)
     }))
     .await
 }

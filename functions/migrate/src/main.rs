@@ -17,7 +17,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let url = &url;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
         let pool = chimera_store::connect(url, 1).await?;
-        chimera_store::migrate(&pool).await?;
+        if let Err(err) = chimera_store::migrate(&pool).await {
+            let hint = chimera_store::migration_hint(&err).unwrap_or_default();
+            return Err(format!("applying migrations: {err}. {hint}").into());
+        }
         let applied = chimera_store::applied_migrations(&pool).await?;
         pool.close().await;
         Ok::<_, lambda_runtime::Error>(json!({ "applied_migrations": applied }))

@@ -23,10 +23,12 @@
 pub mod plan;
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
+use chimera_aws::handler::QueueHandler;
 use chimera_aws::queues::Queues;
 use chimera_aws::relay::Relay;
 use chimera_aws::visibility::Lease;
@@ -34,6 +36,7 @@ use chimera_core::domain::{GoalId, ReadSet, StateKey, TaskId};
 use chimera_core::envelope::PlannerMessage;
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_store::{PgPool, dag, occ};
+use futures::future::BoxFuture;
 use plan::{AgentContext, MEDIA_FROM, Planner, TEXT_FROM, TemplatePlanner, fill_inputs};
 
 /// Messages of one batch handled at once.
@@ -45,8 +48,9 @@ pub struct PlannerService {
     planner: Box<dyn Planner>,
 }
 
+/// A failed call to the database or a queue (see [`MessageError::dependency`]).
 fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
-    MessageError::Retryable(err.into())
+    MessageError::dependency(err)
 }
 
 impl PlannerService {
@@ -78,7 +82,7 @@ impl PlannerService {
         &self.relay
     }
 
-    pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
+    async fn handle_batch(&self, event: &SqsEvent) -> SqsBatchResponse {
         let lease = Lease::start(self.relay.queues(), Queue::Goal, event).await;
         let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m)).await;
         let goals: Vec<GoalId> = outcomes
@@ -211,5 +215,19 @@ impl PlannerService {
             tracing::info!(goal_id = %goal.0, released, "tasks released");
         }
         Ok(released)
+    }
+}
+
+impl QueueHandler for PlannerService {
+    fn queue(&self) -> Queue {
+        Queue::Goal
+    }
+
+    fn handle<'a>(
+        &'a self,
+        event: &'a SqsEvent,
+        _deadline: SystemTime,
+    ) -> BoxFuture<'a, SqsBatchResponse> {
+        Box::pin(self.handle_batch(event))
     }
 }

@@ -30,16 +30,18 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
+use chimera_aws::handler::QueueHandler;
 use chimera_aws::idempotency::{Claim, IdempotencyError, IdempotencyStore};
 use chimera_aws::queues::Queues;
 use chimera_aws::visibility::Lease;
 use chimera_core::domain::{CommitHash, ResultId, Task, TaskResult, derived_uuid};
 use chimera_core::envelope::TaskMessage;
-use chimera_core::names::{self, Queue, ResourceNames};
+use chimera_core::names::{Queue, ResourceNames};
 use chimera_mcp::{McpClient, McpConfig};
 use chimera_store::PgPool;
 use chimera_store::dag::{self, Admission};
 use chimera_store::provenance::{self, NewAsset};
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 /// Messages of one batch handled at once.
@@ -79,10 +81,8 @@ impl Worker {
     }
 
     pub fn new(clients: Clients, pool: PgPool, mcp: McpClient, names: ResourceNames) -> Self {
-        let bucket =
-            std::env::var(names::env::ARTIFACT_BUCKET).unwrap_or_else(|_| names.artifact_bucket());
-        let table = std::env::var(names::env::IDEMPOTENCY_TABLE)
-            .unwrap_or_else(|_| names.idempotency_table());
+        let bucket = names.artifact_bucket();
+        let table = names.idempotency_table();
         Self {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             idempotency: IdempotencyStore::new(clients.dynamodb.clone(), table),
@@ -99,7 +99,7 @@ impl Worker {
     /// Handles one batch; `deadline` is when the invocation must have answered. The results
     /// of the batch go to the review queue together (`SendMessageBatch`); a result that could
     /// not be sent fails its message, whose redelivery is answered from its claim.
-    pub async fn handle(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
+    async fn handle_batch(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
         let lease = Lease::start(&self.queues, Queue::Task, event).await;
         let outcomes = run_batch(event, CONCURRENCY, |message| {
             self.handle_message(message, deadline)
@@ -304,6 +304,20 @@ impl Worker {
             .result_message(&result)
             .await
             .map_err(storage)
+    }
+}
+
+impl QueueHandler for Worker {
+    fn queue(&self) -> Queue {
+        Queue::Task
+    }
+
+    fn handle<'a>(
+        &'a self,
+        event: &'a SqsEvent,
+        deadline: SystemTime,
+    ) -> BoxFuture<'a, SqsBatchResponse> {
+        Box::pin(self.handle_batch(event, deadline))
     }
 }
 

@@ -7,6 +7,7 @@
 #![recursion_limit = "256"]
 
 use aws_lambda_events::sqs::SqsEvent;
+use chimera_aws::handler::QueueHandler;
 use chimera_worker::Worker;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 

@@ -1,0 +1,390 @@
+//! Decisions: the approve, reject and edit endpoints, their requests and response, and the
+//! decide flow (check the card, read and edit the proposal, take the decision in the store,
+//! then release what follows: `refusal`, `after`, `settle`). Bulk approval takes its
+//! decisions through `take` (after `preflight`) too.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use chimera_core::auth::{Permission, Principal};
+use chimera_core::domain::{AgentId, CommitHash, DisclosureLevel, GoalId, TaskKind};
+use chimera_core::effect::{self, Origin, Proposal};
+use chimera_store::decisions::{self, Decision, Refused, Taken, Verdict};
+use chimera_store::judging;
+use chimera_store::reviews::Card;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::card::{artifact_refs, expected_proposal, load};
+use crate::auth::{Caller, RequestId};
+use crate::{ApiError, AppState, Winner, json_body};
+
+/// The reviewer names what they saw (every decision carries these two).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// The card's `artifact_hash`.
+    pub artifact_hash: String,
+    /// The card's `policy_version`.
+    pub policy_version: i32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectRequest {
+    pub artifact_hash: String,
+    pub policy_version: i32,
+    /// Why (1..=2000 characters): the task's feedback and the audit record keep it.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    pub artifact_hash: String,
+    pub policy_version: i32,
+    /// The proposal's arguments to change: content only (`text` of a post or reply, `memo`
+    /// of a transfer); the card's `editable_fields` lists them.
+    #[schema(value_type = Object)]
+    pub arguments: Map<String, Value>,
+}
+
+/// A decision that was taken.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionResponse {
+    pub review_id: uuid::Uuid,
+    /// `approve`, `edit_approve` or `reject`.
+    pub decision: String,
+    pub goal_id: uuid::Uuid,
+    pub task_id: uuid::Uuid,
+    /// The task that performs the approved effect, if the result proposed one.
+    pub execute_task_id: Option<uuid::Uuid>,
+    /// The hash of the edited artifact (an edit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_artifact_hash: Option<String>,
+}
+
+pub(super) enum Action {
+    Approve,
+    Edit(Map<String, Value>),
+    Reject(String),
+}
+
+#[utoipa::path(post, path = "/reviews/{id}/approve", tag = "reviews",
+    params(("id" = uuid::Uuid, Path, description = "The review")),
+    request_body = ApproveRequest,
+    responses((status = 200, body = DecisionResponse),
+              (status = 400, description = "Malformed body"),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not a reviewer"),
+              (status = 404, description = "No such review for the caller's tenant"),
+              (status = 409, description = "Stale (artifact or policy changed), already decided (with the winner), or the state moved"),
+              (status = 413, description = "Body too large"),
+              (status = 422, description = "The proposal is unusable, or the task failed after its attempts")),
+    security(("bearer" = [])))]
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let principal = caller.require(Permission::Decide)?;
+    let seen: ApproveRequest = json_body(body)?;
+    decide_on(&state, principal, &request_id, &id, &seen, Action::Approve).await
+}
+
+#[utoipa::path(post, path = "/reviews/{id}/reject", tag = "reviews",
+    params(("id" = uuid::Uuid, Path, description = "The review")),
+    request_body = RejectRequest,
+    responses((status = 200, body = DecisionResponse),
+              (status = 400, description = "Malformed body"),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not a reviewer"),
+              (status = 404, description = "No such review for the caller's tenant"),
+              (status = 409, description = "Stale or already decided"),
+              (status = 413, description = "Body too large")),
+    security(("bearer" = [])))]
+pub async fn reject(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let principal = caller.require(Permission::Decide)?;
+    let request: RejectRequest = json_body(body)?;
+    let reason = request.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 2000 {
+        return Err(ApiError::BadRequest(
+            "reason must be 1..=2000 characters".into(),
+        ));
+    }
+    let seen = ApproveRequest {
+        artifact_hash: request.artifact_hash,
+        policy_version: request.policy_version,
+    };
+    decide_on(
+        &state,
+        principal,
+        &request_id,
+        &id,
+        &seen,
+        Action::Reject(reason),
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/reviews/{id}/edit", tag = "reviews",
+    params(("id" = uuid::Uuid, Path, description = "The review")),
+    request_body = EditRequest,
+    responses((status = 200, body = DecisionResponse, description = "Edited (a new artifact version) and approved"),
+              (status = 400, description = "Malformed body or invalid content"),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not a reviewer, or the edit touches an amount, a recipient or a target"),
+              (status = 404, description = "No such review for the caller's tenant"),
+              (status = 409, description = "Stale, already decided, or the state moved"),
+              (status = 413, description = "Body too large"),
+              (status = 422, description = "The result proposes nothing to edit")),
+    security(("bearer" = [])))]
+pub async fn edit(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let principal = caller.require(Permission::Decide)?;
+    let request: EditRequest = json_body(body)?;
+    let seen = ApproveRequest {
+        artifact_hash: request.artifact_hash,
+        policy_version: request.policy_version,
+    };
+    let action = Action::Edit(request.arguments);
+    decide_on(&state, principal, &request_id, &id, &seen, action).await
+}
+
+/// One decision on the review `id` of the caller's tenant.
+async fn decide_on(
+    state: &AppState,
+    principal: &Principal,
+    request_id: &str,
+    id: &str,
+    seen: &ApproveRequest,
+    action: Action,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let card = load(state, principal, id).await?;
+    take(state, principal, request_id, card, seen, action)
+        .await
+        .map(Json)
+}
+
+/// Why a decision on `card` cannot be taken, as far as the card (read without a lock) tells;
+/// the store checks again under the lock. A policy that moved on since the review was opened
+/// is left to the store, which requeues the item under the new version, unless this is only
+/// a check (`dry_run`).
+pub(super) fn preflight(card: &Card, seen: &ApproveRequest, dry_run: bool) -> Result<(), ApiError> {
+    if card.status != "pending" {
+        return Err(ApiError::AlreadyDecided(Winner {
+            decision: card.decision.clone().unwrap_or_else(|| card.status.clone()),
+            decided_by: card.decided_by.clone().unwrap_or_default(),
+            decided_at: card.decided_at.unwrap_or_else(Utc::now),
+        }));
+    }
+    if card.artifact_hash != seen.artifact_hash {
+        return Err(ApiError::Stale(
+            "the artifact changed since it was reviewed".into(),
+        ));
+    }
+    if card.policy_version != seen.policy_version {
+        return Err(ApiError::Stale(format!(
+            "the item is judged under policy v{}, not v{}",
+            card.policy_version, seen.policy_version
+        )));
+    }
+    if dry_run && card.current_policy_version != card.policy_version {
+        return Err(ApiError::Stale(format!(
+            "the agent's policy is now v{}; review the item again",
+            card.current_policy_version
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the proposal of `card`'s result (its first artifact).
+pub(super) async fn read_proposal(state: &AppState, card: &Card) -> Result<Proposal, ApiError> {
+    let refs = artifact_refs(card)?;
+    let first = refs.first().ok_or_else(|| {
+        ApiError::UnprocessableEntity("the result has no artifact to approve".into())
+    })?;
+    let bytes = match (&first.inline, &first.s3_key) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(key)) => state
+            .artifacts
+            .get(key, &first.sha256)
+            .await
+            .map_err(ApiError::dependency)?,
+        (None, None) => Vec::new(),
+    };
+    let proposal = Proposal::from_slice(&bytes)
+        .map_err(|e| ApiError::UnprocessableEntity(format!("the proposal is unreadable: {e}")))?;
+    // What the judge checks before it holds an item is checked again before an approval
+    // releases it: the one action the task kind may propose, and a positive amount.
+    let expected = expected_proposal(card).unwrap_or_default();
+    if proposal.action != expected {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "a {} task may only propose {expected}, not {}",
+            card.task_kind, proposal.action
+        )));
+    }
+    if expected == "wallet.transfer" && effect::amount_cents(&proposal).is_none_or(|a| a <= 0) {
+        return Err(ApiError::UnprocessableEntity(
+            "the transfer has no positive amount_cents".into(),
+        ));
+    }
+    Ok(proposal)
+}
+
+/// Takes one decision on `card` and, once it is taken, releases what follows from it.
+pub(super) async fn take(
+    state: &AppState,
+    principal: &Principal,
+    request_id: &str,
+    card: Card,
+    seen: &ApproveRequest,
+    action: Action,
+) -> Result<DecisionResponse, ApiError> {
+    preflight(&card, seen, false)?;
+    if card.task_status == "failed" && !matches!(action, Action::Reject(_)) {
+        return Err(ApiError::UnprocessableEntity(
+            "the task failed after its attempts and its dependents were cancelled: reject (acknowledge) this item, or submit the goal again".into(),
+        ));
+    }
+    let kind = TaskKind::parse(&card.task_kind).ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!("unknown task kind {}", card.task_kind))
+    })?;
+    let mut edited_hash = None;
+    let mut execute = None;
+    let verdict = match action {
+        Action::Reject(reason) => Verdict::Reject { reason },
+        Action::Approve | Action::Edit(_) => {
+            let mut proposal = match expected_proposal(&card) {
+                Some(_) => Some(read_proposal(state, &card).await?),
+                None => None,
+            };
+            if let Action::Edit(edits) = action {
+                let original = proposal.take().ok_or_else(|| {
+                    ApiError::UnprocessableEntity(
+                        "this result proposes no effect: there is nothing to edit".into(),
+                    )
+                })?;
+                let edited = original.edited(&edits).map_err(|e| match e {
+                    effect::EditRefused::Forbidden { .. } => ApiError::Forbidden(e.to_string()),
+                    effect::EditRefused::Invalid(_) => ApiError::BadRequest(e.to_string()),
+                })?;
+                // The edited artifact is a new, content-addressed version beside the original.
+                let stored = state
+                    .artifacts
+                    .put(&edited.to_bytes(), "application/json")
+                    .await
+                    .map_err(ApiError::dependency)?;
+                edited_hash = Some(CommitHash::parse(stored.sha256).map_err(|e| {
+                    ApiError::internal(anyhow::anyhow!("edited artifact hash: {e}"))
+                })?);
+                proposal = Some(edited);
+            }
+            let spend_cents = proposal
+                .as_ref()
+                .filter(|_| kind.is_financial())
+                .and_then(effect::amount_cents);
+            execute = proposal.map(|p| {
+                let origin = Origin {
+                    task_id: card.task_id,
+                    goal_id: card.goal_id,
+                    tenant_id: principal.tenant,
+                    agent_id: AgentId(card.agent_id),
+                    disclosure_level: card
+                        .disclosure_level
+                        .as_deref()
+                        .and_then(DisclosureLevel::parse),
+                };
+                effect::execute_task(&origin, card.id, &p)
+            });
+            Verdict::Approve {
+                execute: execute.clone().map(Box::new),
+                spend_cents,
+                edited_hash: edited_hash.clone(),
+            }
+        }
+    };
+    let decision = Decision {
+        tenant: principal.tenant,
+        review: card.id,
+        reviewer: principal.subject.clone(),
+        artifact_hash: seen.artifact_hash.clone(),
+        policy_version: seen.policy_version,
+        verdict,
+        request_id: Some(request_id.to_owned()),
+    };
+    let taken = match decisions::decide(&state.pool, &decision).await {
+        Ok(taken) => taken,
+        Err(refused) => return Err(refusal(state, refused).await),
+    };
+    tracing::info!(review_id = %card.id, decision = taken.decision, reviewer = principal.subject,
+                   request_id, "review decided");
+    after(state, &taken).await;
+    Ok(DecisionResponse {
+        review_id: card.id.0,
+        decision: taken.decision,
+        goal_id: taken.goal.0,
+        task_id: taken.task.0,
+        execute_task_id: execute.map(|t| t.id.0),
+        edited_artifact_hash: edited_hash.map(|h| h.as_str().to_owned()),
+    })
+}
+
+/// The API's answer to a refused decision (a conflict's replan was written to the outbox: it is
+/// sent now).
+async fn refusal(state: &AppState, refused: Refused) -> ApiError {
+    match refused {
+        Refused::NotFound => ApiError::NotFound,
+        Refused::AlreadyDecided {
+            decision,
+            decided_by,
+            decided_at,
+        } => ApiError::AlreadyDecided(Winner {
+            decision,
+            decided_by,
+            decided_at,
+        }),
+        Refused::Stale(reason) => ApiError::Stale(reason),
+        Refused::Conflict { feedback, goal, .. } => {
+            state.relay.flush(&[goal]).await;
+            ApiError::Conflict(format!("{feedback}; the task is replanned"))
+        }
+        Refused::Budget(err) => ApiError::Conflict(format!("budget refused: {err}")),
+        Refused::TaskMoved => ApiError::Conflict(Refused::TaskMoved.to_string()),
+        Refused::Commit(err) => ApiError::dependency(err),
+    }
+}
+
+/// After a decision: the messages it wrote (the effect's task, the release of the goal's
+/// waiting tasks) go out, and the goal's status follows. The decision stands whatever happens
+/// here: what the relay could not send now it sends on its next pass.
+async fn after(state: &AppState, taken: &Taken) {
+    state.relay.flush(&[taken.goal]).await;
+    settle(state, taken.goal).await;
+}
+
+pub(crate) async fn settle(state: &AppState, goal: GoalId) {
+    match judging::settle_goal(&state.pool, goal).await {
+        Ok(Some(status)) => tracing::info!(goal_id = %goal.0, status, "goal settled"),
+        Ok(None) => {}
+        Err(err) => tracing::error!(goal_id = %goal.0, error = %err, "goal not settled"),
+    }
+}

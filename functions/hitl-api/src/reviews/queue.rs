@@ -1,0 +1,112 @@
+//! The pending queue: the list endpoint and its query.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use chimera_core::auth::Permission;
+use chimera_store::reviews::{self as store, QueueFilter, QueueItem, Sort};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Caller;
+use crate::{ApiError, AppState};
+
+/// Risk types a reviewer filters by.
+pub const RISK_TYPES: [&str; 5] = [
+    "sensitive",
+    "medium_confidence",
+    "missing_disclosure",
+    "financial",
+    "failed_after_retries",
+];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `sensitive`, `medium_confidence`, `missing_disclosure`, `financial` or
+    /// `failed_after_retries`.
+    pub risk: Option<String>,
+    pub agent: Option<uuid::Uuid>,
+    pub goal: Option<uuid::Uuid>,
+    /// `age` (oldest first), `confidence` (least confident first) or `risk` (riskiest first).
+    pub sort: Option<String>,
+    /// `asc` or `desc`: reverses the sort's natural order when it is the other one.
+    pub order: Option<String>,
+    /// 1..=100, default 25.
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewPage {
+    pub items: Vec<QueueItem>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/reviews", tag = "reviews", params(ListQuery),
+    responses((status = 200, body = ReviewPage), (status = 400, description = "Bad filter"),
+              (status = 401, description = "No valid token")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ReviewPage>, ApiError> {
+    let principal = caller.require(Permission::Read)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(risk) = &query.risk
+        && !RISK_TYPES.contains(&risk.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "risk must be one of {}",
+            RISK_TYPES.join(", ")
+        )));
+    }
+    let sort = match query.sort.as_deref() {
+        None => Sort::Age,
+        Some(name) => Sort::parse(name)
+            .ok_or_else(|| ApiError::BadRequest("sort must be age, confidence or risk".into()))?,
+    };
+    // Each sort has a natural order; `order` names the direction explicitly.
+    let natural_desc = sort == Sort::Risk;
+    let descending = match query.order.as_deref() {
+        None => natural_desc,
+        Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(ApiError::BadRequest("order must be asc or desc".into())),
+    };
+    let limit = query.limit.unwrap_or(25);
+    let offset = query.offset.unwrap_or(0);
+    if !(1..=100).contains(&limit) || offset < 0 {
+        return Err(ApiError::BadRequest(
+            "limit must be 1..=100 and offset >= 0".into(),
+        ));
+    }
+    let filter = QueueFilter {
+        risk_type: query.risk,
+        agent: query.agent,
+        goal: query.goal,
+    };
+    let page = store::queue(
+        &state.pool,
+        principal.tenant,
+        &filter,
+        sort,
+        descending,
+        limit,
+        offset,
+    )
+    .await
+    .map_err(ApiError::dependency)?;
+    Ok(Json(ReviewPage {
+        items: page.items,
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
