@@ -15,6 +15,7 @@
 //! It prints the three rates and the pipeline's ratio to the slower raw rate (target >= 50%).
 //! Settings: BENCH_TASKS (2000), BENCH_POLLERS (pollers per function, 4).
 
+use chimera_core::domain::TaskStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -240,7 +241,7 @@ async fn enqueue(swarm: &Swarm, n: usize) {
                 feedback: None,
                 approval_id: None,
             };
-            records::insert_task(pool, &task, "queued", 3)
+            records::insert_task(pool, &task, TaskStatus::Queued, 3)
                 .await
                 .unwrap();
             bodies.push(envelope::encode(&TaskMessage { task }));

@@ -13,7 +13,7 @@ use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::Policy;
 use chimera_store::{budget, records};
 use chimera_tests::swarm::{SETTLED, TEST_JWT_KEY, sign_token};
-use chimera_tests::{TestDb, clients, eventually, unique_stage, workspace_bin};
+use chimera_tests::{TestDb, clients, eventually, queue_depth, unique_stage, workspace_bin};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -531,30 +531,6 @@ pub struct Figures {
     /// Goal, task and review DLQs.
     pub dead_letters: [i64; 3],
     pub unsent_outbox: i64,
-}
-
-/// Messages in the queue named `name`: visible plus in flight.
-pub async fn queue_depth(clients: &Clients, name: &str) -> i64 {
-    let url = queue_url(clients, name).await.unwrap();
-    let attrs = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(
-            aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-        )
-        .send()
-        .await
-        .unwrap();
-    attrs
-        .attributes()
-        .map(|a| {
-            a.values()
-                .filter_map(|v| v.parse::<i64>().ok())
-                .sum::<i64>()
-        })
-        .unwrap_or_default()
 }
 
 /// The last `n` lines of `text`.

@@ -317,3 +317,85 @@ async fn invalid_rows_are_rejected_by_the_schema() {
 
     db.drop_db().await;
 }
+
+/// `T`'s variants against the PostgreSQL enum `pg_type`: the same names in the same order, and
+/// each variant round-trips through the database and through JSON.
+async fn enum_round_trips<T>(pool: &PgPool, pg_type: &str, all: &[T], name: fn(&T) -> &'static str)
+where
+    T: Copy
+        + PartialEq
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + for<'q> sqlx::Encode<'q, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+        + Send
+        + Sync
+        + Unpin,
+{
+    let labels: Vec<String> = sqlx::query_scalar(
+        "select enumlabel::text from pg_enum e join pg_type t on t.oid = e.enumtypid
+         where t.typname = $1 order by e.enumsortorder",
+    )
+    .bind(pg_type)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let names: Vec<&str> = all.iter().map(name).collect();
+    assert_eq!(
+        labels, names,
+        "{pg_type}: the Rust enum names the schema's values in order"
+    );
+    for variant in all {
+        // Not cached: one statement text serves every enum type here.
+        let (back, text): (T, String) = sqlx::query_as("select $1, $1::text")
+            .persistent(false)
+            .bind(*variant)
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{pg_type} {variant:?}: {e}"));
+        assert_eq!(back, *variant);
+        assert_eq!(text, name(variant));
+        let json = serde_json::to_value(variant).unwrap();
+        assert_eq!(json, serde_json::Value::String(name(variant).to_owned()));
+        assert_eq!(serde_json::from_value::<T>(json).unwrap(), *variant);
+    }
+}
+
+#[tokio::test]
+async fn every_status_kind_and_decision_round_trips_through_postgres_and_json() {
+    use chimera_core::domain::{
+        DecisionKind, DisclosureLevel, GoalStatus, ReviewStatus, TaskKind, TaskStatus,
+    };
+    let db = TestDb::migrated().await;
+    enum_round_trips(&db.pool, "goal_status", GoalStatus::ALL, |v| v.as_str()).await;
+    enum_round_trips(&db.pool, "task_status", TaskStatus::ALL, |v| v.as_str()).await;
+    enum_round_trips(&db.pool, "review_status", ReviewStatus::ALL, |v| v.as_str()).await;
+    enum_round_trips(&db.pool, "decision_kind", DecisionKind::ALL, |v| v.as_str()).await;
+    enum_round_trips(&db.pool, "task_kind", TaskKind::ALL, |v| v.as_str()).await;
+    enum_round_trips(&db.pool, "disclosure_level", DisclosureLevel::ALL, |v| {
+        v.as_str()
+    })
+    .await;
+    db.drop_db().await;
+}
+
+#[test]
+fn every_effect_action_round_trips_through_json_and_is_the_tool_it_names() {
+    use chimera_core::effect::EffectAction;
+    for action in EffectAction::ALL {
+        let json = serde_json::to_value(action).unwrap();
+        assert_eq!(json, serde_json::Value::String(action.as_str().to_owned()));
+        assert_eq!(
+            serde_json::from_value::<EffectAction>(json).unwrap(),
+            action
+        );
+        assert_eq!(EffectAction::parse(action.as_str()), Some(action));
+        assert!(
+            chimera_mcp::allowed_tools(chimera_core::domain::TaskKind::Execute)
+                .contains(&action.as_str()),
+            "only execute tasks perform {action}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 
 use chimera_aws::artifacts::ArtifactStore;
 use chimera_aws::handler::QueueHandler;
+use chimera_core::domain::TaskStatus;
 use chimera_core::domain::{
     CommitHash, DisclosureLevel, Goal, GoalId, ReadSet, ResultId, StateKey, StateVersion, Task,
     TaskId, TaskKind, TaskResult,
@@ -46,7 +47,7 @@ async fn reply_and_result(swarm: &Swarm, confidence: f64) -> (Task, TaskResult) 
         feedback: None,
         approval_id: None,
     };
-    records::insert_task(&swarm.db.pool, &task, "queued", 3)
+    records::insert_task(&swarm.db.pool, &task, TaskStatus::Queued, 3)
         .await
         .unwrap();
     let store = ArtifactStore::new(swarm.clients.s3.clone(), swarm.names.artifact_bucket());

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use chimera_core::domain::{ReviewId, StateKey, StateVersion, Task, TaskId, TaskKind, TaskResult};
+use chimera_core::domain::{
+    DecisionKind, ReviewId, StateKey, StateVersion, Task, TaskId, TaskKind, TaskResult,
+};
 use chimera_core::routing::Policy;
 use chimera_store::decisions::{self, Decision, Refused, Verdict};
 use chimera_store::judging::{self, Decided, NewReview};
@@ -94,7 +96,7 @@ async fn twenty_concurrent_approvals_release_the_effect_once() {
         match reviewer.await.unwrap() {
             Ok(_) => taken += 1,
             Err(Refused::AlreadyDecided { decision, .. }) => {
-                assert_eq!(decision, "approve");
+                assert_eq!(decision, DecisionKind::Approve);
                 conflicts += 1;
             }
             Err(other) => panic!("unexpected refusal: {other}"),
@@ -179,7 +181,7 @@ async fn a_decision_on_another_artifact_or_policy_is_stale_and_a_new_policy_requ
     )
     .await
     .unwrap();
-    assert_eq!(taken.decision, "approve");
+    assert_eq!(taken.decision, DecisionKind::Approve);
     db.drop_db().await;
 }
 

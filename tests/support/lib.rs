@@ -154,6 +154,32 @@ pub async fn drain(
     out
 }
 
+/// Messages in the queue named `name`: visible plus in flight.
+pub async fn queue_depth(clients: &Clients, name: &str) -> i64 {
+    let url = chimera_aws::bootstrap::queue_url(clients, name)
+        .await
+        .expect("the queue exists");
+    let attrs = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(
+            aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        )
+        .send()
+        .await
+        .expect("reading the queue's attributes");
+    attrs
+        .attributes()
+        .map(|a| {
+            a.values()
+                .filter_map(|v| v.parse::<i64>().ok())
+                .sum::<i64>()
+        })
+        .unwrap_or_default()
+}
+
 /// The path of a workspace binary, built beside the test binary (`scripts/test` builds them
 /// first with `cargo build --workspace --bins`).
 pub fn workspace_bin(name: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! Seed data for store tests: a tenant, an agent with the default policy, a goal and a task,
 //! and results built like a worker builds them.
 
+use chimera_core::domain::TaskStatus;
 use std::collections::BTreeSet;
 
 use chimera_core::domain::{
@@ -23,7 +24,7 @@ pub struct Seeded {
 /// Another running task of the same goal, as a `Seeded` that points at it.
 pub async fn another_task(pool: &PgPool, seed: &Seeded) -> Seeded {
     let task = draft_task(seed.tenant, seed.agent, seed.goal);
-    records::insert_task(pool, &task, "running", 3)
+    records::insert_task(pool, &task, TaskStatus::Running, 3)
         .await
         .unwrap();
     Seeded {
@@ -74,7 +75,7 @@ pub async fn seed_agent(pool: &PgPool) -> Seeded {
         .await
         .unwrap();
     let task = draft_task(tenant, agent, goal.id);
-    records::insert_task(pool, &task, "running", 3)
+    records::insert_task(pool, &task, TaskStatus::Running, 3)
         .await
         .unwrap();
     Seeded {

@@ -314,27 +314,7 @@ impl Swarm {
         } else {
             self.names.queue(queue)
         };
-        let url = queue_url(&self.clients, &name).await.unwrap();
-        let attrs = self
-            .clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(
-                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-            )
-            .send()
-            .await
-            .unwrap();
-        attrs
-            .attributes()
-            .map(|a| {
-                a.values()
-                    .filter_map(|v| v.parse::<i64>().ok())
-                    .sum::<i64>()
-            })
-            .unwrap_or_default()
+        crate::queue_depth(&self.clients, &name).await
     }
 
     /// Polls until `queue` (or its DLQ) holds `n` messages; panics after `wait`.

@@ -1,4 +1,5 @@
 use chimera_aws::handler::QueueHandler;
+use chimera_core::domain::TaskStatus;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
@@ -73,7 +74,7 @@ impl Setup {
             feedback: None,
             approval_id: None,
         };
-        records::insert_task(&self.db.pool, &task, "queued", 3)
+        records::insert_task(&self.db.pool, &task, TaskStatus::Queued, 3)
             .await
             .unwrap();
         task
@@ -125,7 +126,7 @@ impl Setup {
         .execute(&mut *tx)
         .await
         .unwrap();
-        records::insert_task_in(&mut tx, &execute, "queued", 1)
+        records::insert_task_in(&mut tx, &execute, TaskStatus::Queued, 1)
             .await
             .unwrap();
         tx.commit().await.unwrap();

@@ -8,6 +8,7 @@
 //! review, a low-confidence reply retried until it fails, and payments (one held for a human by
 //! the CFO's default policy, one refused by the CFO as over budget).
 
+use chimera_core::domain::{GoalStatus, TaskStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -317,40 +318,50 @@ async fn reviewer_at_work(
 
 /// One progress line, and whether every goal is settled.
 async fn progress(pool: &PgPool, ids: &[uuid::Uuid]) -> Result<(String, bool)> {
-    let goals: Vec<(String, i64)> = sqlx::query_as(
-        "select status::text, count(*) from goals where id = any($1) group by 1 order by 1",
+    let goals: Vec<(GoalStatus, i64)> = sqlx::query_as(
+        "select status, count(*) from goals where id = any($1) group by 1 order by 1",
     )
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    let tasks: Vec<(String, i64)> = sqlx::query_as(
-        "select status::text, count(*) from tasks where goal_id = any($1) group by 1 order by 1",
+    let tasks: Vec<(TaskStatus, i64)> = sqlx::query_as(
+        "select status, count(*) from tasks where goal_id = any($1) group by 1 order by 1",
     )
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    let fmt = |rows: &[(String, i64)]| {
-        rows.iter()
-            .map(|(s, n)| format!("{n} {s}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let moving = tasks
         .iter()
-        .filter(|(s, _)| matches!(s.as_str(), "ready" | "queued" | "running" | "retrying"))
+        .filter(|(s, _)| {
+            matches!(
+                s,
+                TaskStatus::Ready | TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying
+            )
+        })
         .map(|(_, n)| n)
         .sum::<i64>();
     let settled = moving == 0
         && goals.iter().all(|(s, _)| {
             matches!(
-                s.as_str(),
-                "completed" | "failed" | "cancelled" | "awaiting_review"
+                s,
+                GoalStatus::Completed
+                    | GoalStatus::Failed
+                    | GoalStatus::Cancelled
+                    | GoalStatus::AwaitingReview
             )
         });
     Ok((
-        format!("goals: {} | tasks: {}", fmt(&goals), fmt(&tasks)),
+        format!("goals: {} | tasks: {}", counts(&goals), counts(&tasks)),
         settled,
     ))
+}
+
+/// `3 completed, 1 failed`.
+fn counts<S: std::fmt::Display>(rows: &[(S, i64)]) -> String {
+    rows.iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn count(pool: &PgPool, sql: &'static str, ids: &[uuid::Uuid]) -> Result<i64> {
@@ -407,22 +418,15 @@ async fn summary(
     .bind(ids)
     .fetch_all(pool)
     .await?;
-    let goals: Vec<(String, i64)> = sqlx::query_as(
-        "select status::text, count(*) from goals where id = any($1) group by 1 order by 1",
+    let goals: Vec<(GoalStatus, i64)> = sqlx::query_as(
+        "select status, count(*) from goals where id = any($1) group by 1 order by 1",
     )
     .bind(ids)
     .fetch_all(pool)
     .await?;
 
     println!("\nsummary ({:.1} s)", took.as_secs_f64());
-    println!(
-        "  goals                 {}",
-        goals
-            .iter()
-            .map(|(s, n)| format!("{n} {s}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("  goals                 {}", counts(&goals));
     println!("  tasks planned         {planned}");
     println!(
         "  task attempts run     {executed} (each once, through MCP tools; execute tasks included)"

@@ -31,23 +31,86 @@ pub const MAX_POST_CHARS: usize = 5000;
 /// Longest transfer memo.
 pub const MAX_MEMO_CHARS: usize = 500;
 
-/// The action a proposal of `kind` must name; `None` for kinds that propose nothing.
-pub fn expected_action(kind: TaskKind) -> Option<&'static str> {
-    match kind {
-        TaskKind::Publish => Some("social.publish"),
-        TaskKind::Reply => Some("social.reply"),
-        TaskKind::Transact => Some("wallet.transfer"),
-        _ => None,
+/// An external effect: the MCP tool that performs it, which only an approved `execute` task may
+/// call. The one place the effects' names are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EffectAction {
+    #[serde(rename = "social.publish")]
+    Publish,
+    #[serde(rename = "social.reply")]
+    Reply,
+    #[serde(rename = "wallet.transfer")]
+    Transfer,
+}
+
+impl EffectAction {
+    pub const ALL: [EffectAction; 3] = [Self::Publish, Self::Reply, Self::Transfer];
+
+    /// The action's name: the tool that performs it, and what a proposal names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Publish => "social.publish",
+            Self::Reply => "social.reply",
+            Self::Transfer => "wallet.transfer",
+        }
+    }
+
+    /// The action named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// The action a proposal of `kind` must name; `None` for kinds that propose nothing.
+    pub fn proposed_by(kind: TaskKind) -> Option<Self> {
+        match kind {
+            TaskKind::Publish => Some(Self::Publish),
+            TaskKind::Reply => Some(Self::Reply),
+            TaskKind::Transact => Some(Self::Transfer),
+            _ => None,
+        }
+    }
+
+    /// Whether it moves money.
+    pub fn is_financial(self) -> bool {
+        self == Self::Transfer
+    }
+
+    /// The arguments a reviewer may edit: content only.
+    pub fn editable_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Publish | Self::Reply => &["text"],
+            Self::Transfer => &["memo"],
+        }
     }
 }
 
-/// The arguments of `action` a reviewer may edit.
-pub fn editable_fields(action: &str) -> &'static [&'static str] {
-    match action {
-        "social.publish" | "social.reply" => &["text"],
-        "wallet.transfer" => &["memo"],
-        _ => &[],
+impl std::fmt::Display for EffectAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
+}
+
+/// The tools generation tasks call (effects are [`EffectAction`]s): the one place their names
+/// are written.
+pub mod tools {
+    /// Trend items matching a query (research).
+    pub const TRENDS_SEARCH: &str = "trends.search";
+    /// Text from a persona and a brief (draft, and the proposals of publish and reply).
+    pub const CONTENT_DRAFT: &str = "content.draft";
+    /// An image from a prompt (render_media).
+    pub const MEDIA_RENDER_IMAGE: &str = "media.render_image";
+    /// An account's balance (the proposal of a transfer).
+    pub const WALLET_BALANCE: &str = "wallet.balance";
+}
+
+/// The action a proposal of `kind` must name; `None` for kinds that propose nothing.
+pub fn expected_action(kind: TaskKind) -> Option<EffectAction> {
+    EffectAction::proposed_by(kind)
+}
+
+/// The arguments of the action named `action` a reviewer may edit (none for an unknown one).
+pub fn editable_fields(action: &str) -> &'static [&'static str] {
+    EffectAction::parse(action).map_or(&[], EffectAction::editable_fields)
 }
 
 /// An edit that cannot be applied.

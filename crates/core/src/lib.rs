@@ -3,8 +3,8 @@
 //! - [`names`]: the one source of resource names (queues, DLQs, bucket, table) and the queue
 //!   settings derived from function timeouts.
 //! - [`domain`]: validated newtypes (`Confidence`, `StateVersion`, `StateKey`, `CommitHash`...)
-//!   and the records that flow through the swarm: `Goal`, `Task`, `TaskResult`, `Review`,
-//!   `Decision`, `AuditRecord`.
+//!   the schema's enums (statuses, decisions, task kinds), and the records that flow through the
+//!   swarm: `Goal`, `Task`, `TaskResult`, `AuditRecord`.
 //! - [`goal`]: goal kinds and constraints, validated at intake.
 //! - [`envelope`]: versioned message envelopes for the goal, task and review queues.
 //! - [`effect`]: proposed effects, the `execute` task an approval releases, and what an edit

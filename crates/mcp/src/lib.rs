@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use chimera_core::domain::TaskKind;
+use chimera_core::effect::{EffectAction, tools};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
@@ -32,17 +33,18 @@ pub use config::{CONFIG_FILE_ENV, ConfigError, McpConfig, SERVERS_ENV, ServerSpe
 /// The tools a task of `kind` may call. Generation tasks never reach an effect tool (publish,
 /// reply, transfer): those run only in `execute` tasks, for approved actions.
 pub fn allowed_tools(kind: TaskKind) -> &'static [&'static str] {
+    const EXECUTE: &[&str] = &[
+        EffectAction::Publish.as_str(),
+        EffectAction::Reply.as_str(),
+        EffectAction::Transfer.as_str(),
+        tools::WALLET_BALANCE,
+    ];
     match kind {
-        TaskKind::Research => &["trends.search"],
-        TaskKind::Draft | TaskKind::Publish | TaskKind::Reply => &["content.draft"],
-        TaskKind::RenderMedia => &["media.render_image"],
-        TaskKind::Transact => &["wallet.balance"],
-        TaskKind::Execute => &[
-            "social.publish",
-            "social.reply",
-            "wallet.transfer",
-            "wallet.balance",
-        ],
+        TaskKind::Research => &[tools::TRENDS_SEARCH],
+        TaskKind::Draft | TaskKind::Publish | TaskKind::Reply => &[tools::CONTENT_DRAFT],
+        TaskKind::RenderMedia => &[tools::MEDIA_RENDER_IMAGE],
+        TaskKind::Transact => &[tools::WALLET_BALANCE],
+        TaskKind::Execute => EXECUTE,
     }
 }
 

@@ -2,7 +2,8 @@
 //! committed (each by exactly one releaser), replans.
 
 use chimera_core::domain::{
-    AgentId, Goal, GoalId, ReviewId, StateKey, Task, TaskId, TaskKind, TenantId,
+    AgentId, DecisionKind, Goal, GoalId, GoalStatus, ReviewId, ReviewStatus, StateKey, Task,
+    TaskId, TaskKind, TaskStatus, TenantId,
 };
 use chimera_core::effect;
 use chimera_core::routing::Policy;
@@ -14,7 +15,7 @@ use crate::records;
 #[derive(Debug, Clone)]
 pub struct PlanningContext {
     pub goal: Goal,
-    pub status: String,
+    pub status: GoalStatus,
     pub handle: String,
     pub persona: serde_json::Value,
     pub policy: Policy,
@@ -26,7 +27,7 @@ pub async fn planning_context(
 ) -> Result<Option<PlanningContext>, sqlx::Error> {
     let Some(row) = sqlx::query!(
         r#"select g.id, g.tenant_id, g.agent_id, g.kind, g.body, g.constraints,
-                  g.status::text as "status!", a.handle, a.persona, p.document as policy
+                  g.status as "status: GoalStatus", a.handle, a.persona, p.document as policy
            from goals g
            join agents a on a.id = g.agent_id
            join policies p on p.agent_id = a.id and p.version = a.policy_version
@@ -78,7 +79,7 @@ pub async fn save_plan(
         return Ok(false);
     }
     for task in tasks {
-        records::insert_task_in(&mut tx, task, "blocked", max_attempts).await?;
+        records::insert_task_in(&mut tx, task, TaskStatus::Blocked, max_attempts).await?;
     }
     tx.commit().await?;
     Ok(true)
@@ -104,7 +105,7 @@ pub async fn lock_ready(
 ) -> Result<Vec<Task>, sqlx::Error> {
     let rows = sqlx::query_as!(
         TaskRow,
-        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
+        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
                   t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!"
@@ -131,7 +132,7 @@ pub async fn task(pool: &PgPool, id: TaskId) -> Result<Option<Task>, sqlx::Error
 pub async fn task_in(conn: &mut PgConnection, id: TaskId) -> Result<Option<Task>, sqlx::Error> {
     sqlx::query_as!(
         TaskRow,
-        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
+        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
                   t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!"
@@ -149,7 +150,7 @@ pub async fn task_in(conn: &mut PgConnection, id: TaskId) -> Result<Option<Task>
 pub async fn tasks(pool: &PgPool, ids: Vec<uuid::Uuid>) -> Result<Vec<Task>, sqlx::Error> {
     sqlx::query_as!(
         TaskRow,
-        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
+        r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
                   t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!"
@@ -171,7 +172,7 @@ struct TaskRow {
     goal_id: uuid::Uuid,
     tenant_id: uuid::Uuid,
     agent_id: uuid::Uuid,
-    kind: String,
+    kind: TaskKind,
     attempt: i32,
     inputs: serde_json::Value,
     read_set: serde_json::Value,
@@ -189,8 +190,7 @@ impl TaskRow {
             goal_id: GoalId(self.goal_id),
             tenant_id: TenantId(self.tenant_id),
             agent_id: AgentId(self.agent_id),
-            kind: TaskKind::parse(&self.kind)
-                .ok_or_else(|| decode(format!("task kind {}", self.kind)))?,
+            kind: self.kind,
             attempt: u32::try_from(self.attempt).map_err(|e| decode(e.to_string()))?,
             inputs: self.inputs.as_object().cloned().unwrap_or_default(),
             depends_on: self.depends_on.into_iter().map(TaskId).collect(),
@@ -270,7 +270,7 @@ pub async fn next_attempt(
         r#"update tasks t set attempt = t.attempt + 1, feedback = $2, status = 'queued', updated_at = now()
            from goals g
            where t.id = $1 and t.status = 'retrying' and t.attempt < t.max_attempts and g.id = t.goal_id
-           returning t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.attempt,
+           returning t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
                      t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!""#,
@@ -347,20 +347,20 @@ pub async fn admit(pool: &PgPool, message: &Task) -> Result<Admission, sqlx::Err
         )));
     }
     let status = sqlx::query_scalar!(
-        r#"select status::text as "status!" from tasks where id = $1"#,
+        r#"select status as "status: TaskStatus" from tasks where id = $1"#,
         message.id.0
     )
     .fetch_one(&mut *conn)
     .await?;
-    match status.as_str() {
-        "queued" | "running" if message.feedback == stored.feedback => {}
-        "queued" | "running" => {
+    match status {
+        TaskStatus::Queued | TaskStatus::Running if message.feedback == stored.feedback => {}
+        TaskStatus::Queued | TaskStatus::Running => {
             return Ok(Admission::Refused(format!(
                 "the message carries other feedback than stored task {}",
                 message.id.0
             )));
         }
-        "blocked" | "ready" => {
+        TaskStatus::Blocked | TaskStatus::Ready => {
             return Ok(Admission::Refused(format!(
                 "task {} was never released",
                 message.id.0
@@ -387,7 +387,7 @@ async fn approval_releases(conn: &mut PgConnection, task: &Task) -> Result<Admis
         return refused(format!("execute task {} names no approval", task.id.0));
     };
     let Some(row) = sqlx::query!(
-        r#"select v.status::text as "status!", v.decision::text as decision, v.tenant_id,
+        r#"select v.status as "status: ReviewStatus", v.decision as "decision: DecisionKind", v.tenant_id,
                   v.task_id, t.agent_id as "agent_id?", v.effect_sha256
            from reviews v left join tasks t on t.id = v.task_id
            where v.id = $1"#,
@@ -398,17 +398,12 @@ async fn approval_releases(conn: &mut PgConnection, task: &Task) -> Result<Admis
     else {
         return refused(format!("approval {} does not exist", approval.0));
     };
-    if row.status != "approved"
-        || !matches!(
-            row.decision.as_deref(),
-            Some("approve" | "edit_approve" | "auto_approve")
-        )
-    {
+    if row.status != ReviewStatus::Approved || !row.decision.is_some_and(DecisionKind::approves) {
         return refused(format!(
             "review {} is {} ({}), not an approval",
             approval.0,
             row.status,
-            row.decision.as_deref().unwrap_or("undecided")
+            row.decision.map_or("undecided", DecisionKind::as_str)
         ));
     }
     if row.tenant_id != task.tenant_id.0 || row.agent_id != Some(task.agent_id.0) {

@@ -20,7 +20,8 @@
 //! Every decision appends its audit record in the same transaction.
 
 use chimera_core::domain::{
-    AuditRecord, CommitHash, GoalId, ResultId, ReviewId, Task, TaskId, TenantId,
+    AuditRecord, CommitHash, DecisionKind, GoalId, ResultId, ReviewId, ReviewStatus, Task, TaskId,
+    TaskStatus, TenantId,
 };
 use chimera_core::effect;
 use chimera_core::envelope::PlannerMessage;
@@ -69,7 +70,7 @@ pub struct Taken {
     pub goal: GoalId,
     pub task: TaskId,
     /// `approve`, `edit_approve` or `reject`.
-    pub decision: String,
+    pub decision: DecisionKind,
 }
 
 /// A decision that was not taken; nothing was written (but a stale policy requeues the item).
@@ -79,7 +80,7 @@ pub enum Refused {
     NotFound,
     #[error("already decided: {decision} by {decided_by}")]
     AlreadyDecided {
-        decision: String,
+        decision: DecisionKind,
         decided_by: String,
         decided_at: DateTime<Utc>,
     },
@@ -114,9 +115,9 @@ impl From<sqlx::Error> for Refused {
 pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused> {
     let mut tx = pool.begin().await?;
     let Some(row) = sqlx::query!(
-        r#"select v.status::text as "status!", v.decision::text as decision, v.decided_by, v.decided_at,
+        r#"select v.decision as "decision: DecisionKind", v.decided_by, v.decided_at,
                   v.artifact_hash, v.policy_version, v.judge_reasoning, a.policy_version as current_policy,
-                  t.id as task_id, t.goal_id, t.status::text as "task_status!", r.id as result_id
+                  t.id as task_id, t.goal_id, t.status as "task_status: TaskStatus", r.id as result_id
            from reviews v
            join results r on r.id = v.result_id
            join tasks t on t.id = r.task_id
@@ -131,9 +132,10 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
     else {
         return Err(Refused::NotFound);
     };
-    if row.status != "pending" {
+    // A decided review has its decision (the schema's check), a pending one none.
+    if let Some(decided) = row.decision {
         return Err(Refused::AlreadyDecided {
-            decision: row.decision.unwrap_or_else(|| row.status.clone()),
+            decision: decided,
             decided_by: row.decided_by.unwrap_or_default(),
             decided_at: row.decided_at.unwrap_or_else(Utc::now),
         });
@@ -170,17 +172,16 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
         Verdict::Approve {
             edited_hash: Some(_),
             ..
-        } => ("edit_approve", "approved"),
-        Verdict::Approve { .. } => ("approve", "approved"),
-        Verdict::Reject { .. } => ("reject", "rejected"),
+        } => (DecisionKind::EditApprove, ReviewStatus::Approved),
+        Verdict::Approve { .. } => (DecisionKind::Approve, ReviewStatus::Approved),
+        Verdict::Reject { .. } => (DecisionKind::Reject, ReviewStatus::Rejected),
     };
     sqlx::query!(
-        "update reviews set status = $2::text::review_status, decision = $3::text::decision_kind,
-                            decided_by = $4, decided_at = now()
+        "update reviews set status = $2, decision = $3, decided_by = $4, decided_at = now()
          where id = $1",
         decision.review.0,
-        status,
-        decision_kind,
+        status as ReviewStatus,
+        decision_kind as DecisionKind,
         decision.reviewer,
     )
     .execute(&mut *tx)
@@ -201,7 +202,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
     };
     match &decision.verdict {
         Verdict::Reject { reason } => {
-            if matches!(row.task_status.as_str(), "awaiting_review") {
+            if row.task_status == TaskStatus::AwaitingReview {
                 sqlx::query!(
                     "update tasks set status = 'failed', feedback = $2, updated_at = now() where id = $1",
                     task.0,
@@ -220,7 +221,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
         } => {
             // A task that failed after its attempts had its dependents cancelled: its review
             // can be rejected (acknowledged), not approved.
-            if row.task_status != "awaiting_review" {
+            if row.task_status != TaskStatus::AwaitingReview {
                 return Err(Refused::TaskMoved);
             }
             let result = records::load_result_in(&mut tx, ResultId(row.result_id))
@@ -261,7 +262,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
                 }
             }
             if let Some(execute) = execute {
-                records::insert_task_in(&mut tx, execute, "queued", 1).await?;
+                records::insert_task_in(&mut tx, execute, TaskStatus::Queued, 1).await?;
                 outbox::enqueue_task(&mut tx, execute.id).await?;
                 sqlx::query!(
                     "update reviews set effect_sha256 = $2 where id = $1",
@@ -285,7 +286,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
     Ok(Taken {
         goal,
         task,
-        decision: decision_kind.to_owned(),
+        decision: decision_kind,
     })
 }
 
@@ -312,7 +313,7 @@ async fn replan_after_conflict(
     else {
         // Someone else decided in between: their decision stands, and the caller is told.
         let winner = sqlx::query!(
-            r#"select coalesce(decision::text, status::text) as "decision!", decided_by, decided_at
+            r#"select decision as "decision!: DecisionKind", decided_by, decided_at
                from reviews where id = $1"#,
             decision.review.0
         )

@@ -1,7 +1,10 @@
 //! Goals as the API takes them in and reports them: submission once per idempotency key, and
 //! a goal's progress (its tasks, results and decisions).
 
-use chimera_core::domain::{Goal, GoalId, TenantId};
+use chimera_core::domain::{
+    DecisionKind, DisclosureLevel, Goal, GoalId, GoalStatus, ReviewStatus, TaskKind, TaskStatus,
+    TenantId,
+};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -13,7 +16,7 @@ pub enum Submitted {
     /// A new goal.
     Created(GoalId),
     /// The same request was submitted before under this idempotency key: its goal.
-    Existing { id: GoalId, status: String },
+    Existing { id: GoalId, status: GoalStatus },
 }
 
 impl Submitted {
@@ -71,7 +74,7 @@ pub async fn submit(
         Err(err) => return Err(err.into()),
     }
     let prior = sqlx::query!(
-        r#"select id, request_hash, status::text as "status!" from goals
+        r#"select id, request_hash, status as "status: GoalStatus" from goals
            where tenant_id = $1 and idempotency_key = $2"#,
         goal.tenant_id.0,
         key,
@@ -103,7 +106,7 @@ pub struct GoalView {
     pub kind: String,
     pub body: String,
     pub constraints: serde_json::Value,
-    pub status: String,
+    pub status: GoalStatus,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub tasks: Vec<TaskView>,
@@ -114,8 +117,8 @@ pub struct GoalView {
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
     pub id: uuid::Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
     pub attempt: i32,
     pub max_attempts: i32,
     pub depends_on: Vec<uuid::Uuid>,
@@ -129,7 +132,7 @@ pub struct ResultView {
     pub attempt: i32,
     pub confidence: f64,
     pub risk_tags: Vec<String>,
-    pub disclosure_level: Option<String>,
+    pub disclosure_level: Option<DisclosureLevel>,
     pub commit_hash: String,
     pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
     pub output_state_version: Option<serde_json::Value>,
@@ -139,8 +142,8 @@ pub struct ResultView {
 pub struct DecisionView {
     pub review_id: uuid::Uuid,
     pub result_id: uuid::Uuid,
-    pub status: String,
-    pub decision: Option<String>,
+    pub status: ReviewStatus,
+    pub decision: Option<DecisionKind>,
     pub decided_by: Option<String>,
     pub decided_at: Option<chrono::DateTime<chrono::Utc>>,
     pub judge_reasoning: String,
@@ -153,7 +156,7 @@ pub async fn view(
     id: GoalId,
 ) -> Result<Option<GoalView>, sqlx::Error> {
     let Some(goal) = sqlx::query!(
-        r#"select id, tenant_id, agent_id, kind, body, constraints, status::text as "status!",
+        r#"select id, tenant_id, agent_id, kind, body, constraints, status as "status: GoalStatus",
                   created_at, updated_at
            from goals where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
         id.0,
@@ -165,7 +168,7 @@ pub async fn view(
         return Ok(None);
     };
     let tasks = sqlx::query!(
-        r#"select t.id, t.kind::text as "kind!", t.status::text as "status!", t.attempt, t.max_attempts,
+        r#"select t.id, t.kind as "kind: TaskKind", t.status as "status: TaskStatus", t.attempt, t.max_attempts,
                   t.feedback,
                   coalesce(array_agg(d.depends_on) filter (where d.depends_on is not null), '{}') as "depends_on!"
            from tasks t left join task_dependencies d on d.task_id = t.id
@@ -189,7 +192,7 @@ pub async fn view(
     .collect();
     let results = sqlx::query!(
         r#"select r.id, r.task_id, r.attempt, r.confidence, r.risk_tags,
-                  r.disclosure_level::text as disclosure_level, r.commit_hash,
+                  r.disclosure_level as "disclosure_level: DisclosureLevel", r.commit_hash,
                   c.committed_at as "committed_at?",
                   c.output_state_version as "output_state_version?"
            from results r join tasks t on t.id = r.task_id
@@ -214,7 +217,7 @@ pub async fn view(
     })
     .collect();
     let decisions = sqlx::query!(
-        r#"select v.id, v.result_id, v.status::text as "status!", v.decision::text as decision,
+        r#"select v.id, v.result_id, v.status as "status: ReviewStatus", v.decision as "decision: DecisionKind",
                   v.decided_by, v.decided_at, v.judge_reasoning
            from reviews v join results r on r.id = v.result_id join tasks t on t.id = r.task_id
            where t.goal_id = $1

@@ -16,7 +16,8 @@
 //! causes (the `execute` task, the replan) to the [`outbox`] in it too.
 
 use chimera_core::domain::{
-    AgentId, AuditRecord, GoalId, ReadSet, ReviewId, Task, TaskId, TaskKind, TaskResult, TenantId,
+    AgentId, AuditRecord, DecisionKind, GoalId, GoalStatus, ReadSet, ReviewId, Task, TaskId,
+    TaskKind, TaskResult, TaskStatus, TenantId,
 };
 use chimera_core::effect;
 use chimera_core::envelope::PlannerMessage;
@@ -36,7 +37,7 @@ pub struct TaskState {
     pub tenant_id: TenantId,
     pub agent_id: AgentId,
     pub kind: TaskKind,
-    pub status: String,
+    pub status: TaskStatus,
     pub attempt: u32,
     /// The judge's feedback on the previous attempt.
     pub feedback: Option<String>,
@@ -50,13 +51,13 @@ pub struct TaskState {
 impl TaskState {
     /// Whether a result of `attempt` is still to be decided.
     pub fn is_open_for(&self, attempt: u32) -> bool {
-        self.attempt == attempt && matches!(self.status.as_str(), "queued" | "running")
+        self.attempt == attempt && self.status.is_undecided()
     }
 }
 
 pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>, sqlx::Error> {
     let Some(row) = sqlx::query!(
-        r#"select t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!", t.status::text as "status!",
+        r#"select t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.status as "status: TaskStatus",
                   t.attempt, t.feedback, t.read_set, t.write_set, p.document as policy, g.constraints
            from tasks t
            join goals g on g.id = t.goal_id
@@ -75,8 +76,7 @@ pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>
         goal_id: GoalId(row.goal_id),
         tenant_id: TenantId(row.tenant_id),
         agent_id: AgentId(row.agent_id),
-        kind: TaskKind::parse(&row.kind)
-            .ok_or_else(|| decode(format!("task kind {}", row.kind)))?,
+        kind: row.kind,
         status: row.status,
         attempt: u32::try_from(row.attempt).map_err(|e| decode(e.to_string()))?,
         feedback: row.feedback,
@@ -122,7 +122,7 @@ pub enum Decided<T> {
     Done(T),
     /// The result is not for the task's current, undecided attempt (a redelivery, or an older
     /// attempt): nothing was written.
-    Superseded { status: String, attempt: u32 },
+    Superseded { status: TaskStatus, attempt: u32 },
 }
 
 /// An approved effect: the approval, the spend (financial actions) and the task that performs it.
@@ -162,13 +162,13 @@ async fn begin_decision<T>(
 ) -> Result<Result<Transaction<'static, Postgres>, Decided<T>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query!(
-        r#"select status::text as "status!", attempt from tasks where id = $1 for update"#,
+        r#"select status as "status: TaskStatus", attempt from tasks where id = $1 for update"#,
         result.task_id.0
     )
     .fetch_one(&mut *tx)
     .await?;
     let attempt = u32::try_from(row.attempt).unwrap_or_default();
-    if attempt == result.attempt && UNDECIDED.contains(&row.status.as_str()) {
+    if attempt == result.attempt && row.status.is_undecided() {
         Ok(Ok(tx))
     } else {
         Ok(Err(Decided::Superseded {
@@ -177,8 +177,6 @@ async fn begin_decision<T>(
         }))
     }
 }
-
-const UNDECIDED: &[&str] = &["queued", "running"];
 
 fn record(result: &TaskResult, action: &str, reasoning: String) -> AuditRecord {
     AuditRecord {
@@ -225,7 +223,7 @@ pub async fn commit(
             &mut tx,
             result,
             &effect.approval,
-            Some(("auto_approve", released.as_str())),
+            Some((DecisionKind::AutoApprove, released.as_str())),
         )
         .await?;
         if let Some(amount) = effect.spend_cents {
@@ -247,7 +245,7 @@ pub async fn commit(
                 }
             }
         }
-        records::insert_task_in(&mut tx, &effect.execute, "queued", 1).await?;
+        records::insert_task_in(&mut tx, &effect.execute, TaskStatus::Queued, 1).await?;
         outbox::enqueue_task(&mut tx, effect.execute.id).await?;
         entry.action = "judge.auto_approve".into();
         entry.review_id = Some(effect.approval.id);
@@ -263,7 +261,7 @@ async fn insert_review(
     conn: &mut PgConnection,
     result: &TaskResult,
     review: &NewReview,
-    decided: Option<(&str, &str)>,
+    decided: Option<(DecisionKind, &str)>,
 ) -> Result<(), sqlx::Error> {
     let (decision, effect_sha256) = decided.unzip();
     let reasons =
@@ -278,10 +276,10 @@ async fn insert_review(
         r#"insert into reviews (id, tenant_id, result_id, task_id, status, artifact_hash, policy_version,
                                 judge_reasoning, risk_tags, confidence, financial, due_at, final_deadline,
                                 reasons, risk_types, decision, decided_by, decided_at, summary, effect_sha256)
-           values ($1, $2, $3, $4, case when $15::text is null then 'pending' else 'approved' end::review_status,
+           values ($1, $2, $3, $4, case when $15::decision_kind is null then 'pending' else 'approved' end::review_status,
                    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                   $15::text::decision_kind, case when $15::text is null then null else 'judge' end,
-                   case when $15::text is null then null else now() end, $16, $17)
+                   $15, case when $15 is null then null else 'judge' end,
+                   case when $15 is null then null else now() end, $16, $17)
            on conflict (id) do nothing"#,
         review.id.0,
         result.tenant_id.0,
@@ -297,7 +295,7 @@ async fn insert_review(
         review.final_deadline,
         reasons,
         &risk_types,
-        decision,
+        decision as Option<DecisionKind>,
         review
             .summary
             .as_ref()
@@ -319,7 +317,7 @@ pub async fn hold(
         Ok(tx) => tx,
         Err(superseded) => return Ok(superseded),
     };
-    set_status(&mut tx, result.task_id, "awaiting_review", None).await?;
+    set_status(&mut tx, result.task_id, TaskStatus::AwaitingReview, None).await?;
     insert_review(&mut tx, result, review, None).await?;
     let mut entry = record(result, "judge.hold", review.reasoning.clone());
     entry.review_id = Some(review.id);
@@ -332,14 +330,14 @@ pub async fn hold(
 async fn set_status(
     conn: &mut PgConnection,
     task: TaskId,
-    status: &str,
+    status: TaskStatus,
     feedback: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update tasks set status = $2::text::task_status, feedback = coalesce($3, feedback), updated_at = now()
+        "update tasks set status = $2, feedback = coalesce($3, feedback), updated_at = now()
          where id = $1",
         task.0,
-        status,
+        status as TaskStatus,
         feedback
     )
     .execute(&mut *conn)
@@ -423,7 +421,7 @@ pub async fn fail(
         Ok(tx) => tx,
         Err(superseded) => return Ok(superseded),
     };
-    set_status(&mut tx, result.task_id, "failed", Some(feedback)).await?;
+    set_status(&mut tx, result.task_id, TaskStatus::Failed, Some(feedback)).await?;
     cancel_dependents(&mut tx, result.task_id).await?;
     insert_review(&mut tx, result, review, None).await?;
     let mut entry = record(result, "judge.fail", feedback.to_owned());
@@ -454,7 +452,7 @@ pub async fn cancel_dependents(conn: &mut PgConnection, task: TaskId) -> Result<
 /// Brings the goal's status in line with its tasks: `in_progress` while a task can still move,
 /// `awaiting_review` while only humans can move it, then `completed` (every task committed) or
 /// `failed`. Returns the new status when it changed.
-pub async fn settle_goal(pool: &PgPool, goal: GoalId) -> Result<Option<String>, sqlx::Error> {
+pub async fn settle_goal(pool: &PgPool, goal: GoalId) -> Result<Option<GoalStatus>, sqlx::Error> {
     sqlx::query_scalar!(
         r#"with counts as (
                select count(*) filter (where status in ('ready', 'queued', 'running', 'retrying')) as moving,
@@ -475,7 +473,7 @@ pub async fn settle_goal(pool: &PgPool, goal: GoalId) -> Result<Option<String>, 
            update goals g set status = next.status, updated_at = now()
            from next
            where g.id = $1 and g.status in ('in_progress', 'awaiting_review') and g.status <> next.status
-           returning g.status::text as "status!""#,
+           returning g.status as "status: GoalStatus""#,
         goal.0
     )
     .fetch_optional(pool)

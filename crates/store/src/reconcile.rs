@@ -17,7 +17,7 @@
 //! Every action is one transaction with its audit record (`system.redrive`, or
 //! `system.give_up`), and the messages go through the outbox.
 
-use chimera_core::domain::{AuditRecord, GoalId, ResultId, TaskId, TaskKind, TenantId};
+use chimera_core::domain::{AuditRecord, GoalId, GoalStatus, ResultId, TaskId, TaskKind, TenantId};
 use chimera_core::envelope::{PlannerMessage, ResultMessage};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
@@ -158,7 +158,7 @@ async fn stalled_tasks(
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let stalled = sqlx::query!(
-        r#"select t.id, t.goal_id, g.tenant_id, t.kind::text as "kind!", t.attempt, t.redrives, t.updated_at
+        r#"select t.id, t.goal_id, g.tenant_id, t.kind as "kind: TaskKind", t.attempt, t.redrives, t.updated_at
            from tasks t join goals g on g.id = t.goal_id
            where t.status in ('queued', 'running')
              and t.updated_at < case when t.kind = 'render_media' then $1::timestamptz else $2::timestamptz end
@@ -415,7 +415,7 @@ async fn unsettled(
     done: &mut Reconciled,
 ) -> Result<(), sqlx::Error> {
     let goals = sqlx::query!(
-        r#"select g.id, g.tenant_id, g.status::text as "status!" from goals g
+        r#"select g.id, g.tenant_id, g.status as "status: GoalStatus" from goals g
            where g.status in ('in_progress', 'awaiting_review') and g.updated_at < $1
              and not exists (select 1 from tasks t where t.goal_id = g.id
                              and t.status in ('ready', 'queued', 'running', 'retrying'))

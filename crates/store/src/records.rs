@@ -2,7 +2,7 @@
 
 use chimera_core::domain::{
     AgentId, ArtifactRef, CommitHash, Confidence, DisclosureLevel, GoalId, ResultId, RiskTag,
-    StateKey, Task, TaskId, TaskKind, TaskResult, TenantId, derived_uuid,
+    StateKey, Task, TaskId, TaskKind, TaskResult, TaskStatus, TenantId, derived_uuid,
 };
 use chimera_core::routing::Policy;
 use sqlx::PgPool;
@@ -53,7 +53,7 @@ pub async fn create_agent(
 pub async fn insert_task(
     pool: &PgPool,
     task: &Task,
-    status: &str,
+    status: TaskStatus,
     max_attempts: u32,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -65,7 +65,7 @@ pub async fn insert_task(
 pub async fn insert_task_in(
     conn: &mut sqlx::PgConnection,
     task: &Task,
-    status: &str,
+    status: TaskStatus,
     max_attempts: u32,
 ) -> Result<(), sqlx::Error> {
     let read_set =
@@ -79,12 +79,12 @@ pub async fn insert_task_in(
     sqlx::query!(
         "insert into tasks (id, goal_id, agent_id, kind, status, attempt, max_attempts, inputs, read_set, write_set,
                             feedback, approval_id)
-         values ($1, $2, $3, $4::text::task_kind, $5::text::task_status, $6, $7, $8, $9, $10, $11, $12)",
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         task.id.0,
         task.goal_id.0,
         task.agent_id.0,
-        task.kind.as_str(),
-        status,
+        task.kind as TaskKind,
+        status as TaskStatus,
         task.attempt as i32,
         max_attempts as i32,
         serde_json::Value::Object(task.inputs.clone()),
@@ -188,10 +188,9 @@ async fn insert_result(
         .iter()
         .map(|t| t.as_str().to_owned())
         .collect();
-    let disclosure = result.disclosure_level.map(|d| d.as_str());
     sqlx::query!(
         "insert into results (id, task_id, attempt, commit_hash, artifact, confidence, risk_tags, disclosure_level, read_set)
-         select $1, t.id, $3, $4, $5, $6, $7, $8::text::disclosure_level, $9
+         select $1, t.id, $3, $4, $5, $6, $7, $8, $9
          from tasks t where t.id = $2 and t.agent_id = $10
          on conflict do nothing",
         id.0,
@@ -201,7 +200,7 @@ async fn insert_result(
         artifact,
         result.confidence_score.value(),
         &risk_tags,
-        disclosure,
+        result.disclosure_level as Option<DisclosureLevel>,
         read_set,
         result.agent_id.0,
     )
@@ -216,9 +215,9 @@ pub async fn load_result_in(
     id: ResultId,
 ) -> Result<Option<Recorded>, sqlx::Error> {
     let Some(row) = sqlx::query!(
-        r#"select r.id, r.task_id, t.goal_id, g.tenant_id, t.agent_id, t.kind::text as "kind!",
+        r#"select r.id, r.task_id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind",
                   r.attempt, r.artifact, r.confidence, r.risk_tags,
-                  r.disclosure_level::text as disclosure, r.read_set, t.write_set, r.commit_hash
+                  r.disclosure_level as "disclosure: DisclosureLevel", r.read_set, t.write_set, r.commit_hash
            from results r join tasks t on t.id = r.task_id join goals g on g.id = t.goal_id
            where r.id = $1"#,
         id.0
@@ -235,7 +234,7 @@ pub async fn load_result_in(
         goal_id: GoalId(row.goal_id),
         tenant_id: TenantId(row.tenant_id),
         agent_id: AgentId(row.agent_id),
-        task_kind: TaskKind::parse(&row.kind).ok_or_else(|| decode(row.kind.clone()))?,
+        task_kind: row.kind,
         attempt: u32::try_from(row.attempt).map_err(|e| decode(e.to_string()))?,
         artifacts: serde_json::from_value::<Vec<ArtifactRef>>(
             row.artifact.get("artifacts").cloned().unwrap_or_default(),
@@ -248,7 +247,7 @@ pub async fn load_result_in(
             .into_iter()
             .filter_map(|t| RiskTag::parse(t).ok())
             .collect(),
-        disclosure_level: row.disclosure.as_deref().and_then(DisclosureLevel::parse),
+        disclosure_level: row.disclosure,
         read_set: serde_json::from_value(row.read_set).map_err(|e| decode(e.to_string()))?,
         write_set: row
             .write_set

@@ -6,7 +6,10 @@
 //! The sweep that makes sure nothing waits forever (escalation, the default decision) writes:
 //! it lives in [`crate::sweep`], and [`sweep`] and [`Swept`] are re-exported here.
 
-use chimera_core::domain::{GoalId, ReviewId, TaskId, TenantId};
+use chimera_core::domain::{
+    DecisionKind, DisclosureLevel, GoalId, ReviewId, ReviewStatus, TaskId, TaskKind, TaskStatus,
+    TenantId,
+};
 use chimera_core::effect::Proposal;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -62,7 +65,8 @@ pub struct QueueItem {
     pub goal_id: uuid::Uuid,
     pub task_id: uuid::Uuid,
     pub agent_id: uuid::Uuid,
-    pub task_kind: String,
+    #[schema(value_type = String, example = "reply")]
+    pub task_kind: TaskKind,
     pub risk_types: Vec<String>,
     pub risk_tags: Vec<String>,
     pub confidence: f64,
@@ -122,7 +126,7 @@ pub async fn queue(
     offset: i64,
 ) -> Result<Page, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"select v.id, t.goal_id, t.id as task_id, t.agent_id, t.kind::text as "task_kind!",
+        r#"select v.id, t.goal_id, t.id as task_id, t.agent_id, t.kind as "task_kind: TaskKind",
                   v.risk_types, v.risk_tags, v.confidence, v.financial, v.priority,
                   v.escalated_at is not null as "escalated!", v.policy_version, v.artifact_hash,
                   v.created_at, v.due_at, v.final_deadline,
@@ -203,18 +207,18 @@ pub async fn queue(
 #[derive(Debug, Clone)]
 pub struct Card {
     pub id: ReviewId,
-    pub status: String,
+    pub status: ReviewStatus,
     pub goal_id: GoalId,
     pub task_id: TaskId,
     pub agent_id: uuid::Uuid,
-    pub task_kind: String,
-    pub task_status: String,
+    pub task_kind: TaskKind,
+    pub task_status: TaskStatus,
     pub attempt: i32,
     pub confidence: f64,
     pub risk_tags: Vec<String>,
     pub risk_types: Vec<String>,
     pub reasons: serde_json::Value,
-    pub disclosure_level: Option<String>,
+    pub disclosure_level: Option<DisclosureLevel>,
     pub judge_reasoning: String,
     pub policy_version: i32,
     /// The agent's policy version now (a decision under an older one is stale).
@@ -226,7 +230,7 @@ pub struct Card {
     pub created_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     pub final_deadline: DateTime<Utc>,
-    pub decision: Option<String>,
+    pub decision: Option<DecisionKind>,
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     /// The result's artifact references (`ArtifactRef` JSON).
@@ -240,12 +244,12 @@ pub async fn card(
     id: ReviewId,
 ) -> Result<Option<Card>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"select v.id, v.status::text as "status!", t.goal_id, t.id as task_id, t.agent_id,
-                  t.kind::text as "task_kind!", t.status::text as "task_status!", r.attempt,
+        r#"select v.id, v.status as "status: ReviewStatus", t.goal_id, t.id as task_id, t.agent_id,
+                  t.kind as "task_kind: TaskKind", t.status as "task_status: TaskStatus", r.attempt,
                   v.confidence, v.risk_tags, v.risk_types, v.reasons,
-                  r.disclosure_level::text as disclosure_level, v.judge_reasoning, v.policy_version,
+                  r.disclosure_level as "disclosure_level: DisclosureLevel", v.judge_reasoning, v.policy_version,
                   a.policy_version as current_policy_version, v.artifact_hash, v.financial, v.priority, v.escalated_at is not null as "escalated!",
-                  v.created_at, v.due_at, v.final_deadline, v.decision::text as decision,
+                  v.created_at, v.due_at, v.final_deadline, v.decision as "decision: DecisionKind",
                   v.decided_by, v.decided_at, coalesce(r.artifact -> 'artifacts', '[]'::jsonb) as "artifacts!"
            from reviews v
            join results r on r.id = v.result_id

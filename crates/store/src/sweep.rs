@@ -12,7 +12,9 @@
 //! [`crate::reviews::notifications`]. [`sweep`] and [`Swept`] are also re-exported from
 //! [`crate::reviews`], where callers know them.
 
-use chimera_core::domain::{AuditRecord, CommitHash, GoalId, ReviewId, TaskId, TenantId};
+use chimera_core::domain::{
+    AuditRecord, CommitHash, GoalId, ReviewId, TaskId, TaskStatus, TenantId,
+};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -84,7 +86,7 @@ pub async fn sweep(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Swep
 
     let mut tx = pool.begin().await?;
     let expired = sqlx::query!(
-        r#"select v.id, v.tenant_id, v.task_id, t.goal_id, t.status::text as "task_status!",
+        r#"select v.id, v.tenant_id, v.task_id, t.goal_id, t.status as "task_status: TaskStatus",
                   v.artifact_hash, v.policy_version, v.judge_reasoning, v.final_deadline
            from reviews v join tasks t on t.id = v.task_id
            where v.status = 'pending' and v.final_deadline <= $1
@@ -107,7 +109,7 @@ pub async fn sweep(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Swep
         .execute(&mut *tx)
         .await?;
         let task = TaskId(row.task_id.unwrap_or_default());
-        if row.task_status == "awaiting_review" {
+        if row.task_status == TaskStatus::AwaitingReview {
             sqlx::query!(
                 "update tasks set status = 'failed', feedback = $2, updated_at = now() where id = $1",
                 task.0,

@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chimera_core::auth::Permission;
-use chimera_core::domain::{AgentId, Goal, GoalId};
+use chimera_core::domain::{AgentId, Goal, GoalId, GoalStatus};
 use chimera_core::goal::Constraints;
 use chimera_store::goals::{self, GoalView, SubmitError, Submitted};
 use serde::{Deserialize, Serialize};
@@ -115,8 +115,8 @@ pub async fn submit(
         SubmitError::Database(e) => ApiError::dependency(e),
     })?;
     let (id, status) = match &submitted {
-        Submitted::Created(id) => (*id, "received".to_owned()),
-        Submitted::Existing { id, status } => (*id, status.clone()),
+        Submitted::Created(id) => (*id, GoalStatus::Received),
+        Submitted::Existing { id, status } => (*id, *status),
     };
     // The goal's message to the planner was written with it; it goes out now, or with the
     // relay's next pass if the queue does not answer (the goal is accepted either way).

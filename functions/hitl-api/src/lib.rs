@@ -91,7 +91,8 @@ pub fn router(state: AppState) -> Router {
 /// The winning decision, in a 409 for a decision that came too late.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Winner {
-    pub decision: String,
+    #[schema(value_type = String, example = "approve")]
+    pub decision: chimera_core::domain::DecisionKind,
     pub decided_by: String,
     pub decided_at: DateTime<Utc>,
 }

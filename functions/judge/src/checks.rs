@@ -118,7 +118,7 @@ pub async fn inspect(
             return Ok(findings);
         }
     };
-    if proposal.action != action {
+    if proposal.action != action.as_str() {
         findings.failed.push(format!(
             "a {} task may only propose {action}, not {}",
             result.task_kind.as_str(),

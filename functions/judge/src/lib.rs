@@ -39,7 +39,9 @@ use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
 use chimera_aws::visibility::Lease;
-use chimera_core::domain::{GoalId, ReadSet, ReviewId, TaskKind, TaskResult, derived_uuid};
+use chimera_core::domain::{
+    GoalId, ReadSet, ReviewId, TaskKind, TaskResult, TaskStatus, derived_uuid,
+};
 use chimera_core::effect::{Origin, Proposal, execute_task};
 use chimera_core::envelope::ResultMessage;
 use chimera_core::names::{Queue, ResourceNames};
@@ -266,7 +268,7 @@ impl Judge {
             .await
             .map_err(retryable)?
         {
-            tracing::info!(goal_id = %state.goal_id, status, "goal settled");
+            tracing::info!(goal_id = %state.goal_id, %status, "goal settled");
         }
         Ok(())
     }
@@ -358,7 +360,7 @@ impl Judge {
         &self,
         result: &TaskResult,
         state: &TaskState,
-        status: String,
+        status: TaskStatus,
     ) -> Result<(), MessageError> {
         let state = TaskState {
             status,
@@ -371,9 +373,9 @@ impl Judge {
     /// decision caused is in the outbox; what follows a commit (the release of waiting tasks,
     /// the goal's settlement) is done again, idempotently.
     async fn resume(&self, result: &TaskResult, state: &TaskState) -> Result<(), MessageError> {
-        tracing::info!(result_id = %result.id, status = state.status, "attempt already decided");
-        match state.status.as_str() {
-            "committed" => self.after_commit(state).await,
+        tracing::info!(result_id = %result.id, status = %state.status, "attempt already decided");
+        match state.status {
+            TaskStatus::Committed => self.after_commit(state).await,
             _ => self.settle(state).await,
         }
     }

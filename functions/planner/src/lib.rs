@@ -32,7 +32,7 @@ use chimera_aws::handler::QueueHandler;
 use chimera_aws::queues::Queues;
 use chimera_aws::relay::Relay;
 use chimera_aws::visibility::Lease;
-use chimera_core::domain::{GoalId, ReadSet, StateKey, TaskId};
+use chimera_core::domain::{GoalId, GoalStatus, ReadSet, StateKey, TaskId};
 use chimera_core::envelope::PlannerMessage;
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_store::{PgPool, dag, occ};
@@ -118,7 +118,7 @@ impl PlannerService {
             .ok_or_else(|| {
                 MessageError::Permanent(anyhow::anyhow!("goal {} does not exist", goal_id.0))
             })?;
-        if ctx.status == "received" {
+        if ctx.status == GoalStatus::Received {
             let agent = AgentContext {
                 handle: ctx.handle.clone(),
                 persona: ctx.persona.clone(),

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use chimera_core::domain::{Confidence, DisclosureLevel, RiskTag, Task, TaskKind};
+use chimera_core::effect::{EffectAction, tools};
 use chimera_mcp::{McpClient, ToolError, ToolOutput, allowed_tools};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -230,7 +231,7 @@ async fn research(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError
     let i: ResearchInputs = inputs(task)?;
     let (output, arguments) = runner
         .call(
-            "trends.search",
+            tools::TRENDS_SEARCH,
             json!({"query": i.query, "limit": i.limit.unwrap_or(5)}),
         )
         .await?;
@@ -285,7 +286,7 @@ async fn draft_text(
     if let Some(quality) = quality {
         arguments["quality"] = json!(quality);
     }
-    let (output, arguments) = runner.call("content.draft", arguments).await?;
+    let (output, arguments) = runner.call(tools::CONTENT_DRAFT, arguments).await?;
     let draft: Draft = output.parse()?;
     if draft.text.trim().is_empty() || !(0.0..=1.0).contains(&draft.quality) {
         return Err(ToolError::InvalidOutput {
@@ -307,7 +308,7 @@ async fn render(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> 
     if let Some(h) = i.height {
         arguments["height"] = json!(h);
     }
-    let (output, arguments) = runner.call("media.render_image", arguments).await?;
+    let (output, arguments) = runner.call(tools::MEDIA_RENDER_IMAGE, arguments).await?;
     let meta: Rendered = output.parse()?;
     let (bytes, media_type) = output.image()?;
     // The bytes must be what the tool said they are, and a PNG when it says PNG.
@@ -340,9 +341,9 @@ async fn propose_post(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecE
         if i.in_reply_to.is_none() {
             return Err(ExecError::InvalidInputs("a reply needs in_reply_to".into()));
         }
-        "social.reply"
+        EffectAction::Reply
     } else {
-        "social.publish"
+        EffectAction::Publish
     };
     let (text, quality, topics, drafted) = match (i.text, i.brief) {
         (Some(text), _) if !text.trim().is_empty() => (text, None, Vec::new(), None),
@@ -398,7 +399,7 @@ async fn propose_transfer(runner: &Runner<'_>, task: &Task) -> Result<Outcome, E
         ));
     }
     let (output, arguments) = runner
-        .call("wallet.balance", json!({"account": i.from}))
+        .call(tools::WALLET_BALANCE, json!({"account": i.from}))
         .await?;
     #[derive(Deserialize)]
     struct Balance {
@@ -407,7 +408,7 @@ async fn propose_transfer(runner: &Runner<'_>, task: &Task) -> Result<Outcome, E
     let balance: Balance = output.parse()?;
     let covered = balance.balance_cents >= i.amount_cents;
     let proposal = json!({
-        "action": "wallet.transfer",
+        "action": EffectAction::Transfer,
         "arguments": {"from": i.from, "to": i.to, "amount_cents": i.amount_cents, "memo": i.memo},
         "balance_cents": balance.balance_cents,
     });
@@ -428,15 +429,12 @@ async fn execute(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError>
         .approval_id
         .ok_or_else(|| ExecError::InvalidInputs("an execute task needs its approval id".into()))?;
     let i: ExecuteInputs = inputs(task)?;
-    if !matches!(
-        i.action.as_str(),
-        "social.publish" | "social.reply" | "wallet.transfer"
-    ) {
+    let Some(action) = EffectAction::parse(&i.action) else {
         return Err(ExecError::InvalidInputs(format!(
             "{} is not an effect",
             i.action
         )));
-    }
+    };
     let mut arguments = i.arguments;
     // The approval is the effect's identity: however often this task runs, one effect.
     arguments.insert(
@@ -447,10 +445,12 @@ async fn execute(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError>
         .get("platform")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let (output, arguments) = runner.call(&i.action, Value::Object(arguments)).await?;
+    let (output, arguments) = runner
+        .call(action.as_str(), Value::Object(arguments))
+        .await?;
     let receipt: Value = output.parse()?;
     let mut risk = Vec::new();
-    if i.action == "wallet.transfer" {
+    if action.is_financial() {
         risk.push("finance");
     }
     Ok(Outcome {

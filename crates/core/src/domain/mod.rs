@@ -10,22 +10,24 @@
 //! - `ids`: the id newtypes ([`TenantId`], [`AgentId`], [`GoalId`], [`TaskId`], [`ResultId`],
 //!   [`ReviewId`]) and [`derived_uuid`];
 //! - `values`: validated values ([`Confidence`], [`StateVersion`], [`StateKey`], [`RiskTag`],
-//!   [`CommitHash`], [`DisclosureLevel`]), the [`Invalid`] error, [`ReadSet`] and
+//!   [`CommitHash`]), the [`Invalid`] error, [`ReadSet`] and
 //!   [`WriteSet`];
-//! - `work`: [`Goal`], [`Task`], [`TaskKind`], [`ArtifactRef`] and [`TaskResult`], with the
-//!   commit hash computed over a result's content;
-//! - `review`: [`ReviewStatus`], [`DecisionKind`], [`Review`], [`Decision`] and
-//!   [`AuditRecord`].
+//! - `status`: the schema's enums ([`GoalStatus`], [`TaskStatus`], [`ReviewStatus`],
+//!   [`DecisionKind`], [`TaskKind`], [`DisclosureLevel`]), each name written once and mapped to PostgreSQL and JSON;
+//! - `work`: [`Goal`], [`Task`], [`ArtifactRef`] and [`TaskResult`], with the commit hash
+//!   computed over a result's content;
+//! - `review`: the [`AuditRecord`].
 
 mod ids;
 mod review;
+mod status;
 mod values;
 mod work;
 
 pub use ids::{AgentId, GoalId, ResultId, ReviewId, TaskId, TenantId, derived_uuid};
-pub use review::{AuditRecord, Decision, DecisionKind, Review, ReviewStatus};
+pub use review::AuditRecord;
+pub use status::{DecisionKind, DisclosureLevel, GoalStatus, ReviewStatus, TaskKind, TaskStatus};
 pub use values::{
-    CommitHash, Confidence, DisclosureLevel, Invalid, ReadSet, RiskTag, StateKey, StateVersion,
-    WriteSet,
+    CommitHash, Confidence, Invalid, ReadSet, RiskTag, StateKey, StateVersion, WriteSet,
 };
-pub use work::{ArtifactRef, Goal, Task, TaskKind, TaskResult};
+pub use work::{ArtifactRef, Goal, Task, TaskResult};

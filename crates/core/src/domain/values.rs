@@ -244,33 +244,6 @@ impl fmt::Display for CommitHash {
     }
 }
 
-/// How a publishing action discloses automation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DisclosureLevel {
-    Automated,
-    Assisted,
-    None,
-}
-
-impl DisclosureLevel {
-    /// The level named `name` (as [`DisclosureLevel::as_str`] writes it).
-    pub fn parse(name: &str) -> Option<DisclosureLevel> {
-        [Self::Automated, Self::Assisted, Self::None]
-            .into_iter()
-            .find(|l| l.as_str() == name)
-    }
-
-    /// The schema's `disclosure_level` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Automated => "automated",
-            Self::Assisted => "assisted",
-            Self::None => "none",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,64 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AgentId, CommitHash, Confidence, DisclosureLevel, GoalId, ReadSet, ResultId, ReviewId, RiskTag,
-    TaskId, TenantId, WriteSet,
+    TaskId, TaskKind, TenantId, WriteSet,
 };
-
-/// What a task does. Mirrors the `task_kind` enum of the schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    Research,
-    Draft,
-    RenderMedia,
-    /// Prepares a post; publishing itself is an `Execute` task released by an approval.
-    Publish,
-    /// Prepares a reply; sending it is an `Execute` task.
-    Reply,
-    /// Prepares a payment or transfer; moving money is an `Execute` task.
-    Transact,
-    /// Performs an approved external effect, with the approval as idempotency key.
-    Execute,
-}
-
-impl TaskKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Research => "research",
-            Self::Draft => "draft",
-            Self::RenderMedia => "render_media",
-            Self::Publish => "publish",
-            Self::Reply => "reply",
-            Self::Transact => "transact",
-            Self::Execute => "execute",
-        }
-    }
-
-    /// Actions that put content in front of an audience: they need a disclosure level.
-    /// The kind named `name` (as [`TaskKind::as_str`] writes it).
-    pub fn parse(name: &str) -> Option<TaskKind> {
-        [
-            Self::Research,
-            Self::Draft,
-            Self::RenderMedia,
-            Self::Publish,
-            Self::Reply,
-            Self::Transact,
-            Self::Execute,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == name)
-    }
-
-    pub fn is_publishing(self) -> bool {
-        matches!(self, Self::Publish | Self::Reply)
-    }
-
-    /// Actions that move money: the CFO judge checks them against the budget.
-    pub fn is_financial(self) -> bool {
-        matches!(self, Self::Transact)
-    }
-}
 
 /// One artifact of a result: inline text, or a blob in S3 under a content-addressed key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use chimera_core::auth::{Permission, Principal};
-use chimera_core::domain::{ArtifactRef, ReviewId, TaskKind};
-use chimera_core::effect::{self, Proposal};
+use chimera_core::domain::{
+    ArtifactRef, DecisionKind, DisclosureLevel, ReviewId, ReviewStatus, TaskKind,
+};
+use chimera_core::effect::{self, EffectAction, Proposal};
 use chimera_store::reviews::{self as store, Card};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -39,7 +41,8 @@ pub struct ArtifactView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionView {
-    pub decision: String,
+    #[schema(value_type = String, example = "approve")]
+    pub decision: DecisionKind,
     pub decided_by: String,
     pub decided_at: DateTime<Utc>,
 }
@@ -57,11 +60,13 @@ pub struct ProposalView {
 pub struct ReviewCard {
     pub id: uuid::Uuid,
     /// `pending`, `approved`, `rejected` or `expired`.
-    pub status: String,
+    #[schema(value_type = String, example = "pending")]
+    pub status: ReviewStatus,
     pub goal_id: uuid::Uuid,
     pub task_id: uuid::Uuid,
     pub agent_id: uuid::Uuid,
-    pub task_kind: String,
+    #[schema(value_type = String, example = "reply")]
+    pub task_kind: TaskKind,
     pub attempt: i32,
     pub confidence: f64,
     pub risk_tags: Vec<String>,
@@ -69,7 +74,8 @@ pub struct ReviewCard {
     /// The judge's reasons, as the routing policy gave them.
     #[schema(value_type = Vec<Object>)]
     pub reasons: Value,
-    pub disclosure_level: Option<String>,
+    #[schema(value_type = Option<String>, example = "automated")]
+    pub disclosure_level: Option<DisclosureLevel>,
     pub judge_reasoning: String,
     pub policy_version: i32,
     pub artifact_hash: String,
@@ -191,8 +197,8 @@ pub(super) fn artifact_refs(card: &Card) -> Result<Vec<ArtifactRef>, ApiError> {
 }
 
 /// The action the card's task kind proposes, if it proposes one.
-pub(super) fn expected_proposal(card: &Card) -> Option<&'static str> {
-    TaskKind::parse(&card.task_kind).and_then(effect::expected_action)
+pub(super) fn expected_proposal(card: &Card) -> Option<EffectAction> {
+    effect::expected_action(card.task_kind)
 }
 
 fn is_text(media_type: &str) -> bool {

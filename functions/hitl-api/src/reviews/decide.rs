@@ -10,8 +10,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use chimera_core::auth::{Permission, Principal};
-use chimera_core::domain::{AgentId, CommitHash, DisclosureLevel, GoalId, TaskKind};
-use chimera_core::effect::{self, Origin, Proposal};
+use chimera_core::domain::{AgentId, CommitHash, DecisionKind, GoalId, TaskStatus};
+use chimera_core::effect::{self, EffectAction, Origin, Proposal};
 use chimera_store::decisions::{self, Decision, Refused, Taken, Verdict};
 use chimera_store::judging;
 use chimera_store::reviews::Card;
@@ -59,7 +59,8 @@ pub struct EditRequest {
 pub struct DecisionResponse {
     pub review_id: uuid::Uuid,
     /// `approve`, `edit_approve` or `reject`.
-    pub decision: String,
+    #[schema(value_type = String, example = "approve")]
+    pub decision: DecisionKind,
     pub goal_id: uuid::Uuid,
     pub task_id: uuid::Uuid,
     /// The task that performs the approved effect, if the result proposed one.
@@ -189,9 +190,10 @@ async fn decide_on(
 /// is left to the store, which requeues the item under the new version, unless this is only
 /// a check (`dry_run`).
 pub(super) fn preflight(card: &Card, seen: &ApproveRequest, dry_run: bool) -> Result<(), ApiError> {
-    if card.status != "pending" {
+    // A decided review has its decision (the schema's check), a pending one none.
+    if let Some(decision) = card.decision {
         return Err(ApiError::AlreadyDecided(Winner {
-            decision: card.decision.clone().unwrap_or_else(|| card.status.clone()),
+            decision,
             decided_by: card.decided_by.clone().unwrap_or_default(),
             decided_at: card.decided_at.unwrap_or_else(Utc::now),
         }));
@@ -235,14 +237,18 @@ pub(super) async fn read_proposal(state: &AppState, card: &Card) -> Result<Propo
         .map_err(|e| ApiError::UnprocessableEntity(format!("the proposal is unreadable: {e}")))?;
     // What the judge checks before it holds an item is checked again before an approval
     // releases it: the one action the task kind may propose, and a positive amount.
-    let expected = expected_proposal(card).unwrap_or_default();
-    if proposal.action != expected {
+    let expected = expected_proposal(card);
+    if expected.is_none() || expected.map(EffectAction::as_str) != Some(proposal.action.as_str()) {
         return Err(ApiError::UnprocessableEntity(format!(
-            "a {} task may only propose {expected}, not {}",
-            card.task_kind, proposal.action
+            "a {} task may only propose {}, not {}",
+            card.task_kind,
+            expected.map_or("nothing", EffectAction::as_str),
+            proposal.action
         )));
     }
-    if expected == "wallet.transfer" && effect::amount_cents(&proposal).is_none_or(|a| a <= 0) {
+    if expected.is_some_and(EffectAction::is_financial)
+        && effect::amount_cents(&proposal).is_none_or(|a| a <= 0)
+    {
         return Err(ApiError::UnprocessableEntity(
             "the transfer has no positive amount_cents".into(),
         ));
@@ -260,14 +266,12 @@ pub(super) async fn take(
     action: Action,
 ) -> Result<DecisionResponse, ApiError> {
     preflight(&card, seen, false)?;
-    if card.task_status == "failed" && !matches!(action, Action::Reject(_)) {
+    if card.task_status == TaskStatus::Failed && !matches!(action, Action::Reject(_)) {
         return Err(ApiError::UnprocessableEntity(
             "the task failed after its attempts and its dependents were cancelled: reject (acknowledge) this item, or submit the goal again".into(),
         ));
     }
-    let kind = TaskKind::parse(&card.task_kind).ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!("unknown task kind {}", card.task_kind))
-    })?;
+    let kind = card.task_kind;
     let mut edited_hash = None;
     let mut execute = None;
     let verdict = match action {
@@ -308,10 +312,7 @@ pub(super) async fn take(
                     goal_id: card.goal_id,
                     tenant_id: principal.tenant,
                     agent_id: AgentId(card.agent_id),
-                    disclosure_level: card
-                        .disclosure_level
-                        .as_deref()
-                        .and_then(DisclosureLevel::parse),
+                    disclosure_level: card.disclosure_level,
                 };
                 effect::execute_task(&origin, card.id, &p)
             });
@@ -335,7 +336,7 @@ pub(super) async fn take(
         Ok(taken) => taken,
         Err(refused) => return Err(refusal(state, refused).await),
     };
-    tracing::info!(review_id = %card.id, decision = taken.decision, reviewer = principal.subject,
+    tracing::info!(review_id = %card.id, decision = %taken.decision, reviewer = principal.subject,
                    request_id, "review decided");
     after(state, &taken).await;
     Ok(DecisionResponse {
@@ -383,7 +384,7 @@ async fn after(state: &AppState, taken: &Taken) {
 
 pub(crate) async fn settle(state: &AppState, goal: GoalId) {
     match judging::settle_goal(&state.pool, goal).await {
-        Ok(Some(status)) => tracing::info!(goal_id = %goal.0, status, "goal settled"),
+        Ok(Some(status)) => tracing::info!(goal_id = %goal.0, %status, "goal settled"),
         Ok(None) => {}
         Err(err) => tracing::error!(goal_id = %goal.0, error = %err, "goal not settled"),
     }
