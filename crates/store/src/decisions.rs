@@ -26,7 +26,7 @@ use chimera_core::domain::{
 use chimera_core::effect;
 use chimera_core::envelope::PlannerMessage;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::budget::{self, BudgetError};
 use crate::judging;
@@ -111,9 +111,108 @@ impl From<sqlx::Error> for Refused {
     }
 }
 
-/// Takes `decision`.
+/// Takes `decision`: one transaction under the review row's lock.
 pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused> {
     let mut tx = pool.begin().await?;
+    let held = lock_pending(&mut tx, decision).await?;
+    if held.current_policy != held.policy_version {
+        // The item returns to the queue under the agent's current policy.
+        sqlx::query!(
+            "update reviews set policy_version = $2 where id = $1",
+            decision.review.0,
+            held.current_policy
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Err(Refused::Stale(format!(
+            "the agent's policy is now v{}; review the item again",
+            held.current_policy
+        )));
+    }
+    if held.policy_version != decision.policy_version {
+        return Err(Refused::Stale(format!(
+            "the item is judged under policy v{}, not v{}",
+            held.policy_version, decision.policy_version
+        )));
+    }
+    let kind = mark_decided(&mut tx, decision).await?;
+    let mut entry = AuditRecord {
+        tenant_id: decision.tenant,
+        actor: decision.reviewer.clone(),
+        action: format!("review.{kind}"),
+        at: Utc::now(),
+        goal_id: Some(held.goal),
+        task_id: Some(held.task),
+        review_id: Some(decision.review),
+        artifact_hash: CommitHash::parse(held.artifact_hash.clone()).ok(),
+        edited_artifact_hash: None,
+        policy_version: Some(held.policy_version),
+        reasoning: Some(held.judge_reasoning.clone()),
+        request_id: decision.request_id.clone(),
+    };
+    match &decision.verdict {
+        Verdict::Reject { reason } => {
+            reject_in(&mut tx, decision, &held, reason).await?;
+            entry.reasoning = Some(format!("{}; rejected: {reason}", held.judge_reasoning));
+        }
+        Verdict::Approve {
+            execute,
+            spend_cents,
+            edited_hash,
+        } => {
+            match approve_in(&mut tx, decision, &held, execute.as_deref(), *spend_cents).await {
+                Ok(()) => {}
+                Err(Refused::Conflict { moved, .. }) => {
+                    tx.rollback().await?;
+                    let feedback = format!(
+                        "state moved while the item waited for review: {}",
+                        occ::describe(&moved)
+                    );
+                    replan_after_conflict(pool, decision, &feedback, &moved).await?;
+                    return Err(Refused::Conflict {
+                        moved,
+                        feedback,
+                        task: held.task,
+                        goal: held.goal,
+                    });
+                }
+                Err(refused) => {
+                    tx.rollback().await?;
+                    return Err(refused);
+                }
+            }
+            entry.edited_artifact_hash = edited_hash.clone();
+        }
+    }
+    audit::append(&mut *tx, &entry).await?;
+    tx.commit().await?;
+    Ok(Taken {
+        goal: held.goal,
+        task: held.task,
+        decision: kind,
+    })
+}
+
+/// A pending review, locked, with what a decision about it needs.
+struct Held {
+    artifact_hash: String,
+    policy_version: i32,
+    /// The agent's policy version now.
+    current_policy: i32,
+    judge_reasoning: String,
+    task: TaskId,
+    goal: GoalId,
+    task_status: TaskStatus,
+    result: ResultId,
+}
+
+/// Locks the review `decision` is about: refused when it is another tenant's or missing,
+/// decided before, or not about the artifact the reviewer saw.
+async fn lock_pending(
+    tx: &mut Transaction<'_, Postgres>,
+    decision: &Decision,
+) -> Result<Held, Refused> {
     let Some(row) = sqlx::query!(
         r#"select v.decision as "decision: DecisionKind", v.decided_by, v.decided_at,
                   v.artifact_hash, v.policy_version, v.judge_reasoning, a.policy_version as current_policy,
@@ -127,7 +226,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
         decision.review.0,
         decision.tenant.0,
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     else {
         return Err(Refused::NotFound);
@@ -145,30 +244,24 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
             "the artifact changed since it was reviewed".into(),
         ));
     }
-    if row.current_policy != row.policy_version {
-        // The item returns to the queue under the agent's current policy.
-        sqlx::query!(
-            "update reviews set policy_version = $2 where id = $1",
-            decision.review.0,
-            row.current_policy
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        return Err(Refused::Stale(format!(
-            "the agent's policy is now v{}; review the item again",
-            row.current_policy
-        )));
-    }
-    if row.policy_version != decision.policy_version {
-        return Err(Refused::Stale(format!(
-            "the item is judged under policy v{}, not v{}",
-            row.policy_version, decision.policy_version
-        )));
-    }
-    let task = TaskId(row.task_id);
-    let goal = GoalId(row.goal_id);
-    let (decision_kind, status) = match &decision.verdict {
+    Ok(Held {
+        artifact_hash: row.artifact_hash,
+        policy_version: row.policy_version,
+        current_policy: row.current_policy,
+        judge_reasoning: row.judge_reasoning,
+        task: TaskId(row.task_id),
+        goal: GoalId(row.goal_id),
+        task_status: row.task_status,
+        result: ResultId(row.result_id),
+    })
+}
+
+/// Records the verdict on the review; returns the decision it is.
+async fn mark_decided(
+    tx: &mut Transaction<'_, Postgres>,
+    decision: &Decision,
+) -> Result<DecisionKind, sqlx::Error> {
+    let (kind, status) = match &decision.verdict {
         Verdict::Approve {
             edited_hash: Some(_),
             ..
@@ -181,113 +274,97 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
          where id = $1",
         decision.review.0,
         status as ReviewStatus,
-        decision_kind as DecisionKind,
+        kind as DecisionKind,
         decision.reviewer,
     )
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    let mut entry = AuditRecord {
-        tenant_id: decision.tenant,
-        actor: decision.reviewer.clone(),
-        action: format!("review.{decision_kind}"),
-        at: Utc::now(),
-        goal_id: Some(goal),
-        task_id: Some(task),
-        review_id: Some(decision.review),
-        artifact_hash: CommitHash::parse(row.artifact_hash.clone()).ok(),
-        edited_artifact_hash: None,
-        policy_version: Some(row.policy_version),
-        reasoning: Some(row.judge_reasoning.clone()),
-        request_id: decision.request_id.clone(),
-    };
-    match &decision.verdict {
-        Verdict::Reject { reason } => {
-            if row.task_status == TaskStatus::AwaitingReview {
-                sqlx::query!(
-                    "update tasks set status = 'failed', feedback = $2, updated_at = now() where id = $1",
-                    task.0,
-                    format!("rejected by {}: {reason}", decision.reviewer)
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
-            judging::cancel_dependents(&mut tx, task).await?;
-            entry.reasoning = Some(format!("{}; rejected: {reason}", row.judge_reasoning));
-        }
-        Verdict::Approve {
-            execute,
-            spend_cents,
-            edited_hash,
-        } => {
-            // A task that failed after its attempts had its dependents cancelled: its review
-            // can be rejected (acknowledged), not approved.
-            if row.task_status != TaskStatus::AwaitingReview {
-                return Err(Refused::TaskMoved);
-            }
-            let result = records::load_result_in(&mut tx, ResultId(row.result_id))
-                .await?
-                .ok_or(Refused::NotFound)?;
-            match occ::commit_in(&mut tx, &result).await {
-                Ok(_) => {}
-                Err(CommitError::Conflict { moved }) => {
-                    tx.rollback().await?;
-                    let feedback = format!(
-                        "state moved while the item waited for review: {}",
-                        occ::describe(&moved)
-                    );
-                    replan_after_conflict(pool, decision, &feedback, &moved).await?;
-                    return Err(Refused::Conflict {
-                        moved,
-                        feedback,
-                        task,
-                        goal,
-                    });
-                }
-                Err(other) => return Err(Refused::Commit(other)),
-            }
-            if let Some(amount) = spend_cents {
-                let key = format!("approval:{}", decision.review.0);
-                if let Err(err) = budget::spend(
-                    &mut *tx,
-                    result.agent_id,
-                    &key,
-                    *amount,
-                    Some(task),
-                    Some("approved by a reviewer"),
-                )
-                .await
-                {
-                    tx.rollback().await?;
-                    return Err(Refused::Budget(err));
-                }
-            }
-            if let Some(execute) = execute {
-                records::insert_task_in(&mut tx, execute, TaskStatus::Queued, 1).await?;
-                outbox::enqueue_task(&mut tx, execute.id).await?;
-                sqlx::query!(
-                    "update reviews set effect_sha256 = $2 where id = $1",
-                    decision.review.0,
-                    effect::performed_by(execute).digest(),
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
-            // The goal's tasks that waited for this one are released by the planner.
-            outbox::enqueue(
-                &mut tx,
-                &outbox::Message::goal(goal, &format!("approval:{}", decision.review.0)),
-            )
-            .await?;
-            entry.edited_artifact_hash = edited_hash.clone();
-        }
+    Ok(kind)
+}
+
+/// A rejection: the held task fails and what depends on it is cancelled.
+async fn reject_in(
+    tx: &mut Transaction<'_, Postgres>,
+    decision: &Decision,
+    held: &Held,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    if held.task_status == TaskStatus::AwaitingReview {
+        sqlx::query!(
+            "update tasks set status = 'failed', feedback = $2, updated_at = now() where id = $1",
+            held.task.0,
+            format!("rejected by {}: {reason}", decision.reviewer)
+        )
+        .execute(&mut **tx)
+        .await?;
     }
-    audit::append(&mut *tx, &entry).await?;
-    tx.commit().await?;
-    Ok(Taken {
-        goal,
-        task,
-        decision: decision_kind,
-    })
+    judging::cancel_dependents(tx, held.task).await?;
+    Ok(())
+}
+
+/// An approval: the result is committed through OCC with its effect (the spend of a financial
+/// action, the `execute` task and its message, the digest of the effect released) and the
+/// release of the goal's waiting tasks. A conflict is [`Refused::Conflict`] with what moved (the
+/// caller rolls back and replans); nothing is left half-written as long as the caller rolls
+/// back on any error.
+async fn approve_in(
+    tx: &mut Transaction<'_, Postgres>,
+    decision: &Decision,
+    held: &Held,
+    execute: Option<&Task>,
+    spend_cents: Option<i64>,
+) -> Result<(), Refused> {
+    // A task that failed after its attempts had its dependents cancelled: its review can be
+    // rejected (acknowledged), not approved.
+    if held.task_status != TaskStatus::AwaitingReview {
+        return Err(Refused::TaskMoved);
+    }
+    let result = records::load_result_in(tx, held.result)
+        .await?
+        .ok_or(Refused::NotFound)?;
+    match occ::commit_in(tx, &result).await {
+        Ok(_) => {}
+        Err(CommitError::Conflict { moved }) => {
+            return Err(Refused::Conflict {
+                moved,
+                feedback: String::new(),
+                task: held.task,
+                goal: held.goal,
+            });
+        }
+        Err(other) => return Err(Refused::Commit(other)),
+    }
+    if let Some(amount) = spend_cents {
+        let key = format!("approval:{}", decision.review.0);
+        budget::spend(
+            &mut **tx,
+            result.agent_id,
+            &key,
+            amount,
+            Some(held.task),
+            Some("approved by a reviewer"),
+        )
+        .await
+        .map_err(Refused::Budget)?;
+    }
+    if let Some(execute) = execute {
+        records::insert_task_in(tx, execute, TaskStatus::Queued, 1).await?;
+        outbox::enqueue_task(tx, execute.id).await?;
+        sqlx::query!(
+            "update reviews set effect_sha256 = $2 where id = $1",
+            decision.review.0,
+            effect::performed_by(execute).digest(),
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    // The goal's tasks that waited for this one are released by the planner.
+    outbox::enqueue(
+        tx,
+        &outbox::Message::goal(held.goal, &format!("approval:{}", decision.review.0)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Closes the review of an approval that found the state moved, and sets its task waiting for
