@@ -181,41 +181,26 @@ pub async fn start(
             }
         });
     }
-    {
-        let relay = config.relay.clone();
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            let mut schedule = tokio::time::interval(RELAY_EVERY);
-            schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = schedule.tick() => {
-                        let before = chrono::Utc::now() - chrono::Duration::from_std(RELAY_EVERY).unwrap_or_default();
-                        if let Err(err) = relay.drain(before).await {
-                            tracing::warn!(error = format!("{err:#}"), "outbox relay failed; retrying");
-                        }
-                    }
+    let relay = config.relay.clone();
+    tasks.spawn(every(RELAY_EVERY, cancel.clone(), move || {
+        let relay = relay.clone();
+        async move {
+            let before =
+                chrono::Utc::now() - chrono::Duration::from_std(RELAY_EVERY).unwrap_or_default();
+            if let Err(err) = relay.drain(before).await {
+                tracing::warn!(error = format!("{err:#}"), "outbox relay failed; retrying");
+            }
+        }
+    }));
+    if let Some((period, state)) = config.sweep {
+        tasks.spawn(every(period, cancel.clone(), move || {
+            let state = state.clone();
+            async move {
+                if let Err(err) = chimera_hitl_api::sweep::run(&state).await {
+                    tracing::error!(error = format!("{err:#}"), "sweep failed");
                 }
             }
-        });
-    }
-    if let Some((every, state)) = config.sweep {
-        let cancel = cancel.clone();
-        tasks.spawn(async move {
-            let mut schedule = tokio::time::interval(every);
-            schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = schedule.tick() => {
-                        if let Err(err) = chimera_hitl_api::sweep::run(&state).await {
-                            tracing::error!(error = format!("{err:#}"), "review sweep failed");
-                        }
-                    }
-                }
-            }
-        });
+        }));
     }
     Ok(Running {
         api_addr,
@@ -223,6 +208,22 @@ pub async fn start(
         cancel,
         tasks,
     })
+}
+
+/// Runs `work` every `period` (a run that overruns delays the next) until `cancel`.
+async fn every<F, Fut>(period: Duration, cancel: CancellationToken, work: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut schedule = tokio::time::interval(period);
+    schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = schedule.tick() => work().await,
+        }
+    }
 }
 
 /// How often the runner relays outbox rows no handler sent (those older than this).

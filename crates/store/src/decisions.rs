@@ -138,18 +138,12 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
     }
     let kind = mark_decided(&mut tx, decision).await?;
     let mut entry = AuditRecord {
-        tenant_id: decision.tenant,
-        actor: decision.reviewer.clone(),
-        action: format!("review.{kind}"),
-        at: Utc::now(),
         goal_id: Some(held.goal),
         task_id: Some(held.task),
-        review_id: Some(decision.review),
         artifact_hash: CommitHash::parse(held.artifact_hash.clone()).ok(),
-        edited_artifact_hash: None,
         policy_version: Some(held.policy_version),
         reasoning: Some(held.judge_reasoning.clone()),
-        request_id: decision.request_id.clone(),
+        ..reviewer_record(decision, &format!("review.{kind}"))
     };
     match &decision.verdict {
         Verdict::Reject { reason } => {
@@ -192,6 +186,20 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
         task: held.task,
         decision: kind,
     })
+}
+
+/// The audit record of the reviewer's `action` on the review `decision` is about.
+fn reviewer_record(decision: &Decision, action: &str) -> AuditRecord {
+    AuditRecord {
+        review_id: Some(decision.review),
+        request_id: decision.request_id.clone(),
+        ..AuditRecord::new(
+            decision.tenant,
+            decision.reviewer.clone(),
+            action,
+            Utc::now(),
+        )
+    }
 }
 
 /// A pending review, locked, with what a decision about it needs.
@@ -431,18 +439,12 @@ async fn replan_after_conflict(
     audit::append(
         &mut *tx,
         &AuditRecord {
-            tenant_id: decision.tenant,
-            actor: decision.reviewer.clone(),
-            action: "review.conflict".into(),
-            at: Utc::now(),
             goal_id: goal.map(GoalId),
             task_id: row.task_id.map(TaskId),
-            review_id: Some(decision.review),
             artifact_hash: CommitHash::parse(row.artifact_hash).ok(),
-            edited_artifact_hash: None,
             policy_version: Some(row.policy_version),
             reasoning: Some(format!("{}; {feedback}", row.judge_reasoning)),
-            request_id: decision.request_id.clone(),
+            ..reviewer_record(decision, "review.conflict")
         },
     )
     .await?;

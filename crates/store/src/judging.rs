@@ -180,18 +180,11 @@ async fn begin_decision<T>(
 
 fn record(result: &TaskResult, action: &str, reasoning: String) -> AuditRecord {
     AuditRecord {
-        tenant_id: result.tenant_id,
-        actor: "judge".into(),
-        action: action.into(),
-        at: Utc::now(),
         goal_id: Some(result.goal_id),
         task_id: Some(result.task_id),
-        review_id: None,
         artifact_hash: Some(result.commit_hash.clone()),
-        edited_artifact_hash: None,
-        policy_version: None,
         reasoning: Some(reasoning),
-        request_id: None,
+        ..AuditRecord::new(result.tenant_id, "judge", action, Utc::now())
     }
 }
 

@@ -93,18 +93,10 @@ fn record(
     reasoning: String,
 ) -> AuditRecord {
     AuditRecord {
-        tenant_id: TenantId(tenant),
-        actor: "system".into(),
-        action: action.into(),
-        at: now,
         goal_id: Some(goal),
         task_id: task,
-        review_id: None,
-        artifact_hash: None,
-        edited_artifact_hash: None,
-        policy_version: None,
         reasoning: Some(reasoning),
-        request_id: None,
+        ..AuditRecord::new(TenantId(tenant), "system", action, now)
     }
 }
 

@@ -181,17 +181,12 @@ fn system_record(
     reasoning: String,
 ) -> AuditRecord {
     AuditRecord {
-        tenant_id: TenantId(tenant),
-        actor: "system".into(),
-        action: action.into(),
-        at,
         goal_id: Some(GoalId(goal)),
         task_id: task.map(TaskId),
         review_id: Some(ReviewId(review)),
         artifact_hash: CommitHash::parse(artifact_hash.to_owned()).ok(),
-        edited_artifact_hash: None,
         policy_version: Some(policy_version),
         reasoning: Some(reasoning),
-        request_id: None,
+        ..AuditRecord::new(TenantId(tenant), "system", action, at)
     }
 }

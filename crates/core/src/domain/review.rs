@@ -30,3 +30,28 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
+
+impl AuditRecord {
+    /// A record of `actor` doing `action` at `at` in `tenant`, naming nothing else yet.
+    pub fn new(
+        tenant: TenantId,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            tenant_id: tenant,
+            actor: actor.into(),
+            action: action.into(),
+            at,
+            goal_id: None,
+            task_id: None,
+            review_id: None,
+            artifact_hash: None,
+            edited_artifact_hash: None,
+            policy_version: None,
+            reasoning: None,
+            request_id: None,
+        }
+    }
+}
