@@ -3,5 +3,6 @@
 
 mod bootstrap;
 mod lambda_binaries;
+mod local_model;
 mod schema;
 mod stack_script;
