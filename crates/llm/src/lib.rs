@@ -1,0 +1,129 @@
+//! The language-model port: chat messages in, text or a JSON-schema structured output back,
+//! with token usage, the model's id and the latency.
+//!
+//! - [`LanguageModel`]: the port the planner, the drafter and the judge speak to.
+//! - [`openai::OpenAiCompatible`]: any OpenAI-compatible `/v1/chat/completions` endpoint
+//!   (OpenAI, vLLM, llama.cpp, Ollama, the local stack's model), with a per-call timeout,
+//!   retries with jittered backoff on 429 and 5xx honouring `Retry-After`, and a bound on the
+//!   output's size.
+//! - [`schema`]: every structured answer is validated against its schema here, whatever the
+//!   server promised: a model's output is untrusted input.
+
+pub mod openai;
+pub mod schema;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+/// Who says a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::System,
+            content: content.into(),
+        }
+    }
+
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+}
+
+/// The shape a structured answer must have: a JSON Schema (the subset [`schema`] checks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSchema {
+    /// `^[a-zA-Z0-9_-]{1,64}$`, as the OpenAI API wants.
+    pub name: String,
+    pub schema: serde_json::Value,
+}
+
+/// One call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    /// A structured answer of this shape; plain text when `None`.
+    pub output: Option<OutputSchema>,
+    pub max_tokens: u32,
+    /// 0 for deterministic answers (tests, the local demo).
+    pub temperature: f32,
+    pub seed: Option<u64>,
+}
+
+/// Tokens a call used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
+/// What a call gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    /// The answer's text (the JSON text for a structured answer).
+    pub text: String,
+    /// The structured answer, validated against the request's schema.
+    pub json: Option<serde_json::Value>,
+    pub usage: Usage,
+    /// The model that answered, as the provider names it.
+    pub model: String,
+    pub latency: Duration,
+    /// The answer was cut at `max_tokens`.
+    pub truncated: bool,
+}
+
+/// Why a call gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    /// No answer within the per-call timeout (after the retries).
+    #[error("the model did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The provider is unreachable, overloaded or failing (after the retries): try later.
+    #[error("the model provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused the request (a 4xx other than 429): the same request fails again.
+    #[error("the model provider refused the request ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// The answer is larger than the configured bound.
+    #[error("the answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The answer is not what was asked for: not JSON, or not of the schema.
+    #[error("the answer is invalid: {0}")]
+    InvalidOutput(String),
+}
+
+impl LlmError {
+    /// Whether calling again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Unavailable(_))
+    }
+}
+
+/// A language model.
+pub trait LanguageModel: Send + Sync {
+    /// The model's id, as configured.
+    fn model_id(&self) -> &str;
+
+    fn chat<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatResponse, LlmError>>;
+}
