@@ -93,24 +93,13 @@ impl Queues {
         Ok(url)
     }
 
-    /// Sends one message body to `queue`.
-    pub async fn send(&self, queue: Queue, body: String) -> anyhow::Result<()> {
-        let url = self.url(queue).await?;
-        self.clients
-            .sqs
-            .send_message()
-            .queue_url(url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))
-            .with_context(|| format!("sending to the {queue} queue"))?;
-        Ok(())
-    }
-
     /// Sends `bodies` to `queue` with as few `SendMessageBatch` calls as SQS allows (10
     /// messages and 256 KiB per call); returns each body's outcome, in order.
-    pub async fn send_batch(&self, queue: Queue, bodies: &[String]) -> Vec<anyhow::Result<()>> {
+    pub(crate) async fn send_batch(
+        &self,
+        queue: Queue,
+        bodies: &[String],
+    ) -> Vec<anyhow::Result<()>> {
         let mut outcomes: Vec<anyhow::Result<()>> = Vec::with_capacity(bodies.len());
         let url = match self.url(queue).await {
             Ok(url) => url.to_owned(),

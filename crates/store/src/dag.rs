@@ -106,7 +106,7 @@ pub async fn lock_ready(
     let rows = sqlx::query_as!(
         TaskRow,
         r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
-                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id, t.status as "status: TaskStatus",
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!"
            from tasks t join goals g on g.id = t.goal_id
@@ -130,10 +130,18 @@ pub async fn task(pool: &PgPool, id: TaskId) -> Result<Option<Task>, sqlx::Error
 
 /// [`task`] on the caller's connection (inside its transaction: what it wrote is seen).
 pub async fn task_in(conn: &mut PgConnection, id: TaskId) -> Result<Option<Task>, sqlx::Error> {
+    Ok(stored_in(conn, id).await?.map(|(task, _)| task))
+}
+
+/// The task `id` with its status, in one query.
+async fn stored_in(
+    conn: &mut PgConnection,
+    id: TaskId,
+) -> Result<Option<(Task, TaskStatus)>, sqlx::Error> {
     sqlx::query_as!(
         TaskRow,
         r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
-                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id, t.status as "status: TaskStatus",
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!"
            from tasks t join goals g on g.id = t.goal_id
@@ -142,7 +150,10 @@ pub async fn task_in(conn: &mut PgConnection, id: TaskId) -> Result<Option<Task>
     )
     .fetch_optional(&mut *conn)
     .await?
-    .map(TaskRow::into_task)
+    .map(|row| {
+        let status = row.status;
+        row.into_task().map(|task| (task, status))
+    })
     .transpose()
 }
 
@@ -151,7 +162,7 @@ pub async fn tasks(pool: &PgPool, ids: Vec<uuid::Uuid>) -> Result<Vec<Task>, sql
     sqlx::query_as!(
         TaskRow,
         r#"select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
-                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id, t.status as "status: TaskStatus",
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!"
            from tasks t join goals g on g.id = t.goal_id
@@ -180,6 +191,7 @@ struct TaskRow {
     feedback: Option<String>,
     approval_id: Option<uuid::Uuid>,
     depends_on: Vec<uuid::Uuid>,
+    status: TaskStatus,
 }
 
 impl TaskRow {
@@ -271,7 +283,7 @@ pub async fn next_attempt(
            from goals g
            where t.id = $1 and t.status = 'retrying' and t.attempt < t.max_attempts and g.id = t.goal_id
            returning t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
-                     t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id,
+                     t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id, t.status as "status: TaskStatus",
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!""#,
         task.0,
@@ -299,7 +311,7 @@ pub enum Admission {
 /// Checks a task message against the database before any tool is called.
 pub async fn admit(pool: &PgPool, message: &Task) -> Result<Admission, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let Some(stored) = task_in(&mut conn, message.id).await? else {
+    let Some((stored, status)) = stored_in(&mut conn, message.id).await? else {
         return Ok(Admission::Refused(format!(
             "task {} does not exist",
             message.id.0
@@ -346,12 +358,6 @@ pub async fn admit(pool: &PgPool, message: &Task) -> Result<Admission, sqlx::Err
             message.id.0
         )));
     }
-    let status = sqlx::query_scalar!(
-        r#"select status as "status: TaskStatus" from tasks where id = $1"#,
-        message.id.0
-    )
-    .fetch_one(&mut *conn)
-    .await?;
     match status {
         TaskStatus::Queued | TaskStatus::Running if message.feedback == stored.feedback => {}
         TaskStatus::Queued | TaskStatus::Running => {

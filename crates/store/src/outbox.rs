@@ -60,9 +60,15 @@ impl Message {
 
     /// A result for the judge (sent again by the reconciler when it was never decided).
     pub fn result(goal: GoalId, result_id: uuid::Uuid, message: &ResultMessage) -> Message {
+        Self::result_body(goal, result_id, envelope::encode(message))
+    }
+
+    /// A result for the judge whose envelope is `body` (as the worker made it: inline, or
+    /// pointing at the bucket).
+    pub fn result_body(goal: GoalId, result_id: uuid::Uuid, body: String) -> Message {
         Message {
             queue: Queue::Review,
-            body: envelope::encode(message),
+            body,
             dedup_key: format!("result:{result_id}"),
             goal,
         }

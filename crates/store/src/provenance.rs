@@ -4,6 +4,8 @@
 //! nothing.
 
 use sqlx::PgPool;
+
+use crate::outbox::{self, Message};
 use uuid::Uuid;
 
 /// One artifact to record.
@@ -27,8 +29,13 @@ pub struct NewAsset {
     pub provenance: serde_json::Value,
 }
 
-/// Records `assets` in one transaction; returns how many were new.
-pub async fn record_assets(pool: &PgPool, assets: &[NewAsset]) -> Result<u64, sqlx::Error> {
+/// Records `assets` and the message that takes their result to the judge (again, if it was
+/// sent before), in one transaction; returns how many assets were new.
+pub async fn record_assets(
+    pool: &PgPool,
+    assets: &[NewAsset],
+    result: &Message,
+) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut added = 0;
     for a in assets {
@@ -56,6 +63,8 @@ pub async fn record_assets(pool: &PgPool, assets: &[NewAsset]) -> Result<u64, sq
         .await?
         .rows_affected();
     }
+    // A re-run of the attempt (its claim lost) sends its result again, as a redelivery does.
+    outbox::rearm(&mut tx, result).await?;
     tx.commit().await?;
     Ok(added)
 }

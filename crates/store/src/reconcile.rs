@@ -20,7 +20,7 @@
 use chimera_core::domain::{AuditRecord, GoalId, GoalStatus, ResultId, TaskId, TaskKind, TenantId};
 use chimera_core::envelope::{PlannerMessage, ResultMessage};
 use chrono::{DateTime, Duration, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::outbox::{self, Message};
 use crate::{audit, dag, judging, records};
@@ -84,6 +84,20 @@ pub async fn reconcile(
     Ok(done)
 }
 
+/// Appends the audit record of a redrive.
+async fn redriven(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: uuid::Uuid,
+    now: DateTime<Utc>,
+    goal: GoalId,
+    task: Option<TaskId>,
+    reasoning: String,
+) -> Result<(), sqlx::Error> {
+    let entry = record(tenant, "system.redrive", now, goal, task, reasoning);
+    audit::append(&mut **tx, &entry).await?;
+    Ok(())
+}
+
 fn record(
     tenant: uuid::Uuid,
     action: &str,
@@ -125,16 +139,13 @@ async fn unplanned(
         sqlx::query!("update goals set updated_at = now() where id = $1", goal.0)
             .execute(&mut *tx)
             .await?;
-        audit::append(
-            &mut *tx,
-            &record(
-                row.tenant_id,
-                "system.redrive",
-                now,
-                goal,
-                None,
-                "the goal was never planned: it goes to the planner again".into(),
-            ),
+        redriven(
+            &mut tx,
+            row.tenant_id,
+            now,
+            goal,
+            None,
+            "the goal was never planned: it goes to the planner again".into(),
         )
         .await?;
         done.unplanned.push(goal);
@@ -209,22 +220,12 @@ async fn stalled_tasks(
         )
         .execute(&mut *tx)
         .await?;
-        audit::append(
-            &mut *tx,
-            &record(
-                row.tenant_id,
-                "system.redrive",
-                now,
-                goal,
-                Some(task),
-                format!(
+        redriven(&mut tx, row.tenant_id, now, goal, Some(task), format!(
                     "{} task attempt {} made no progress for {idle} s: its message is sent again (re-send {})",
                     row.kind,
                     row.attempt,
                     row.redrives + 1
-                ),
-            ),
-        )
+                ))
         .await?;
         tracing::info!(task_id = %task.0, goal_id = %goal.0, attempt = row.attempt, idle_secs = idle, "task message sent again");
         done.redriven.push(task);
@@ -275,18 +276,15 @@ async fn undecided_results(
         )
         .execute(&mut *tx)
         .await?;
-        audit::append(
-            &mut *tx,
-            &record(
-                row.tenant_id,
-                "system.redrive",
-                now,
-                GoalId(row.goal_id),
-                Some(TaskId(row.task_id)),
-                format!(
-                    "the result of attempt {} was recorded and never decided: sent to the judge again",
-                    row.attempt
-                ),
+        redriven(
+            &mut tx,
+            row.tenant_id,
+            now,
+            GoalId(row.goal_id),
+            Some(TaskId(row.task_id)),
+            format!(
+                "the result of attempt {} was recorded and never decided: sent to the judge again",
+                row.attempt
             ),
         )
         .await?;
@@ -329,18 +327,15 @@ async fn lost_replans(
         sqlx::query!("update tasks set updated_at = now() where id = $1", task.0)
             .execute(&mut *tx)
             .await?;
-        audit::append(
-            &mut *tx,
-            &record(
-                row.tenant_id,
-                "system.redrive",
-                now,
-                goal,
-                Some(task),
-                format!(
-                    "attempt {} waits for a replan that never arrived: the replan is sent again",
-                    row.attempt
-                ),
+        redriven(
+            &mut tx,
+            row.tenant_id,
+            now,
+            goal,
+            Some(task),
+            format!(
+                "attempt {} waits for a replan that never arrived: the replan is sent again",
+                row.attempt
             ),
         )
         .await?;
@@ -380,20 +375,10 @@ async fn unreleased(
     for row in goals {
         let goal = GoalId(row.id);
         outbox::rearm(&mut tx, &Message::goal(goal, "reconcile")).await?;
-        audit::append(
-            &mut *tx,
-            &record(
-                row.tenant_id,
-                "system.redrive",
-                now,
-                goal,
-                None,
-                format!(
+        redriven(&mut tx, row.tenant_id, now, goal, None, format!(
                     "{} task(s) had every dependency committed and were never released: the goal goes to the planner again",
                     row.tasks
-                ),
-            ),
-        )
+                ))
         .await?;
         done.released.push(goal);
     }

@@ -14,10 +14,12 @@
 //!    no tool called; a live claim of another worker means this copy is a duplicate of a message
 //!    that worker holds: it is dropped; the same key with a different task is refused;
 //! 3. run the task's steps through MCP ([`execute`]), within its kind's tool allowlist;
-//! 4. store every artifact in S3 under its content hash, then record provenance (one `assets`
-//!    row per artifact, with the tool, server version and parameters) in PostgreSQL;
-//! 5. build the result (its id derives from the task attempt, so a re-run makes the same
-//!    result), mark the claim complete with the review message, and send that message.
+//! 4. store every artifact in S3 under its content hash, build the result (its id derives from
+//!    the task attempt, so a re-run makes the same result) and its review message, then record
+//!    provenance (one `assets` row per artifact, with the tool, server version and parameters)
+//!    and the review message in the outbox, in one PostgreSQL transaction;
+//! 5. mark the claim complete with the review message. At the end of the batch the relay sends
+//!    the outbox rows of the goals it touched; a completed claim met again re-arms its row.
 //!
 //! A failure before step 5 releases the claim so a retry need not wait for it to expire;
 //! nothing is referenced that was not stored first.
@@ -33,13 +35,15 @@ use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
 use chimera_aws::idempotency::{Claim, IdempotencyError, IdempotencyStore};
 use chimera_aws::queues::Queues;
+use chimera_aws::relay::Relay;
 use chimera_aws::visibility::Lease;
-use chimera_core::domain::{CommitHash, ResultId, Task, TaskResult, derived_uuid};
+use chimera_core::domain::{CommitHash, GoalId, ResultId, Task, TaskResult, derived_uuid};
 use chimera_core::envelope::TaskMessage;
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_mcp::{McpClient, McpConfig};
 use chimera_store::PgPool;
 use chimera_store::dag::{self, Admission};
+use chimera_store::outbox;
 use chimera_store::provenance::{self, NewAsset};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -63,7 +67,7 @@ pub struct Worker {
     idempotency: IdempotencyStore,
     pool: PgPool,
     mcp: McpClient,
-    queues: Queues,
+    relay: Relay,
 }
 
 impl Worker {
@@ -86,7 +90,7 @@ impl Worker {
         Self {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             idempotency: IdempotencyStore::new(clients.dynamodb.clone(), table),
-            queues: Queues::new(clients, names),
+            relay: Relay::new(pool.clone(), Queues::new(clients, names)),
             pool,
             mcp,
         }
@@ -97,46 +101,33 @@ impl Worker {
     }
 
     /// Handles one batch; `deadline` is when the invocation must have answered. The results
-    /// of the batch go to the review queue together (`SendMessageBatch`); a result that could
-    /// not be sent fails its message, whose redelivery is answered from its claim.
+    /// of the batch, in the outbox, go to the review queue together (`SendMessageBatch`); what
+    /// could not be sent the relay's next pass sends.
     async fn handle_batch(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
-        let lease = Lease::start(&self.queues, Queue::Task, event).await;
+        let lease = Lease::start(self.relay.queues(), Queue::Task, event).await;
         let outcomes = run_batch(event, CONCURRENCY, |message| {
             self.handle_message(message, deadline)
         })
         .await;
-        let bodies: Vec<String> = outcomes
+        let goals: Vec<GoalId> = outcomes
             .iter()
-            .filter_map(|(_, outcome)| outcome.as_ref().ok().cloned().flatten())
+            .filter_map(|(_, outcome)| outcome.as_ref().ok().copied().flatten())
             .collect();
-        let mut sent = self
-            .queues
-            .send_batch(Queue::Review, &bodies)
-            .await
-            .into_iter();
+        self.relay.flush(&goals).await;
         let outcomes = outcomes
             .into_iter()
-            .map(|(id, outcome)| {
-                let outcome = outcome.and_then(|body| match body {
-                    None => Ok(()),
-                    Some(_) => sent
-                        .next()
-                        .unwrap_or_else(|| Err(anyhow::anyhow!("result not sent")))
-                        .map_err(MessageError::Retryable),
-                });
-                (id, outcome)
-            })
+            .map(|(id, outcome)| (id, outcome.map(|_| ())))
             .collect();
         lease.finish(report(outcomes)).await
     }
 
-    /// Runs one task message; returns the review message to send, if any (a stale or duplicate
-    /// copy sends nothing).
+    /// Runs one task message; returns the goal whose result message it wrote to the outbox, if
+    /// any (a stale or duplicate copy writes nothing).
     async fn handle_message(
         &self,
         message: &SqsMessage,
         deadline: SystemTime,
-    ) -> Result<Option<String>, MessageError> {
+    ) -> Result<Option<GoalId>, MessageError> {
         let TaskMessage { task } = decode_body(message)?;
         tracing::info!(task_id = %task.id.0, goal_id = %task.goal_id.0, agent_id = %task.agent_id.0,
                        kind = task.kind.as_str(), attempt = task.attempt, "task received");
@@ -165,7 +156,16 @@ impl Worker {
             Claim::Acquired { token } => token,
             Claim::Completed { outcome } => {
                 tracing::info!(task_id = %task.id.0, "already done: sending its result again");
-                return Ok(Some(outcome));
+                let again = outbox::Message::result_body(task.goal_id, result_id(&task).0, outcome);
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(MessageError::dependency)?;
+                outbox::rearm(&mut conn, &again)
+                    .await
+                    .map_err(MessageError::dependency)?;
+                return Ok(Some(task.goal_id));
             }
             Claim::InProgress { until_ms } => {
                 // The worker holding the claim holds a copy of this message too, and renews
@@ -188,7 +188,7 @@ impl Worker {
                     .complete(&key, &token, &body)
                     .await
                     .map_err(retryable)?;
-                Ok(Some(body))
+                Ok(Some(task.goal_id))
             }
             Err(err) => {
                 if let Err(release) = self.idempotency.release(&key, &token).await {
@@ -269,20 +269,6 @@ impl Worker {
             });
             refs.push(stored);
         }
-        provenance::record_assets(&self.pool, &assets)
-            .await
-            .map_err(|e| {
-                // A row the schema refuses (a foreign key naming nothing) is refused again.
-                let permanent = e
-                    .as_database_error()
-                    .is_some_and(|d| d.is_foreign_key_violation() || d.is_check_violation());
-                let err = anyhow::Error::new(e).context("recording provenance");
-                if permanent {
-                    MessageError::Permanent(err)
-                } else {
-                    MessageError::Retryable(err)
-                }
-            })?;
         let mut result = TaskResult {
             id: result_id,
             task_id: task.id,
@@ -300,10 +286,28 @@ impl Worker {
             commit_hash: CommitHash::parse("0".repeat(64)).map_err(permanent)?,
         };
         result.commit_hash = result.compute_commit_hash();
-        self.artifacts
+        let body = self
+            .artifacts
             .result_message(&result)
             .await
-            .map_err(storage)
+            .map_err(storage)?;
+        // The provenance and the message that takes the result to the judge commit together.
+        let message = outbox::Message::result_body(task.goal_id, result_id.0, body.clone());
+        provenance::record_assets(&self.pool, &assets, &message)
+            .await
+            .map_err(|e| {
+                // A row the schema refuses (a foreign key naming nothing) is refused again.
+                let permanent = e
+                    .as_database_error()
+                    .is_some_and(|d| d.is_foreign_key_violation() || d.is_check_violation());
+                let err = anyhow::Error::new(e).context("recording provenance");
+                if permanent {
+                    MessageError::Permanent(err)
+                } else {
+                    MessageError::Retryable(err)
+                }
+            })?;
+        Ok(body)
     }
 }
 
