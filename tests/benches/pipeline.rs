@@ -231,7 +231,7 @@ async fn enqueue(swarm: &Swarm, n: usize) {
                 kind: TaskKind::Draft,
                 attempt: 1,
                 inputs: json!({"brief": format!("retro gaming night, teaser {i}"), "platform": "instagram",
-                               "persona": {"name": "Nova", "voice": "warm"}, "quality": 0.95})
+                               "persona": {"name": "Nova", "voice": "warm"}})
                 .as_object()
                 .cloned()
                 .unwrap(),

@@ -67,10 +67,16 @@ async fn migrations_apply_on_an_empty_database_and_a_second_run_is_a_no_op() {
 /// Every migration, with the SHA-384 of its file as it was when it was first applied. An
 /// applied migration is never edited: a schema change is a new migration, pinned here once it is
 /// final.
-const PINNED: &[(i64, &str)] = &[(
-    20261128000001,
-    "b9ee53b9a312c2ae0b443ec76342907994cbc3164d5f5f188cb502561a9faeaffeb34c4ed8b858e459a06ad074669a3a",
-)];
+const PINNED: &[(i64, &str)] = &[
+    (
+        20261128000001,
+        "b9ee53b9a312c2ae0b443ec76342907994cbc3164d5f5f188cb502561a9faeaffeb34c4ed8b858e459a06ad074669a3a",
+    ),
+    (
+        20261128000002,
+        "a3864ad3e239a1fe84260728b5e284fdafc758a0ceddedce8bb126cf79f4f0dfdf9cf92984b18d44bfa49b87c259062a",
+    ),
+];
 
 #[test]
 fn applied_migrations_are_never_edited() {

@@ -127,13 +127,16 @@ async fn foreign_review(swarm: &Swarm) -> (TenantId, String) {
     .await
     .unwrap();
     let token = swarm.token_for(other, "gary", &["operator", "reviewer"]);
+    swarm.script_quality("thanks from globex", 0.80).await;
     let (status, body) = call(
         swarm,
         Method::POST,
         "/goals",
         Some(&token),
-        Some(json!({"agent_id": agent.0, "kind": "reply", "text": "thanks from globex",
-                    "constraints": {"platforms": ["x"], "in_reply_to": "g-1", "simulated_quality": 0.80}})),
+        Some(
+            json!({"agent_id": agent.0, "kind": "reply", "text": "thanks from globex",
+                    "constraints": {"platforms": ["x"], "in_reply_to": "g-1"}}),
+        ),
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -989,9 +992,9 @@ async fn an_overdue_review_escalates_then_is_rejected_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn media_is_shown_through_presigned_urls() {
-    // A cautious policy holds every result of this campaign (confidence 0.95 is not above
-    // 0.99): a reviewer walks it through, approving each step, and sees the rendered image,
-    // then the post that carries it.
+    // A cautious policy holds the campaign's post (confidence 0.95 is not above 0.99); the
+    // rendered image is intermediate work, committed without a human: the reviewer sees it on
+    // the post that carries it.
     let mut swarm = Swarm::new(SwarmOptions {
         policy: Policy {
             auto_approve_above: Confidence::try_from(0.99).unwrap(),
@@ -1013,7 +1016,7 @@ async fn media_is_shown_through_presigned_urls() {
     let http = reqwest::Client::new();
     let mut media_cards = Vec::new();
     let deadline = Instant::now() + SETTLE;
-    while media_cards.len() < 2 {
+    while media_cards.is_empty() {
         if Instant::now() > deadline {
             let view = swarm.view(goal).await;
             panic!("media cards seen: {media_cards:?}; the goal: {view}");
@@ -1071,7 +1074,7 @@ async fn media_is_shown_through_presigned_urls() {
         .await;
         assert_eq!(status, 200, "{body}");
     }
-    assert_eq!(media_cards, ["render_media", "publish"]);
+    assert_eq!(media_cards, ["publish"]);
     swarm.settle(&[goal], SETTLE).await;
     assert_eq!(goal_status(&swarm, goal).await, "completed");
     swarm.stop().await;

@@ -7,5 +7,6 @@ mod errors;
 mod hitl;
 mod intake;
 mod judge;
+mod mind;
 mod planner;
 mod swarm;

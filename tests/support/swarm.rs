@@ -15,10 +15,14 @@ use chimera_core::domain::{AgentId, GoalId, TenantId};
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::Policy;
 use chimera_judge::Judge;
+use chimera_llm::mind::{Mind, Prices};
+use chimera_llm::openai::{OpenAiCompatible, OpenAiConfig};
 use chimera_mcp::McpClient;
 use chimera_planner::PlannerService;
-use chimera_planner::plan::TemplatePlanner;
+use chimera_planner::llm::LlmPlanner;
+use chimera_planner::plan::{Planner, TemplatePlanner};
 use chimera_runner::{RunnerConfig, Running, SourceSettings};
+use chimera_store::meter::LedgerMeter;
 use chimera_store::{budget, records};
 use chimera_worker::Worker;
 use serde_json::{Value, json};
@@ -39,6 +43,26 @@ pub struct SwarmOptions {
     pub policy: Policy,
     /// How often the runner sweeps reviews (never when `None`).
     pub sweep_every: Option<Duration>,
+    /// The local model plans, drafts and judges ([`local_mind`]); templates and deterministic
+    /// checks only when false.
+    pub model: bool,
+}
+
+/// The local stack's model (`CHIMERA_LLM_BASE_URL`), metered on `pool`'s budget ledger at the
+/// local price table.
+pub fn local_mind(pool: &sqlx::PgPool) -> Arc<Mind> {
+    let config = OpenAiConfig::new(
+        crate::stack_env("CHIMERA_LLM_BASE_URL"),
+        crate::stack_env("CHIMERA_LLM_MODEL"),
+    );
+    Arc::new(
+        Mind::new(
+            Arc::new(OpenAiCompatible::new(config)),
+            &Prices::local(),
+            Arc::new(LedgerMeter::new(pool.clone())),
+        )
+        .expect("the local model has a price"),
+    )
 }
 
 impl Default for SwarmOptions {
@@ -54,6 +78,7 @@ impl Default for SwarmOptions {
             budget_cents: 10_000,
             policy: Policy::default(),
             sweep_every: None,
+            model: false,
         }
     }
 }
@@ -134,21 +159,27 @@ impl Swarm {
                 .unwrap();
             agents.push(agent);
         }
-        let mcp = McpClient::new(stdio_config(&db.url(), false, ""));
+        // Debug tools: tests script the drafting tool's self-assessed quality.
+        let mcp = McpClient::new(stdio_config(&db.url(), true, ""));
+        let mind = options.model.then(|| local_mind(&db.pool));
+        let planner: Box<dyn Planner> = match &mind {
+            Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
+            None => Box::new(TemplatePlanner),
+        };
         let handlers = Handlers {
             planner: Arc::new(PlannerService::new(
                 clients.clone(),
                 db.pool.clone(),
                 names.clone(),
-                Box::new(TemplatePlanner),
+                planner,
             )),
-            worker: Arc::new(Worker::new(
-                clients.clone(),
-                db.pool.clone(),
-                mcp,
-                names.clone(),
-            )),
-            judge: Arc::new(Judge::new(clients.clone(), db.pool.clone(), names.clone())),
+            worker: Arc::new(
+                Worker::new(clients.clone(), db.pool.clone(), mcp, names.clone())
+                    .with_mind(mind.clone()),
+            ),
+            judge: Arc::new(
+                Judge::new(clients.clone(), db.pool.clone(), names.clone()).with_mind(mind),
+            ),
             relay: Arc::new(Relay::new(
                 db.pool.clone(),
                 Queues::new(clients.clone(), names.clone()),
@@ -236,8 +267,33 @@ impl Swarm {
         self.running.as_ref().expect("the runner was started")
     }
 
-    /// Submits a goal over HTTP (`POST /goals`) for agent number `agent`.
+    /// Test aid: the quality the world's drafting tool reports for `brief`, through its
+    /// `debug.script_quality` tool (simulation knobs are not part of the goal API).
+    pub async fn script_quality(&self, brief: &str, quality: f64) {
+        self.handlers
+            .worker
+            .mcp()
+            .call(
+                &["debug.script_quality"],
+                "debug.script_quality",
+                json!({"brief": brief, "quality": quality}),
+            )
+            .await
+            .expect("scripting the drafting tool's quality");
+    }
+
+    /// Submits a goal over HTTP (`POST /goals`) for agent number `agent`. A test-only
+    /// `simulated_quality` in `constraints` is taken out and scripted for the goal's text
+    /// ([`Swarm::script_quality`]) before the goal is sent.
     pub async fn submit(&self, agent: usize, kind: &str, text: &str, constraints: Value) -> GoalId {
+        let mut constraints = constraints;
+        if let Some(quality) = constraints
+            .as_object_mut()
+            .and_then(|c| c.remove("simulated_quality"))
+            .and_then(|q| q.as_f64())
+        {
+            self.script_quality(text, quality).await;
+        }
         let response = self
             .http
             .post(format!("{}/goals", self.api))

@@ -29,6 +29,7 @@ pub mod clients;
 pub mod database;
 pub mod handler;
 pub mod idempotency;
+pub mod mind;
 pub mod queues;
 pub mod relay;
 pub mod visibility;

@@ -89,45 +89,40 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
             .join(", ")
     );
 
-    let reply = |quality: f64, to: &str| json!({"platforms": ["x"], "in_reply_to": to, "simulated_quality": quality});
+    let reply = |to: &str| json!({"platforms": ["x"], "in_reply_to": to});
     let goals: Vec<(usize, &str, &str, Value)> = vec![
         (
             0,
             "campaign",
             "retro gaming night",
-            json!({"platforms": ["instagram", "x"], "simulated_quality": 0.95}),
+            json!({"platforms": ["instagram", "x"]}),
         ),
         (
             0,
             "campaign",
             "board game cafe weekend",
-            json!({"platforms": ["instagram"], "simulated_quality": 0.95}),
+            json!({"platforms": ["instagram"]}),
         ),
         (
             1,
             "campaign",
             "night trains and lightweight hiking gear",
-            json!({"platforms": ["threads"], "simulated_quality": 0.95}),
+            json!({"platforms": ["threads"]}),
         ),
-        (
-            1,
-            "reply",
-            "thanks for the kind words",
-            reply(0.95, "post-101"),
-        ),
+        (1, "reply", "thanks for the kind words", reply("post-101")),
         (
             1,
             "reply",
             "thanks for the feedback on the new series",
-            reply(0.80, "post-102"),
+            reply("post-102"),
         ),
         (
             2,
             "reply",
             "our view on the city election debate",
-            reply(0.95, "post-103"),
+            reply("post-103"),
         ),
-        (2, "reply", "thanks for asking", reply(0.50, "post-104")),
+        (2, "reply", "thanks for asking", reply("post-104")),
         (
             2,
             "paid_action",
@@ -265,7 +260,18 @@ async fn reviewer_at_work(
             .map(|(id, _)| *id)
     };
     println!("\na reviewer at work (the HITL API, as Mission Control calls it):");
-    let mut approved = pick("medium_confidence");
+    // The medium-confidence item if there is one, or else any held post that names no
+    // sensitive topic and moves no money.
+    let mut approved = pick("medium_confidence").or_else(|| {
+        pending
+            .iter()
+            .find(|(_, types)| {
+                !types
+                    .iter()
+                    .any(|t| t == "sensitive" || t == "financial" || t == "failed_after_retries")
+            })
+            .map(|(id, _)| *id)
+    });
     if let Some(id) = pick("sensitive") {
         decide(http, api, &token, id, "reject").await?;
     }
@@ -441,6 +447,27 @@ async fn summary(
     println!("  conflicts replanned   {}", audit("conflict").await?);
     println!(
         "  effects performed     {published} (posts, replies and transfers, once per approval)"
+    );
+    let planners: Vec<(String, i64)> = sqlx::query_as(
+        "select coalesce(plan_meta->>'planner', 'none') ||
+                case when plan_meta ? 'fallback' then ' (model fell back)' else '' end, count(*)
+         from goals where id = any($1) group by 1 order by 1",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let planners: Vec<String> = planners.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+    println!("  plans made by         {}", planners.join(", "));
+    let (calls, cents): (i64, Option<i64>) = sqlx::query_as(
+        "select count(*), sum(amount_cents)::bigint from ledger l join agents a on a.id = l.agent_id
+         where a.tenant_id = $1 and l.category = 'inference'",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?;
+    println!(
+        "  model calls charged   {calls} ({} cents in the agents' ledgers)",
+        cents.unwrap_or(0)
     );
     if !pending.is_empty() {
         println!("\nwaiting for a human ({}):", pending.len());

@@ -27,10 +27,6 @@ pub struct Constraints {
     /// reply: the post being answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
-    /// A quality the simulated drafting tool reports, 0..1 (demos and tests steer the judge's
-    /// routing with it; a real model reports its own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simulated_quality: Option<f64>,
 }
 
 impl Constraints {
@@ -52,12 +48,6 @@ impl Constraints {
         }
         if self.amount_cents.is_some_and(|a| a <= 0) {
             return Err("amount_cents must be positive".into());
-        }
-        if self
-            .simulated_quality
-            .is_some_and(|q| !(0.0..=1.0).contains(&q))
-        {
-            return Err("simulated_quality must be within 0..1".into());
         }
         let short = |v: &Option<String>| v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 200);
         if short(&self.pay_to) || short(&self.in_reply_to) {
@@ -97,10 +87,9 @@ mod tests {
             ..Default::default()
         };
         assert!(pay.validate("paid_action").is_err());
-        let quality = Constraints {
-            simulated_quality: Some(1.5),
-            ..Default::default()
-        };
-        assert!(quality.validate("campaign").is_err());
+        // Simulation knobs are not part of the goal API.
+        let knob: Result<Constraints, _> =
+            serde_json::from_value(serde_json::json!({"simulated_quality": 0.9}));
+        assert!(knob.is_err());
     }
 }

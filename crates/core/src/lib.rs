@@ -20,6 +20,7 @@
 //! translate between these types and the outside world.
 
 pub mod auth;
+pub mod content;
 pub mod domain;
 pub mod effect;
 pub mod envelope;

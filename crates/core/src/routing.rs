@@ -2,22 +2,57 @@
 //!
 //! | condition (checked in this order)                                   | route             |
 //! |---------------------------------------------------------------------|-------------------|
-//! | a failed policy/quality check, or confidence < review threshold     | retry, or fail and surface to humans once attempts are spent |
+//! | a failed policy/quality check, or score < review threshold          | retry, or fail and surface to humans once attempts are spent |
+//! | intermediate work (research, draft, render)                         | auto-approve      |
 //! | any risk tag among the policy's sensitive topics                    | human review      |
-//! | confidence <= auto-approve threshold (0.70..=0.90 by default)       | human review      |
+//! | score <= auto-approve threshold (0.70..=0.90 by default)            | human review      |
 //! | a publishing action without a disclosure level                      | human review      |
-//! | otherwise (confidence > 0.90, not sensitive, disclosed)             | auto-approve      |
+//! | otherwise (score > 0.90, not sensitive, disclosed)                  | auto-approve      |
 //!
-//! A low-confidence result is retried before anyone sees it, even when it is also sensitive:
-//! a human reviews the best attempt, not the first. When attempts run out it is surfaced to
-//! humans as failed.
+//! The score is the worker's claim combined with the judge's own score ([`ScoreRule`]).
+//! Humans approve effects, not intermediate work: research, drafts and renders are never held;
+//! their risk tags travel with the work to the effect proposal (publish, reply, transfer),
+//! which is routed here. A low-scoring result is retried before anyone sees it, even when it
+//! is also sensitive: a human reviews the best attempt, not the first. When attempts run out
+//! it is surfaced to humans as failed.
 
 use std::collections::BTreeSet;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::content::Lexicon;
 use crate::domain::{Confidence, DisclosureLevel, Invalid, RiskTag, TaskKind};
+
+/// How the worker's claimed confidence and the judge's own score make the score that routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreRule {
+    /// The lower of the two (the default): a claim can lower a score, never raise it.
+    #[default]
+    Min,
+    /// The judge's score alone (the claim when the judge has no score).
+    Judge,
+    /// The worker's claim alone (the judge's checks still apply).
+    Claim,
+}
+
+impl ScoreRule {
+    /// The score that routes: `judge` is `None` when no model scored the result.
+    pub fn combine(self, claim: Confidence, judge: Option<Confidence>) -> Confidence {
+        match (self, judge) {
+            (Self::Claim, _) | (_, None) => claim,
+            (Self::Judge, Some(score)) => score,
+            (Self::Min, Some(score)) => {
+                if score < claim {
+                    score
+                } else {
+                    claim
+                }
+            }
+        }
+    }
+}
 
 /// An agent's routing policy, versioned: results are judged under one version and a human
 /// decision names the version it saw.
@@ -37,6 +72,31 @@ pub struct Policy {
     pub review_due_secs: u32,
     /// Seconds after which an unreviewed item takes the policy's default decision.
     pub review_final_secs: u32,
+    /// Phrases no post may contain (case-insensitive, whole words).
+    #[serde(default = "default_banned_phrases")]
+    pub banned_phrases: Vec<String>,
+    /// The words that reveal each sensitive topic; the judge classifies every text with it.
+    #[serde(default)]
+    pub topic_lexicon: Lexicon,
+    /// Hosts a post may link to (and their subdomains); `None`: any `https` link. A link of
+    /// any other scheme always fails the check.
+    #[serde(default)]
+    pub link_hosts: Option<Vec<String>>,
+    /// How the worker's claim and the judge's score combine.
+    #[serde(default)]
+    pub score_rule: ScoreRule,
+}
+
+fn default_banned_phrases() -> Vec<String> {
+    [
+        "guaranteed returns",
+        "risk-free",
+        "miracle cure",
+        "get rich quick",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
 }
 
 impl Policy {
@@ -78,6 +138,10 @@ impl Default for Policy {
             max_attempts: 3,
             review_due_secs: 4 * 3600,
             review_final_secs: 24 * 3600,
+            banned_phrases: default_banned_phrases(),
+            topic_lexicon: Lexicon::default(),
+            link_hosts: None,
+            score_rule: ScoreRule::Min,
         }
     }
 }
@@ -86,6 +150,7 @@ impl Default for Policy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assessment<'a> {
     pub task_kind: TaskKind,
+    /// The score that routes (see [`ScoreRule`]).
     pub confidence: Confidence,
     pub risk_tags: &'a BTreeSet<RiskTag>,
     pub disclosure_level: Option<DisclosureLevel>,
@@ -142,6 +207,9 @@ pub fn route(policy: &Policy, a: &Assessment<'_>) -> Route {
         };
     }
 
+    if !proposes_effect(a.task_kind) {
+        return Route::AutoApprove;
+    }
     let mut reasons = Vec::new();
     let sensitive: Vec<String> = a
         .risk_tags
@@ -164,6 +232,12 @@ pub fn route(policy: &Policy, a: &Assessment<'_>) -> Route {
     }
 }
 
+/// Whether results of `kind` propose an effect a human may have to approve (publish, reply,
+/// transfer); everything else is intermediate work.
+pub fn proposes_effect(kind: TaskKind) -> bool {
+    kind.is_publishing() || kind.is_financial()
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -184,7 +258,7 @@ mod tests {
         failed: &'a [String],
     ) -> Assessment<'a> {
         Assessment {
-            task_kind: TaskKind::Draft,
+            task_kind: TaskKind::Transact,
             confidence: c(confidence),
             risk_tags,
             disclosure_level: None,
@@ -296,6 +370,37 @@ mod tests {
     }
 
     #[test]
+    fn intermediate_work_is_never_held_and_the_claim_cannot_raise_the_judges_score() {
+        let policy = Policy::default();
+        let sensitive = tags(&["politics"]);
+        for kind in [TaskKind::Research, TaskKind::Draft, TaskKind::RenderMedia] {
+            let mut a = assess(0.75, &sensitive, &[]);
+            a.task_kind = kind;
+            assert_eq!(route(&policy, &a), Route::AutoApprove, "{kind:?}");
+            a.confidence = c(0.5);
+            assert!(matches!(route(&policy, &a), Route::Retry { .. }));
+        }
+        let rule = ScoreRule::Min;
+        assert_eq!(rule.combine(c(0.99), Some(c(0.4))), c(0.4));
+        assert_eq!(rule.combine(c(0.3), Some(c(0.9))), c(0.3));
+        assert_eq!(rule.combine(c(0.8), None), c(0.8));
+        assert_eq!(ScoreRule::Judge.combine(c(0.3), Some(c(0.9))), c(0.9));
+        assert_eq!(ScoreRule::Claim.combine(c(0.3), Some(c(0.9))), c(0.3));
+        // A policy stored before these fields existed reads with their defaults.
+        let mut old = serde_json::to_value(Policy::default()).unwrap();
+        for field in [
+            "banned_phrases",
+            "topic_lexicon",
+            "link_hosts",
+            "score_rule",
+        ] {
+            old.as_object_mut().unwrap().remove(field);
+        }
+        let read: Policy = serde_json::from_value(old).unwrap();
+        assert_eq!(read, Policy::default());
+    }
+
+    #[test]
     fn thresholds_come_from_the_policy() {
         let policy = Policy {
             auto_approve_above: c(0.5),
@@ -356,12 +461,16 @@ mod tests {
             };
             let sensitive = risk_tags.iter().any(|t| policy.sensitive_topics.contains(t));
             match route(&policy, &a) {
+                Route::AutoApprove if !proposes_effect(kind) => {
+                    prop_assert!(confidence >= 0.70 && !failed);
+                }
                 Route::AutoApprove => {
                     prop_assert!(confidence > 0.90);
                     prop_assert!(!sensitive && !failed);
                     prop_assert!(!kind.is_publishing() || disclosed);
                 }
                 Route::HumanReview { reasons } => {
+                    prop_assert!(proposes_effect(kind), "intermediate work is never held");
                     prop_assert!(!reasons.is_empty());
                     prop_assert!(confidence >= 0.70 && !failed);
                 }

@@ -6,10 +6,19 @@
 //!   (OpenAI, vLLM, llama.cpp, Ollama, the local stack's model), with a per-call timeout,
 //!   retries with jittered backoff on 429 and 5xx honouring `Retry-After`, and a bound on the
 //!   output's size.
+//! - [`bedrock::Bedrock`]: Amazon Bedrock's Converse API through the AWS SDK, a structured
+//!   answer asked for as a forced tool call, with the same timeout, retry and size policy.
+//! - [`mind::Mind`]: a model behind a price table and the budget ledger: a call that could
+//!   overspend is refused before it is sent, and each call is charged once under its key.
+//! - [`provider::from_env`]: the model configured by `CHIMERA_LLM` (`openai`, `bedrock`, or
+//!   `none`: no model, the deterministic tools draft and nothing scores).
 //! - [`schema`]: every structured answer is validated against its schema here, whatever the
 //!   server promised: a model's output is untrusted input.
 
+pub mod bedrock;
+pub mod mind;
 pub mod openai;
+pub mod provider;
 pub mod schema;
 
 use std::time::Duration;

@@ -14,7 +14,8 @@ use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_judge::Judge;
 use chimera_mcp::{McpClient, McpConfig};
 use chimera_planner::PlannerService;
-use chimera_planner::plan::TemplatePlanner;
+use chimera_planner::llm::LlmPlanner;
+use chimera_planner::plan::{Planner, TemplatePlanner};
 use chimera_runner::{RunnerConfig, SourceSettings};
 use chimera_worker::Worker;
 use clap::Parser;
@@ -135,21 +136,24 @@ async fn run(args: Args) -> Result<()> {
         .context("connecting to PostgreSQL")?;
     let clients = Clients::from_env().await;
     let mcp = McpClient::new(McpConfig::from_env()?);
-    let worker = Arc::new(Worker::new(
-        clients.clone(),
-        pool.clone(),
-        mcp,
-        names.clone(),
-    ));
+    // The language model of CHIMERA_LLM (none: templates draft and plan, nothing scores).
+    let mind = chimera_aws::mind::from_env(&pool).await?;
+    let planner: Box<dyn Planner> = match &mind {
+        Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
+        None => Box::new(TemplatePlanner),
+    };
+    let worker = Arc::new(
+        Worker::new(clients.clone(), pool.clone(), mcp, names.clone()).with_mind(mind.clone()),
+    );
     let handlers: Vec<chimera_runner::Handler> = vec![
         Arc::new(PlannerService::new(
             clients.clone(),
             pool.clone(),
             names.clone(),
-            Box::new(TemplatePlanner),
+            planner,
         )),
         worker.clone(),
-        Arc::new(Judge::new(clients.clone(), pool.clone(), names.clone())),
+        Arc::new(Judge::new(clients.clone(), pool.clone(), names.clone()).with_mind(mind)),
     ];
     let relay = Arc::new(Relay::new(
         pool.clone(),

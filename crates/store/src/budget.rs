@@ -56,8 +56,8 @@ pub async fn open_budget(
     .await?;
     if balance_cents > 0 {
         sqlx::query!(
-            "insert into ledger (agent_id, idempotency_key, kind, amount_cents, balance_after, memo)
-             values ($1, 'opening-balance', 'top_up', $2, $2, 'opening balance')",
+            "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, memo)
+             values ($1, 'opening-balance', 'top_up', 'top_up', $2, $2, 'opening balance')",
             agent.0,
             balance_cents
         )
@@ -110,6 +110,66 @@ pub async fn spend<'e>(
         "key_reused" => Err(BudgetError::KeyReused(idempotency_key.to_owned())),
         other => Err(BudgetError::Unreadable(format!("outcome {other:?}"))),
     }
+}
+
+/// Charges a model call's `cents` (> 0) once per `key`, as inference; returns whether this
+/// call charged. The call was authorized against its worst case before it was sent; if
+/// concurrent calls spent the rest meanwhile, what is left is charged (the balance never goes
+/// below zero) and the shortfall logged.
+pub async fn charge_inference(
+    pool: &PgPool,
+    agent: AgentId,
+    key: &str,
+    cents: i64,
+    task: Option<TaskId>,
+    memo: &str,
+) -> Result<bool, BudgetError> {
+    if cents <= 0 {
+        return Err(BudgetError::InvalidAmount(cents));
+    }
+    let mut tx = pool.begin().await?;
+    let Some(balance) = sqlx::query_scalar!(
+        "select balance_cents from budgets where agent_id = $1 for update",
+        agent.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Err(BudgetError::NoBudget);
+    };
+    let charged = cents.min(balance);
+    if charged < cents {
+        tracing::warn!(agent_id = %agent.0, key, cents, balance, "model call cost more than the budget had left");
+    }
+    if charged == 0 {
+        return Ok(false);
+    }
+    let inserted = sqlx::query!(
+        "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, task_id, memo)
+         values ($1, $2, 'spend', 'inference', $3, $4, $5, $6)
+         on conflict (agent_id, idempotency_key) do nothing",
+        agent.0,
+        key,
+        charged,
+        balance - charged,
+        task.map(|t| t.0),
+        memo
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    sqlx::query!(
+        "update budgets set balance_cents = balance_cents - $2, updated_at = now() where agent_id = $1",
+        agent.0,
+        charged
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// The current balance, if the agent has a budget.

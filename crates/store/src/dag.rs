@@ -2,8 +2,8 @@
 //! committed (each by exactly one releaser), replans.
 
 use chimera_core::domain::{
-    AgentId, DecisionKind, Goal, GoalId, GoalStatus, ReviewId, ReviewStatus, StateKey, Task,
-    TaskId, TaskKind, TaskStatus, TenantId,
+    AgentId, AuditRecord, DecisionKind, Goal, GoalId, GoalStatus, ReviewId, ReviewStatus, StateKey,
+    Task, TaskId, TaskKind, TaskStatus, TenantId,
 };
 use chimera_core::effect;
 use chimera_core::routing::Policy;
@@ -65,11 +65,14 @@ pub async fn save_plan(
     goal: GoalId,
     tasks: &[Task],
     max_attempts: u32,
+    meta: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let claimed = sqlx::query!(
-        "update goals set status = 'in_progress', updated_at = now() where id = $1 and status = 'received'",
-        goal.0
+        "update goals set status = 'in_progress', plan_meta = $2, updated_at = now()
+         where id = $1 and status = 'received'",
+        goal.0,
+        meta
     )
     .execute(&mut *tx)
     .await?
@@ -266,6 +269,40 @@ pub async fn fail_task(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Fails the queued `attempt` of `task` for a reason no retry can change (a model call its
+/// budget cannot pay for), audited as `worker.refused`; false when the attempt is no longer
+/// queued (decided or superseded meanwhile).
+pub async fn refuse_attempt(pool: &PgPool, task: &Task, reason: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let failed = sqlx::query!(
+        "update tasks set status = 'failed', feedback = $3, updated_at = now()
+         where id = $1 and attempt = $2 and status = 'queued'",
+        task.id.0,
+        task.attempt as i32,
+        reason
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if failed {
+        let entry = AuditRecord {
+            goal_id: Some(task.goal_id),
+            task_id: Some(task.id),
+            reasoning: Some(reason.to_owned()),
+            ..AuditRecord::new(
+                task.tenant_id,
+                "worker",
+                "worker.refused",
+                chrono::Utc::now(),
+            )
+        };
+        crate::audit::append(&mut *tx, &entry).await?;
+    }
+    tx.commit().await?;
+    Ok(failed)
 }
 
 /// Takes a task marked `retrying` into its next attempt with the judge's feedback, and

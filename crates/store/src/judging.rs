@@ -46,6 +46,8 @@ pub struct TaskState {
     pub policy: Policy,
     /// The goal's constraints (budget, amounts...).
     pub constraints: serde_json::Value,
+    /// The task's inputs (its platform, brief...).
+    pub inputs: serde_json::Value,
 }
 
 impl TaskState {
@@ -58,7 +60,8 @@ impl TaskState {
 pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>, sqlx::Error> {
     let Some(row) = sqlx::query!(
         r#"select t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.status as "status: TaskStatus",
-                  t.attempt, t.feedback, t.read_set, t.write_set, p.document as policy, g.constraints
+                  t.attempt, t.feedback, t.read_set, t.write_set, p.document as policy, g.constraints,
+                  t.inputs
            from tasks t
            join goals g on g.id = t.goal_id
            join agents a on a.id = t.agent_id
@@ -84,7 +87,29 @@ pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>
         write_set: row.write_set,
         policy: serde_json::from_value(row.policy).map_err(|e| decode(e.to_string()))?,
         constraints: row.constraints,
+        inputs: row.inputs,
     }))
+}
+
+/// The risk tags of the committed work `task` builds on (its dependencies, transitively): the
+/// findings of research and drafts travel with the work to the effect it proposes.
+pub async fn inherited_risk_tags(pool: &PgPool, task: TaskId) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"with recursive upstream (id) as (
+               select depends_on from task_dependencies where task_id = $1
+               union
+               select d.depends_on from task_dependencies d join upstream u on d.task_id = u.id
+           )
+           select distinct tag as "tag!"
+           from upstream u
+           join tasks t on t.id = u.id and t.status = 'committed'
+           join results r on r.task_id = t.id and r.attempt = t.attempt
+           cross join lateral unnest(r.risk_tags) as tag
+           order by 1"#,
+        task.0
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// A review the judge opens (pending) or records already decided (an automatic approval).

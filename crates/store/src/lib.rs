@@ -32,6 +32,7 @@ pub mod dag;
 pub mod decisions;
 pub mod goals;
 pub mod judging;
+pub mod meter;
 pub mod occ;
 pub mod outbox;
 pub mod provenance;

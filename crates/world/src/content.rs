@@ -121,9 +121,10 @@ pub struct Draft {
     pub quality: f64,
 }
 
-/// Drafts a post for `platform` in the persona's voice from `brief`. `quality`, when given,
-/// is reported as is (a stand-in for a model's self-assessment); otherwise it is derived from
-/// how much the brief says.
+/// Drafts a post for `platform` in the persona's voice from `brief`. Feedback on an earlier
+/// draft picks another wording; it is an instruction, never part of the text. `quality`, when
+/// given, is reported as is (a stand-in for a model's self-assessment, scripted by tests);
+/// otherwise it is derived from how much the brief says.
 pub fn draft(
     persona_name: &str,
     voice: &str,
@@ -132,7 +133,9 @@ pub fn draft(
     feedback: Option<&str>,
     quality: Option<f64>,
 ) -> Draft {
-    let digest = Sha256::digest(format!("{persona_name}|{voice}|{brief}|{platform}").as_bytes());
+    let feedback = feedback.map(str::trim).unwrap_or_default();
+    let digest =
+        Sha256::digest(format!("{persona_name}|{voice}|{brief}|{platform}|{feedback}").as_bytes());
     let openers = [
         "Quick take:",
         "Worth your time:",
@@ -149,9 +152,6 @@ pub fn draft(
     let mut text = format!("{opener} {}", brief.trim());
     if !voice.is_empty() {
         text.push_str(&format!(" ({voice}, {persona_name})"));
-    }
-    if let Some(feedback) = feedback.filter(|f| !f.trim().is_empty()) {
-        text.push_str(&format!(" [revised: {}]", feedback.trim()));
     }
     if !hashtags.is_empty() {
         text.push(' ');
@@ -263,6 +263,10 @@ mod tests {
         );
         assert!(long.text.chars().count() <= 280);
         assert_eq!(long.quality, 1.0);
+        let feedback = "state moved while the item waited for review: mentions:x 0 -> 1";
+        let revised = draft("Ava", "warm", "Spring shoes", "x", Some(feedback), None);
+        assert!(!revised.text.contains("revised") && !revised.text.contains("state moved"));
+        assert!(!revised.text.contains("->"), "{}", revised.text);
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! - `social.publish`, `social.reply`: posts recorded in an outbox, once per idempotency key;
 //! - `wallet.balance`, `wallet.transfer`: a wallet, transfers once per idempotency key;
 //! - with `--debug-tools` only: `debug.wait` (a tool that hangs), `debug.echo` (returns
-//!   whatever it is asked to) and `debug.crash` (the process exits), to test timeouts,
-//!   untrusted output and dead sessions.
+//!   whatever it is asked to), `debug.crash` (the process exits), to test timeouts,
+//!   untrusted output and dead sessions, and `debug.script_quality` (the quality
+//!   `content.draft` reports for a brief, so tests can engineer a drafter's self-assessment).
 //!
 //! Everything is deterministic, and state is durable in the `world` schema of a PostgreSQL
 //! database. A tool that fails answers a tool error whose structured content is
@@ -114,12 +115,18 @@ pub struct DraftArgs {
     pub brief: String,
     /// Target platform (x, threads, bluesky, instagram, tiktok, linkedin...).
     pub platform: String,
-    /// Reviewer or judge feedback on a previous draft.
+    /// Reviewer or judge feedback on a previous draft: it changes the draft, and is never
+    /// copied into it.
     #[serde(default)]
     pub feedback: Option<String>,
-    /// Simulated self-assessed quality 0..1 (a stand-in for a model's score).
-    #[serde(default)]
-    pub quality: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ScriptQualityArgs {
+    /// The brief, exactly as `content.draft` will receive it.
+    pub brief: String,
+    /// The self-assessed quality to report for it, 0..1.
+    pub quality: f64,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -199,6 +206,7 @@ impl World {
             tool_router.remove_route("debug.wait");
             tool_router.remove_route("debug.echo");
             tool_router.remove_route("debug.crash");
+            tool_router.remove_route("debug.script_quality");
         }
         Self {
             pool,
@@ -248,13 +256,21 @@ impl World {
             .await {
             return database_failure(err);
         }
+        let scripted = if self.debug_tools {
+            match store::scripted_quality(&self.pool, &args.brief).await {
+                Ok(q) => q,
+                Err(err) => return database_failure(err),
+            }
+        } else {
+            None
+        };
         let draft = content::draft(
             &args.persona.name,
             &args.persona.voice,
             &args.brief,
             &args.platform,
             args.feedback.as_deref(),
-            args.quality,
+            scripted,
         );
         answer(&draft)
     }
@@ -421,6 +437,27 @@ impl World {
         }
         tokio::time::sleep(Duration::from_millis(args.millis)).await;
         answer(&json!({"waited_ms": args.millis}))
+    }
+
+    #[tool(
+        name = "debug.script_quality",
+        description = "Test aid: the self-assessed quality content.draft reports for a brief."
+    )]
+    async fn debug_script_quality(
+        &self,
+        Parameters(args): Parameters<ScriptQualityArgs>,
+    ) -> ToolResult {
+        require("brief", &args.brief, 4000)?;
+        if !(0.0..=1.0).contains(&args.quality) {
+            return Err(ErrorData::invalid_params(
+                "quality must be within 0..1",
+                None,
+            ));
+        }
+        match store::script_quality(&self.pool, &args.brief, args.quality).await {
+            Ok(()) => answer(&json!({"brief": args.brief, "quality": args.quality})),
+            Err(err) => database_failure(err),
+        }
     }
 
     #[tool(

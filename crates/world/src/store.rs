@@ -45,6 +45,11 @@ create table if not exists world.transfers (
     balance_after    bigint not null,
     created_at       timestamptz not null default now()
 );
+-- Test aid (debug tools only): the self-assessed quality content.draft reports for a brief.
+create table if not exists world.scripted_quality (
+    brief    text primary key,
+    quality  double precision not null check (quality >= 0 and quality <= 1)
+);
 "#;
 
 /// Creates the schema if needed. Several server processes may start at once: an advisory lock
@@ -59,6 +64,27 @@ pub async fn setup(pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// Records one call (the server's own usage log; tests count it).
+/// Scripts the quality `content.draft` reports for `brief` (debug tools only).
+pub async fn script_quality(pool: &PgPool, brief: &str, quality: f64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into world.scripted_quality (brief, quality) values ($1, $2)
+         on conflict (brief) do update set quality = excluded.quality",
+    )
+    .bind(brief)
+    .bind(quality)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The quality scripted for `brief`, if any.
+pub async fn scripted_quality(pool: &PgPool, brief: &str) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar("select quality from world.scripted_quality where brief = $1")
+        .bind(brief)
+        .fetch_optional(pool)
+        .await
+}
+
 pub async fn log_call(
     pool: &PgPool,
     tool: &str,

@@ -8,12 +8,18 @@
 //!   checks the amount against the goal's budget and the agent's budget ledger. The CFO's
 //!   refusal is final (a re-run cannot make money appear); other failures are feedback for a
 //!   retry.
+//! - the text of a draft or a post, whatever the worker claimed about it: the platform's length
+//!   limit, the policy's banned phrases, links (`https` only, to the policy's hosts when it
+//!   names any), and internal text (feedback markers, ids, error strings) that must never be
+//!   content; and the sensitive topics it touches, by the policy's lexicon.
 
 use std::collections::BTreeSet;
 
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
-use chimera_core::domain::{ArtifactRef, TaskResult};
+use chimera_core::content;
+use chimera_core::domain::{ArtifactRef, TaskKind, TaskResult};
 use chimera_core::effect::{MAX_POST_CHARS, Proposal, expected_action};
+use chimera_core::routing::Policy;
 use chimera_store::PgPool;
 use chimera_store::budget;
 use chimera_store::judging::TaskState;
@@ -30,6 +36,13 @@ pub struct Findings {
     pub proposal: Option<Proposal>,
     /// The amount of a financial proposal.
     pub amount_cents: Option<i64>,
+    /// The text the result says (a draft's, a post's), and the platform it is for.
+    pub text: Option<String>,
+    pub platform: Option<String>,
+    /// Sensitive topics the judge found in the text itself (the policy's lexicon).
+    pub topics: BTreeSet<String>,
+    /// The content checks that ran and passed, in words, for the review card.
+    pub passed: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +115,33 @@ pub async fn inspect(
             findings.failed.push(format!("artifact {i} is empty text"));
         }
     }
+    if result.task_kind == TaskKind::Draft
+        && let Some(artifact) = result
+            .artifacts
+            .iter()
+            .find(|a| a.media_type.starts_with("text/"))
+    {
+        match read_bytes(artifacts, artifact).await? {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => {
+                    let platform = task.inputs.get("platform").and_then(Value::as_str);
+                    check_text(&task.policy, &text, platform, &mut findings);
+                    findings.platform = platform.map(str::to_owned);
+                    findings.text = Some(text);
+                }
+                Err(_) => findings.failed.push("the draft is not UTF-8 text".into()),
+            },
+            Err(reason) => findings
+                .failed
+                .push(format!("the draft is unreadable: {reason}")),
+        }
+    }
+    // The brief the text was written from is untrusted user text too: its topics count.
+    if let Some(brief) = task.inputs.get("brief").and_then(Value::as_str) {
+        findings
+            .topics
+            .extend(task.policy.topic_lexicon.classify(brief));
+    }
     let Some(action) = expected_action(result.task_kind) else {
         return Ok(findings);
     };
@@ -136,6 +176,12 @@ pub async fn inspect(
         }
         if text("platform").is_none_or(str::is_empty) {
             findings.failed.push("the post names no platform".into());
+        }
+        if let Some(post) = text("text") {
+            let platform = text("platform").map(str::to_owned);
+            check_text(&task.policy, post, platform.as_deref(), &mut findings);
+            findings.text = Some(post.to_owned());
+            findings.platform = platform;
         }
     }
     if result.task_kind.is_financial() {
@@ -181,11 +227,73 @@ async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<Stri
     })
 }
 
+/// The deterministic content checks on `text` under `policy`, and its topics by the lexicon.
+pub fn check_text(policy: &Policy, text: &str, platform: Option<&str>, findings: &mut Findings) {
+    let chars = text.chars().count();
+    match platform.and_then(content::platform_limit) {
+        Some(limit) if chars > limit => findings.failed.push(format!(
+            "the text is {chars} characters; {} allows {limit}",
+            platform.unwrap_or_default()
+        )),
+        Some(limit) => findings.passed.push(format!("length {chars}/{limit}")),
+        None => {}
+    }
+    let banned = content::banned_phrases(text, &policy.banned_phrases);
+    if banned.is_empty() {
+        findings.passed.push("no banned phrase".into());
+    } else {
+        findings
+            .failed
+            .push(format!("banned phrases: {}", banned.join(", ")));
+    }
+    let mut bad_links = Vec::new();
+    let links = content::links(text);
+    for link in &links {
+        let allowed = content::https_host(link).is_some_and(|host| match &policy.link_hosts {
+            None => true,
+            Some(hosts) => hosts.iter().any(|h| {
+                let h = h.to_ascii_lowercase();
+                host == h || host.ends_with(&format!(".{h}"))
+            }),
+        });
+        if !allowed {
+            bad_links.push(*link);
+        }
+    }
+    if bad_links.is_empty() {
+        findings.passed.push(format!("links {}", links.len()));
+    } else {
+        findings.failed.push(format!(
+            "links not allowed by the policy: {}",
+            bad_links.join(" ")
+        ));
+    }
+    let leaks = content::leaks(text);
+    if leaks.is_empty() {
+        findings.passed.push("no internal text".into());
+    } else {
+        findings
+            .failed
+            .push(format!("the text leaks {}", leaks.join(", ")));
+    }
+    findings.topics.extend(policy.topic_lexicon.classify(text));
+}
+
 async fn read_proposal(
     artifacts: &ArtifactStore,
     artifact: &ArtifactRef,
 ) -> Result<Result<Proposal, String>, StorageError> {
-    let bytes = match (&artifact.inline, &artifact.s3_key) {
+    Ok(read_bytes(artifacts, artifact)
+        .await?
+        .and_then(|bytes| Proposal::from_slice(&bytes)))
+}
+
+/// An artifact's bytes, inline or from the bucket; a reason when they are not usable.
+async fn read_bytes(
+    artifacts: &ArtifactStore,
+    artifact: &ArtifactRef,
+) -> Result<Result<Vec<u8>, String>, StorageError> {
+    Ok(Ok(match (&artifact.inline, &artifact.s3_key) {
         (Some(text), _) => text.clone().into_bytes(),
         (None, Some(key)) => match artifacts.get(key, &artifact.sha256).await {
             Ok(bytes) => bytes,
@@ -195,6 +303,5 @@ async fn read_proposal(
             Err(other) => return Err(other),
         },
         (None, None) => return Ok(Err("no bytes".into())),
-    };
-    Ok(Proposal::from_slice(&bytes))
+    }))
 }

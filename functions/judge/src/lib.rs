@@ -29,7 +29,9 @@
 //! only releases the goal's ready tasks again and settles the goal, both idempotent.
 
 pub mod checks;
+pub mod rubric;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -40,12 +42,13 @@ use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
 use chimera_aws::visibility::Lease;
 use chimera_core::domain::{
-    GoalId, ReadSet, ReviewId, TaskKind, TaskResult, TaskStatus, derived_uuid,
+    Confidence, GoalId, ReadSet, ReviewId, RiskTag, TaskKind, TaskResult, TaskStatus, derived_uuid,
 };
 use chimera_core::effect::{Origin, Proposal, execute_task};
 use chimera_core::envelope::ResultMessage;
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::{self, Assessment, Policy, ReviewReason, Route};
+use chimera_llm::mind::{Charge, Mind};
 use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
 use chimera_store::PgPool;
@@ -63,6 +66,8 @@ pub struct Judge {
     pool: PgPool,
     artifacts: ArtifactStore,
     planner: PlannerService,
+    /// The model that scores texts and classifies their topics, when one is configured.
+    mind: Option<Arc<Mind>>,
 }
 
 /// A failed call to the database or a queue (see [`MessageError::dependency`]).
@@ -90,7 +95,14 @@ impl Judge {
         let names = ResourceNames::from_env()?;
         let url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
-        Ok(Self::new(clients, pool, names))
+        let mind = chimera_aws::mind::from_env(&pool).await?;
+        Ok(Self::new(clients, pool, names).with_mind(mind))
+    }
+
+    /// Scores and classifies texts with `mind` too (deterministic checks only when `None`).
+    pub fn with_mind(mut self, mind: Option<Arc<Mind>>) -> Self {
+        self.mind = mind;
+        self
     }
 
     pub fn new(clients: Clients, pool: PgPool, names: ResourceNames) -> Self {
@@ -99,6 +111,7 @@ impl Judge {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             planner: PlannerService::new(clients, pool.clone(), names, Box::new(TemplatePlanner)),
             pool,
+            mind: None,
         }
     }
 
@@ -171,6 +184,7 @@ impl Judge {
                 checks::InspectError::Storage(err) => storage(err),
                 checks::InspectError::Database(err) => retryable(err),
             })?;
+        let (judged, model_note) = self.assess(&result, &state, &findings).await?;
         let route = match &findings.cfo_refusal {
             Some(refusal) => Route::Fail {
                 feedback: refusal.clone(),
@@ -178,25 +192,31 @@ impl Judge {
             None => routing::route(
                 &state.policy,
                 &Assessment {
-                    task_kind: result.task_kind,
-                    confidence: result.confidence_score,
-                    risk_tags: &result.risk_tags,
-                    disclosure_level: result.disclosure_level,
-                    attempt: result.attempt,
+                    task_kind: judged.task_kind,
+                    confidence: judged.confidence_score,
+                    risk_tags: &judged.risk_tags,
+                    disclosure_level: judged.disclosure_level,
+                    attempt: judged.attempt,
                     failed_checks: &findings.failed,
                 },
             ),
         };
         tracing::info!(result_id = %result.id, task_id = %result.task_id, kind = result.task_kind.as_str(),
-                       confidence = result.confidence_score.value(), route = ?route, "result judged");
+                       claim = result.confidence_score.value(), score = judged.confidence_score.value(),
+                       route = ?route, "result judged");
+        let mut notes = judge_notes(&result, &judged, &findings);
+        if let Some(note) = model_note {
+            notes.push_str("; ");
+            notes.push_str(&note);
+        }
         match route {
             Route::AutoApprove => {
-                let reasoning = approval_reasoning(&result, &state.policy);
+                let reasoning = format!("{}; {notes}", approval_reasoning(&judged, &state.policy));
                 self.approve(&result, &state, &reasoning, findings).await
             }
             Route::HumanReview { reasons } => {
                 let summary = findings.proposal.as_ref().map(Proposal::summary);
-                self.hold(&result, &state, reasons, summary).await
+                self.hold(&judged, &state, reasons, summary, &notes).await
             }
             Route::Retry { feedback } => {
                 self.retry(
@@ -208,8 +228,81 @@ impl Judge {
                 )
                 .await
             }
-            Route::Fail { feedback } => self.fail(&result, &state, &feedback).await,
+            Route::Fail { feedback } => self.fail(&judged, &state, &feedback).await,
         }
+    }
+
+    /// The result as the judge sees it: the risk tags the worker claimed, those the judge found
+    /// in the text (by the lexicon and, when configured, the model), and for an effect proposal
+    /// those of the committed work it builds on; and the score that routes, from the worker's
+    /// claim and the model's score. With it, what the model said, for the card.
+    async fn assess(
+        &self,
+        result: &TaskResult,
+        state: &TaskState,
+        findings: &Findings,
+    ) -> Result<(TaskResult, Option<String>), MessageError> {
+        let mut judged = result.clone();
+        let mut found: Vec<String> = findings.topics.iter().cloned().collect();
+        let mut score = None;
+        let mut note = None;
+        if let (Some(mind), Some(text)) = (&self.mind, &findings.text) {
+            let voice = state
+                .inputs
+                .pointer("/persona/voice")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("the agent's own");
+            let charge = Charge {
+                agent_id: result.agent_id.0,
+                task_id: Some(result.task_id.0),
+                key: format!("llm:{}:{}:judge", result.task_id, result.attempt),
+                memo: format!("judging a {}", result.task_kind.as_str()),
+            };
+            match rubric::read(mind, &state.policy, voice, text, &charge).await {
+                Ok(reading) => {
+                    score = Confidence::try_from(reading.score).ok();
+                    note = Some(format!(
+                        "model {} scored {:.2} ({}); model topics: {}",
+                        reading.model,
+                        reading.score,
+                        list(
+                            &reading
+                                .reasons
+                                .iter()
+                                .map(String::as_str)
+                                .collect::<Vec<_>>()
+                        ),
+                        list(
+                            &reading
+                                .topics
+                                .iter()
+                                .map(String::as_str)
+                                .collect::<Vec<_>>()
+                        )
+                    ));
+                    found.extend(reading.topics);
+                }
+                Err(why) => {
+                    tracing::warn!(result_id = %result.id, why, "no model reading");
+                    note = Some(format!("no model reading: {why}"));
+                }
+            }
+        }
+        if routing::proposes_effect(result.task_kind) {
+            found.extend(
+                judging::inherited_risk_tags(&self.pool, result.task_id)
+                    .await
+                    .map_err(retryable)?,
+            );
+        }
+        judged
+            .risk_tags
+            .extend(found.iter().filter_map(|t| RiskTag::parse(t.as_str()).ok()));
+        judged.confidence_score = state
+            .policy
+            .score_rule
+            .combine(result.confidence_score, score);
+        Ok((judged, note))
     }
 
     /// Commits an approved result (and its effect); a conflict replans the task.
@@ -279,6 +372,7 @@ impl Judge {
         state: &TaskState,
         reasons: Vec<ReviewReason>,
         summary: Option<String>,
+        notes: &str,
     ) -> Result<(), MessageError> {
         let mut risk_types: Vec<&'static str> = reasons.iter().map(risk_type).collect();
         if result.task_kind.is_financial() {
@@ -289,7 +383,10 @@ impl Judge {
             ..new_review(
                 review_id("review", result),
                 &state.policy,
-                hold_reasoning(result, &state.policy, &reasons),
+                format!(
+                    "{}; {notes}",
+                    hold_reasoning(result, &state.policy, &reasons)
+                ),
                 reasons,
                 risk_types,
                 result.task_kind.is_financial(),
@@ -466,9 +563,56 @@ fn risk_type(reason: &ReviewReason) -> &'static str {
     }
 }
 
+/// What the judge found, for the review card and the audit record: the checks, the topics and
+/// where they came from, the claim and the score.
+fn judge_notes(claimed: &TaskResult, judged: &TaskResult, findings: &Findings) -> String {
+    let mut parts = vec![format!(
+        "worker claimed {:.2}, judged {:.2}",
+        claimed.confidence_score.value(),
+        judged.confidence_score.value()
+    )];
+    if !findings.passed.is_empty() {
+        parts.push(format!("checks passed: {}", findings.passed.join(", ")));
+    }
+    if !findings.failed.is_empty() {
+        parts.push(format!("checks failed: {}", findings.failed.join("; ")));
+    }
+    let claimed_tags: Vec<&str> = claimed.risk_tags.iter().map(|t| t.as_str()).collect();
+    let judged_tags: Vec<&str> = judged.risk_tags.iter().map(|t| t.as_str()).collect();
+    parts.push(format!(
+        "topics: {} (worker: {}; judge's lexicon: {})",
+        list(&judged_tags),
+        list(&claimed_tags),
+        list(
+            &findings
+                .topics
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        )
+    ));
+    parts.join("; ")
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
 fn approval_reasoning(result: &TaskResult, policy: &Policy) -> String {
+    if !routing::proposes_effect(result.task_kind) {
+        return format!(
+            "intermediate work, score {:.2} (at least {:.2}): committed under policy v{}; its topics travel to the effect it feeds",
+            result.confidence_score.value(),
+            policy.review_at_or_above.value(),
+            policy.version
+        );
+    }
     let mut text = format!(
-        "confidence {:.2} is above {:.2}; no sensitive topic",
+        "score {:.2} is above {:.2}; no sensitive topic",
         result.confidence_score.value(),
         policy.auto_approve_above.value()
     );
@@ -488,7 +632,7 @@ fn hold_reasoning(result: &TaskResult, policy: &Policy, reasons: &[ReviewReason]
         .map(|r| match r {
             ReviewReason::Sensitive { tags } => format!("sensitive topics: {}", tags.join(", ")),
             ReviewReason::MediumConfidence => format!(
-                "confidence {:.2} is within {:.2}..={:.2}",
+                "score {:.2} is within {:.2}..={:.2}",
                 result.confidence_score.value(),
                 policy.review_at_or_above.value(),
                 policy.auto_approve_above.value()

@@ -20,6 +20,7 @@
 //! goals it touched. While the batch is handled its messages stay invisible in short steps
 //! ([`chimera_aws::visibility`]).
 
+pub mod llm;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -54,14 +55,19 @@ fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
 }
 
 impl PlannerService {
-    /// From the environment (`DATABASE_URL`, the stage or `TASK_QUEUE_URL`), with the template
-    /// planner. Opens no connection.
+    /// From the environment (`DATABASE_URL`, the stage or `TASK_QUEUE_URL`), with the model's
+    /// planner when a model is configured (`CHIMERA_LLM`), the template planner otherwise. Opens
+    /// no connection.
     pub async fn from_env() -> anyhow::Result<Self> {
         let clients = Clients::from_env().await;
         let names = ResourceNames::from_env()?;
         let url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
-        Ok(Self::new(clients, pool, names, Box::new(TemplatePlanner)))
+        let planner: Box<dyn Planner> = match chimera_aws::mind::from_env(&pool).await? {
+            Some(mind) => Box::new(llm::LlmPlanner::new(mind)),
+            None => Box::new(TemplatePlanner),
+        };
+        Ok(Self::new(clients, pool, names, planner))
     }
 
     pub fn new(
@@ -123,13 +129,20 @@ impl PlannerService {
                 handle: ctx.handle.clone(),
                 persona: ctx.persona.clone(),
             };
-            match self.planner.plan(&ctx.goal, &agent) {
-                Ok(tasks) => {
-                    let stored =
-                        dag::save_plan(&self.pool, goal_id, &tasks, ctx.policy.max_attempts)
-                            .await
-                            .map_err(retryable)?;
-                    tracing::info!(goal_id = %goal_id.0, tasks = tasks.len(), stored, "goal planned");
+            match self.planner.plan(&ctx.goal, &agent).await {
+                Ok(plan) => {
+                    let meta = serde_json::to_value(&plan.meta).map_err(retryable)?;
+                    let stored = dag::save_plan(
+                        &self.pool,
+                        goal_id,
+                        &plan.tasks,
+                        ctx.policy.max_attempts,
+                        &meta,
+                    )
+                    .await
+                    .map_err(retryable)?;
+                    tracing::info!(goal_id = %goal_id.0, tasks = plan.tasks.len(), stored,
+                                   planner = plan.meta.planner, fallback = ?plan.meta.fallback, "goal planned");
                 }
                 Err(err) => {
                     // A goal that cannot be planned is failed, visibly, and the message is done.

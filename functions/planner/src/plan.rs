@@ -1,8 +1,9 @@
 //! Decomposition: a goal -> a small DAG of atomic tasks.
 //!
 //! [`Planner`] is the seam: [`TemplatePlanner`] is the deterministic default (works offline);
-//! an LLM planner is a drop-in whose output passes the same validation ([`validate`]) before
-//! anything is stored or enqueued.
+//! the model's planner ([`crate::llm::LlmPlanner`]) is a drop-in whose output passes the same
+//! validation ([`validate`]) before anything is stored or enqueued, and which falls back to the
+//! templates. A [`Plan`] says who made it ([`PlanMeta`]); the goal records it.
 //!
 //! Tasks name what they read and write as agent state keys, so tasks of one goal on different
 //! platforms never conflict, while two goals publishing to the same platform's calendar do,
@@ -12,6 +13,8 @@ use std::collections::{BTreeSet, HashSet};
 
 use chimera_core::domain::{Goal, StateKey, StateVersion, Task, TaskId, TaskKind};
 use chimera_core::goal::Constraints;
+use futures::future::BoxFuture;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 /// Inputs filled from a dependency's committed result when the task is released: the text of
@@ -36,10 +39,41 @@ pub enum PlanError {
     InvalidPlan(String),
 }
 
+/// Who made a plan, recorded on the goal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PlanMeta {
+    /// `template` or `model`.
+    pub planner: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The SHA-256 of the last prompt the model was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_sha256: Option<String>,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub cents: i64,
+    /// Calls made to the model.
+    pub attempts: u32,
+    /// Why the model's plan was not used (the templates planned instead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// The tasks of a goal and who made them.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub tasks: Vec<Task>,
+    pub meta: PlanMeta,
+}
+
 pub trait Planner: Send + Sync {
     /// The tasks for `goal`, with dependencies, read and write sets (versions are read when
     /// each task is released), and inputs.
-    fn plan(&self, goal: &Goal, agent: &AgentContext) -> Result<Vec<Task>, PlanError>;
+    fn plan<'a>(
+        &'a self,
+        goal: &'a Goal,
+        agent: &'a AgentContext,
+    ) -> BoxFuture<'a, Result<Plan, PlanError>>;
 }
 
 /// Rule/template decomposition by goal kind:
@@ -49,17 +83,17 @@ pub trait Planner: Send + Sync {
 #[derive(Debug, Default, Clone)]
 pub struct TemplatePlanner;
 
-fn key(raw: String) -> Result<StateKey, PlanError> {
+pub(crate) fn key(raw: String) -> Result<StateKey, PlanError> {
     StateKey::parse(raw).map_err(|e| PlanError::InvalidPlan(e.to_string()))
 }
 
-struct Builder<'a> {
-    goal: &'a Goal,
-    tasks: Vec<Task>,
+pub(crate) struct Builder<'a> {
+    pub goal: &'a Goal,
+    pub tasks: Vec<Task>,
 }
 
 impl Builder<'_> {
-    fn add(
+    pub(crate) fn add(
         &mut self,
         kind: TaskKind,
         inputs: Value,
@@ -91,26 +125,42 @@ impl Builder<'_> {
 }
 
 impl Planner for TemplatePlanner {
-    fn plan(&self, goal: &Goal, agent: &AgentContext) -> Result<Vec<Task>, PlanError> {
-        let constraints: Constraints =
-            serde_json::from_value(Value::Object(goal.constraints.clone()))
-                .map_err(|e| PlanError::InvalidGoal(e.to_string()))?;
-        constraints
-            .validate(&goal.kind)
-            .map_err(PlanError::InvalidGoal)?;
+    fn plan<'a>(
+        &'a self,
+        goal: &'a Goal,
+        agent: &'a AgentContext,
+    ) -> BoxFuture<'a, Result<Plan, PlanError>> {
+        Box::pin(async move {
+            Ok(Plan {
+                tasks: self.tasks(goal, agent)?,
+                meta: PlanMeta {
+                    planner: "template".into(),
+                    ..PlanMeta::default()
+                },
+            })
+        })
+    }
+}
+
+/// The goal's constraints, checked against its kind.
+pub fn constraints(goal: &Goal) -> Result<Constraints, PlanError> {
+    let constraints: Constraints = serde_json::from_value(Value::Object(goal.constraints.clone()))
+        .map_err(|e| PlanError::InvalidGoal(e.to_string()))?;
+    constraints
+        .validate(&goal.kind)
+        .map_err(PlanError::InvalidGoal)?;
+    Ok(constraints)
+}
+
+impl TemplatePlanner {
+    /// The template plan of `goal`.
+    pub fn tasks(&self, goal: &Goal, agent: &AgentContext) -> Result<Vec<Task>, PlanError> {
+        let constraints = constraints(goal)?;
         let mut b = Builder {
             goal,
             tasks: Vec::new(),
         };
-        let quality = constraints.simulated_quality;
-        let draft_inputs = |platform: &str| {
-            let mut inputs =
-                json!({"brief": goal.body, "platform": platform, "persona": persona(agent)});
-            if let Some(q) = quality {
-                inputs["quality"] = json!(q);
-            }
-            inputs
-        };
+        let draft_inputs = |platform: &str| json!({"brief": goal.body, "platform": platform, "persona": persona(agent)});
         match goal.kind.as_str() {
             "campaign" => {
                 let platforms = if constraints.platforms.is_empty() {
@@ -188,7 +238,7 @@ impl Planner for TemplatePlanner {
 }
 
 /// The persona as the drafting tool takes it: a name and a voice.
-fn persona(agent: &AgentContext) -> Value {
+pub(crate) fn persona(agent: &AgentContext) -> Value {
     let voice = agent
         .persona
         .get("voice")
@@ -283,7 +333,7 @@ mod tests {
     #[test]
     fn a_campaign_researches_then_drafts_renders_and_proposes_a_post_per_platform() {
         let tasks = TemplatePlanner
-            .plan(
+            .tasks(
                 &goal("campaign", json!({"platforms": ["x", "instagram"]})),
                 &agent(),
             )
@@ -317,11 +367,11 @@ mod tests {
     #[test]
     fn other_kinds_and_bad_goals() {
         let reply = TemplatePlanner
-            .plan(&goal("reply", json!({"in_reply_to": "post-1"})), &agent())
+            .tasks(&goal("reply", json!({"in_reply_to": "post-1"})), &agent())
             .unwrap();
         assert_eq!(reply[0].kind, TaskKind::Reply);
         let pay = TemplatePlanner
-            .plan(
+            .tasks(
                 &goal(
                     "paid_action",
                     json!({"pay_to": "studio", "amount_cents": 500}),
@@ -331,12 +381,12 @@ mod tests {
             .unwrap();
         assert_eq!(pay[0].inputs["amount_cents"], 500);
         assert!(matches!(
-            TemplatePlanner.plan(&goal("party", json!({})), &agent()),
+            TemplatePlanner.tasks(&goal("party", json!({})), &agent()),
             Err(PlanError::InvalidGoal(_))
         ));
         assert!(
             TemplatePlanner
-                .plan(&goal("reply", json!({})), &agent())
+                .tasks(&goal("reply", json!({})), &agent())
                 .is_err()
         );
     }
@@ -344,13 +394,13 @@ mod tests {
     #[test]
     fn plans_with_effects_or_dangling_dependencies_are_refused() {
         let mut tasks = TemplatePlanner
-            .plan(&goal("campaign", json!({})), &agent())
+            .tasks(&goal("campaign", json!({})), &agent())
             .unwrap();
         let later = tasks[1].id;
         tasks[0].depends_on.push(later);
         assert!(validate(&tasks).is_err(), "a dependency on a later task");
         let mut tasks = TemplatePlanner
-            .plan(&goal("campaign", json!({})), &agent())
+            .tasks(&goal("campaign", json!({})), &agent())
             .unwrap();
         tasks[0].kind = TaskKind::Execute;
         assert!(validate(&tasks).is_err());

@@ -2,7 +2,9 @@
 //!
 //! Generation kinds (research, draft, render_media, and the proposals of publish, reply and
 //! transact) make artifacts and never perform an external effect: a publish task proposes a
-//! post, a transact task proposes a transfer. Effects run only in `execute` tasks, which carry
+//! post, a transact task proposes a transfer. Text is drafted by the language model when one is
+//! configured ([`crate::draft`]), by the MCP `content.draft` tool otherwise; the judge's
+//! feedback reaches either as an instruction and is never part of the text. Effects run only in `execute` tasks, which carry
 //! the approval that released them; the approval id is the effect's idempotency key, so a
 //! redelivered execute task cannot publish or pay twice.
 
@@ -10,7 +12,10 @@ use std::collections::BTreeSet;
 
 use chimera_core::domain::{Confidence, DisclosureLevel, RiskTag, Task, TaskKind};
 use chimera_core::effect::{EffectAction, tools};
+use chimera_llm::mind::{Mind, MindError};
 use chimera_mcp::{McpClient, ToolError, ToolOutput, allowed_tools};
+
+use crate::draft;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -51,6 +56,8 @@ pub enum ExecError {
     InvalidInputs(String),
     #[error(transparent)]
     Tool(#[from] ToolError),
+    #[error(transparent)]
+    Model(#[from] MindError),
 }
 
 impl ExecError {
@@ -58,6 +65,7 @@ impl ExecError {
         match self {
             Self::InvalidInputs(_) => false,
             Self::Tool(err) => err.is_retryable(),
+            Self::Model(err) => err.is_retryable(),
         }
     }
 }
@@ -80,6 +88,7 @@ fn tags<'a>(topics: impl IntoIterator<Item = &'a str>) -> BTreeSet<RiskTag> {
 
 struct Runner<'a> {
     mcp: &'a McpClient,
+    mind: Option<&'a Mind>,
     allowed: &'static [&'static str],
 }
 
@@ -139,9 +148,6 @@ struct DraftInputs {
     brief: String,
     platform: String,
     persona: Value,
-    /// A simulated quality the drafting tool reports (tests and demos engineer scores with it).
-    #[serde(default)]
-    quality: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -187,8 +193,6 @@ struct PostInputs {
     disclosure_level: Option<DisclosureLevel>,
     #[serde(default)]
     confidence: Option<f64>,
-    #[serde(default)]
-    quality: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -211,10 +215,11 @@ struct ExecuteInputs {
     disclosure_level: Option<DisclosureLevel>,
 }
 
-/// Runs `task` through the MCP tools its kind allows.
-pub async fn run(mcp: &McpClient, task: &Task) -> Result<Outcome, ExecError> {
+/// Runs `task` through the MCP tools its kind allows, drafting with `mind` when given.
+pub async fn run(mcp: &McpClient, mind: Option<&Mind>, task: &Task) -> Result<Outcome, ExecError> {
     let runner = Runner {
         mcp,
+        mind,
         allowed: allowed_tools(task.kind),
     };
     match task.kind {
@@ -256,8 +261,7 @@ const SENSITIVE: &[&str] = &["politics", "health", "finance", "crypto"];
 
 async fn draft(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
     let i: DraftInputs = inputs(task)?;
-    let (text, draft, call) =
-        draft_text(runner, task, &i.brief, &i.platform, i.persona, i.quality).await?;
+    let (text, draft, call) = draft_text(runner, task, &i.brief, &i.platform, i.persona).await?;
     Ok(Outcome {
         confidence: confidence(draft.quality)?,
         risk_tags: tags(draft.topics.iter().map(String::as_str)),
@@ -277,14 +281,27 @@ async fn draft_text(
     brief: &str,
     platform: &str,
     persona: Value,
-    quality: Option<f64>,
 ) -> Result<(String, Draft, Call), ExecError> {
-    let mut arguments = json!({"persona": persona, "brief": brief, "platform": platform});
-    if let Some(feedback) = &task.feedback {
-        arguments["feedback"] = json!(feedback);
+    if let Some(mind) = runner.mind
+        && let Some(drafted) = draft::with_model(mind, task, brief, platform, &persona).await?
+    {
+        let call = Call {
+            tool: "llm.chat".into(),
+            server: "model".into(),
+            server_version: drafted.model.clone(),
+            arguments: drafted.provenance.clone(),
+            platform: Some(platform.to_owned()),
+        };
+        let draft = Draft {
+            topics: drafted.topics,
+            quality: drafted.confidence,
+            text: drafted.text.clone(),
+        };
+        return Ok((drafted.text, draft, call));
     }
-    if let Some(quality) = quality {
-        arguments["quality"] = json!(quality);
+    let mut arguments = json!({"persona": persona, "brief": brief, "platform": platform});
+    if let Some(feedback) = task.feedback.as_deref().and_then(draft::instruction) {
+        arguments["feedback"] = json!(feedback);
     }
     let (output, arguments) = runner.call(tools::CONTENT_DRAFT, arguments).await?;
     let draft: Draft = output.parse()?;
@@ -352,7 +369,7 @@ async fn propose_post(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecE
                 .persona
                 .ok_or_else(|| ExecError::InvalidInputs("drafting needs a persona".into()))?;
             let (text, draft, call) =
-                draft_text(runner, task, &brief, &i.platform, persona, i.quality).await?;
+                draft_text(runner, task, &brief, &i.platform, persona).await?;
             (text, Some(draft.quality), draft.topics, Some(call))
         }
         _ => {

@@ -24,6 +24,7 @@
 //! A failure before step 5 releases the claim so a retry need not wait for it to expire;
 //! nothing is referenced that was not stored first.
 
+pub mod draft;
 pub mod execute;
 
 use std::time::{Duration, SystemTime};
@@ -40,6 +41,7 @@ use chimera_aws::visibility::Lease;
 use chimera_core::domain::{CommitHash, GoalId, ResultId, Task, TaskResult, derived_uuid};
 use chimera_core::envelope::TaskMessage;
 use chimera_core::names::{Queue, ResourceNames};
+use chimera_llm::mind::{Mind, MindError};
 use chimera_mcp::{McpClient, McpConfig};
 use chimera_store::PgPool;
 use chimera_store::dag::{self, Admission};
@@ -68,6 +70,8 @@ pub struct Worker {
     pool: PgPool,
     mcp: McpClient,
     relay: Relay,
+    /// The language model that drafts, when one is configured.
+    mind: Option<std::sync::Arc<Mind>>,
 }
 
 impl Worker {
@@ -81,7 +85,14 @@ impl Worker {
         let database_url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&database_url, CONCURRENCY as u32)?;
         let mcp = McpClient::new(McpConfig::from_env()?);
-        Ok(Self::new(clients, pool, mcp, names))
+        let mind = chimera_aws::mind::from_env(&pool).await?;
+        Ok(Self::new(clients, pool, mcp, names).with_mind(mind))
+    }
+
+    /// Drafts with `mind` (the MCP drafting tool when `None`).
+    pub fn with_mind(mut self, mind: Option<std::sync::Arc<Mind>>) -> Self {
+        self.mind = mind;
+        self
     }
 
     pub fn new(clients: Clients, pool: PgPool, mcp: McpClient, names: ResourceNames) -> Self {
@@ -93,6 +104,7 @@ impl Worker {
             relay: Relay::new(pool.clone(), Queues::new(clients, names)),
             pool,
             mcp,
+            mind: None,
         }
     }
 
@@ -194,7 +206,10 @@ impl Worker {
                 if let Err(release) = self.idempotency.release(&key, &token).await {
                     tracing::warn!(error = %release, key, "could not release the claim; it expires on its own");
                 }
-                Err(err)
+                match refusal(&err) {
+                    Some(reason) => self.refuse(&task, &reason).await.map(Some),
+                    None => Err(err),
+                }
             }
         }
     }
@@ -220,15 +235,35 @@ impl Worker {
         })
     }
 
+    /// Fails the task attempt for a reason no retry changes, visibly (audited, the goal
+    /// settled); the message is done.
+    async fn refuse(&self, task: &Task, reason: &str) -> Result<GoalId, MessageError> {
+        let failed = dag::refuse_attempt(&self.pool, task, reason)
+            .await
+            .map_err(MessageError::dependency)?;
+        if failed {
+            tracing::warn!(task_id = %task.id.0, reason, "task failed: surfaced to humans");
+            chimera_store::judging::settle_goal(&self.pool, task.goal_id)
+                .await
+                .map_err(MessageError::dependency)?;
+        }
+        Ok(task.goal_id)
+    }
+
     /// Runs the task, stores its artifacts and provenance, and returns the review message.
     async fn produce(&self, task: &Task) -> Result<String, MessageError> {
-        let outcome = execute::run(&self.mcp, task).await.map_err(|err| {
-            if err.is_retryable() {
-                MessageError::Retryable(err.into())
-            } else {
-                MessageError::Permanent(err.into())
-            }
-        })?;
+        let outcome = execute::run(&self.mcp, self.mind.as_deref(), task)
+            .await
+            .map_err(|err| {
+                if let execute::ExecError::Model(MindError::OverBudget { .. }) = &err {
+                    return MessageError::Permanent(anyhow::Error::new(Refusal(err.to_string())));
+                }
+                if err.is_retryable() {
+                    MessageError::Retryable(err.into())
+                } else {
+                    MessageError::Permanent(err.into())
+                }
+            })?;
         let result_id = result_id(task);
         let mut refs = Vec::with_capacity(outcome.artifacts.len());
         let mut assets = Vec::with_capacity(outcome.artifacts.len());
@@ -322,6 +357,19 @@ impl QueueHandler for Worker {
         deadline: SystemTime,
     ) -> BoxFuture<'a, SqsBatchResponse> {
         Box::pin(self.handle_batch(event, deadline))
+    }
+}
+
+/// A task that cannot run for a reason no retry changes (its budget cannot pay for a model
+/// call): the task fails, surfaced to humans, instead of the message being dead-lettered.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refusal(String);
+
+fn refusal(err: &MessageError) -> Option<String> {
+    match err {
+        MessageError::Permanent(err) => err.downcast_ref::<Refusal>().map(|r| r.0.clone()),
+        MessageError::Retryable(_) => None,
     }
 }
 

@@ -1,0 +1,265 @@
+//! Tokens are money: a model behind a price table and a budget meter.
+//!
+//! [`Mind::call`] prices the call's worst case (the prompt's tokens, estimated from its length,
+//! plus `max_tokens` of answer) and refuses it, before anything is sent, when the agent's
+//! balance cannot cover it. After the answer it charges what the call cost, in whole cents
+//! rounded up, under the caller's idempotency key: a redelivered task that calls again under
+//! the same key is charged once. A call that fails is not charged.
+//!
+//! The meter is a port ([`Meter`]); the store implements it on the budget ledger.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::{ChatRequest, ChatResponse, LanguageModel, LlmError, Usage};
+
+/// A model's price, in cents per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_cents_per_mtok: f64,
+    pub output_cents_per_mtok: f64,
+}
+
+/// Prices by model id.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Prices(pub BTreeMap<String, Price>);
+
+impl Prices {
+    /// `CHIMERA_LLM_PRICES`: a JSON object of model id -> price; the local model's price
+    /// (what a hosted model of its size costs) when unset.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("CHIMERA_LLM_PRICES")
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(Self::local()),
+            Some(json) => {
+                let prices: Self = serde_json::from_str(&json)
+                    .map_err(|e| format!("CHIMERA_LLM_PRICES is not a price table: {e}"))?;
+                prices.check()?;
+                Ok(prices)
+            }
+        }
+    }
+
+    /// The local stack's model.
+    pub fn local() -> Self {
+        Self(BTreeMap::from([(
+            "smollm2-135m-instruct".to_owned(),
+            Price {
+                input_cents_per_mtok: 10.0,
+                output_cents_per_mtok: 20.0,
+            },
+        )]))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (model, p) in &self.0 {
+            let ok = |v: f64| v.is_finite() && v >= 0.0;
+            if !ok(p.input_cents_per_mtok) || !ok(p.output_cents_per_mtok) {
+                return Err(format!(
+                    "the price of {model} must be finite and not negative"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, model: &str) -> Option<Price> {
+        self.0.get(model).copied()
+    }
+}
+
+impl Price {
+    /// What `usage` costs, in whole cents, rounded up.
+    pub fn cents(&self, usage: Usage) -> i64 {
+        let micro = f64::from(usage.input_tokens) * self.input_cents_per_mtok
+            + f64::from(usage.output_tokens) * self.output_cents_per_mtok;
+        (micro / 1_000_000.0).ceil() as i64
+    }
+}
+
+/// The most `request` can use: the prompt's tokens (about one per three characters, plus a
+/// few per message) and all of `max_tokens`.
+pub fn worst_case(request: &ChatRequest) -> Usage {
+    let prompt: usize = request
+        .messages
+        .iter()
+        .map(|m| m.content.len() / 3 + 8)
+        .sum();
+    let schema = request
+        .output
+        .as_ref()
+        .map_or(0, |o| o.schema.to_string().len() / 3);
+    Usage {
+        input_tokens: u32::try_from(prompt + schema).unwrap_or(u32::MAX),
+        output_tokens: request.max_tokens,
+    }
+}
+
+/// Whom a call is charged to, and under which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub agent_id: uuid::Uuid,
+    /// The task the call works for, if any.
+    pub task_id: Option<uuid::Uuid>,
+    /// Unique per call: derived from the task attempt and the call's purpose, so a redelivered
+    /// task is not charged twice.
+    pub key: String,
+    pub memo: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeterError {
+    #[error("the agent has no budget")]
+    NoBudget,
+    #[error("the budget ledger is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The budget ledger, as the mind needs it.
+pub trait Meter: Send + Sync {
+    /// The agent's balance in cents.
+    fn balance(&self, agent: uuid::Uuid) -> BoxFuture<'_, Result<i64, MeterError>>;
+
+    /// Charges `cents` (> 0) for a model call, once per `charge.key`; returns whether this
+    /// call charged (false: charged before under the key).
+    fn charge<'a>(
+        &'a self,
+        charge: &'a Charge,
+        cents: i64,
+    ) -> BoxFuture<'a, Result<bool, MeterError>>;
+}
+
+/// Why a metered call gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum MindError {
+    /// Refused before it was sent: the budget cannot cover the call's worst case.
+    #[error("model call refused: it may cost {needed} cents and the budget has {balance} left")]
+    OverBudget { needed: i64, balance: i64 },
+    #[error(transparent)]
+    Meter(#[from] MeterError),
+    #[error(transparent)]
+    Model(#[from] LlmError),
+}
+
+impl MindError {
+    /// Whether the same call can succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::OverBudget { .. } | Self::Meter(MeterError::NoBudget) => false,
+            Self::Meter(MeterError::Unavailable(_)) => true,
+            Self::Model(err) => err.is_retryable(),
+        }
+    }
+}
+
+/// A model with its price and the meter that charges its calls.
+pub struct Mind {
+    model: Arc<dyn LanguageModel>,
+    price: Price,
+    meter: Arc<dyn Meter>,
+}
+
+/// A metered answer: the model's, and the cents it cost.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub response: ChatResponse,
+    pub cents: i64,
+}
+
+impl Mind {
+    /// Refuses a model without a price: every call must be chargeable.
+    pub fn new(
+        model: Arc<dyn LanguageModel>,
+        prices: &Prices,
+        meter: Arc<dyn Meter>,
+    ) -> Result<Self, String> {
+        let price = prices.get(model.model_id()).ok_or_else(|| {
+            format!(
+                "no price for model {} (set CHIMERA_LLM_PRICES)",
+                model.model_id()
+            )
+        })?;
+        Ok(Self {
+            model,
+            price,
+            meter,
+        })
+    }
+
+    pub fn model_id(&self) -> &str {
+        self.model.model_id()
+    }
+
+    /// One call, authorized against the budget first and charged after.
+    pub async fn call(&self, charge: &Charge, request: &ChatRequest) -> Result<Answer, MindError> {
+        let needed = self.price.cents(worst_case(request));
+        if needed > 0 {
+            let balance = self.meter.balance(charge.agent_id).await?;
+            if balance < needed {
+                return Err(MindError::OverBudget { needed, balance });
+            }
+        }
+        let response = self.model.chat(request).await?;
+        let cents = self.price.cents(response.usage);
+        if cents > 0 {
+            self.meter.charge(charge, cents).await?;
+        }
+        tracing::info!(model = %response.model, key = %charge.key, input_tokens = response.usage.input_tokens,
+                       output_tokens = response.usage.output_tokens, cents,
+                       latency_ms = response.latency.as_millis() as u64, "model call");
+        Ok(Answer { response, cents })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    #[test]
+    fn calls_are_priced_in_whole_cents_rounded_up() {
+        let price = Price {
+            input_cents_per_mtok: 300.0,
+            output_cents_per_mtok: 1500.0,
+        };
+        let usage = |i, o| Usage {
+            input_tokens: i,
+            output_tokens: o,
+        };
+        assert_eq!(price.cents(usage(0, 0)), 0);
+        assert_eq!(price.cents(usage(100, 10)), 1);
+        assert_eq!(price.cents(usage(1_000_000, 0)), 300);
+        assert_eq!(price.cents(usage(1_000_000, 1_000_000)), 1800);
+        let request = ChatRequest {
+            messages: vec![Message::user("x".repeat(300))],
+            output: None,
+            max_tokens: 50,
+            temperature: 0.0,
+            seed: None,
+        };
+        assert_eq!(worst_case(&request), usage(108, 50));
+    }
+
+    #[test]
+    fn price_tables_come_from_configuration_and_are_checked() {
+        let table: Prices = serde_json::from_str(
+            r#"{"m": {"input_cents_per_mtok": 1, "output_cents_per_mtok": 2}}"#,
+        )
+        .unwrap();
+        assert!(table.check().is_ok());
+        assert!(table.get("m").is_some() && table.get("n").is_none());
+        let negative: Prices = serde_json::from_str(
+            r#"{"m": {"input_cents_per_mtok": -1, "output_cents_per_mtok": 2}}"#,
+        )
+        .unwrap();
+        assert!(negative.check().is_err());
+        assert!(Prices::local().get("smollm2-135m-instruct").is_some());
+    }
+}

@@ -1,0 +1,33 @@
+//! Which model the functions use: configuration, not code.
+//!
+//! `CHIMERA_LLM` = `openai` (any OpenAI-compatible endpoint: [`crate::openai::OpenAiConfig::from_env`]),
+//! `bedrock` (Amazon Bedrock Converse: [`crate::bedrock::BedrockConfig::from_env`]) or `none`
+//! (the default): no model; the planner uses templates, the MCP drafting tool writes, and the
+//! judge runs its deterministic checks only.
+
+use std::sync::Arc;
+
+use crate::LanguageModel;
+use crate::bedrock::{Bedrock, BedrockConfig};
+use crate::openai::{OpenAiCompatible, OpenAiConfig};
+
+/// The configured model, or `None` for `CHIMERA_LLM=none` (or unset).
+pub async fn from_env() -> Result<Option<Arc<dyn LanguageModel>>, String> {
+    let choice = std::env::var("CHIMERA_LLM").unwrap_or_default();
+    match choice.trim() {
+        "" | "none" => Ok(None),
+        "openai" => Ok(Some(Arc::new(OpenAiCompatible::new(
+            OpenAiConfig::from_env()?,
+        )))),
+        "bedrock" => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            Ok(Some(Arc::new(Bedrock::new(
+                &sdk,
+                BedrockConfig::from_env()?,
+            ))))
+        }
+        other => Err(format!(
+            "CHIMERA_LLM={other:?} is not a provider (openai, bedrock or none)"
+        )),
+    }
+}
