@@ -11,8 +11,13 @@ use chimera_store::records;
 use chimera_tests::swarm::{Swarm, SwarmOptions};
 use serde_json::{Value, json};
 
-/// A reply task, queued as the planner leaves it, and a result for it proposing the reply.
-async fn reply_and_result(swarm: &Swarm, confidence: f64) -> (Task, TaskResult) {
+/// A reply task, queued as the planner leaves it, and a result for it proposing `text` as the
+/// reply, claimed at `confidence` with no risk tag.
+pub(crate) async fn reply_and_result(
+    swarm: &Swarm,
+    confidence: f64,
+    text: &str,
+) -> (Task, TaskResult) {
     let goal = Goal {
         id: GoalId::random(),
         tenant_id: swarm.tenant,
@@ -52,7 +57,7 @@ async fn reply_and_result(swarm: &Swarm, confidence: f64) -> (Task, TaskResult) 
         .unwrap();
     let store = ArtifactStore::new(swarm.clients.s3.clone(), swarm.names.artifact_bucket());
     let proposal = json!({"action": "social.reply",
-                          "arguments": {"platform": "x", "text": "Thank you!", "in_reply_to": "post-1"}});
+                          "arguments": {"platform": "x", "text": text, "in_reply_to": "post-1"}});
     let artifact = store
         .put(proposal.to_string().as_bytes(), "application/json")
         .await
@@ -78,7 +83,7 @@ async fn reply_and_result(swarm: &Swarm, confidence: f64) -> (Task, TaskResult) 
 }
 
 /// Hands `bodies` to the judge as one batch; returns the ids reported failed.
-async fn judge(swarm: &Swarm, bodies: &[String]) -> Vec<String> {
+pub(crate) async fn judge(swarm: &Swarm, bodies: &[String]) -> Vec<String> {
     let records: Vec<Value> = bodies
         .iter()
         .enumerate()
@@ -105,7 +110,7 @@ async fn count(swarm: &Swarm, sql: &'static str, task: TaskId) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_result_delivered_three_times_is_decided_once() {
     let swarm = Swarm::new(SwarmOptions::default()).await;
-    let (task, result) = reply_and_result(&swarm, 0.95).await;
+    let (task, result) = reply_and_result(&swarm, 0.95, "Thank you!").await;
     let body = chimera_core::envelope::encode(&chimera_core::envelope::ResultMessage::Inline {
         result: result.clone(),
     });
@@ -160,7 +165,7 @@ async fn a_result_delivered_three_times_is_decided_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_and_unknown_results_are_refused_and_change_nothing() {
     let swarm = Swarm::new(SwarmOptions::default()).await;
-    let (task, result) = reply_and_result(&swarm, 0.95).await;
+    let (task, result) = reply_and_result(&swarm, 0.95, "Thank you!").await;
     let encode = |r: &TaskResult| {
         chimera_core::envelope::encode(&chimera_core::envelope::ResultMessage::Inline {
             result: r.clone(),

@@ -3,102 +3,27 @@
 
 use std::time::Duration;
 
-use chimera_aws::artifacts::ArtifactStore;
-use chimera_aws::handler::QueueHandler;
 use chimera_core::content;
-use chimera_core::domain::{
-    CommitHash, DisclosureLevel, Goal, GoalId, ReadSet, ResultId, StateKey, StateVersion, Task,
-    TaskId, TaskKind, TaskResult, TaskStatus,
-};
-use chimera_llm::mind::{Charge, Mind, MindError, Prices};
-use chimera_llm::openai::{OpenAiCompatible, OpenAiConfig};
+use chimera_core::domain::{Goal, GoalId, TaskId, TaskResult};
+use chimera_llm::mind::{Charge, MindError};
+use chimera_llm::openai::OpenAiConfig;
 use chimera_llm::{ChatRequest, Message};
 use chimera_planner::llm::LlmPlanner;
 use chimera_planner::plan::{AgentContext, Planner, validate};
-use chimera_store::meter::LedgerMeter;
-use chimera_store::{budget, records};
-use chimera_tests::swarm::{Swarm, SwarmOptions, local_mind};
+use chimera_store::budget;
+use chimera_tests::swarm::{Swarm, SwarmOptions, local_mind, metered};
 use serde_json::{Value, json};
+
+use crate::judge::{judge, reply_and_result};
 
 const SETTLE: Duration = Duration::from_secs(240);
 
-/// A queued reply task and a result for it proposing `text`, claimed at 0.99 with no tag.
-async fn reply_claiming(swarm: &Swarm, text: &str) -> (Task, TaskResult) {
-    let goal = Goal {
-        id: GoalId::random(),
-        tenant_id: swarm.tenant,
-        agent_id: swarm.agents[0],
-        kind: "reply".into(),
-        body: "a reply".into(),
-        constraints: json!({"in_reply_to": "post-1"})
-            .as_object()
-            .cloned()
-            .unwrap(),
-    };
-    chimera_store::goals::submit(&swarm.db.pool, &goal, None)
-        .await
-        .unwrap();
-    sqlx::query("update goals set status = 'in_progress' where id = $1")
-        .bind(goal.id.0)
-        .execute(&swarm.db.pool)
-        .await
-        .unwrap();
-    let key = StateKey::parse("mentions:x").unwrap();
-    let task = Task {
-        id: TaskId::random(),
-        goal_id: goal.id,
-        tenant_id: swarm.tenant,
-        agent_id: swarm.agents[0],
-        kind: TaskKind::Reply,
-        attempt: 1,
-        inputs: Default::default(),
-        depends_on: vec![],
-        read_set: ReadSet::from([(key.clone(), StateVersion::INITIAL)]),
-        write_set: [key].into(),
-        feedback: None,
-        approval_id: None,
-    };
-    records::insert_task(&swarm.db.pool, &task, TaskStatus::Queued, 3)
-        .await
-        .unwrap();
-    let store = ArtifactStore::new(swarm.clients.s3.clone(), swarm.names.artifact_bucket());
-    let proposal = json!({"action": "social.reply",
-                          "arguments": {"platform": "x", "text": text, "in_reply_to": "post-1"}});
-    let artifact = store
-        .put(proposal.to_string().as_bytes(), "application/json")
-        .await
-        .unwrap();
-    let mut result = TaskResult {
-        id: ResultId::random(),
-        task_id: task.id,
-        goal_id: task.goal_id,
-        tenant_id: task.tenant_id,
-        agent_id: task.agent_id,
-        task_kind: task.kind,
-        attempt: 1,
-        artifacts: vec![artifact],
-        confidence_score: 0.99.try_into().unwrap(),
-        risk_tags: Default::default(),
-        disclosure_level: Some(DisclosureLevel::Automated),
-        read_set: task.read_set.clone(),
-        write_set: task.write_set.clone(),
-        commit_hash: CommitHash::parse("0".repeat(64)).unwrap(),
-    };
-    result.commit_hash = result.compute_commit_hash();
-    (task, result)
-}
-
-/// Hands one result to the judge.
-async fn judge(swarm: &Swarm, result: &TaskResult) {
+/// Hands one result to the judge; it must not fail the message.
+async fn judge_one(swarm: &Swarm, result: &TaskResult) {
     let body = chimera_core::envelope::encode(&chimera_core::envelope::ResultMessage::Inline {
         result: result.clone(),
     });
-    let event = serde_json::from_value(json!({"Records": [
-        {"messageId": "m0", "body": body, "attributes": {}, "messageAttributes": {}}]}))
-    .unwrap();
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(30);
-    let response = serde_json::to_value(swarm.judge().handle(&event, deadline).await).unwrap();
-    assert_eq!(response["batchItemFailures"], json!([]), "{response}");
+    assert_eq!(judge(swarm, &[body]).await, Vec::<String>::new());
 }
 
 async fn decision(swarm: &Swarm, task: TaskId) -> (String, String) {
@@ -116,15 +41,17 @@ async fn decision(swarm: &Swarm, task: TaskId) -> (String, String) {
 async fn the_judge_checks_what_the_worker_only_claims() {
     let swarm = Swarm::new(SwarmOptions::default()).await;
     // Too long for x, claimed 0.99: not approved, retried with the limit as feedback.
-    let (task, result) = reply_claiming(&swarm, &"Lovely day for a walk. ".repeat(14)).await;
-    judge(&swarm, &result).await;
+    let (task, result) =
+        reply_and_result(&swarm, 0.99, &"Lovely day for a walk. ".repeat(14)).await;
+    judge_one(&swarm, &result).await;
     let (action, why) = decision(&swarm, task.id).await;
     assert_eq!(action, "judge.retry", "{why}");
     assert!(why.contains("x allows 280"), "{why}");
 
     // A banned phrase of the policy.
-    let (task, result) = reply_claiming(&swarm, "Our shoes: guaranteed returns, every pair!").await;
-    judge(&swarm, &result).await;
+    let (task, result) =
+        reply_and_result(&swarm, 0.99, "Our shoes: guaranteed returns, every pair!").await;
+    judge_one(&swarm, &result).await;
     let (action, why) = decision(&swarm, task.id).await;
     assert_eq!(action, "judge.retry", "{why}");
     assert!(why.contains("banned phrases: guaranteed returns"), "{why}");
@@ -132,15 +59,15 @@ async fn the_judge_checks_what_the_worker_only_claims() {
     // Internal text never becomes content.
     let leaked =
         "Thanks! [revised: state moved while the item waited for review: mentions:x 0 -> 1]";
-    let (task, result) = reply_claiming(&swarm, leaked).await;
-    judge(&swarm, &result).await;
+    let (task, result) = reply_and_result(&swarm, 0.99, leaked).await;
+    judge_one(&swarm, &result).await;
     let (action, why) = decision(&swarm, task.id).await;
     assert_eq!(action, "judge.retry", "{why}");
     assert!(why.contains("leaks"), "{why}");
 
     // An election reply the worker tagged nothing: the judge's lexicon holds it.
-    let (task, result) = reply_claiming(&swarm, "Vote early in the city elections!").await;
-    judge(&swarm, &result).await;
+    let (task, result) = reply_and_result(&swarm, 0.99, "Vote early in the city elections!").await;
+    judge_one(&swarm, &result).await;
     let (tags, reasoning, status): (Vec<String>, String, String) = sqlx::query_as(
         "select risk_tags, judge_reasoning, status::text from reviews where task_id = $1",
     )
@@ -389,14 +316,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
     config.timeout = Duration::from_millis(300);
     config.retries = 1;
     config.backoff = Duration::from_millis(10);
-    let stalled = std::sync::Arc::new(
-        Mind::new(
-            std::sync::Arc::new(OpenAiCompatible::new(config)),
-            &Prices::local(),
-            std::sync::Arc::new(LedgerMeter::new(swarm.db.pool.clone())),
-        )
-        .unwrap(),
-    );
+    let stalled = metered(&swarm.db.pool, config);
     let goal = Goal {
         id: GoalId::random(),
         tenant_id: swarm.tenant,

@@ -51,10 +51,18 @@ pub struct SwarmOptions {
 /// The local stack's model (`CHIMERA_LLM_BASE_URL`), metered on `pool`'s budget ledger at the
 /// local price table.
 pub fn local_mind(pool: &sqlx::PgPool) -> Arc<Mind> {
-    let config = OpenAiConfig::new(
-        crate::stack_env("CHIMERA_LLM_BASE_URL"),
-        crate::stack_env("CHIMERA_LLM_MODEL"),
-    );
+    metered(
+        pool,
+        OpenAiConfig::new(
+            crate::stack_env("CHIMERA_LLM_BASE_URL"),
+            crate::stack_env("CHIMERA_LLM_MODEL"),
+        ),
+    )
+}
+
+/// The OpenAI-compatible model of `config`, metered on `pool`'s budget ledger at the local
+/// price table.
+pub fn metered(pool: &sqlx::PgPool, config: OpenAiConfig) -> Arc<Mind> {
     Arc::new(
         Mind::new(
             Arc::new(OpenAiCompatible::new(config)),

@@ -10,6 +10,9 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// The configuration they were made from (other clients are made from it too: the
+    /// language model's on Bedrock).
+    pub config: SdkConfig,
 }
 
 impl Clients {
@@ -34,6 +37,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             secrets: aws_sdk_secretsmanager::Client::new(config),
+            config: config.clone(),
         }
     }
 }

@@ -8,11 +8,12 @@ use chimera_llm::mind::{Mind, Prices};
 use chimera_store::PgPool;
 use chimera_store::meter::LedgerMeter;
 
+use crate::Clients;
+
 /// The metered model, or `None` with `CHIMERA_LLM=none` (or unset).
-pub async fn from_env(pool: &PgPool) -> anyhow::Result<Option<Arc<Mind>>> {
-    let Some(model) = chimera_llm::provider::from_env()
-        .await
-        .map_err(anyhow::Error::msg)?
+pub fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option<Arc<Mind>>> {
+    let Some(model) =
+        chimera_llm::provider::from_env(&clients.config).map_err(anyhow::Error::msg)?
     else {
         return Ok(None);
     };

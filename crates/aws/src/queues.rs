@@ -36,7 +36,8 @@ impl Queues {
         &self.names
     }
 
-    pub fn sqs(&self) -> &aws_sdk_sqs::Client {
+    /// The SQS client, for this crate's leases and receives: only the relay sends.
+    pub(crate) fn sqs(&self) -> &aws_sdk_sqs::Client {
         &self.clients.sqs
     }
 

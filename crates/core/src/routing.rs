@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::content::Lexicon;
 use crate::domain::{Confidence, DisclosureLevel, Invalid, RiskTag, TaskKind};
+use crate::effect::expected_action;
 
 /// How the worker's claimed confidence and the judge's own score make the score that routes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -207,7 +208,7 @@ pub fn route(policy: &Policy, a: &Assessment<'_>) -> Route {
         };
     }
 
-    if !proposes_effect(a.task_kind) {
+    if expected_action(a.task_kind).is_none() {
         return Route::AutoApprove;
     }
     let mut reasons = Vec::new();
@@ -230,12 +231,6 @@ pub fn route(policy: &Policy, a: &Assessment<'_>) -> Route {
     } else {
         Route::HumanReview { reasons }
     }
-}
-
-/// Whether results of `kind` propose an effect a human may have to approve (publish, reply,
-/// transfer); everything else is intermediate work.
-pub fn proposes_effect(kind: TaskKind) -> bool {
-    kind.is_publishing() || kind.is_financial()
 }
 
 #[cfg(test)]
@@ -461,7 +456,7 @@ mod tests {
             };
             let sensitive = risk_tags.iter().any(|t| policy.sensitive_topics.contains(t));
             match route(&policy, &a) {
-                Route::AutoApprove if !proposes_effect(kind) => {
+                Route::AutoApprove if expected_action(kind).is_none() => {
                     prop_assert!(confidence >= 0.70 && !failed);
                 }
                 Route::AutoApprove => {
@@ -470,7 +465,7 @@ mod tests {
                     prop_assert!(!kind.is_publishing() || disclosed);
                 }
                 Route::HumanReview { reasons } => {
-                    prop_assert!(proposes_effect(kind), "intermediate work is never held");
+                    prop_assert!(expected_action(kind).is_some(), "intermediate work is never held");
                     prop_assert!(!reasons.is_empty());
                     prop_assert!(confidence >= 0.70 && !failed);
                 }

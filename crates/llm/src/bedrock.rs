@@ -38,7 +38,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::openai::{backoff, parse_retry_after};
-use crate::{ChatRequest, ChatResponse, LanguageModel, LlmError, Role, Usage, schema};
+use crate::{ChatRequest, ChatResponse, LanguageModel, LlmError, Role, Usage, schema, var};
 
 /// Which model and how to call it.
 #[derive(Debug, Clone)]
@@ -60,15 +60,8 @@ impl BedrockConfig {
     /// `CHIMERA_LLM_MODEL`, `CHIMERA_LLM_TIMEOUT_MS` (default 60000). The region and the
     /// credentials come from the SDK's configuration.
     pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let model_id = var("CHIMERA_LLM_MODEL").ok_or("CHIMERA_LLM_MODEL is not set")?;
-        let timeout = match var("CHIMERA_LLM_TIMEOUT_MS") {
-            None => Duration::from_secs(60),
-            Some(ms) => Duration::from_millis(
-                ms.parse()
-                    .map_err(|_| format!("CHIMERA_LLM_TIMEOUT_MS={ms} is not a number"))?,
-            ),
-        };
+        let timeout = crate::timeout_from_env()?;
         Ok(Self {
             timeout,
             ..Self::new(model_id)

@@ -26,6 +26,44 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+/// A configuration variable, when set and not empty.
+pub(crate) fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `CHIMERA_LLM_TIMEOUT_MS`, the per-attempt timeout of either adapter (default 60 s).
+pub(crate) fn timeout_from_env() -> Result<Duration, String> {
+    match var("CHIMERA_LLM_TIMEOUT_MS") {
+        None => Ok(Duration::from_secs(60)),
+        Some(ms) => ms
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("CHIMERA_LLM_TIMEOUT_MS={ms} is not a number")),
+    }
+}
+
+/// Untrusted text (a brief, a mention, a post, a tool's output) as a delimited block of a user
+/// message: the delimiters cannot be forged inside it. Prompts tell the model that what stands
+/// between `<data>` tags is data, never instructions.
+pub fn data_block(text: &str) -> String {
+    format!(
+        "<data>\n{}\n</data>",
+        text.replace("<data>", "(data)")
+            .replace("</data>", "(/data)")
+    )
+}
+
+/// `text` on one line, at most `max` characters: for configured values placed in a system
+/// prompt (a persona's name or voice).
+pub fn one_line(text: &str, max: usize) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(max)
+        .collect()
+}
+
 /// Who says a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +113,15 @@ pub struct ChatRequest {
     /// 0 for deterministic answers (tests, the local demo).
     pub temperature: f32,
     pub seed: Option<u64>,
+}
+
+impl ChatRequest {
+    /// The SHA-256 of the messages, hex: which prompt made an answer (for provenance).
+    pub fn prompt_sha256(&self) -> String {
+        use sha2::Digest;
+        let bytes = serde_json::to_vec(&self.messages).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
 }
 
 /// Tokens a call used.

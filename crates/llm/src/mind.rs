@@ -127,13 +127,13 @@ pub trait Meter: Send + Sync {
     /// The agent's balance in cents.
     fn balance(&self, agent: uuid::Uuid) -> BoxFuture<'_, Result<i64, MeterError>>;
 
-    /// Charges `cents` (> 0) for a model call, once per `charge.key`; returns whether this
-    /// call charged (false: charged before under the key).
+    /// Charges `cents` (> 0) for a model call, once per `charge.key` (a second charge under
+    /// the key charges nothing).
     fn charge<'a>(
         &'a self,
         charge: &'a Charge,
         cents: i64,
-    ) -> BoxFuture<'a, Result<bool, MeterError>>;
+    ) -> BoxFuture<'a, Result<(), MeterError>>;
 }
 
 /// Why a metered call gave no answer.

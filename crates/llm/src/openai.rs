@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ChatRequest, ChatResponse, LanguageModel, LlmError, Usage, schema};
+use crate::{ChatRequest, ChatResponse, LanguageModel, LlmError, Usage, schema, var};
 
 /// Where and how to call.
 #[derive(Debug, Clone)]
@@ -36,16 +36,9 @@ impl OpenAiConfig {
     /// `CHIMERA_LLM_BASE_URL`, `CHIMERA_LLM_MODEL`, `CHIMERA_LLM_API_KEY` (optional),
     /// `CHIMERA_LLM_TIMEOUT_MS` (default 60000).
     pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let base_url = var("CHIMERA_LLM_BASE_URL").ok_or("CHIMERA_LLM_BASE_URL is not set")?;
         let model = var("CHIMERA_LLM_MODEL").ok_or("CHIMERA_LLM_MODEL is not set")?;
-        let timeout = match var("CHIMERA_LLM_TIMEOUT_MS") {
-            None => Duration::from_secs(60),
-            Some(ms) => Duration::from_millis(
-                ms.parse()
-                    .map_err(|_| format!("CHIMERA_LLM_TIMEOUT_MS={ms} is not a number"))?,
-            ),
-        };
+        let timeout = crate::timeout_from_env()?;
         Ok(Self {
             base_url,
             model,

@@ -11,21 +11,19 @@ use crate::LanguageModel;
 use crate::bedrock::{Bedrock, BedrockConfig};
 use crate::openai::{OpenAiCompatible, OpenAiConfig};
 
-/// The configured model, or `None` for `CHIMERA_LLM=none` (or unset).
-pub async fn from_env() -> Result<Option<Arc<dyn LanguageModel>>, String> {
+/// The configured model, or `None` for `CHIMERA_LLM=none` (or unset). Bedrock's client is
+/// made from `sdk`, the configuration the process already loaded.
+pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Option<Arc<dyn LanguageModel>>, String> {
     let choice = std::env::var("CHIMERA_LLM").unwrap_or_default();
     match choice.trim() {
         "" | "none" => Ok(None),
         "openai" => Ok(Some(Arc::new(OpenAiCompatible::new(
             OpenAiConfig::from_env()?,
         )))),
-        "bedrock" => {
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            Ok(Some(Arc::new(Bedrock::new(
-                &sdk,
-                BedrockConfig::from_env()?,
-            ))))
-        }
+        "bedrock" => Ok(Some(Arc::new(Bedrock::new(
+            sdk,
+            BedrockConfig::from_env()?,
+        )))),
         other => Err(format!(
             "CHIMERA_LLM={other:?} is not a provider (openai, bedrock or none)"
         )),

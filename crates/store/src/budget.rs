@@ -112,8 +112,7 @@ pub async fn spend<'e>(
     }
 }
 
-/// Charges a model call's `cents` (> 0) once per `key`, as inference; returns whether this
-/// call charged. The call was authorized against its worst case before it was sent; if
+/// Charges a model call's `cents` (> 0) once per `key`, as inference. The call was authorized against its worst case before it was sent; if
 /// concurrent calls spent the rest meanwhile, what is left is charged (the balance never goes
 /// below zero) and the shortfall logged.
 pub async fn charge_inference(
@@ -123,7 +122,7 @@ pub async fn charge_inference(
     cents: i64,
     task: Option<TaskId>,
     memo: &str,
-) -> Result<bool, BudgetError> {
+) -> Result<(), BudgetError> {
     if cents <= 0 {
         return Err(BudgetError::InvalidAmount(cents));
     }
@@ -142,7 +141,7 @@ pub async fn charge_inference(
         tracing::warn!(agent_id = %agent.0, key, cents, balance, "model call cost more than the budget had left");
     }
     if charged == 0 {
-        return Ok(false);
+        return Ok(());
     }
     let inserted = sqlx::query!(
         "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, task_id, memo)
@@ -159,7 +158,7 @@ pub async fn charge_inference(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Ok(false);
+        return Ok(());
     }
     sqlx::query!(
         "update budgets set balance_cents = balance_cents - $2, updated_at = now() where agent_id = $1",
@@ -169,7 +168,7 @@ pub async fn charge_inference(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(())
 }
 
 /// The current balance, if the agent has a budget.

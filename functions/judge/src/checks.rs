@@ -36,9 +36,8 @@ pub struct Findings {
     pub proposal: Option<Proposal>,
     /// The amount of a financial proposal.
     pub amount_cents: Option<i64>,
-    /// The text the result says (a draft's, a post's), and the platform it is for.
+    /// The text the result says (a draft's, a post's).
     pub text: Option<String>,
-    pub platform: Option<String>,
     /// Sensitive topics the judge found in the text itself (the policy's lexicon).
     pub topics: BTreeSet<String>,
     /// The content checks that ran and passed, in words, for the review card.
@@ -126,7 +125,6 @@ pub async fn inspect(
                 Ok(text) => {
                     let platform = task.inputs.get("platform").and_then(Value::as_str);
                     check_text(&task.policy, &text, platform, &mut findings);
-                    findings.platform = platform.map(str::to_owned);
                     findings.text = Some(text);
                 }
                 Err(_) => findings.failed.push("the draft is not UTF-8 text".into()),
@@ -178,10 +176,8 @@ pub async fn inspect(
             findings.failed.push("the post names no platform".into());
         }
         if let Some(post) = text("text") {
-            let platform = text("platform").map(str::to_owned);
-            check_text(&task.policy, post, platform.as_deref(), &mut findings);
+            check_text(&task.policy, post, text("platform"), &mut findings);
             findings.text = Some(post.to_owned());
-            findings.platform = platform;
         }
     }
     if result.task_kind.is_financial() {

@@ -44,7 +44,7 @@ use chimera_aws::visibility::Lease;
 use chimera_core::domain::{
     Confidence, GoalId, ReadSet, ReviewId, RiskTag, TaskKind, TaskResult, TaskStatus, derived_uuid,
 };
-use chimera_core::effect::{Origin, Proposal, execute_task};
+use chimera_core::effect::{Origin, Proposal, execute_task, expected_action};
 use chimera_core::envelope::ResultMessage;
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::{self, Assessment, Policy, ReviewReason, Route};
@@ -95,7 +95,7 @@ impl Judge {
         let names = ResourceNames::from_env()?;
         let url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
-        let mind = chimera_aws::mind::from_env(&pool).await?;
+        let mind = chimera_aws::mind::from_env(&clients, &pool)?;
         Ok(Self::new(clients, pool, names).with_mind(mind))
     }
 
@@ -288,7 +288,7 @@ impl Judge {
                 }
             }
         }
-        if routing::proposes_effect(result.task_kind) {
+        if expected_action(result.task_kind).is_some() {
             found.extend(
                 judging::inherited_risk_tags(&self.pool, result.task_id)
                     .await
@@ -603,7 +603,7 @@ fn list(items: &[&str]) -> String {
 }
 
 fn approval_reasoning(result: &TaskResult, policy: &Policy) -> String {
-    if !routing::proposes_effect(result.task_kind) {
+    if expected_action(result.task_kind).is_none() {
         return format!(
             "intermediate work, score {:.2} (at least {:.2}): committed under policy v{}; its topics travel to the effect it feeds",
             result.confidence_score.value(),

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use chimera_core::domain::{Goal, Task, TaskId, TaskKind};
 use chimera_core::goal::Constraints;
 use chimera_llm::mind::{Charge, Mind, MindError};
-use chimera_llm::{ChatRequest, LlmError, Message, OutputSchema, Role};
+use chimera_llm::{ChatRequest, LlmError, Message, OutputSchema, Role, data_block, one_line};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::plan::{
     AgentContext, Builder, MEDIA_FROM, Plan, PlanError, PlanMeta, Planner, TEXT_FROM,
@@ -83,9 +82,7 @@ impl LlmPlanner {
                 temperature: 0.0,
                 seed: Some(7),
             };
-            meta.prompt_sha256 = Some(hex::encode(Sha256::digest(
-                serde_json::to_vec(&request.messages).unwrap_or_default(),
-            )));
+            meta.prompt_sha256 = Some(request.prompt_sha256());
             let charge = Charge {
                 agent_id: goal.agent_id.0,
                 task_id: None,
@@ -185,13 +182,13 @@ fn schema(goal_kind: &str, platforms: &[String]) -> Value {
 fn prompt(goal: &Goal, agent: &AgentContext, platforms: &[String]) -> Vec<Message> {
     let persona = persona(agent);
     let field = |name: &str| {
-        persona
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .chars()
-            .take(120)
-            .collect::<String>()
+        one_line(
+            persona
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            120,
+        )
     };
     let rules = match goal.kind.as_str() {
         "campaign" => {
@@ -211,12 +208,10 @@ fn prompt(goal: &Goal, agent: &AgentContext, platforms: &[String]) -> Vec<Messag
             field("voice")
         )),
         Message::user(format!(
-            "Goal ({}) for platforms {}:\n<data>\n{}\n</data>",
+            "Goal ({}) for platforms {}:\n{}",
             goal.kind,
             platforms.join(", "),
-            goal.body
-                .replace("<data>", "(data)")
-                .replace("</data>", "(/data)")
+            data_block(&goal.body)
         )),
     ]
 }

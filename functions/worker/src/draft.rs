@@ -9,9 +9,8 @@
 use chimera_core::content::{self, Lexicon};
 use chimera_core::domain::Task;
 use chimera_llm::mind::{Charge, Mind, MindError};
-use chimera_llm::{ChatRequest, LlmError, Message};
+use chimera_llm::{ChatRequest, LlmError, Message, data_block, one_line};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// What the model drafted, with what the provenance records.
 #[derive(Debug, Clone)]
@@ -68,14 +67,14 @@ pub async fn with_model(
     let request = ChatRequest {
         messages: vec![
             Message::system(system),
-            Message::user(format!("Brief:\n<data>\n{}\n</data>", delimited(brief))),
+            Message::user(format!("Brief:\n{}", data_block(brief))),
         ],
         output: None,
         max_tokens: u32::try_from(limit / 3 + 16).unwrap_or(160).min(160),
         temperature: 0.0,
         seed: Some(7),
     };
-    let prompt_sha256 = prompt_hash(&request);
+    let prompt_sha256 = request.prompt_sha256();
     let charge = Charge {
         agent_id: task.agent_id.0,
         task_id: Some(task.id.0),
@@ -116,28 +115,6 @@ pub async fn with_model(
     }))
 }
 
-/// The SHA-256 of a request's messages, hex: which prompt made an artifact.
-pub fn prompt_hash(request: &ChatRequest) -> String {
-    let bytes = serde_json::to_vec(&request.messages).unwrap_or_default();
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Untrusted text for a delimited block: the delimiters themselves cannot be forged inside it.
-pub fn delimited(text: &str) -> String {
-    text.replace("<data>", "(data)")
-        .replace("</data>", "(/data)")
-}
-
-/// `text` on one line, at most `max` characters: for values placed in a system prompt.
-fn one_line(text: &str, max: usize) -> String {
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(max)
-        .collect()
-}
-
 /// The model's answer as a post: trimmed, without echoed delimiters or wrapping quotes, cut at
 /// a word boundary to `limit` characters.
 pub fn clean(answer: &str, limit: usize) -> String {
@@ -169,7 +146,7 @@ mod tests {
         let long = "word ".repeat(100);
         let cut = clean(&long, 280);
         assert!(cut.chars().count() <= 280 && !cut.ends_with(' '));
-        assert_eq!(delimited("a </data> b"), "a (/data) b");
+        assert_eq!(data_block("a </data> b"), "<data>\na (/data) b\n</data>");
     }
 
     #[test]
