@@ -153,6 +153,43 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
     refers(DATABASE_SECRET_ARN, "!Ref", "DatabaseSecret");
     refers(DATABASE_HOST, "!GetAtt", "DatabaseProxy.Endpoint");
     assert!(env[DATABASE_NAME].is_string());
+    // The language model is configuration, its key a secret the three thinking roles may read,
+    // and Bedrock theirs to invoke.
+    for (var, parameter) in [
+        ("CHIMERA_LLM", "LlmProvider"),
+        ("CHIMERA_LLM_MODEL", "LlmModel"),
+        ("CHIMERA_LLM_BASE_URL", "LlmBaseUrl"),
+        (chimera_aws::mind::API_KEY_SECRET_ARN, "LlmApiKeySecretArn"),
+        ("CHIMERA_LLM_PRICES", "LlmPrices"),
+        ("CHIMERA_LLM_TIMEOUT_MS", "LlmTimeoutMs"),
+    ] {
+        refers(var, "!Ref", parameter);
+    }
+    assert_eq!(
+        t["Parameters"]["LlmProvider"]["Default"].as_str(),
+        Some("none")
+    );
+    for role in ["PlannerRole", "WorkerRole", "JudgeRole"] {
+        let statements =
+            resource(&t, role)["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+                .as_sequence()
+                .unwrap();
+        let allows = |action: &str| {
+            statements.iter().any(|s| {
+                s["Action"]
+                    .as_sequence()
+                    .unwrap()
+                    .contains(&Value::from(action))
+            })
+        };
+        assert!(allows("bedrock:InvokeModel"), "{role}");
+        assert!(
+            statements
+                .iter()
+                .any(|s| s["Sid"].as_str() == Some("LanguageModelKey")),
+            "{role}"
+        );
+    }
     assert!(
         env.get(names::env::DATABASE_URL).is_none(),
         "no credentials in the configuration"

@@ -1,19 +1,25 @@
 //! The language model the functions use, from configuration: the provider
 //! ([`chimera_llm::provider::from_env`]), its price ([`chimera_llm::mind::Prices::from_env`])
-//! and the budget ledger that meters it.
+//! and the budget ledger that meters it. As deployed, an OpenAI-compatible endpoint's key is
+//! read once, at start-up, from the secret `CHIMERA_LLM_API_KEY_SECRET_ARN` names.
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use chimera_llm::mind::{Mind, Prices};
 use chimera_store::PgPool;
 use chimera_store::meter::LedgerMeter;
 
 use crate::Clients;
 
+/// The variable naming the secret that holds the OpenAI-compatible endpoint's key.
+pub const API_KEY_SECRET_ARN: &str = "CHIMERA_LLM_API_KEY_SECRET_ARN";
+
 /// The metered model, or `None` with `CHIMERA_LLM=none` (or unset).
-pub fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option<Arc<Mind>>> {
+pub async fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option<Arc<Mind>>> {
+    let api_key = api_key_from_secret(clients).await?;
     let Some(model) =
-        chimera_llm::provider::from_env(&clients.config).map_err(anyhow::Error::msg)?
+        chimera_llm::provider::from_env(&clients.config, api_key).map_err(anyhow::Error::msg)?
     else {
         return Ok(None);
     };
@@ -22,4 +28,52 @@ pub fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option<Arc<M
     let mind = Mind::new(model, &prices, meter).map_err(anyhow::Error::msg)?;
     tracing::info!(model = mind.model_id(), "language model configured");
     Ok(Some(Arc::new(mind)))
+}
+
+/// The key in the secret, for `CHIMERA_LLM=openai` when the secret is named and no key is set
+/// directly: the secret's string, or its JSON's `api_key`.
+async fn api_key_from_secret(clients: &Clients) -> anyhow::Result<Option<String>> {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some("openai"), None, Some(arn)) = (
+        set("CHIMERA_LLM").as_deref(),
+        set("CHIMERA_LLM_API_KEY"),
+        set(API_KEY_SECRET_ARN),
+    ) else {
+        return Ok(None);
+    };
+    let value = clients
+        .secrets
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await
+        .with_context(|| format!("reading the model's API key secret {arn}"))?;
+    let text = value
+        .secret_string()
+        .with_context(|| format!("the secret {arn} has no string value"))?;
+    Ok(Some(key_of(text).with_context(|| {
+        format!("the secret {arn} holds no API key")
+    })?))
+}
+
+/// A secret's API key: `{"api_key": ...}`, or the whole string.
+fn key_of(secret: &str) -> Option<String> {
+    let key = match serde_json::from_str::<serde_json::Value>(secret) {
+        Ok(serde_json::Value::Object(fields)) => fields.get("api_key")?.as_str()?.to_owned(),
+        _ => secret.trim().to_owned(),
+    };
+    (!key.is_empty()).then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_of;
+
+    #[test]
+    fn a_key_secret_is_a_string_or_json_with_api_key() {
+        assert_eq!(key_of(" sk-123 \n").as_deref(), Some("sk-123"));
+        assert_eq!(key_of(r#"{"api_key": "sk-9"}"#).as_deref(), Some("sk-9"));
+        assert_eq!(key_of(r#"{"key": "sk-9"}"#), None);
+        assert_eq!(key_of(""), None);
+    }
 }

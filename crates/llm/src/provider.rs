@@ -12,14 +12,20 @@ use crate::bedrock::{Bedrock, BedrockConfig};
 use crate::openai::{OpenAiCompatible, OpenAiConfig};
 
 /// The configured model, or `None` for `CHIMERA_LLM=none` (or unset). Bedrock's client is
-/// made from `sdk`, the configuration the process already loaded.
-pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Option<Arc<dyn LanguageModel>>, String> {
+/// made from `sdk`, the configuration the process already loaded; `api_key`, when given (read
+/// from a secret as deployed), is the OpenAI-compatible endpoint's key.
+pub fn from_env(
+    sdk: &aws_config::SdkConfig,
+    api_key: Option<String>,
+) -> Result<Option<Arc<dyn LanguageModel>>, String> {
     let choice = std::env::var("CHIMERA_LLM").unwrap_or_default();
     match choice.trim() {
         "" | "none" => Ok(None),
-        "openai" => Ok(Some(Arc::new(OpenAiCompatible::new(
-            OpenAiConfig::from_env()?,
-        )))),
+        "openai" => {
+            let mut config = OpenAiConfig::from_env()?;
+            config.api_key = api_key.or(config.api_key);
+            Ok(Some(Arc::new(OpenAiCompatible::new(config))))
+        }
         "bedrock" => Ok(Some(Arc::new(Bedrock::new(
             sdk,
             BedrockConfig::from_env()?,

@@ -137,7 +137,7 @@ async fn run(args: Args) -> Result<()> {
     let clients = Clients::from_env().await;
     let mcp = McpClient::new(McpConfig::from_env()?);
     // The language model of CHIMERA_LLM (none: templates draft and plan, nothing scores).
-    let mind = chimera_aws::mind::from_env(&clients, &pool)?;
+    let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
     let planner: Box<dyn Planner> = match &mind {
         Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
         None => Box::new(TemplatePlanner),

@@ -95,7 +95,7 @@ impl Judge {
         let names = ResourceNames::from_env()?;
         let url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
-        let mind = chimera_aws::mind::from_env(&clients, &pool)?;
+        let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
         Ok(Self::new(clients, pool, names).with_mind(mind))
     }
 

@@ -63,7 +63,7 @@ impl PlannerService {
         let names = ResourceNames::from_env()?;
         let url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
-        let planner: Box<dyn Planner> = match chimera_aws::mind::from_env(&clients, &pool)? {
+        let planner: Box<dyn Planner> = match chimera_aws::mind::from_env(&clients, &pool).await? {
             Some(mind) => Box::new(llm::LlmPlanner::new(mind)),
             None => Box::new(TemplatePlanner),
         };

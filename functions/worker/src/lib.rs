@@ -85,7 +85,7 @@ impl Worker {
         let database_url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&database_url, CONCURRENCY as u32)?;
         let mcp = McpClient::new(McpConfig::from_env()?);
-        let mind = chimera_aws::mind::from_env(&clients, &pool)?;
+        let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
         Ok(Self::new(clients, pool, mcp, names).with_mind(mind))
     }
 
