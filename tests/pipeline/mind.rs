@@ -1,17 +1,18 @@
 //! The mind: the judge's own checks whatever the worker claims, intermediate work never held,
 //! and the local model planning, drafting and judging, every call charged once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chimera_core::content;
 use chimera_core::domain::{Goal, GoalId, TaskId, TaskResult};
 use chimera_llm::mind::{Charge, MindError};
-use chimera_llm::openai::OpenAiConfig;
+use chimera_llm::openai::{OpenAiCompatible, OpenAiConfig};
 use chimera_llm::{ChatRequest, Message};
 use chimera_planner::llm::LlmPlanner;
 use chimera_planner::plan::{AgentContext, Planner, validate};
 use chimera_store::budget;
-use chimera_tests::swarm::{Swarm, SwarmOptions, local_mind, metered};
+use chimera_tests::swarm::{Swarm, SwarmOptions, local_mind, local_model, metered};
 use serde_json::{Value, json};
 
 use crate::judge::{judge, reply_and_result};
@@ -130,7 +131,7 @@ async fn research_on_a_sensitive_topic_is_not_held_its_publish_proposal_is() {
 async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once() {
     let mut swarm = Swarm::new(SwarmOptions {
         agents: 2,
-        model: true,
+        model: Some(local_model()),
         ..SwarmOptions::default()
     })
     .await;
@@ -316,7 +317,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
     config.timeout = Duration::from_millis(300);
     config.retries = 1;
     config.backoff = Duration::from_millis(10);
-    let stalled = metered(&swarm.db.pool, config);
+    let stalled = metered(&swarm.db.pool, Arc::new(OpenAiCompatible::new(config)));
     let goal = Goal {
         id: GoalId::random(),
         tenant_id: swarm.tenant,

@@ -15,6 +15,7 @@ use chimera_core::domain::{AgentId, GoalId, TenantId};
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::Policy;
 use chimera_judge::Judge;
+use chimera_llm::LanguageModel;
 use chimera_llm::mind::{Mind, Prices};
 use chimera_llm::openai::{OpenAiCompatible, OpenAiConfig};
 use chimera_mcp::McpClient;
@@ -43,29 +44,29 @@ pub struct SwarmOptions {
     pub policy: Policy,
     /// How often the runner sweeps reviews (never when `None`).
     pub sweep_every: Option<Duration>,
-    /// The local model plans, drafts and judges ([`local_mind`]); templates and deterministic
-    /// checks only when false.
-    pub model: bool,
+    /// The model that plans, drafts and judges (metered on the test's ledger, [`metered`]), e.g.
+    /// [`local_model`]; templates and deterministic checks only when `None`.
+    pub model: Option<Arc<dyn LanguageModel>>,
 }
 
-/// The local stack's model (`CHIMERA_LLM_BASE_URL`), metered on `pool`'s budget ledger at the
-/// local price table.
+/// The local stack's model (`CHIMERA_LLM_BASE_URL`).
+pub fn local_model() -> Arc<dyn LanguageModel> {
+    Arc::new(OpenAiCompatible::new(OpenAiConfig::new(
+        crate::stack_env("CHIMERA_LLM_BASE_URL"),
+        crate::stack_env("CHIMERA_LLM_MODEL"),
+    )))
+}
+
+/// The local stack's model, metered on `pool`'s budget ledger at the local price table.
 pub fn local_mind(pool: &sqlx::PgPool) -> Arc<Mind> {
-    metered(
-        pool,
-        OpenAiConfig::new(
-            crate::stack_env("CHIMERA_LLM_BASE_URL"),
-            crate::stack_env("CHIMERA_LLM_MODEL"),
-        ),
-    )
+    metered(pool, local_model())
 }
 
-/// The OpenAI-compatible model of `config`, metered on `pool`'s budget ledger at the local
-/// price table.
-pub fn metered(pool: &sqlx::PgPool, config: OpenAiConfig) -> Arc<Mind> {
+/// `model` metered on `pool`'s budget ledger at the local price table.
+pub fn metered(pool: &sqlx::PgPool, model: Arc<dyn LanguageModel>) -> Arc<Mind> {
     Arc::new(
         Mind::new(
-            Arc::new(OpenAiCompatible::new(config)),
+            model,
             &Prices::local(),
             Arc::new(LedgerMeter::new(pool.clone())),
         )
@@ -86,7 +87,7 @@ impl Default for SwarmOptions {
             budget_cents: 10_000,
             policy: Policy::default(),
             sweep_every: None,
-            model: false,
+            model: None,
         }
     }
 }
@@ -169,7 +170,7 @@ impl Swarm {
         }
         // Debug tools: tests script the drafting tool's self-assessed quality.
         let mcp = McpClient::new(stdio_config(&db.url(), true, ""));
-        let mind = options.model.then(|| local_mind(&db.pool));
+        let mind = options.model.map(|model| metered(&db.pool, model));
         let planner: Box<dyn Planner> = match &mind {
             Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
             None => Box::new(TemplatePlanner),
