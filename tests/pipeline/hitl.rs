@@ -4,11 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use chimera_core::content;
 use chimera_core::domain::{Confidence, GoalId, TenantId};
-use chimera_core::routing::Policy;
+use chimera_core::routing::{Policy, ScoreRule};
 use chimera_store::records;
 use chimera_tests::eventually;
-use chimera_tests::swarm::{Swarm, SwarmOptions};
+use chimera_tests::swarm::{Swarm, SwarmOptions, local_model};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -1124,5 +1125,110 @@ async fn a_task_failed_after_its_attempts_is_acknowledged_not_approved() {
     assert_eq!(status, 200, "{body}");
     swarm.settle(&[goal], SETTLE).await;
     assert_eq!(goal_status(&swarm, goal).await, "failed");
+    swarm.stop().await;
+}
+
+/// The scenario first seen as "[revised: state moved while the item waited for review ...]" in a
+/// published reply: the approval of a held reply finds the state moved, the reply is replanned
+/// and drafted again (by the local model here), and what is approved and published carries no
+/// internal text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reply_replanned_after_its_approval_found_the_state_moved_publishes_no_internal_text() {
+    // Nothing auto-approves (0.95 is not above 0.99): a human approves every reply. The claim
+    // routes: the tiny local model's scores are noise, and this is about the text.
+    let mut swarm = Swarm::new(SwarmOptions {
+        model: Some(local_model()),
+        policy: Policy {
+            auto_approve_above: Confidence::try_from(0.99).unwrap(),
+            score_rule: ScoreRule::Claim,
+            ..Policy::default()
+        },
+        ..SwarmOptions::default()
+    })
+    .await;
+    swarm.run().await;
+    let goal = swarm
+        .submit(
+            0,
+            "reply",
+            "thank the reader for the kind words about our lanterns",
+            json!({"platforms": ["x"], "in_reply_to": "post-m"}),
+        )
+        .await;
+    let rev = reviewer(&swarm);
+    let pending = |not: Option<String>| {
+        let rev = rev.clone();
+        let swarm = &swarm;
+        async move {
+            eventually(SETTLE, "a held reply", || {
+                let (rev, not) = (rev.clone(), not.clone());
+                async move {
+                    let (_, page) = call(
+                        swarm,
+                        Method::GET,
+                        &format!("/reviews?goal={}", goal.0),
+                        Some(&rev),
+                        None,
+                    )
+                    .await;
+                    let item = &page["items"][0];
+                    match item["id"].as_str() {
+                        Some(id) if Some(id.to_owned()) != not => Ok(item.clone()),
+                        _ => Err(page.to_string()),
+                    }
+                }
+            })
+            .await
+        }
+    };
+    let first = pending(None).await;
+    // Another writer moves the mention state while the reply waits for its reviewer.
+    let moved = sqlx::query(
+        "update agent_state set version = version + 1 where key = 'mentions:x' and agent_id = $1",
+    )
+    .bind(swarm.agents[0].0)
+    .execute(&swarm.db.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(moved, 1);
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/reviews/{}/approve", first["id"].as_str().unwrap()),
+        Some(&rev),
+        Some(seen(&first)),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    // Attempt 2, drafted again and held again: approved, it is published once.
+    let second = pending(first["id"].as_str().map(str::to_owned)).await;
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/reviews/{}/approve", second["id"].as_str().unwrap()),
+        Some(&rev),
+        Some(seen(&second)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    swarm.settle(&[goal], SETTLE).await;
+    assert_eq!(goal_status(&swarm, goal).await, "completed");
+    let posts = posts_of(&swarm, second["id"].as_str().unwrap()).await;
+    assert_eq!(posts.len(), 1);
+    assert_eq!(content::leaks(&posts[0]), Vec::<String>::new(), "{posts:?}");
+    let drafted: Vec<String> = sqlx::query_scalar(
+        "select a.tool_name from assets a join tasks t on t.id = a.task_id
+         where t.goal_id = $1 and t.kind = 'reply' order by a.created_at",
+    )
+    .bind(goal.0)
+    .fetch_all(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        drafted,
+        ["llm.chat", "llm.chat"],
+        "both attempts drafted by the model"
+    );
     swarm.stop().await;
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chimera_core::content;
 use chimera_core::domain::GoalId;
 use chimera_core::names::Queue;
 use chimera_tests::swarm::{Swarm, SwarmOptions};
@@ -292,11 +293,17 @@ async fn a_commit_conflict_is_replanned_with_fresh_versions_and_committed() {
     assert_eq!(input, json!({"mentions:x": 1}));
     assert_eq!(output, json!({"mentions:x": 2}));
     assert_eq!(version(&swarm, 0, "mentions:x").await, 2);
-    let replies: i64 = sqlx::query_scalar("select count(*) from world.posts")
-        .fetch_one(&swarm.db.pool)
+    // The replanned reply says nothing of the conflict.
+    let replies: Vec<String> = sqlx::query_scalar("select text from world.posts")
+        .fetch_all(&swarm.db.pool)
         .await
         .unwrap();
-    assert_eq!(replies, 1);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        content::leaks(&replies[0]),
+        Vec::<String>::new(),
+        "{replies:?}"
+    );
     assert_queues_empty(&swarm).await;
     swarm.stop().await;
 }

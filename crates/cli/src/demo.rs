@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chimera_core::auth::{Claims, Hs256};
 use chimera_core::domain::AgentId;
-use chimera_core::routing::Policy;
+use chimera_core::routing::{Policy, ScoreRule};
 use chimera_store::{PgPool, budget, records};
 use serde_json::{Value, json};
 
@@ -62,6 +62,14 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
 
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     let tenant = records::create_tenant(pool, &format!("demo-{stamp}")).await?;
+    // The local stack's model (SmolLM2-135M) drafts and reads every text, but its rubric scores
+    // are noise (0 for a good post, 2 on a 0..1 scale): the demo's agents route on the worker's
+    // claim and show the model's reading on each card. The default policy routes on the lower
+    // of the claim and the model's score.
+    let policy = Policy {
+        score_rule: ScoreRule::Claim,
+        ..Policy::default()
+    };
     let mut agents = Vec::new();
     for (handle, name, voice) in [
         ("nova", "Nova", "warm and curious"),
@@ -73,14 +81,14 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
             tenant,
             handle,
             &json!({"name": name, "voice": voice}),
-            &Policy::default(),
+            &policy,
         )
         .await?;
         budget::open_budget(pool, id, "USD", 5_000).await?;
         agents.push(Agent { id, handle });
     }
     println!(
-        "seeded tenant {} with agents {} (budget 50.00 USD each)",
+        "seeded tenant {} with agents {} (budget 50.00 USD each; routing on the worker's claim, the model's score on the card)",
         tenant.0,
         agents
             .iter()

@@ -89,7 +89,7 @@ pub async fn with_model(
         }
         Err(err) => return Err(err),
     };
-    let text = clean(&answer.response.text, limit);
+    let text = clean(&answer.response.text, limit, answer.response.truncated);
     if text.is_empty() {
         tracing::warn!(task_id = %task.id.0, "the model drafted nothing: the tool drafts");
         return Ok(None);
@@ -115,9 +115,10 @@ pub async fn with_model(
     }))
 }
 
-/// The model's answer as a post: trimmed, without echoed delimiters or wrapping quotes, cut at
-/// a word boundary to `limit` characters.
-pub fn clean(answer: &str, limit: usize) -> String {
+/// The model's answer as a post: trimmed, without echoed delimiters or wrapping quotes, at most
+/// `limit` characters. An answer cut short (by the model's `max_tokens` when `truncated`, or by
+/// the limit) ends at its last full sentence, or else at a word boundary.
+pub fn clean(answer: &str, limit: usize, truncated: bool) -> String {
     let text = answer.replace("<data>", "").replace("</data>", "");
     let mut text = text.trim();
     for (open, close) in [('"', '"'), ('“', '”'), ('\'', '\'')] {
@@ -125,12 +126,17 @@ pub fn clean(answer: &str, limit: usize) -> String {
             text = text[open.len_utf8()..text.len() - close.len_utf8()].trim();
         }
     }
-    if text.chars().count() <= limit {
+    if !truncated && text.chars().count() <= limit {
         return text.to_owned();
     }
     let cut: String = text.chars().take(limit).collect();
+    let third = cut.len() / 3;
+    if let Some(end) = cut.rfind(['.', '!', '?', '…']).filter(|at| *at > third) {
+        let end = end + cut[end..].chars().next().map_or(1, char::len_utf8);
+        return cut[..end].to_owned();
+    }
     match cut.rfind(char::is_whitespace) {
-        Some(at) if at > limit / 2 => cut[..at].trim_end().to_owned(),
+        Some(at) if at > cut.len() / 2 => cut[..at].trim_end().to_owned(),
         _ => cut,
     }
 }
@@ -141,11 +147,20 @@ mod tests {
 
     #[test]
     fn answers_are_cleaned_and_cut_to_the_platform() {
-        assert_eq!(clean("  \"Hello spring!\"  ", 280), "Hello spring!");
-        assert_eq!(clean("<data>Hi</data>", 280), "Hi");
+        assert_eq!(clean("  \"Hello spring!\"  ", 280, false), "Hello spring!");
+        assert_eq!(clean("<data>Hi</data>", 280, false), "Hi");
         let long = "word ".repeat(100);
-        let cut = clean(&long, 280);
+        let cut = clean(&long, 280, false);
         assert!(cut.chars().count() <= 280 && !cut.ends_with(' '));
+        // Cut short by max_tokens: the last full sentence stays, the fragment goes.
+        assert_eq!(
+            clean(
+                "Lanterns are back! We made forty. I'm going to have",
+                280,
+                true
+            ),
+            "Lanterns are back! We made forty."
+        );
         assert_eq!(data_block("a </data> b"), "<data>\na (/data) b\n</data>");
     }
 
