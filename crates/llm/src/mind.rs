@@ -6,10 +6,16 @@
 //! rounded up, under the caller's idempotency key: a redelivered task that calls again under
 //! the same key is charged once. A call that fails is not charged.
 //!
+//! Every call has a time by which it must have answered ([`answer_by`] derives it from the
+//! invocation's deadline): a handler that waits on a slow model past its own deadline would be
+//! cut off by Lambda with nothing recorded, so the call gives up first and the caller falls back
+//! or retries.
+//!
 //! The meter is a port ([`Meter`]); the store implements it on the budget ledger.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -159,6 +165,15 @@ impl MindError {
     }
 }
 
+/// When a model call made during an invocation that must answer by `deadline` has to have
+/// answered: early enough to record what follows (a quarter of the time left, at most 5 s).
+pub fn answer_by(deadline: SystemTime) -> Instant {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left - (left / 4).min(Duration::from_secs(5))
+}
+
 /// A model with its price and the meter that charges its calls.
 pub struct Mind {
     model: Arc<dyn LanguageModel>,
@@ -197,8 +212,14 @@ impl Mind {
         self.model.model_id()
     }
 
-    /// One call, authorized against the budget first and charged after.
-    pub async fn call(&self, charge: &Charge, request: &ChatRequest) -> Result<Answer, MindError> {
+    /// One call, authorized against the budget first and charged after; it gives up (a
+    /// timeout, not charged) when no answer came `by` then.
+    pub async fn call(
+        &self,
+        charge: &Charge,
+        request: &ChatRequest,
+        by: Instant,
+    ) -> Result<Answer, MindError> {
         let needed = self.price.cents(worst_case(request));
         if needed > 0 {
             let balance = self.meter.balance(charge.agent_id).await?;
@@ -206,7 +227,10 @@ impl Mind {
                 return Err(MindError::OverBudget { needed, balance });
             }
         }
-        let response = self.model.chat(request).await?;
+        let left = by.saturating_duration_since(Instant::now());
+        let response = tokio::time::timeout(left, self.model.chat(request))
+            .await
+            .map_err(|_| LlmError::Timeout(left))??;
         let cents = self.price.cents(response.usage);
         if cents > 0 {
             self.meter.charge(charge, cents).await?;

@@ -32,7 +32,7 @@ pub mod checks;
 pub mod rubric;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use checks::Findings;
@@ -115,10 +115,13 @@ impl Judge {
         }
     }
 
-    async fn handle_batch(&self, event: &SqsEvent) -> SqsBatchResponse {
+    /// Handles one batch; the model's reading must come in time for the invocation's
+    /// `deadline` (else the card says there is none).
+    async fn handle_batch(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
         let relay = self.planner.relay();
         let lease = Lease::start(relay.queues(), Queue::Review, event).await;
-        let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m)).await;
+        let by = chimera_llm::mind::answer_by(deadline);
+        let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m, by)).await;
         let goals: Vec<GoalId> = outcomes
             .iter()
             .filter_map(|(_, outcome)| outcome.as_ref().ok().copied())
@@ -132,14 +135,18 @@ impl Judge {
     }
 
     /// Judges one result; returns its goal (whose outbox rows the batch then sends).
-    async fn handle_message(&self, message: &SqsMessage) -> Result<GoalId, MessageError> {
+    async fn handle_message(
+        &self,
+        message: &SqsMessage,
+        by: Instant,
+    ) -> Result<GoalId, MessageError> {
         let msg: ResultMessage = decode_body(message)?;
         let result = self.artifacts.load_result(msg).await.map_err(storage)?;
         let goal = result.goal_id;
-        self.judge(result).await.map(|()| goal)
+        self.judge(result, by).await.map(|()| goal)
     }
 
-    async fn judge(&self, result: TaskResult) -> Result<(), MessageError> {
+    async fn judge(&self, result: TaskResult, by: Instant) -> Result<(), MessageError> {
         if !result.commit_hash_matches() {
             return Err(permanent(anyhow::anyhow!(
                 "result {}: the commit hash does not match its content",
@@ -184,7 +191,7 @@ impl Judge {
                 checks::InspectError::Storage(err) => storage(err),
                 checks::InspectError::Database(err) => retryable(err),
             })?;
-        let (judged, model_note) = self.assess(&result, &state, &findings).await?;
+        let (judged, model_note) = self.assess(&result, &state, &findings, by).await?;
         let route = match &findings.cfo_refusal {
             Some(refusal) => Route::Fail {
                 feedback: refusal.clone(),
@@ -241,6 +248,7 @@ impl Judge {
         result: &TaskResult,
         state: &TaskState,
         findings: &Findings,
+        by: Instant,
     ) -> Result<(TaskResult, Option<String>), MessageError> {
         let mut judged = result.clone();
         let mut found: Vec<String> = findings.topics.iter().cloned().collect();
@@ -258,7 +266,7 @@ impl Judge {
                 key: format!("llm:{}:{}:judge", result.task_id, result.attempt),
                 memo: format!("judging a {}", result.task_kind.as_str()),
             };
-            match rubric::read(mind, &state.policy, voice, text, &charge).await {
+            match rubric::read(mind, &state.policy, voice, text, &charge, by).await {
                 Ok(reading) => {
                     score = Confidence::try_from(reading.score).ok();
                     note = Some(format!(
@@ -486,9 +494,9 @@ impl QueueHandler for Judge {
     fn handle<'a>(
         &'a self,
         event: &'a SqsEvent,
-        _deadline: SystemTime,
+        deadline: SystemTime,
     ) -> BoxFuture<'a, SqsBatchResponse> {
-        Box::pin(self.handle_batch(event))
+        Box::pin(self.handle_batch(event, deadline))
     }
 }
 

@@ -5,6 +5,7 @@
 //! lexicon are ignored.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use chimera_core::routing::Policy;
 use chimera_llm::mind::{Charge, Mind};
@@ -49,6 +50,7 @@ pub async fn read(
     voice: &str,
     text: &str,
     charge: &Charge,
+    by: Instant,
 ) -> Result<Reading, String> {
     let topics: Vec<&String> = policy.topic_lexicon.0.keys().collect();
     let schema = json!({
@@ -81,7 +83,7 @@ pub async fn read(
         seed: Some(7),
     };
     let answer = mind
-        .call(charge, &request)
+        .call(charge, &request, by)
         .await
         .map_err(|e| format!("the model did not score: {e}"))?;
     let parsed: Answer = answer

@@ -24,7 +24,7 @@ pub mod llm;
 pub mod plan;
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
@@ -88,9 +88,12 @@ impl PlannerService {
         &self.relay
     }
 
-    async fn handle_batch(&self, event: &SqsEvent) -> SqsBatchResponse {
+    /// Handles one batch; a model that plans must answer in time for the invocation's
+    /// `deadline` (then the templates plan).
+    async fn handle_batch(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
         let lease = Lease::start(self.relay.queues(), Queue::Goal, event).await;
-        let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m)).await;
+        let by = chimera_llm::mind::answer_by(deadline);
+        let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m, by)).await;
         let goals: Vec<GoalId> = outcomes
             .iter()
             .filter_map(|(_, outcome)| outcome.as_ref().ok().copied().flatten())
@@ -104,10 +107,14 @@ impl PlannerService {
     }
 
     /// Handles one message; returns the goal it wrote messages for, if any.
-    async fn handle_message(&self, message: &SqsMessage) -> Result<Option<GoalId>, MessageError> {
+    async fn handle_message(
+        &self,
+        message: &SqsMessage,
+        by: Instant,
+    ) -> Result<Option<GoalId>, MessageError> {
         match decode_body::<PlannerMessage>(message)? {
             PlannerMessage::Goal { goal_id } => {
-                self.plan_goal(goal_id).await.map(|()| Some(goal_id))
+                self.plan_goal(goal_id, by).await.map(|()| Some(goal_id))
             }
             PlannerMessage::Replan {
                 task_id,
@@ -117,7 +124,7 @@ impl PlannerService {
         }
     }
 
-    async fn plan_goal(&self, goal_id: GoalId) -> Result<(), MessageError> {
+    async fn plan_goal(&self, goal_id: GoalId, by: Instant) -> Result<(), MessageError> {
         let ctx = dag::planning_context(&self.pool, goal_id)
             .await
             .map_err(retryable)?
@@ -128,8 +135,10 @@ impl PlannerService {
             let agent = AgentContext {
                 handle: ctx.handle.clone(),
                 persona: ctx.persona.clone(),
+                policy: ctx.policy.clone(),
+                recent_posts: ctx.recent_posts.clone(),
             };
-            match self.planner.plan(&ctx.goal, &agent).await {
+            match self.planner.plan(&ctx.goal, &agent, by).await {
                 Ok(plan) => {
                     let meta = serde_json::to_value(&plan.meta).map_err(retryable)?;
                     let stored = dag::save_plan(
@@ -239,8 +248,8 @@ impl QueueHandler for PlannerService {
     fn handle<'a>(
         &'a self,
         event: &'a SqsEvent,
-        _deadline: SystemTime,
+        deadline: SystemTime,
     ) -> BoxFuture<'a, SqsBatchResponse> {
-        Box::pin(self.handle_batch(event))
+        Box::pin(self.handle_batch(event, deadline))
     }
 }

@@ -6,6 +6,8 @@
 //! OCC conflict) says nothing about the text and is left out. What the model answers is
 //! untrusted: trimmed, cut to the platform's limit, and checked again by the judge.
 
+use std::time::Instant;
+
 use chimera_core::content::{self, Lexicon};
 use chimera_core::domain::Task;
 use chimera_llm::mind::{Charge, Mind, MindError};
@@ -43,6 +45,7 @@ pub async fn with_model(
     brief: &str,
     platform: &str,
     persona: &Value,
+    by: Instant,
 ) -> Result<Option<Drafted>, MindError> {
     let limit = content::platform_limit(platform).unwrap_or(DEFAULT_LIMIT);
     let field = |name: &str| {
@@ -81,7 +84,7 @@ pub async fn with_model(
         key: format!("llm:{}:{}:draft", task.id.0, task.attempt),
         memo: format!("draft for {platform}"),
     };
-    let answer = match mind.call(&charge, &request).await {
+    let answer = match mind.call(&charge, &request, by).await {
         Ok(answer) => answer,
         Err(MindError::Model(err @ (LlmError::InvalidOutput(_) | LlmError::TooLarge { .. }))) => {
             tracing::warn!(task_id = %task.id.0, error = %err, "the model's draft is unusable: the tool drafts");

@@ -9,6 +9,7 @@
 //! redelivered execute task cannot publish or pay twice.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use chimera_core::domain::{Confidence, DisclosureLevel, RiskTag, Task, TaskKind};
 use chimera_core::effect::{EffectAction, tools};
@@ -89,6 +90,8 @@ fn tags<'a>(topics: impl IntoIterator<Item = &'a str>) -> BTreeSet<RiskTag> {
 struct Runner<'a> {
     mcp: &'a McpClient,
     mind: Option<&'a Mind>,
+    /// When the model must have answered.
+    answer_by: Instant,
     allowed: &'static [&'static str],
 }
 
@@ -215,11 +218,18 @@ struct ExecuteInputs {
     disclosure_level: Option<DisclosureLevel>,
 }
 
-/// Runs `task` through the MCP tools its kind allows, drafting with `mind` when given.
-pub async fn run(mcp: &McpClient, mind: Option<&Mind>, task: &Task) -> Result<Outcome, ExecError> {
+/// Runs `task` through the MCP tools its kind allows, drafting with `mind` when given (its
+/// answer due `answer_by`).
+pub async fn run(
+    mcp: &McpClient,
+    mind: Option<&Mind>,
+    task: &Task,
+    answer_by: Instant,
+) -> Result<Outcome, ExecError> {
     let runner = Runner {
         mcp,
         mind,
+        answer_by,
         allowed: allowed_tools(task.kind),
     };
     match task.kind {
@@ -283,7 +293,8 @@ async fn draft_text(
     persona: Value,
 ) -> Result<(String, Draft, Call), ExecError> {
     if let Some(mind) = runner.mind
-        && let Some(drafted) = draft::with_model(mind, task, brief, platform, &persona).await?
+        && let Some(drafted) =
+            draft::with_model(mind, task, brief, platform, &persona, runner.answer_by).await?
     {
         let call = Call {
             tool: "llm.chat".into(),

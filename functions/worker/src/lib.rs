@@ -27,7 +27,7 @@
 pub mod draft;
 pub mod execute;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
@@ -192,7 +192,9 @@ impl Worker {
             }
         };
         let renewal = self.renew_claim(key.clone(), token.clone(), deadline);
-        let produced = self.produce(&task).await;
+        let produced = self
+            .produce(&task, chimera_llm::mind::answer_by(deadline))
+            .await;
         renewal.abort();
         match produced {
             Ok(body) => {
@@ -250,9 +252,10 @@ impl Worker {
         Ok(task.goal_id)
     }
 
-    /// Runs the task, stores its artifacts and provenance, and returns the review message.
-    async fn produce(&self, task: &Task) -> Result<String, MessageError> {
-        let outcome = execute::run(&self.mcp, self.mind.as_deref(), task)
+    /// Runs the task (a model drafting must answer `by` then), stores its artifacts and
+    /// provenance, and returns the review message.
+    async fn produce(&self, task: &Task, by: Instant) -> Result<String, MessageError> {
+        let outcome = execute::run(&self.mcp, self.mind.as_deref(), task, by)
             .await
             .map_err(|err| {
                 if let execute::ExecError::Model(MindError::OverBudget { .. }) = &err {
