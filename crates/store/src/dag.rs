@@ -19,7 +19,20 @@ pub struct PlanningContext {
     pub handle: String,
     pub persona: serde_json::Value,
     pub policy: Policy,
+    /// What the agent published last (at most [`RECENT_POSTS`], by approval time), newest
+    /// first.
+    pub recent_posts: Vec<Post>,
 }
+
+/// A post the agent published: an effect performed after its approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post {
+    pub platform: String,
+    pub text: String,
+}
+
+/// How many of its latest posts a planner sees.
+pub const RECENT_POSTS: i64 = 3;
 
 pub async fn planning_context(
     pool: &PgPool,
@@ -41,6 +54,25 @@ pub async fn planning_context(
     };
     let policy: Policy =
         serde_json::from_value(row.policy).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    let recent_posts = sqlx::query!(
+        r#"select coalesce(inputs #>> '{arguments,platform}', '') as "platform!",
+                  coalesce(inputs #>> '{arguments,text}', '') as "text!"
+           from tasks
+           where agent_id = $1 and kind = 'execute' and status = 'committed'
+             and inputs ->> 'action' in ('social.publish', 'social.reply')
+           order by created_at desc
+           limit $2"#,
+        row.agent_id,
+        RECENT_POSTS
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| Post {
+        platform: r.platform,
+        text: r.text,
+    })
+    .collect();
     Ok(Some(PlanningContext {
         goal: Goal {
             id: GoalId(row.id),
@@ -54,6 +86,7 @@ pub async fn planning_context(
         handle: row.handle,
         persona: row.persona,
         policy,
+        recent_posts,
     }))
 }
 

@@ -10,9 +10,12 @@
 //! and the later one is replanned with fresh versions.
 
 use std::collections::{BTreeSet, HashSet};
+use std::time::Instant;
 
 use chimera_core::domain::{Goal, StateKey, StateVersion, Task, TaskId, TaskKind};
 use chimera_core::goal::Constraints;
+use chimera_core::routing::Policy;
+pub use chimera_store::dag::Post;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -27,6 +30,9 @@ pub const MEDIA_FROM: &str = "media_from";
 pub struct AgentContext {
     pub handle: String,
     pub persona: Value,
+    pub policy: Policy,
+    /// What it published last, newest first.
+    pub recent_posts: Vec<Post>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,11 +74,13 @@ pub struct Plan {
 
 pub trait Planner: Send + Sync {
     /// The tasks for `goal`, with dependencies, read and write sets (versions are read when
-    /// each task is released), and inputs.
+    /// each task is released), and inputs; a planner that waits on something stops waiting
+    /// `by` then.
     fn plan<'a>(
         &'a self,
         goal: &'a Goal,
         agent: &'a AgentContext,
+        by: Instant,
     ) -> BoxFuture<'a, Result<Plan, PlanError>>;
 }
 
@@ -129,6 +137,7 @@ impl Planner for TemplatePlanner {
         &'a self,
         goal: &'a Goal,
         agent: &'a AgentContext,
+        _by: Instant,
     ) -> BoxFuture<'a, Result<Plan, PlanError>> {
         Box::pin(async move {
             Ok(Plan {
@@ -327,6 +336,8 @@ mod tests {
         AgentContext {
             handle: "nova".into(),
             persona: json!({"voice": "warm"}),
+            policy: Policy::default(),
+            recent_posts: Vec::new(),
         }
     }
 
