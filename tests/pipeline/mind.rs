@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chimera_core::content;
 use chimera_core::domain::{Goal, GoalId, TaskId, TaskResult};
-use chimera_llm::mind::{Charge, MindError};
+use chimera_core::names::Queue;
+use chimera_llm::mind::{Charge, MindError, answer_by};
 use chimera_llm::openai::{OpenAiCompatible, OpenAiConfig};
 use chimera_llm::{ChatRequest, Message};
 use chimera_planner::llm::LlmPlanner;
@@ -18,6 +19,11 @@ use serde_json::{Value, json};
 use crate::judge::{judge, reply_and_result};
 
 const SETTLE: Duration = Duration::from_secs(240);
+
+/// A deadline no call here comes near.
+fn in_time() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_secs(600)
+}
 
 /// Hands one result to the judge; it must not fail the message.
 async fn judge_one(swarm: &Swarm, result: &TaskResult) {
@@ -127,6 +133,18 @@ async fn research_on_a_sensitive_topic_is_not_held_its_publish_proposal_is() {
     swarm.stop().await;
 }
 
+/// Texts the model drafted for `goals`.
+async fn model_drafts(swarm: &Swarm, goals: &[GoalId]) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from assets a join tasks t on t.id = a.task_id
+         where t.goal_id = any($1) and a.tool_name = 'llm.chat'",
+    )
+    .bind(goals.iter().map(|g| g.0).collect::<Vec<_>>())
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once() {
     let mut swarm = Swarm::new(SwarmOptions {
@@ -196,15 +214,61 @@ async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once()
         "planning, drafting and judging two goals: {calls}"
     );
     assert_eq!(calls, distinct);
-    let drafted: Vec<Value> = sqlx::query_scalar(
-        "select a.provenance from assets a join tasks t on t.id = a.task_id
-         where t.goal_id = any($1) and a.tool_name = 'llm.chat'",
-    )
-    .bind(vec![reply.0, injection.0])
-    .fetch_all(&swarm.db.pool)
-    .await
-    .unwrap();
-    assert!(!drafted.is_empty(), "the model drafted");
+
+    // Every message of both goals delivered again: nothing is called or charged twice.
+    let ledger = |swarm: &Swarm| {
+        let pool = swarm.db.pool.clone();
+        let agent = swarm.agents[0].0;
+        async move {
+            sqlx::query_as::<_, (i64, i64)>(
+                "select count(*), coalesce(sum(amount_cents), 0)::bigint from ledger
+                 where agent_id = $1 and category = 'inference'",
+            )
+            .bind(agent)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let before = ledger(&swarm).await;
+    let drafts_before = model_drafts(&swarm, &[reply, injection]).await;
+    let sent: Vec<(String, String)> =
+        sqlx::query_as("select queue, body from outbox where goal_id = any($1) order by id")
+            .bind(vec![reply.0, injection.0])
+            .fetch_all(&swarm.db.pool)
+            .await
+            .unwrap();
+    assert!(sent.len() >= 6, "a plan, tasks and results: {}", sent.len());
+    let handled = |swarm: &Swarm| {
+        [Queue::Goal, Queue::Task, Queue::Review]
+            .into_iter()
+            .map(|q| swarm.running().counts(q).received)
+            .sum::<u64>()
+    };
+    let handled_before = handled(&swarm);
+    for (queue, body) in &sent {
+        swarm.send_raw(Queue::parse(queue).unwrap(), body).await;
+    }
+    chimera_tests::eventually(SETTLE, "the copies handled", || async {
+        let got = handled(&swarm) - handled_before;
+        (got >= sent.len() as u64)
+            .then_some(())
+            .ok_or(format!("{got} of {}", sent.len()))
+    })
+    .await;
+    for queue in [Queue::Goal, Queue::Task, Queue::Review] {
+        swarm.wait_depth(queue, false, 0, SETTLE).await;
+        assert_eq!(swarm.depth(queue, true).await, 0, "{queue} dead letters");
+    }
+    assert_eq!(ledger(&swarm).await, before, "charged once per call");
+    assert_eq!(
+        model_drafts(&swarm, &[reply, injection]).await,
+        drafts_before
+    );
+    assert!(
+        model_drafts(&swarm, &[reply, injection]).await > 0,
+        "the model drafted"
+    );
     let texts: Vec<String> = sqlx::query_scalar(
         "select coalesce(summary, '') from reviews v join tasks t on t.id = v.task_id
          where t.goal_id = any($1)",
@@ -294,8 +358,8 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         key: "llm:test:once".into(),
         memo: "a test call".into(),
     };
-    let first = mind.call(&charge, &request).await.unwrap();
-    mind.call(&charge, &request).await.unwrap();
+    let first = mind.call(&charge, &request, in_time()).await.unwrap();
+    mind.call(&charge, &request, in_time()).await.unwrap();
     let after = budget::balance(&swarm.db.pool, agent)
         .await
         .unwrap()
@@ -329,9 +393,11 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
     let persona = AgentContext {
         handle: "agent0".into(),
         persona: json!({"name": "Agent 0", "voice": "warm"}),
+        policy: Default::default(),
+        recent_posts: Vec::new(),
     };
     let plan = LlmPlanner::new(stalled.clone())
-        .plan(&goal, &persona)
+        .plan(&goal, &persona, in_time())
         .await
         .unwrap();
     assert_eq!(plan.meta.planner, "template");
@@ -344,6 +410,26 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         "{:?}",
         plan.meta
     );
+    assert!(validate(&plan.tasks).is_ok());
+
+    // The same server behind a patient client (a minute per attempt, three retries): the
+    // invocation's deadline still bounds the wait, and the templates plan in time.
+    let mut config = OpenAiConfig::new(format!("http://{addr}/v1"), "smollm2-135m-instruct");
+    config.timeout = Duration::from_secs(60);
+    config.retries = 3;
+    let patient = metered(&swarm.db.pool, Arc::new(OpenAiCompatible::new(config)));
+    let started = std::time::Instant::now();
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(2);
+    let plan = LlmPlanner::new(patient)
+        .plan(&goal, &persona, answer_by(deadline))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(plan.meta.planner, "template");
     assert!(validate(&plan.tasks).is_ok());
     let charged = budget::balance(&swarm.db.pool, agent)
         .await
@@ -362,7 +448,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         ..charge
     };
     assert!(matches!(
-        mind.call(&broke, &request).await,
+        mind.call(&broke, &request, in_time()).await,
         Err(MindError::OverBudget { balance: 0, .. })
     ));
     stall.abort();

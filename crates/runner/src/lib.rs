@@ -78,6 +78,8 @@ pub struct Counters {
     pub received: AtomicU64,
     pub succeeded: AtomicU64,
     pub failed: AtomicU64,
+    /// Time spent in the handler, in microseconds (what Lambda would bill).
+    pub busy_micros: AtomicU64,
 }
 
 /// A snapshot of one function's counters.
@@ -87,6 +89,7 @@ pub struct Counts {
     pub received: u64,
     pub succeeded: u64,
     pub failed: u64,
+    pub busy: Duration,
 }
 
 impl Counters {
@@ -96,6 +99,7 @@ impl Counters {
             received: self.received.load(Ordering::Relaxed),
             succeeded: self.succeeded.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            busy: Duration::from_micros(self.busy_micros.load(Ordering::Relaxed)),
         }
     }
 }
@@ -368,7 +372,9 @@ impl Source {
         let deadline = SystemTime::now() + Duration::from_secs(self.function.timeout_secs().into());
         // Spawned, so a panic fails this batch only, as an invocation error would.
         let handler = handler.clone();
+        let started = Instant::now();
         let response = tokio::spawn(async move { handler.handle(&event, deadline).await }).await;
+        let busy = started.elapsed();
         let failed: HashSet<String> = match response {
             Ok(response) => response
                 .batch_item_failures
@@ -392,6 +398,8 @@ impl Source {
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         c.succeeded.fetch_add(done.len() as u64, Ordering::Relaxed);
         c.failed.fetch_add(retry.len() as u64, Ordering::Relaxed);
+        c.busy_micros
+            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
         if let Err(err) = self.delete(&done).await {
             // They reappear and are handled again: every handler is idempotent.
             tracing::warn!(queue = %self.url, error = %format!("{err:#}"), "deleting handled messages failed");
