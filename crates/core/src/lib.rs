@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod content;
+pub mod documents;
 pub mod domain;
 pub mod effect;
 pub mod envelope;

@@ -16,7 +16,7 @@
 //! is also sensitive: a human reviews the best attempt, not the first. When attempts run out
 //! it is surfaced to humans as failed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,55 @@ pub struct Policy {
     /// How the worker's claim and the judge's score combine.
     #[serde(default)]
     pub score_rule: ScoreRule,
+    /// The disclosure every post the agent publishes carries.
+    #[serde(default = "default_disclosure")]
+    pub disclosure: DisclosureLevel,
+    /// Posting limits per platform (`x`, `instagram`...); a platform not named has the
+    /// platform's own defaults.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, Quota>,
+    #[serde(default)]
+    pub spend: SpendLimits,
+    /// The model this agent's work uses instead of the stage's, and its price.
+    #[serde(default)]
+    pub model: Option<ModelChoice>,
+}
+
+fn default_disclosure() -> DisclosureLevel {
+    DisclosureLevel::Automated
+}
+
+/// An agent's posting limits on one platform.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub posts_per_day: Option<u32>,
+    pub replies_per_hour: Option<u32>,
+}
+
+/// What an agent may pay, in cents; `None`: no limit beyond its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendLimits {
+    pub per_transfer_cents: Option<u64>,
+    pub per_day_cents: Option<u64>,
+}
+
+/// A model chosen by an agent's policy, with its price when the stage's table lacks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelChoice {
+    pub id: String,
+    #[serde(default)]
+    pub price: Option<ModelPrice>,
+}
+
+/// A model's price in cents per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_cents_per_mtok: f64,
+    pub output_cents_per_mtok: f64,
 }
 
 fn default_banned_phrases() -> Vec<String> {
@@ -121,6 +170,12 @@ impl Policy {
         if self.review_final_secs < self.review_due_secs {
             return fail("review_final_secs must be >= review_due_secs");
         }
+        if let Some(price) = self.model.as_ref().and_then(|m| m.price) {
+            let fine = |v: f64| v.is_finite() && v >= 0.0;
+            if !fine(price.input_cents_per_mtok) || !fine(price.output_cents_per_mtok) {
+                return fail("model prices must be finite and not negative");
+            }
+        }
         Ok(())
     }
 }
@@ -143,6 +198,10 @@ impl Default for Policy {
             topic_lexicon: Lexicon::default(),
             link_hosts: None,
             score_rule: ScoreRule::Min,
+            disclosure: default_disclosure(),
+            quotas: BTreeMap::new(),
+            spend: SpendLimits::default(),
+            model: None,
         }
     }
 }

@@ -327,7 +327,7 @@ fn build(
                     ))
                 })?;
                 let mut inputs = json!({"platform": p, TEXT_FROM: draft.2.0,
-                                        "disclosure_level": "automated"});
+                                        "disclosure_level": agent.policy.disclosure.as_str()});
                 if let Some(render) = waits_for(TaskKind::RenderMedia, false) {
                     inputs[MEDIA_FROM] = json!(render.2.0);
                 }
@@ -346,7 +346,7 @@ fn build(
                     kind,
                     json!({"brief": goal.body, "platform": p, "persona": persona(agent),
                            "in_reply_to": constraints.in_reply_to,
-                           "disclosure_level": "automated"}),
+                           "disclosure_level": agent.policy.disclosure.as_str()}),
                     &deps,
                     std::slice::from_ref(&mentions),
                     std::slice::from_ref(&mentions),

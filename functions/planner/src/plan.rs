@@ -203,7 +203,7 @@ impl TemplatePlanner {
                     b.add(
                         TaskKind::Publish,
                         json!({"platform": platform, TEXT_FROM: draft.0, MEDIA_FROM: render.0,
-                               "disclosure_level": "automated"}),
+                               "disclosure_level": agent.policy.disclosure.as_str()}),
                         &[draft, render],
                         std::slice::from_ref(&calendar),
                         std::slice::from_ref(&calendar),
@@ -218,7 +218,7 @@ impl TemplatePlanner {
                     .unwrap_or_else(|| "x".into());
                 let mut inputs = draft_inputs(&platform);
                 inputs["in_reply_to"] = json!(constraints.in_reply_to);
-                inputs["disclosure_level"] = json!("automated");
+                inputs["disclosure_level"] = json!(agent.policy.disclosure.as_str());
                 let mentions = key(format!("mentions:{platform}"))?;
                 b.add(
                     TaskKind::Reply,
