@@ -76,6 +76,10 @@ const PINNED: &[(i64, &str)] = &[
         20261128000002,
         "a3864ad3e239a1fe84260728b5e284fdafc758a0ceddedce8bb126cf79f4f0dfdf9cf92984b18d44bfa49b87c259062a",
     ),
+    (
+        20261128000003,
+        "c59560ca30609140ded0558c35b1668621062358a5a8fdc1f621058c6491d26ee3609e4e484b6a27e4a51fc77c55b0cc",
+    ),
 ];
 
 #[test]
@@ -158,6 +162,11 @@ async fn seed(pool: &PgPool) -> (Uuid, Uuid, Uuid, Uuid) {
         .await
         .unwrap();
     sqlx::query("insert into policies (agent_id, version, document) values ($1, 1, '{}')")
+        .bind(agent)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("insert into personas (agent_id, version, persona) values ($1, 1, '{}')")
         .bind(agent)
         .execute(&mut *tx)
         .await

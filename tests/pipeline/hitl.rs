@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 const SETTLE: Duration = Duration::from_secs(90);
 
 /// One HTTP call to the swarm's API; the answer's status and JSON body.
-async fn call(
+pub(crate) async fn call(
     swarm: &Swarm,
     method: Method,
     path: &str,
@@ -42,7 +42,7 @@ fn reviewer(swarm: &Swarm) -> String {
     swarm.token("rita", &["reviewer"])
 }
 
-fn operator(swarm: &Swarm) -> String {
+pub(crate) fn operator(swarm: &Swarm) -> String {
     swarm.token("otto", &["operator"])
 }
 

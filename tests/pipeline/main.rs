@@ -2,6 +2,7 @@
 //! the planner, whole goals through the swarm under the local event-source runner, and human
 //! review over the API and in Mission Control (headless Chromium).
 
+mod agents;
 mod browser;
 mod errors;
 mod hitl;

@@ -2,6 +2,8 @@
 //!
 //! - [`MIGRATOR`] / [`migrate`]: the schema, only ever changed through `migrations/`.
 //! - [`connect`]: a pool built once per execution environment.
+//! - [`agents`]: agents onboarded from their documents (SOUL.md, AGENTS.md), and read back
+//!   with their versions.
 //! - [`dag`]: a goal's task graph: the plan, release of ready tasks, replans.
 //! - [`goals`]: goal submission once per idempotency key, and a goal's progress.
 //! - [`records`]: tenants, agents and policies, goals, tasks with dependencies, results.
@@ -26,6 +28,7 @@
 //! Races are settled in SQL (row locks in key order, conditional updates, `ON CONFLICT`), in
 //! one statement per operation where it matters, and checked by tests with many writers.
 
+pub mod agents;
 pub mod audit;
 pub mod budget;
 pub mod dag;

@@ -45,6 +45,13 @@ pub async fn create_agent(
     )
     .execute(&mut *tx)
     .await?;
+    sqlx::query!(
+        "insert into personas (agent_id, version, persona) values ($1, 1, $2)",
+        id.0,
+        persona
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(id)
 }

@@ -4,6 +4,7 @@
 //! serves it on a local port. Errors are JSON: `{"error": {"code": "...", "message": "..."}}`;
 //! a 5xx never carries internals (the cause chain goes to the log).
 //!
+//! - [`agents`]: agents onboarded from their documents, and read back (`operator`);
 //! - [`goals`]: goal intake and progress (`operator`);
 //! - [`reviews`]: the pending queue, review cards, decisions bound to the artifact hash and
 //!   policy version the reviewer saw (`reviewer`), bulk approval, the audit trail;
@@ -12,6 +13,7 @@
 //! - [`openapi`]: the OpenAPI document at `/openapi.json`;
 //! - [`ui`]: Mission Control, the review page, at `/`.
 
+pub mod agents;
 pub mod auth;
 pub mod goals;
 pub mod openapi;
@@ -73,6 +75,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::document))
+        .route("/agents", post(agents::create))
+        .route("/agents/{id}", get(agents::get))
         .route("/goals", post(goals::submit))
         .route("/goals/{id}", get(goals::get))
         .route("/reviews", get(reviews::list))
@@ -119,6 +123,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     UnprocessableEntity(String),
+    /// A SOUL.md or AGENTS.md that does not read: 422 naming the document, line and field.
+    #[error("{0}")]
+    InvalidDocument(chimera_core::documents::DocError),
     #[error("a dependency is unavailable")]
     Unavailable(#[source] anyhow::Error),
     /// A fault of ours (an invariant broken, a stored row that cannot be read): the cause is
@@ -141,6 +148,7 @@ impl ApiError {
             ApiError::UnprocessableEntity(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity")
             }
+            ApiError::InvalidDocument(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_document"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -193,8 +201,14 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut error = json!({"code": code, "message": self.to_string()});
-        if let ApiError::AlreadyDecided(winner) = &self {
-            error["winner"] = json!(winner);
+        match &self {
+            ApiError::AlreadyDecided(winner) => error["winner"] = json!(winner),
+            ApiError::InvalidDocument(doc) => {
+                error["document"] = json!(doc.document);
+                error["line"] = json!(doc.line);
+                error["field"] = json!(doc.field);
+            }
+            _ => {}
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{goals, reviews};
+use crate::{agents, goals, reviews};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,8 @@ use crate::{goals, reviews};
     ),
     paths(
         crate::health,
+        agents::create,
+        agents::get,
         goals::submit,
         goals::get,
         reviews::list,
@@ -27,9 +29,11 @@ use crate::{goals, reviews};
         reviews::bulk_approve,
         reviews::audit,
     ),
-    components(schemas(crate::Winner)),
+    components(schemas(crate::Winner, agents::AgentRequest, agents::Created,
+                       chimera_store::agents::AgentView, chimera_store::agents::DocumentVersion)),
     modifiers(&BearerAuth),
     tags(
+        (name = "agents", description = "Agents onboarded from SOUL.md and AGENTS.md (operator)"),
         (name = "goals", description = "Goal intake and progress (operator)"),
         (name = "reviews", description = "The review queue and decisions (reviewer)"),
         (name = "audit", description = "The append-only audit trail"),

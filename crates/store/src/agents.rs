@@ -1,0 +1,193 @@
+//! Agents as documents: onboarding an agent from its SOUL.md and AGENTS.md, and reading it back
+//! with its current documents and their versions.
+//!
+//! An agent, its first persona and its first policy are one transaction (the agent row points
+//! at both versions through deferred foreign keys), so an agent never exists half-written.
+
+use chimera_core::domain::{AgentId, TenantId};
+use chimera_core::routing::Policy;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+
+/// An agent to onboard, from its documents (already parsed and validated by the caller).
+#[derive(Debug, Clone)]
+pub struct NewAgent<'a> {
+    pub tenant: TenantId,
+    pub handle: &'a str,
+    pub display_name: &'a str,
+    pub platforms: &'a [String],
+    /// SOUL.md as written, and the persona it states.
+    pub soul: &'a str,
+    pub persona: &'a Value,
+    /// AGENTS.md as written, and the policy it states (version 1).
+    pub agents: &'a str,
+    pub policy: &'a Policy,
+    /// Who onboarded it (the token's subject).
+    pub created_by: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("the tenant already has an agent with this handle")]
+    HandleTaken,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Stores the agent with version 1 of both documents and their hashes.
+pub async fn create(pool: &PgPool, new: &NewAgent<'_>) -> Result<AgentId, CreateError> {
+    let id = AgentId::random();
+    let policy = serde_json::to_value(new.policy).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query!(
+        "insert into agents (id, tenant_id, handle, display_name, platforms, persona,
+                             persona_version, policy_version)
+         values ($1, $2, $3, $4, $5, $6, 1, $7)
+         on conflict (tenant_id, handle) do nothing",
+        id.0,
+        new.tenant.0,
+        new.handle,
+        new.display_name,
+        new.platforms,
+        new.persona,
+        new.policy.version
+    )
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(CreateError::HandleTaken);
+    }
+    sqlx::query!(
+        "insert into personas (agent_id, version, source, sha256, persona, created_by)
+         values ($1, 1, $2, $3, $4, $5)",
+        id.0,
+        new.soul,
+        chimera_core::documents::content_hash(new.soul),
+        new.persona,
+        new.created_by
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "insert into policies (agent_id, version, document, source, sha256, created_by)
+         values ($1, $2, $3, $4, $5, $6)",
+        id.0,
+        new.policy.version,
+        policy,
+        new.agents,
+        chimera_core::documents::content_hash(new.agents),
+        new.created_by
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// One version of one of an agent's documents.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DocumentVersion {
+    pub version: i32,
+    /// The SHA-256 of the document as written (absent for one set before documents).
+    pub sha256: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An agent as an operator reads it: its current documents, their versions, its budget and
+/// its work.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AgentView {
+    pub id: uuid::Uuid,
+    pub handle: String,
+    pub display_name: Option<String>,
+    /// `active`, `paused` or `retired`.
+    pub status: String,
+    pub platforms: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    /// SOUL.md as written (the current version), and what it states.
+    pub soul_md: Option<String>,
+    #[schema(value_type = Object)]
+    pub persona: Value,
+    pub persona_version: i32,
+    /// AGENTS.md as written (the current version), and the policy it states.
+    pub agents_md: Option<String>,
+    #[schema(value_type = Object)]
+    pub policy: Value,
+    pub policy_version: i32,
+    /// Every version of each document, newest first.
+    pub persona_versions: Vec<DocumentVersion>,
+    pub policy_versions: Vec<DocumentVersion>,
+    /// The budget's balance in cents (absent when none was opened).
+    pub balance_cents: Option<i64>,
+    /// Goals not settled yet, and results waiting for a human.
+    pub goals_in_flight: i64,
+    pub held_items: i64,
+}
+
+/// The agent `id` of `tenant`, or `None`.
+pub async fn view(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: AgentId,
+) -> Result<Option<AgentView>, sqlx::Error> {
+    let Some(row) = sqlx::query!(
+        r#"select a.id, a.handle, a.display_name, a.status::text as "status!", a.platforms,
+                  a.created_at, a.persona, a.persona_version, a.policy_version,
+                  s.source as soul, p.source as agents, p.document as policy,
+                  (select balance_cents from budgets b where b.agent_id = a.id) as balance_cents,
+                  (select count(*) from goals g where g.agent_id = a.id
+                     and g.status in ('received', 'planning', 'in_progress', 'awaiting_review'))
+                     as "goals_in_flight!",
+                  (select count(*) from reviews v join tasks t on t.id = v.task_id
+                     where t.agent_id = a.id and v.status = 'pending') as "held_items!"
+           from agents a
+           join personas s on s.agent_id = a.id and s.version = a.persona_version
+           join policies p on p.agent_id = a.id and p.version = a.policy_version
+           where a.id = $1 and a.tenant_id = $2"#,
+        id.0,
+        tenant.0
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let persona_versions = sqlx::query_as!(
+        DocumentVersion,
+        "select version, sha256, created_by, created_at from personas
+         where agent_id = $1 order by version desc",
+        id.0
+    )
+    .fetch_all(pool)
+    .await?;
+    let policy_versions = sqlx::query_as!(
+        DocumentVersion,
+        "select version, sha256, created_by, created_at from policies
+         where agent_id = $1 order by version desc",
+        id.0
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(AgentView {
+        id: row.id,
+        handle: row.handle,
+        display_name: row.display_name,
+        status: row.status,
+        platforms: row.platforms,
+        created_at: row.created_at,
+        soul_md: row.soul,
+        persona: row.persona,
+        persona_version: row.persona_version,
+        agents_md: row.agents,
+        policy: row.policy,
+        policy_version: row.policy_version,
+        persona_versions,
+        policy_versions,
+        balance_cents: row.balance_cents,
+        goals_in_flight: row.goals_in_flight,
+        held_items: row.held_items,
+    }))
+}
