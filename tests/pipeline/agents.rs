@@ -257,3 +257,213 @@ async fn invalid_documents_are_refused_naming_the_field_and_nothing_is_stored() 
     assert_eq!(agents_of(&swarm, swarm.tenant).await, before);
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn documents_get_new_versions_and_a_paused_agent_takes_no_new_work_until_resumed() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let token = operator(&swarm);
+    let (status, created) = call(
+        &swarm,
+        Method::POST,
+        "/agents",
+        Some(&token),
+        Some(
+            json!({"handle": "rex", "display_name": "Rex, tea importer", "platforms": ["x"],
+                    "soul_md": EXAMPLES[1].2, "agents_md": EXAMPLES[1].3}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let rex = created["agent_id"].as_str().unwrap().to_owned();
+
+    // A new policy version; an edit made from an older version is refused with the current one.
+    let stricter = EXAMPLES[1].3.replace("max_attempts: 4", "max_attempts: 2");
+    let (status, body) = call(
+        &swarm,
+        Method::PUT,
+        &format!("/agents/{rex}/policy"),
+        Some(&token),
+        Some(json!({"document": stricter, "base_version": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["sha256"], content_hash(&stricter));
+    let (status, body) = call(
+        &swarm,
+        Method::PUT,
+        &format!("/agents/{rex}/policy"),
+        Some(&token),
+        Some(json!({"document": EXAMPLES[1].3, "base_version": 1})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("current version is 2")
+    );
+    let (status, body) = call(
+        &swarm,
+        Method::PUT,
+        &format!("/agents/{rex}/persona"),
+        Some(&token),
+        Some(json!({"document": "---\nname: Rex\n---\n"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (_, view) = call(
+        &swarm,
+        Method::GET,
+        &format!("/agents/{rex}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(view["policy_version"], 2);
+    assert_eq!(view["policy"]["version"], 2);
+    assert_eq!(view["policy"]["max_attempts"], 2);
+    assert_eq!(view["agents_md"], stricter.as_str());
+    assert_eq!(view["policy_versions"].as_array().unwrap().len(), 2);
+    assert_eq!(view["persona_version"], 1);
+
+    // The list: by name, by status.
+    let (_, page) = call(
+        &swarm,
+        Method::GET,
+        "/agents?search=TEA",
+        Some(&token),
+        None,
+    )
+    .await;
+    let handles: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["handle"].as_str().unwrap())
+        .collect();
+    assert_eq!(handles, ["rex"]);
+    let (status, _) = call(
+        &swarm,
+        Method::GET,
+        "/agents?status=sleeping",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Paused: a new goal is refused; a goal that got in waits unplanned; resumed, it runs.
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/agents/{rex}/pause"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["changed"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+    let (_, page) = call(
+        &swarm,
+        Method::GET,
+        "/agents?status=paused",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        "/goals",
+        Some(&token),
+        Some(
+            json!({"agent_id": rex, "kind": "reply", "text": "thank them for the tea photo",
+                    "constraints": {"platforms": ["x"], "in_reply_to": "post-7"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("paused")
+    );
+    // A goal let in just before the pause committed: stored, announced, left waiting.
+    let agent = AgentId(rex.parse().unwrap());
+    let goal = chimera_core::domain::GoalId::random();
+    sqlx::query(
+        "insert into goals (id, tenant_id, agent_id, kind, body, constraints)
+         values ($1, $2, $3, 'reply', 'thank them for the tea photo',
+                 '{\"platforms\": [\"x\"], \"in_reply_to\": \"post-8\"}')",
+    )
+    .bind(goal.0)
+    .bind(swarm.tenant.0)
+    .bind(agent.0)
+    .execute(&swarm.db.pool)
+    .await
+    .unwrap();
+    let handled = swarm
+        .running()
+        .counts(chimera_core::names::Queue::Goal)
+        .received;
+    swarm
+        .send_raw(
+            chimera_core::names::Queue::Goal,
+            &chimera_core::envelope::encode(&chimera_core::envelope::PlannerMessage::Goal {
+                goal_id: goal,
+            }),
+        )
+        .await;
+    chimera_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "the planner handled the goal",
+        || async {
+            let now = swarm
+                .running()
+                .counts(chimera_core::names::Queue::Goal)
+                .received;
+            (now > handled).then_some(()).ok_or(format!("{now}"))
+        },
+    )
+    .await;
+    let (status, tasks): (String, i64) = sqlx::query_as(
+        "select g.status::text, (select count(*) from tasks t where t.goal_id = g.id)
+         from goals g where g.id = $1",
+    )
+    .bind(goal.0)
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), tasks), ("received", 0));
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/agents/{rex}/resume"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["goals_resumed"], 1);
+    let settled = swarm
+        .settle(&[goal], std::time::Duration::from_secs(90))
+        .await;
+    assert_ne!(settled[0], "received");
+    let audited: Vec<String> = sqlx::query_scalar(
+        "select action from audit_log where tenant_id = $1 and action like 'agent.%' order by id",
+    )
+    .bind(swarm.tenant.0)
+    .fetch_all(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, ["agent.paused", "agent.resumed"]);
+    swarm.stop().await;
+}

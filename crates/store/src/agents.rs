@@ -4,12 +4,15 @@
 //! An agent, its first persona and its first policy are one transaction (the agent row points
 //! at both versions through deferred foreign keys), so an agent never exists half-written.
 
-use chimera_core::domain::{AgentId, TenantId};
+use chimera_core::domain::{AgentId, AuditRecord, GoalId, TenantId};
 use chimera_core::routing::Policy;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
+
+use crate::audit;
+use crate::outbox::{self, Message};
 
 /// An agent to onboard, from its documents (already parsed and validated by the caller).
 #[derive(Debug, Clone)]
@@ -190,4 +193,263 @@ pub async fn view(
         goals_in_flight: row.goals_in_flight,
         held_items: row.held_items,
     }))
+}
+
+/// An agent in a list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AgentSummary {
+    pub id: uuid::Uuid,
+    pub handle: String,
+    pub display_name: Option<String>,
+    pub status: String,
+    pub platforms: Vec<String>,
+    pub persona_version: i32,
+    pub policy_version: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which agents of a tenant to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter<'a> {
+    /// `active`, `paused` or `retired`.
+    pub status: Option<&'a str>,
+    /// Handles or display names containing this (case-insensitive).
+    pub search: Option<&'a str>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// The tenant's agents, by handle.
+pub async fn list(
+    pool: &PgPool,
+    tenant: TenantId,
+    filter: &Filter<'_>,
+) -> Result<Vec<AgentSummary>, sqlx::Error> {
+    let pattern = filter.search.map(|s| {
+        format!(
+            "%{}%",
+            s.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    sqlx::query_as!(
+        AgentSummary,
+        r#"select id, handle, display_name, status::text as "status!", platforms,
+                  persona_version, policy_version, created_at
+           from agents
+           where tenant_id = $1
+             and ($2::text is null or status::text = $2)
+             and ($3::text is null or handle ilike $3 or display_name ilike $3)
+           order by handle
+           limit $4 offset $5"#,
+        tenant.0,
+        filter.status,
+        pattern,
+        filter.limit,
+        filter.offset
+    )
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("no such agent")]
+    NotFound,
+    /// The caller edited another version than the current one.
+    #[error("the current version is {current}, not {expected}")]
+    VersionMoved { current: i32, expected: i32 },
+    #[error("the agent is retired")]
+    Retired,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A new version of an agent's document, stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewVersion {
+    pub version: i32,
+}
+
+/// Stores SOUL.md as the agent's next persona version (when `expected` is given, only if the
+/// current version is still that one).
+pub async fn new_persona(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: AgentId,
+    soul: &str,
+    persona: &Value,
+    expected: Option<i32>,
+    by: &str,
+) -> Result<NewVersion, UpdateError> {
+    let mut tx = pool.begin().await?;
+    let current = sqlx::query_scalar!(
+        "select persona_version from agents where id = $1 and tenant_id = $2 for update",
+        id.0,
+        tenant.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(UpdateError::NotFound)?;
+    check_expected(current, expected)?;
+    let version = current + 1;
+    sqlx::query!(
+        "insert into personas (agent_id, version, source, sha256, persona, created_by)
+         values ($1, $2, $3, $4, $5, $6)",
+        id.0,
+        version,
+        soul,
+        chimera_core::documents::content_hash(soul),
+        persona,
+        by
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "update agents set persona_version = $2, persona = $3 where id = $1",
+        id.0,
+        version,
+        persona
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(NewVersion { version })
+}
+
+/// Stores AGENTS.md as the agent's next policy version; `policy` is what it states, and its
+/// `version` is set here.
+pub async fn new_policy(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: AgentId,
+    source: &str,
+    policy: &Policy,
+    expected: Option<i32>,
+    by: &str,
+) -> Result<NewVersion, UpdateError> {
+    let mut tx = pool.begin().await?;
+    let current = sqlx::query_scalar!(
+        "select policy_version from agents where id = $1 and tenant_id = $2 for update",
+        id.0,
+        tenant.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(UpdateError::NotFound)?;
+    check_expected(current, expected)?;
+    let version = current + 1;
+    let policy = Policy {
+        version,
+        ..policy.clone()
+    };
+    let document = serde_json::to_value(&policy).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query!(
+        "insert into policies (agent_id, version, document, source, sha256, created_by)
+         values ($1, $2, $3, $4, $5, $6)",
+        id.0,
+        version,
+        document,
+        source,
+        chimera_core::documents::content_hash(source),
+        by
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "update agents set policy_version = $2 where id = $1",
+        id.0,
+        version
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(NewVersion { version })
+}
+
+fn check_expected(current: i32, expected: Option<i32>) -> Result<(), UpdateError> {
+    match expected {
+        Some(expected) if expected != current => {
+            Err(UpdateError::VersionMoved { current, expected })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What [`set_status`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// Whether the status changed (`false`: it already was).
+    pub changed: bool,
+    /// Goals sent to the planner again on a resume (their rows are in the outbox).
+    pub goals: Vec<GoalId>,
+}
+
+/// Pauses (`active = false`) or resumes the agent, audited as `agent.paused` or
+/// `agent.resumed`. A paused agent's goals are not planned and its tasks not released (work a
+/// worker already holds finishes, held items stay held); a resume sends its unfinished goals
+/// to the planner again, which plans them and releases what is ready.
+pub async fn set_status(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: AgentId,
+    active: bool,
+    by: &str,
+) -> Result<StatusChange, UpdateError> {
+    let mut tx = pool.begin().await?;
+    let status = sqlx::query_scalar!(
+        r#"select status::text as "status!" from agents where id = $1 and tenant_id = $2 for update"#,
+        id.0,
+        tenant.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(UpdateError::NotFound)?;
+    let wanted = if active { "active" } else { "paused" };
+    if status == wanted {
+        return Ok(StatusChange {
+            changed: false,
+            goals: Vec::new(),
+        });
+    }
+    if status == "retired" {
+        return Err(UpdateError::Retired);
+    }
+    sqlx::query!(
+        "update agents set status = $2::text::agent_status where id = $1",
+        id.0,
+        wanted
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut goals = Vec::new();
+    if active {
+        let unfinished = sqlx::query_scalar!(
+            "select id from goals where agent_id = $1
+               and status in ('received', 'in_progress', 'awaiting_review')",
+            id.0
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let resume = uuid::Uuid::new_v4();
+        for goal in unfinished {
+            let goal = GoalId(goal);
+            outbox::enqueue(&mut tx, &Message::goal(goal, &format!("resume-{resume}"))).await?;
+            goals.push(goal);
+        }
+    }
+    let action = if active {
+        "agent.resumed"
+    } else {
+        "agent.paused"
+    };
+    let mut record = AuditRecord::new(tenant, by, action, Utc::now());
+    record.reasoning = Some(format!("agent {}", id.0));
+    audit::append(&mut *tx, &record).await?;
+    tx.commit().await?;
+    Ok(StatusChange {
+        changed: true,
+        goals,
+    })
 }

@@ -19,6 +19,8 @@ pub struct PlanningContext {
     pub handle: String,
     pub persona: serde_json::Value,
     pub policy: Policy,
+    /// `false` while the agent is paused (or retired): its goals wait unplanned.
+    pub agent_active: bool,
     /// What the agent published last (at most [`RECENT_POSTS`], by approval time), newest
     /// first.
     pub recent_posts: Vec<Post>,
@@ -40,7 +42,8 @@ pub async fn planning_context(
 ) -> Result<Option<PlanningContext>, sqlx::Error> {
     let Some(row) = sqlx::query!(
         r#"select g.id, g.tenant_id, g.agent_id, g.kind, g.body, g.constraints,
-                  g.status as "status: GoalStatus", a.handle, a.persona, p.document as policy
+                  g.status as "status: GoalStatus", a.handle, a.persona, p.document as policy,
+                  a.status = 'active' as "agent_active!"
            from goals g
            join agents a on a.id = g.agent_id
            join policies p on p.agent_id = a.id and p.version = a.policy_version
@@ -86,6 +89,7 @@ pub async fn planning_context(
         handle: row.handle,
         persona: row.persona,
         policy,
+        agent_active: row.agent_active,
         recent_posts,
     }))
 }
@@ -146,6 +150,7 @@ pub async fn lock_ready(
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!"
            from tasks t join goals g on g.id = t.goal_id
+           join agents a on a.id = t.agent_id and a.status = 'active'
            where t.goal_id = $1 and t.status = 'blocked'
              and not exists (select 1 from task_dependencies d join tasks dep on dep.id = d.depends_on
                              where d.task_id = t.id and dep.status <> 'committed')

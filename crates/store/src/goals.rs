@@ -33,6 +33,8 @@ pub enum SubmitError {
     KeyReused,
     #[error("no such agent in this tenant")]
     UnknownAgent,
+    #[error("the agent is {0}: it takes no new goals until it is resumed")]
+    AgentNotActive(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -65,6 +67,17 @@ pub async fn submit(
     .await;
     match inserted {
         Ok(Some(id)) => {
+            // A new goal needs an active agent (a replayed one is answered as before). A pause
+            // that commits after this read lets the goal in; it then waits unplanned.
+            let status = sqlx::query_scalar!(
+                r#"select status::text as "status!" from agents where id = $1"#,
+                goal.agent_id.0
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if status != "active" {
+                return Err(SubmitError::AgentNotActive(status));
+            }
             outbox::enqueue(&mut tx, &outbox::Message::goal(GoalId(id), "submit")).await?;
             tx.commit().await?;
             return Ok(Submitted::Created(GoalId(id)));

@@ -12,6 +12,7 @@
 //! - a task `retrying` whose replan never arrived: the replan goes out again;
 //! - blocked tasks whose dependencies are all committed: their goal goes to the planner again,
 //!   which releases them;
+//! - (the goals and tasks of a paused agent wait: resuming it sends its goals again);
 //! - goals whose status no longer matches their tasks: settled.
 //!
 //! Every action is one transaction with its audit record (`system.redrive`, or
@@ -125,6 +126,7 @@ async fn unplanned(
         r#"select g.id, g.tenant_id from goals g
            where g.status = 'received' and g.updated_at < $1
              and not exists (select 1 from outbox o where o.goal_id = g.id and o.sent_at is null)
+             and exists (select 1 from agents a where a.id = g.agent_id and a.status = 'active')
            order by g.updated_at
            limit $2
            for update skip locked"#,
@@ -357,6 +359,7 @@ async fn unreleased(
                where t.status = 'blocked' and t.updated_at < $1
                  and not exists (select 1 from task_dependencies d join tasks dep on dep.id = d.depends_on
                                  where d.task_id = t.id and dep.status <> 'committed')
+                 and exists (select 1 from agents a where a.id = t.agent_id and a.status = 'active')
                order by t.updated_at
                limit $2
                for update of t skip locked

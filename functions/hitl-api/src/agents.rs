@@ -1,19 +1,24 @@
 //! Agents as documents: `POST /agents` onboards an agent from its SOUL.md and AGENTS.md;
-//! `GET /agents/{id}` reads it back with its current documents and their versions.
+//! `GET /agents/{id}` reads it back with its current documents and their versions; `PUT
+//! /agents/{id}/persona` and `/policy` store a new version of one; `POST /agents/{id}/pause`
+//! and `/resume` stop and restart its new work; `GET /agents` lists them.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chimera_core::auth::Permission;
 use chimera_core::documents::{self, Soul};
 use chimera_core::domain::AgentId;
-use chimera_store::agents::{self, AgentView, CreateError, NewAgent};
+use chimera_store::agents::{
+    self, AgentSummary, AgentView, CreateError, Filter, NewAgent, UpdateError,
+};
 use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::{ApiError, AppState, json_body};
@@ -146,10 +151,263 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     let principal = caller.require(Permission::Read)?;
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    agents::view(&state.pool, principal.tenant, AgentId(id))
+    agents::view(&state.pool, principal.tenant, agent_id(&id)?)
         .await
         .map_err(ApiError::dependency)?
         .map(Json)
         .ok_or(ApiError::NotFound)
+}
+
+fn agent_id(raw: &str) -> Result<AgentId, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(AgentId)
+        .map_err(|_| ApiError::NotFound)
+}
+
+fn update_error(err: UpdateError) -> ApiError {
+    match err {
+        UpdateError::NotFound => ApiError::NotFound,
+        UpdateError::VersionMoved { .. } | UpdateError::Retired => {
+            ApiError::Conflict(err.to_string())
+        }
+        UpdateError::Database(e) => ApiError::dependency(e),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `active`, `paused` or `retired`.
+    pub status: Option<String>,
+    /// Handles or display names containing this (1..=64 characters, case-insensitive).
+    pub search: Option<String>,
+    /// 1..=200, default 50.
+    pub limit: Option<i64>,
+    /// >= 0, default 0.
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgentPage {
+    pub items: Vec<AgentSummary>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/agents", tag = "agents", params(ListQuery),
+    responses((status = 200, body = AgentPage), (status = 400, description = "Bad filter"),
+              (status = 401, description = "No valid token")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<AgentPage>, ApiError> {
+    let principal = caller.require(Permission::Read)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(status) = &query.status
+        && !["active", "paused", "retired"].contains(&status.as_str())
+    {
+        return Err(ApiError::BadRequest(
+            "status must be active, paused or retired".into(),
+        ));
+    }
+    if let Some(search) = &query.search
+        && !(1..=64).contains(&search.chars().count())
+    {
+        return Err(ApiError::BadRequest(
+            "search must be 1..=64 characters".into(),
+        ));
+    }
+    let (limit, offset) = (query.limit.unwrap_or(50), query.offset.unwrap_or(0));
+    if !(1..=200).contains(&limit) || offset < 0 {
+        return Err(ApiError::BadRequest(
+            "limit must be 1..=200 and offset >= 0".into(),
+        ));
+    }
+    let items = agents::list(
+        &state.pool,
+        principal.tenant,
+        &Filter {
+            status: query.status.as_deref(),
+            search: query.search.as_deref(),
+            limit,
+            offset,
+        },
+    )
+    .await
+    .map_err(ApiError::dependency)?;
+    Ok(Json(AgentPage {
+        items,
+        limit,
+        offset,
+    }))
+}
+
+/// The body of `PUT /agents/{id}/persona` and `/policy`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentRequest {
+    /// The new SOUL.md or AGENTS.md.
+    #[schema(max_length = 24576)]
+    pub document: String,
+    /// The version this edit was made from: a newer current version answers 409.
+    #[schema(minimum = 1)]
+    pub base_version: Option<i32>,
+}
+
+/// The answer to a new document version.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Versioned {
+    pub version: i32,
+    pub sha256: String,
+}
+
+#[utoipa::path(put, path = "/agents/{id}/persona", tag = "agents", request_body = DocumentRequest,
+    params(("id" = uuid::Uuid, Path, description = "The agent")),
+    responses((status = 200, description = "The new persona version", body = Versioned),
+              (status = 400, description = "Malformed request"),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not an operator"),
+              (status = 404, description = "No such agent for the caller's tenant"),
+              (status = 409, description = "`base_version` is not the current version"),
+              (status = 422, description = "SOUL.md does not read: `error.line` and `error.field` say where")),
+    security(("bearer" = [])))]
+pub async fn put_persona(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Versioned>, ApiError> {
+    let principal = caller.require(Permission::Submit)?;
+    let id = agent_id(&id)?;
+    let request: DocumentRequest = json_body(body)?;
+    let soul = Soul::parse(&request.document).map_err(ApiError::InvalidDocument)?;
+    let stored = agents::new_persona(
+        &state.pool,
+        principal.tenant,
+        id,
+        &request.document,
+        &soul.persona(),
+        request.base_version,
+        &principal.subject,
+    )
+    .await
+    .map_err(update_error)?;
+    tracing::info!(agent_id = %id.0, version = stored.version, "persona updated");
+    Ok(Json(Versioned {
+        version: stored.version,
+        sha256: documents::content_hash(&request.document),
+    }))
+}
+
+#[utoipa::path(put, path = "/agents/{id}/policy", tag = "agents", request_body = DocumentRequest,
+    params(("id" = uuid::Uuid, Path, description = "The agent")),
+    responses((status = 200, description = "The new policy version", body = Versioned),
+              (status = 400, description = "Malformed request"),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not an operator"),
+              (status = 404, description = "No such agent for the caller's tenant"),
+              (status = 409, description = "`base_version` is not the current version"),
+              (status = 422, description = "AGENTS.md does not read: `error.line` and `error.field` say where")),
+    security(("bearer" = [])))]
+pub async fn put_policy(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Versioned>, ApiError> {
+    let principal = caller.require(Permission::Submit)?;
+    let id = agent_id(&id)?;
+    let request: DocumentRequest = json_body(body)?;
+    // The version is set when it is stored.
+    let policy =
+        documents::parse_policy(&request.document, 1).map_err(ApiError::InvalidDocument)?;
+    let stored = agents::new_policy(
+        &state.pool,
+        principal.tenant,
+        id,
+        &request.document,
+        &policy,
+        request.base_version,
+        &principal.subject,
+    )
+    .await
+    .map_err(update_error)?;
+    tracing::info!(agent_id = %id.0, version = stored.version, "policy updated");
+    Ok(Json(Versioned {
+        version: stored.version,
+        sha256: documents::content_hash(&request.document),
+    }))
+}
+
+/// The answer to a pause or a resume.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StatusAnswer {
+    /// `active` or `paused`.
+    pub status: &'static str,
+    /// `false` when the agent already was.
+    pub changed: bool,
+    /// Goals sent to the planner again by a resume.
+    pub goals_resumed: usize,
+}
+
+#[utoipa::path(post, path = "/agents/{id}/pause", tag = "agents",
+    params(("id" = uuid::Uuid, Path, description = "The agent")),
+    responses((status = 200, description = "Paused: new goals answer 409, its goals wait unplanned and its tasks unreleased; work a worker holds finishes", body = StatusAnswer),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not an operator"),
+              (status = 404, description = "No such agent for the caller's tenant"),
+              (status = 409, description = "The agent is retired")),
+    security(("bearer" = [])))]
+pub async fn pause(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<StatusAnswer>, ApiError> {
+    set_status(&state, &caller, &id, false).await
+}
+
+#[utoipa::path(post, path = "/agents/{id}/resume", tag = "agents",
+    params(("id" = uuid::Uuid, Path, description = "The agent")),
+    responses((status = 200, description = "Active again: its unfinished goals go to the planner", body = StatusAnswer),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not an operator"),
+              (status = 404, description = "No such agent for the caller's tenant"),
+              (status = 409, description = "The agent is retired")),
+    security(("bearer" = [])))]
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<StatusAnswer>, ApiError> {
+    set_status(&state, &caller, &id, true).await
+}
+
+async fn set_status(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    active: bool,
+) -> Result<Json<StatusAnswer>, ApiError> {
+    let principal = caller.require(Permission::Submit)?;
+    let id = agent_id(id)?;
+    let change = agents::set_status(
+        &state.pool,
+        principal.tenant,
+        id,
+        active,
+        &principal.subject,
+    )
+    .await
+    .map_err(update_error)?;
+    state.relay.flush(&change.goals).await;
+    let status = if active { "active" } else { "paused" };
+    tracing::info!(agent_id = %id.0, status, changed = change.changed, "agent status");
+    Ok(Json(StatusAnswer {
+        status,
+        changed: change.changed,
+        goals_resumed: change.goals.len(),
+    }))
 }

@@ -44,7 +44,7 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
               (status = 400, description = "Malformed goal"),
               (status = 401, description = "No valid token"),
               (status = 403, description = "Not an operator, or another tenant"),
-              (status = 409, description = "Idempotency key reused for another body"),
+              (status = 409, description = "Idempotency key reused for another body, or the agent is paused"),
               (status = 413, description = "Body too large"),
               (status = 422, description = "Unknown agent")),
     security(("bearer" = [])))]
@@ -110,7 +110,9 @@ pub async fn submit(
     )
     .await
     .map_err(|err| match err {
-        SubmitError::KeyReused => ApiError::Conflict(err.to_string()),
+        SubmitError::KeyReused | SubmitError::AgentNotActive(_) => {
+            ApiError::Conflict(err.to_string())
+        }
         SubmitError::UnknownAgent => ApiError::UnprocessableEntity(err.to_string()),
         SubmitError::Database(e) => ApiError::dependency(e),
     })?;

@@ -4,7 +4,8 @@
 //! serves it on a local port. Errors are JSON: `{"error": {"code": "...", "message": "..."}}`;
 //! a 5xx never carries internals (the cause chain goes to the log).
 //!
-//! - [`agents`]: agents onboarded from their documents, and read back (`operator`);
+//! - [`agents`]: agents onboarded from their documents, new versions of them, pause and
+//!   resume (`operator`);
 //! - [`goals`]: goal intake and progress (`operator`);
 //! - [`reviews`]: the pending queue, review cards, decisions bound to the artifact hash and
 //!   policy version the reviewer saw (`reviewer`), bulk approval, the audit trail;
@@ -28,7 +29,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chimera_aws::Clients;
 use chimera_aws::artifacts::ArtifactStore;
@@ -75,8 +76,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::document))
-        .route("/agents", post(agents::create))
+        .route("/agents", post(agents::create).get(agents::list))
         .route("/agents/{id}", get(agents::get))
+        .route("/agents/{id}/persona", put(agents::put_persona))
+        .route("/agents/{id}/policy", put(agents::put_policy))
+        .route("/agents/{id}/pause", post(agents::pause))
+        .route("/agents/{id}/resume", post(agents::resume))
         .route("/goals", post(goals::submit))
         .route("/goals/{id}", get(goals::get))
         .route("/reviews", get(reviews::list))

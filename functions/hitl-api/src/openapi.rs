@@ -18,7 +18,12 @@ use crate::{agents, goals, reviews};
     paths(
         crate::health,
         agents::create,
+        agents::list,
         agents::get,
+        agents::put_persona,
+        agents::put_policy,
+        agents::pause,
+        agents::resume,
         goals::submit,
         goals::get,
         reviews::list,
@@ -29,7 +34,9 @@ use crate::{agents, goals, reviews};
         reviews::bulk_approve,
         reviews::audit,
     ),
-    components(schemas(crate::Winner, agents::AgentRequest, agents::Created,
+    components(schemas(crate::Winner, agents::AgentRequest, agents::Created, agents::AgentPage,
+                       agents::DocumentRequest, agents::Versioned, agents::StatusAnswer,
+                       chimera_store::agents::AgentSummary,
                        chimera_store::agents::AgentView, chimera_store::agents::DocumentVersion)),
     modifiers(&BearerAuth),
     tags(

@@ -131,6 +131,11 @@ impl PlannerService {
             .ok_or_else(|| {
                 MessageError::Permanent(anyhow::anyhow!("goal {} does not exist", goal_id.0))
             })?;
+        if !ctx.agent_active {
+            // Resuming the agent sends its goals here again.
+            tracing::info!(goal_id = %goal_id.0, handle = %ctx.handle, "the agent is paused: the goal waits");
+            return Ok(());
+        }
         if ctx.status == GoalStatus::Received {
             let agent = AgentContext {
                 handle: ctx.handle.clone(),
