@@ -637,12 +637,11 @@ async fn twenty_concurrent_approvals_release_one_effect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn approvals_are_stale_after_a_regenerated_artifact_or_a_new_policy() {
+async fn an_approval_naming_a_regenerated_artifact_is_stale() {
     let mut swarm = Swarm::new(SwarmOptions::default()).await;
     swarm.run().await;
     let first = held_reply(&swarm, 0, "thanks for the kind words", "post-s1").await;
-    let second = held_reply(&swarm, 0, "thanks for the feedback", "post-s2").await;
-    swarm.settle(&[first, second], SETTLE).await;
+    swarm.settle(&[first], SETTLE).await;
     let rev = reviewer(&swarm);
 
     // The artifact behind the first review is re-generated (its hash changes) after the card
@@ -670,42 +669,154 @@ async fn approvals_are_stale_after_a_regenerated_artifact_or_a_new_policy() {
     );
     assert!(posts_of(&swarm, &id).await.is_empty());
 
-    // The agent's policy moves to v2: a decision under v1 is stale; the card shows v2; a v2
-    // decision goes through.
-    let shown = pending_of(&swarm, second).await;
-    let id = shown["id"].as_str().unwrap().to_owned();
-    let v2 = Policy {
-        version: 2,
-        ..Policy::default()
-    };
-    sqlx::query("insert into policies (agent_id, version, document) values ($1, 2, $2)")
-        .bind(swarm.agents[0].0)
-        .bind(serde_json::to_value(&v2).unwrap())
-        .execute(&swarm.db.pool)
-        .await
-        .unwrap();
-    sqlx::query("update agents set policy_version = 2 where id = $1")
-        .bind(swarm.agents[0].0)
-        .execute(&swarm.db.pool)
-        .await
-        .unwrap();
-    let path = format!("/reviews/{id}/approve");
-    let (status, body) = call(&swarm, Method::POST, &path, Some(&rev), Some(seen(&shown))).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("stale")),
-        "{body}"
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_policy_releases_what_it_approves_holds_the_rest_anew_and_refuses_old_approvals() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    // Both held at 0.80 (within 0.70..=0.90); the second is also about an election (on
+    // another platform: replies on one platform share their state until issue 20).
+    let plain = held_reply(&swarm, 0, "thanks for the kind words", "post-p1").await;
+    let vote = swarm
+        .submit(
+            0,
+            "reply",
+            "thanks, and remember to vote in the city elections",
+            json!({"platforms": ["threads"], "in_reply_to": "post-p2", "simulated_quality": 0.80}),
+        )
+        .await;
+    let promo = swarm
+        .submit(
+            0,
+            "reply",
+            "thanks! free shipping on every lantern this week",
+            json!({"platforms": ["bluesky"], "in_reply_to": "post-p3", "simulated_quality": 0.80}),
+        )
+        .await;
+    swarm.settle(&[plain, vote, promo], SETTLE).await;
+    let promo_item = pending_of(&swarm, promo).await;
+    assert!(
+        promo_item["preview"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("free shipping"),
+        "{promo_item}"
     );
-    let requeued = pending_of(&swarm, second).await;
-    assert_eq!(requeued["policy_version"], 2, "{requeued}");
+    let plain_item = pending_of(&swarm, plain).await;
+    let vote_item = pending_of(&swarm, vote).await;
+    assert_eq!(
+        vote_item["risk_types"],
+        json!(["sensitive", "medium_confidence"]),
+        "{vote_item}"
+    );
+
+    // v2 lets 0.80 go out alone (the plain reply no longer needs a person) and bans a phrase
+    // (the promotion breaks it).
+    let (status, body) = call(
+        &swarm,
+        Method::PUT,
+        &format!("/agents/{}/policy", swarm.agents[0].0),
+        Some(&operator(&swarm)),
+        Some(
+            json!({"document": "---\nauto_approve_above: 0.75\nbanned_phrases: [free shipping]\n---\n# Looser, and no free shipping talk\n",
+                    "base_version": 1}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["version"].clone(), body["rejudging"].clone()),
+        (json!(2), json!(3))
+    );
+    let plain_id = plain_item["id"].as_str().unwrap().to_owned();
+    assert_eq!(effect_of(&swarm, &plain_id).await.len(), 1);
+    let (status, decided_by): (String, String) =
+        sqlx::query_as("select status::text, decided_by from reviews where id = $1")
+            .bind(uuid::Uuid::parse_str(&plain_id).unwrap())
+            .fetch_one(&swarm.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), decided_by.as_str()),
+        ("approved", "policy v2")
+    );
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where review_id = $1 and actor = 'policy v2'
+           and action = 'review.approve' and policy_version = 2",
+    )
+    .bind(uuid::Uuid::parse_str(&plain_id).unwrap())
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    let promo_id = uuid::Uuid::parse_str(promo_item["id"].as_str().unwrap()).unwrap();
+    let (decision, by): (String, String) = eventually(SETTLE, "the promotion rejected", || async {
+        sqlx::query_as::<_, (Option<String>, Option<String>)>(
+            "select decision::text, decided_by from reviews where id = $1",
+        )
+        .bind(promo_id)
+        .fetch_one(&swarm.db.pool)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|(d, b)| d.zip(b).ok_or_else(|| "pending".to_owned()))
+    })
+    .await;
+    assert_eq!((decision.as_str(), by.as_str()), ("reject", "policy v2"));
+    assert_eq!(goal_status(&swarm, promo).await, "failed");
+
+    // The election reply still needs a person, now for its topic alone, under v2.
+    let again = eventually(SETTLE, "the election reply held under v2", || async {
+        let item = pending_of(&swarm, vote).await;
+        if item["policy_version"] == 2 {
+            Ok(item)
+        } else {
+            Err(item.to_string())
+        }
+    })
+    .await;
+    assert_eq!(again["risk_types"], json!(["sensitive"]), "{again}");
+    let id = again["id"].as_str().unwrap().to_owned();
+    let (_, card) = call(
+        &swarm,
+        Method::GET,
+        &format!("/reviews/{id}"),
+        Some(&reviewer(&swarm)),
+        None,
+    )
+    .await;
+    let reasoning = card["judge_reasoning"].as_str().unwrap_or_default();
+    assert!(
+        reasoning.starts_with("held for a human under policy v2: sensitive topics: politics"),
+        "{card}"
+    );
+    assert!(
+        !reasoning.contains("within"),
+        "no reason of v1 is shown as current: {card}"
+    );
+
+    // An approval naming v1 is refused with the current version; one retry with it suffices.
+    let path = format!("/reviews/{id}/approve");
+    let rev = reviewer(&swarm);
     let (status, body) = call(
         &swarm,
         Method::POST,
         &path,
         Some(&rev),
-        Some(seen(&requeued)),
+        Some(seen(&vote_item)),
     )
     .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("stale")),
+        "{body}"
+    );
+    assert_eq!(body["error"]["policy_version"], 2, "{body}");
+    let retry = json!({"artifact_hash": vote_item["artifact_hash"],
+                       "policy_version": body["error"]["policy_version"]});
+    let (status, body) = call(&swarm, Method::POST, &path, Some(&rev), Some(retry)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(effect_of(&swarm, &id).await.len(), 1);
     swarm.stop().await;

@@ -71,6 +71,7 @@ fn approval(seed: &Seeded, r: &TaskResult, review: ReviewId, hash: &str, policy:
             edited_hash: None,
         },
         request_id: Some("req-1".into()),
+        by_policy: false,
     }
 }
 
@@ -127,7 +128,7 @@ async fn twenty_concurrent_approvals_release_the_effect_once() {
 }
 
 #[tokio::test]
-async fn a_decision_on_another_artifact_or_policy_is_stale_and_a_new_policy_requeues_the_item() {
+async fn a_decision_on_another_artifact_or_policy_is_stale_and_only_the_new_policy_decides_first() {
     let db = TestDb::migrated().await;
     let (seed, r, review) = held(&db).await;
     // Another hash than the one held.
@@ -143,8 +144,9 @@ async fn a_decision_on_another_artifact_or_policy_is_stale_and_a_new_policy_requ
         decisions::decide(&db.pool, &foreign).await,
         Err(Refused::NotFound)
     ));
-    // The agent's policy moves to v2: the decision made under v1 is stale, the item stays
-    // pending under v2, and a decision naming v2 goes through.
+    // The agent's policy moves to v2: a person's decision naming v1, or v2 before the item was
+    // judged again, is refused naming v2; the item stays pending as it was. The re-judging
+    // (by the policy) decides it under v2.
     let v2 = Policy {
         version: 2,
         ..Policy::default()
@@ -160,28 +162,64 @@ async fn a_decision_on_another_artifact_or_policy_is_stale_and_a_new_policy_requ
         .execute(&db.pool)
         .await
         .unwrap();
-    assert!(matches!(
-        decisions::decide(
-            &db.pool,
-            &approval(&seed, &r, review, r.commit_hash.as_str(), 1)
-        )
-        .await,
-        Err(Refused::Stale(_))
-    ));
+    for named in [1, 2] {
+        assert!(matches!(
+            decisions::decide(
+                &db.pool,
+                &approval(&seed, &r, review, r.commit_hash.as_str(), named)
+            )
+            .await,
+            Err(Refused::PolicyMoved { current: 2 })
+        ));
+    }
     let (status, version): (String, i32) =
         sqlx::query_as("select status::text, policy_version from reviews where id = $1")
             .bind(review.0)
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert_eq!((status.as_str(), version), ("pending", 2));
-    let taken = decisions::decide(
-        &db.pool,
-        &approval(&seed, &r, review, r.commit_hash.as_str(), 2),
+    assert_eq!((status.as_str(), version), ("pending", 1));
+    // Its re-judging message was never written here (the policy changed by hand): the
+    // reconciler writes it once the change is older than its budget.
+    let soon = chrono::Utc::now();
+    assert!(
+        chimera_store::rejudge::outdated(&db.pool, soon, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = soon + chrono::Duration::minutes(5);
+    assert_eq!(
+        chimera_store::rejudge::outdated(&db.pool, later, 10)
+            .await
+            .unwrap(),
+        vec![review]
+    );
+    let queued: (String, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("select queue, sent_at from outbox where dedup_key = $1")
+            .bind(format!("rejudge:{}:v2", review.0))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, ("review".to_owned(), None));
+    let by_policy = Decision {
+        reviewer: "policy v2".into(),
+        by_policy: true,
+        ..approval(&seed, &r, review, r.commit_hash.as_str(), 2)
+    };
+    let taken = decisions::decide(&db.pool, &by_policy).await.unwrap();
+    assert_eq!(taken.decision, DecisionKind::Approve);
+    let (status, version, by): (String, i32, String) = sqlx::query_as(
+        "select status::text, policy_version, decided_by from reviews where id = $1",
     )
+    .bind(review.0)
+    .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(taken.decision, DecisionKind::Approve);
+    assert_eq!(
+        (status.as_str(), version, by.as_str()),
+        ("approved", 2, "policy v2")
+    );
     db.drop_db().await;
 }
 

@@ -216,6 +216,10 @@ impl ArtifactStore {
                 }
                 Ok(result)
             }
+            ResultMessage::Rejudge { review_id, .. } => Err(StorageError::Unreadable(format!(
+                "re-judging review {} carries no result",
+                review_id.0
+            ))),
         }
     }
 }

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{GoalId, ReadSet, ResultId, Task, TaskId, TaskResult};
+use crate::domain::{GoalId, ReadSet, ResultId, ReviewId, Task, TaskId, TaskResult};
 
 /// The envelope version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -45,7 +45,8 @@ pub struct TaskMessage {
     pub task: Task,
 }
 
-/// The review queue: a result, or where to find one too large for a message.
+/// The review queue: a result, where to find one too large for a message, or a held result to
+/// judge again under its agent's new policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResultMessage {
@@ -58,6 +59,12 @@ pub enum ResultMessage {
         s3_key: String,
         sha256: String,
         size_bytes: u64,
+    },
+    /// The agent's policy is now `policy_version`: the pending review is judged again under
+    /// it (released, held with the new reasons, or rejected by the policy).
+    Rejudge {
+        review_id: ReviewId,
+        policy_version: i32,
     },
 }
 

@@ -267,9 +267,11 @@ pub enum UpdateError {
 }
 
 /// A new version of an agent's document, stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewVersion {
     pub version: i32,
+    /// The goals of the held items sent to be judged again under it (a policy's).
+    pub rejudging: Vec<GoalId>,
 }
 
 /// Stores SOUL.md as the agent's next persona version (when `expected` is given, only if the
@@ -315,11 +317,14 @@ pub async fn new_persona(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(NewVersion { version })
+    Ok(NewVersion {
+        version,
+        rejudging: Vec::new(),
+    })
 }
 
-/// Stores AGENTS.md as the agent's next policy version; `policy` is what it states, and its
-/// `version` is set here.
+/// Stores AGENTS.md as the agent's next policy version (`policy` is what it states; its
+/// `version` is set here) and sends every held item of the agent to be judged again under it.
 pub async fn new_policy(
     pool: &PgPool,
     tenant: TenantId,
@@ -364,8 +369,9 @@ pub async fn new_policy(
     )
     .execute(&mut *tx)
     .await?;
+    let rejudging = crate::rejudge::enqueue_for_agent(&mut tx, id, version).await?;
     tx.commit().await?;
-    Ok(NewVersion { version })
+    Ok(NewVersion { version, rejudging })
 }
 
 fn check_expected(current: i32, expected: Option<i32>) -> Result<(), UpdateError> {

@@ -7,9 +7,10 @@
 //! - an unknown review, or another tenant's, is [`Refused::NotFound`];
 //! - a review decided before answers [`Refused::AlreadyDecided`] with the winner's decision, so
 //!   a double click, a replay or a second reviewer never releases an effect twice;
-//! - a hash or policy version other than the review's is [`Refused::Stale`]; and when the agent's
-//!   policy moved on since the review was opened, the review takes the new version and stays
-//!   pending (it returns to the queue), and the decision is refused as stale;
+//! - a hash other than the review's is [`Refused::Stale`]; a policy version other than the
+//!   review's, or a review judged under an older policy than the agent's (it is being judged
+//!   again), is [`Refused::PolicyMoved`] naming the current version; only the re-judging
+//!   itself (`by_policy`) decides an item whose policy moved;
 //! - an approval commits the result through OCC with its effect (the spend of a financial
 //!   action under `approval:<review id>`, the `execute` task and the digest of the effect it
 //!   releases) and the messages it causes (the `execute` task, the release of the goal's
@@ -62,6 +63,9 @@ pub struct Decision {
     pub policy_version: i32,
     pub verdict: Verdict,
     pub request_id: Option<String>,
+    /// Taken by the agent's policy itself (a re-judging under a new version), not a person: it
+    /// moves a review judged under an older version to `policy_version`, the current one.
+    pub by_policy: bool,
 }
 
 /// A decision that was taken.
@@ -86,6 +90,10 @@ pub enum Refused {
     },
     #[error("stale: {0}")]
     Stale(String),
+    /// The decision named another policy version than the one the item is judged under now
+    /// (`current`); one re-judged under a newer policy is being judged again.
+    #[error("stale: the item is judged under policy v{current}; review it again")]
+    PolicyMoved { current: i32 },
     /// The state the result read moved while it waited. Nothing was committed; the review is
     /// closed (`expired`, decision `retry`) and the task waits for its replan, whose message
     /// (with the versions in `moved`) was written to the outbox.
@@ -114,9 +122,15 @@ impl From<sqlx::Error> for Refused {
 /// Takes `decision`: one transaction under the review row's lock.
 pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused> {
     let mut tx = pool.begin().await?;
-    let held = lock_pending(&mut tx, decision).await?;
+    let mut held = lock_pending(&mut tx, decision).await?;
     if held.current_policy != held.policy_version {
-        // The item returns to the queue under the agent's current policy.
+        // Judged under an older policy: only the re-judging under the current one decides it
+        // (a person's decision waits until the item shows the current policy's reasons).
+        if !(decision.by_policy && decision.policy_version == held.current_policy) {
+            return Err(Refused::PolicyMoved {
+                current: held.current_policy,
+            });
+        }
         sqlx::query!(
             "update reviews set policy_version = $2 where id = $1",
             decision.review.0,
@@ -124,17 +138,12 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
         )
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        return Err(Refused::Stale(format!(
-            "the agent's policy is now v{}; review the item again",
-            held.current_policy
-        )));
+        held.policy_version = held.current_policy;
     }
     if held.policy_version != decision.policy_version {
-        return Err(Refused::Stale(format!(
-            "the item is judged under policy v{}, not v{}",
-            held.policy_version, decision.policy_version
-        )));
+        return Err(Refused::PolicyMoved {
+            current: held.policy_version,
+        });
     }
     let kind = mark_decided(&mut tx, decision).await?;
     let mut entry = AuditRecord {

@@ -17,6 +17,7 @@
 //!   notifications.
 //! - [`sweep`]: the sweep that escalates overdue reviews and rejects by default those past
 //!   their final deadline (also re-exported from [`reviews`]).
+//! - [`rejudge`]: held items judged again when their agent's policy changes.
 //! - [`outbox`]: every message a decision causes, written in the decision's transaction and
 //!   sent by a relay once it committed.
 //! - [`reconcile`]: the sweep's pass over work that stopped moving (re-sends through the
@@ -41,6 +42,7 @@ pub mod outbox;
 pub mod provenance;
 pub mod reconcile;
 pub mod records;
+pub mod rejudge;
 pub mod reviews;
 pub mod sweep;
 

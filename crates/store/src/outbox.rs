@@ -11,7 +11,7 @@
 //!   one twice while they run. A relay that dies after sending and before marking sends again:
 //!   delivery is at least once, and every consumer is idempotent.
 
-use chimera_core::domain::{GoalId, Task, TaskId};
+use chimera_core::domain::{GoalId, ReviewId, Task, TaskId};
 use chimera_core::envelope::{self, PlannerMessage, ResultMessage, TaskMessage};
 use chimera_core::names::Queue;
 use chrono::{DateTime, Utc};
@@ -54,6 +54,19 @@ impl Message {
             queue: Queue::Goal,
             body: envelope::encode(&PlannerMessage::Goal { goal_id: goal }),
             dedup_key: format!("goal:{}:{cause}", goal.0),
+            goal,
+        }
+    }
+
+    /// A held item for the judge to judge again under its agent's policy `version`.
+    pub fn rejudge(goal: GoalId, review: ReviewId, version: i32) -> Message {
+        Message {
+            queue: Queue::Review,
+            body: envelope::encode(&ResultMessage::Rejudge {
+                review_id: review,
+                policy_version: version,
+            }),
+            dedup_key: format!("rejudge:{}:v{version}", review.0),
             goal,
         }
     }

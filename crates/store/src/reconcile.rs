@@ -13,12 +13,16 @@
 //! - blocked tasks whose dependencies are all committed: their goal goes to the planner again,
 //!   which releases them;
 //! - (the goals and tasks of a paused agent wait: resuming it sends its goals again);
-//! - goals whose status no longer matches their tasks: settled.
+//! - goals whose status no longer matches their tasks: settled;
+//! - held items judged under an older policy than their agent's: judged again
+//!   ([`crate::rejudge`]).
 //!
 //! Every action is one transaction with its audit record (`system.redrive`, or
 //! `system.give_up`), and the messages go through the outbox.
 
-use chimera_core::domain::{AuditRecord, GoalId, GoalStatus, ResultId, TaskId, TaskKind, TenantId};
+use chimera_core::domain::{
+    AuditRecord, GoalId, GoalStatus, ResultId, ReviewId, TaskId, TaskKind, TenantId,
+};
 use chimera_core::envelope::{PlannerMessage, ResultMessage};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -61,6 +65,8 @@ pub struct Reconciled {
     pub released: Vec<GoalId>,
     /// Goals whose status was brought in line with their tasks.
     pub settled: Vec<GoalId>,
+    /// Held items judged under an older policy than their agent's, sent to be judged again.
+    pub outdated: Vec<ReviewId>,
 }
 
 impl Reconciled {
@@ -82,6 +88,7 @@ pub async fn reconcile(
     lost_replans(pool, now, limit, &mut done).await?;
     unreleased(pool, now, limit, &mut done).await?;
     unsettled(pool, now, limit, &mut done).await?;
+    done.outdated = crate::rejudge::outdated(pool, now, limit).await?;
     Ok(done)
 }
 

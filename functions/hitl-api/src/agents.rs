@@ -262,6 +262,9 @@ pub struct DocumentRequest {
 pub struct Versioned {
     pub version: i32,
     pub sha256: String,
+    /// Held items sent to be judged again under a new policy (they are released, held again
+    /// with the new reasons, or rejected by it, in seconds).
+    pub rejudging: usize,
 }
 
 #[utoipa::path(put, path = "/agents/{id}/persona", tag = "agents", request_body = DocumentRequest,
@@ -299,6 +302,7 @@ pub async fn put_persona(
     Ok(Json(Versioned {
         version: stored.version,
         sha256: documents::content_hash(&request.document),
+        rejudging: 0,
     }))
 }
 
@@ -335,10 +339,12 @@ pub async fn put_policy(
     )
     .await
     .map_err(update_error)?;
-    tracing::info!(agent_id = %id.0, version = stored.version, "policy updated");
+    state.relay.flush(&stored.rejudging).await;
+    tracing::info!(agent_id = %id.0, version = stored.version, rejudging = stored.rejudging.len(), "policy updated");
     Ok(Json(Versioned {
         version: stored.version,
         sha256: documents::content_hash(&request.document),
+        rejudging: stored.rejudging.len(),
     }))
 }
 

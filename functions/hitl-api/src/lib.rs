@@ -119,9 +119,13 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
-    /// A decision on an item whose artifact or policy changed since it was shown.
+    /// A decision on an item whose artifact changed since it was shown.
     #[error("{0}")]
     Stale(String),
+    /// A decision naming another policy version than the item is judged under now (the body
+    /// names it, so one retry suffices once the card shows it).
+    #[error("the item is judged under policy v{0}; review it again")]
+    PolicyMoved(i32),
     #[error("already decided: {} by {}", .0.decision, .0.decided_by)]
     AlreadyDecided(Winner),
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
@@ -147,7 +151,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Stale(_) => (StatusCode::CONFLICT, "stale"),
+            ApiError::Stale(_) | ApiError::PolicyMoved(_) => (StatusCode::CONFLICT, "stale"),
             ApiError::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnprocessableEntity(_) => {
@@ -208,6 +212,7 @@ impl IntoResponse for ApiError {
         let mut error = json!({"code": code, "message": self.to_string()});
         match &self {
             ApiError::AlreadyDecided(winner) => error["winner"] = json!(winner),
+            ApiError::PolicyMoved(current) => error["policy_version"] = json!(current),
             ApiError::InvalidDocument(doc) => {
                 error["document"] = json!(doc.document);
                 error["line"] = json!(doc.line);

@@ -29,6 +29,7 @@
 //! only releases the goal's ready tasks again and settles the goal, both idempotent.
 
 pub mod checks;
+mod rejudge;
 pub mod rubric;
 
 use std::sync::Arc;
@@ -124,7 +125,7 @@ impl Judge {
         let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m, by)).await;
         let goals: Vec<GoalId> = outcomes
             .iter()
-            .filter_map(|(_, outcome)| outcome.as_ref().ok().copied())
+            .filter_map(|(_, outcome)| outcome.as_ref().ok().copied().flatten())
             .collect();
         relay.flush(&goals).await;
         let outcomes = outcomes
@@ -134,16 +135,24 @@ impl Judge {
         lease.finish(report(outcomes)).await
     }
 
-    /// Judges one result; returns its goal (whose outbox rows the batch then sends).
+    /// Judges one result, or a held one again; returns the goal whose outbox rows the batch
+    /// then sends.
     async fn handle_message(
         &self,
         message: &SqsMessage,
         by: Instant,
-    ) -> Result<GoalId, MessageError> {
+    ) -> Result<Option<GoalId>, MessageError> {
         let msg: ResultMessage = decode_body(message)?;
+        if let ResultMessage::Rejudge {
+            review_id,
+            policy_version,
+        } = msg
+        {
+            return self.rejudge(review_id, policy_version).await;
+        }
         let result = self.artifacts.load_result(msg).await.map_err(storage)?;
         let goal = result.goal_id;
-        self.judge(result, by).await.map(|()| goal)
+        self.judge(result, by).await.map(|()| Some(goal))
     }
 
     async fn judge(&self, result: TaskResult, by: Instant) -> Result<(), MessageError> {

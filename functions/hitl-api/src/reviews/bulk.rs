@@ -106,7 +106,7 @@ pub async fn bulk_approve(
             .map_err(ApiError::dependency)?
         {
             None => Err(ApiError::NotFound),
-            Some(card) if request.dry_run => match preflight(&card, &seen, true) {
+            Some(card) if request.dry_run => match preflight(&card, &seen) {
                 Ok(()) => match planned_effect(&state, &card).await {
                     Ok((effects, spend)) => {
                         summary.effects += effects;
@@ -154,7 +154,7 @@ pub async fn bulk_approve(
                 summary.already_decided += 1;
                 ("already_decided", Some(e.to_string()))
             }
-            Err(e @ ApiError::Stale(_)) => {
+            Err(e @ (ApiError::Stale(_) | ApiError::PolicyMoved(_))) => {
                 summary.stale += 1;
                 ("stale", Some(e.to_string()))
             }

@@ -186,10 +186,9 @@ async fn decide_on(
 }
 
 /// Why a decision on `card` cannot be taken, as far as the card (read without a lock) tells;
-/// the store checks again under the lock. A policy that moved on since the review was opened
-/// is left to the store, which requeues the item under the new version, unless this is only
-/// a check (`dry_run`).
-pub(super) fn preflight(card: &Card, seen: &ApproveRequest, dry_run: bool) -> Result<(), ApiError> {
+/// the store checks again under the lock. An item judged under an older policy than its
+/// agent's is being judged again: refused with the current version.
+pub(super) fn preflight(card: &Card, seen: &ApproveRequest) -> Result<(), ApiError> {
     // A decided review has its decision (the schema's check), a pending one none.
     if let Some(decision) = card.decision {
         return Err(ApiError::AlreadyDecided(Winner {
@@ -203,17 +202,11 @@ pub(super) fn preflight(card: &Card, seen: &ApproveRequest, dry_run: bool) -> Re
             "the artifact changed since it was reviewed".into(),
         ));
     }
-    if card.policy_version != seen.policy_version {
-        return Err(ApiError::Stale(format!(
-            "the item is judged under policy v{}, not v{}",
-            card.policy_version, seen.policy_version
-        )));
+    if card.current_policy_version != card.policy_version {
+        return Err(ApiError::PolicyMoved(card.current_policy_version));
     }
-    if dry_run && card.current_policy_version != card.policy_version {
-        return Err(ApiError::Stale(format!(
-            "the agent's policy is now v{}; review the item again",
-            card.current_policy_version
-        )));
+    if card.policy_version != seen.policy_version {
+        return Err(ApiError::PolicyMoved(card.policy_version));
     }
     Ok(())
 }
@@ -265,7 +258,7 @@ pub(super) async fn take(
     seen: &ApproveRequest,
     action: Action,
 ) -> Result<DecisionResponse, ApiError> {
-    preflight(&card, seen, false)?;
+    preflight(&card, seen)?;
     if card.task_status == TaskStatus::Failed && !matches!(action, Action::Reject(_)) {
         return Err(ApiError::UnprocessableEntity(
             "the task failed after its attempts and its dependents were cancelled: reject (acknowledge) this item, or submit the goal again".into(),
@@ -331,6 +324,7 @@ pub(super) async fn take(
         policy_version: seen.policy_version,
         verdict,
         request_id: Some(request_id.to_owned()),
+        by_policy: false,
     };
     let taken = match decisions::decide(&state.pool, &decision).await {
         Ok(taken) => taken,
@@ -364,6 +358,7 @@ async fn refusal(state: &AppState, refused: Refused) -> ApiError {
             decided_at,
         }),
         Refused::Stale(reason) => ApiError::Stale(reason),
+        Refused::PolicyMoved { current } => ApiError::PolicyMoved(current),
         Refused::Conflict { feedback, goal, .. } => {
             state.relay.flush(&[goal]).await;
             ApiError::Conflict(format!("{feedback}; the task is replanned"))

@@ -1,0 +1,201 @@
+//! A held item judged again under its agent's new policy (a `Rejudge` message).
+//!
+//! The judge runs its own checks on the item again (the new banned phrases, lexicon, links,
+//! limits) and routes it under the new version with the score and topics it found when it held
+//! it, without calling the model again:
+//! - no human needed any more: approved by the policy (`decided_by` is `policy vN`, audited),
+//!   its effect released as a person's approval would;
+//! - still needs a human: held again with the new version's reasons (`review.rejudged`);
+//! - now fails a check: rejected by the policy, with the check as the reason.
+//!
+//! A message for a version that is no longer the agent's, or for an item decided meanwhile,
+//! changes nothing.
+
+use std::collections::BTreeSet;
+
+use chimera_aws::batch::MessageError;
+use chimera_core::domain::{GoalId, ReviewId, RiskTag};
+use chimera_core::effect::{self, Origin};
+use chimera_core::routing::{self, Assessment, Route};
+use chimera_store::decisions::{self, Decision, Refused, Verdict};
+use chimera_store::rejudge::{self, Pending, Rehold};
+use chimera_store::{judging, records};
+
+use crate::{Judge, checks, hold_reasoning, retryable, risk_type, storage};
+
+impl Judge {
+    /// Judges review `id` again under policy `version`; returns the goal whose messages to send.
+    pub(crate) async fn rejudge(
+        &self,
+        id: ReviewId,
+        version: i32,
+    ) -> Result<Option<GoalId>, MessageError> {
+        let Some(item) = rejudge::pending(&self.pool, id).await.map_err(retryable)? else {
+            tracing::info!(review_id = %id.0, "re-judging: the item was decided meanwhile");
+            return Ok(None);
+        };
+        if item.current_policy != version || item.policy_version >= version {
+            tracing::info!(review_id = %id.0, version, current = item.current_policy,
+                           "re-judging: not for the agent's current policy, or done");
+            return Ok(None);
+        }
+        let mut conn = self.pool.acquire().await.map_err(retryable)?;
+        let result = records::load_result_in(&mut conn, item.result)
+            .await
+            .map_err(retryable)?
+            .ok_or_else(|| {
+                MessageError::Permanent(anyhow::anyhow!("review {} has no result", id.0))
+            })?;
+        drop(conn);
+        let state = judging::task_state(&self.pool, item.task)
+            .await
+            .map_err(retryable)?
+            .ok_or_else(|| {
+                MessageError::Permanent(anyhow::anyhow!("review {} has no task", id.0))
+            })?;
+        if state.policy.version != version {
+            return Ok(None);
+        }
+        let findings = checks::inspect(&self.pool, &self.artifacts, &result, &state)
+            .await
+            .map_err(|e| match e {
+                checks::InspectError::Storage(err) => storage(err),
+                checks::InspectError::Database(err) => retryable(err),
+            })?;
+        let tags: BTreeSet<RiskTag> = item
+            .risk_tags
+            .iter()
+            .chain(&findings.topics)
+            .filter_map(|t| RiskTag::parse(t.as_str()).ok())
+            .collect();
+        let route = match &findings.cfo_refusal {
+            Some(refusal) => Route::Fail {
+                feedback: refusal.clone(),
+            },
+            None => routing::route(
+                &state.policy,
+                &Assessment {
+                    task_kind: result.task_kind,
+                    confidence: item.confidence,
+                    risk_tags: &tags,
+                    disclosure_level: result.disclosure_level,
+                    attempt: result.attempt,
+                    failed_checks: &findings.failed,
+                },
+            ),
+        };
+        tracing::info!(review_id = %id.0, version, route = ?route, "item judged again");
+        let verdict = match route {
+            Route::AutoApprove => {
+                let execute = findings.proposal.as_ref().map(|proposal| {
+                    let origin = Origin {
+                        task_id: item.task,
+                        goal_id: item.goal,
+                        tenant_id: item.tenant,
+                        agent_id: item.agent,
+                        disclosure_level: result.disclosure_level,
+                    };
+                    Box::new(effect::execute_task(&origin, item.review, proposal))
+                });
+                Verdict::Approve {
+                    execute,
+                    spend_cents: findings
+                        .amount_cents
+                        .filter(|_| result.task_kind.is_financial()),
+                    edited_hash: None,
+                }
+            }
+            Route::HumanReview { reasons } => {
+                let mut risk_types: Vec<&str> = reasons.iter().map(risk_type).collect();
+                if result.task_kind.is_financial() {
+                    risk_types.push("financial");
+                }
+                let judged = chimera_core::domain::TaskResult {
+                    confidence_score: item.confidence,
+                    ..(*result).clone()
+                };
+                let tags: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
+                let reasoning = format!(
+                    "{} (judged again when the policy changed)",
+                    hold_reasoning(&judged, &state.policy, &reasons)
+                );
+                return self
+                    .hold_again(&item, version, &reasoning, &reasons, &risk_types, &tags)
+                    .await;
+            }
+            Route::Retry { feedback } | Route::Fail { feedback } => Verdict::Reject {
+                reason: format!("policy v{version}: {feedback}"),
+            },
+        };
+        self.decide_by_policy(&item, version, verdict).await
+    }
+
+    async fn hold_again(
+        &self,
+        item: &Pending,
+        version: i32,
+        reasoning: &str,
+        reasons: &[routing::ReviewReason],
+        risk_types: &[&str],
+        risk_tags: &[String],
+    ) -> Result<Option<GoalId>, MessageError> {
+        let held = rejudge::rehold(
+            &self.pool,
+            item,
+            &Rehold {
+                version,
+                reasoning,
+                reasons,
+                risk_types,
+                risk_tags,
+            },
+        )
+        .await
+        .map_err(retryable)?;
+        tracing::info!(review_id = %item.review.0, version, held, "held again under the new policy");
+        Ok(None)
+    }
+
+    /// Takes the policy's decision on the item; one the store refuses (a budget the effect no
+    /// longer fits) leaves it held under the new version, with why, for a person.
+    async fn decide_by_policy(
+        &self,
+        item: &Pending,
+        version: i32,
+        verdict: Verdict,
+    ) -> Result<Option<GoalId>, MessageError> {
+        let decision = Decision {
+            tenant: item.tenant,
+            review: item.review,
+            reviewer: format!("policy v{version}"),
+            artifact_hash: item.artifact_hash.clone(),
+            policy_version: version,
+            verdict,
+            request_id: None,
+            by_policy: true,
+        };
+        match decisions::decide(&self.pool, &decision).await {
+            Ok(taken) => {
+                tracing::info!(review_id = %item.review.0, decision = %taken.decision, version, "decided by the new policy");
+                self.planner.release(item.goal).await?;
+                judging::settle_goal(&self.pool, item.goal)
+                    .await
+                    .map_err(retryable)?;
+                Ok(Some(item.goal))
+            }
+            // The state moved: the task is replanned (its message is in the outbox).
+            Err(Refused::Conflict { goal, .. }) => Ok(Some(goal)),
+            Err(
+                Refused::NotFound | Refused::AlreadyDecided { .. } | Refused::PolicyMoved { .. },
+            ) => Ok(None),
+            Err(refused @ (Refused::Budget(_) | Refused::TaskMoved | Refused::Stale(_))) => {
+                let reasoning = format!(
+                    "policy v{version} would decide this item, but: {refused}; a person decides"
+                );
+                self.hold_again(item, version, &reasoning, &[], &[], &item.risk_tags)
+                    .await
+            }
+            Err(Refused::Commit(err)) => Err(retryable(err)),
+        }
+    }
+}
