@@ -467,3 +467,153 @@ async fn documents_get_new_versions_and_a_paused_agent_takes_no_new_work_until_r
     assert_eq!(audited, ["agent.paused", "agent.resumed"]);
     swarm.stop().await;
 }
+
+/// One call with an `Idempotency-Key`.
+async fn call_with_key(
+    swarm: &Swarm,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: Value,
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", swarm.api()))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let token = operator(&swarm);
+    let (_, created) = call(
+        &swarm,
+        Method::POST,
+        "/agents",
+        Some(&token),
+        Some(
+            json!({"handle": "ivy", "display_name": "Ivy", "platforms": ["x"],
+                    "soul_md": EXAMPLES[2].2, "agents_md": EXAMPLES[2].3}),
+        ),
+    )
+    .await;
+    let ivy = created["agent_id"].as_str().unwrap().to_owned();
+    let budget = format!("/agents/{ivy}/budget");
+    let open = json!({"currency": "USD", "balance_cents": 1000});
+    let (status, body) = call(
+        &swarm,
+        Method::PUT,
+        &budget,
+        Some(&token),
+        Some(open.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["balance_cents"].clone()),
+        (201, json!(1000)),
+        "{body}"
+    );
+    let (status, _) = call(&swarm, Method::PUT, &budget, Some(&token), Some(open)).await;
+    assert_eq!(status, 409);
+
+    let top_ups = format!("/agents/{ivy}/budget/top-ups");
+    let add = json!({"amount_cents": 500, "memo": "november"});
+    let (status, body) = call_with_key(&swarm, &top_ups, &token, "nov-1", add.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"balance_cents": 1500, "duplicate": false}));
+    let (status, body) = call_with_key(&swarm, &top_ups, &token, "nov-1", add.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"balance_cents": 1500, "duplicate": true}));
+    let (status, _) = call_with_key(
+        &swarm,
+        &top_ups,
+        &token,
+        "nov-1",
+        json!({"amount_cents": 600}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &top_ups,
+        Some(&token),
+        Some(add.clone()),
+    )
+    .await;
+    assert_eq!(status, 400, "no key: {body}");
+    let (status, body) = call_with_key(&swarm, &top_ups, &token, "nov\t2", add.clone()).await;
+    assert_eq!(status, 400, "a control character: {body}");
+    for bad in [
+        json!({"amount_cents": 0}),
+        json!({"amount_cents": -5}),
+        json!([500, "an array reads as the fields of the struct"]),
+    ] {
+        let (status, body) = call_with_key(&swarm, &top_ups, &token, "nov-3", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (_, view) = call(
+        &swarm,
+        Method::GET,
+        &format!("/agents/{ivy}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(view["balance_cents"], 1500);
+
+    // The ledger, newest first, by page and by category.
+    let ledger = format!("/agents/{ivy}/ledger");
+    let (status, page) = call(
+        &swarm,
+        Method::GET,
+        &format!("{ledger}?limit=1"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["amount_cents"], 500);
+    assert_eq!(page["items"][0]["memo"], "november");
+    let before = page["next_before"].as_i64().unwrap();
+    let (_, page) = call(
+        &swarm,
+        Method::GET,
+        &format!("{ledger}?limit=1&before={before}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(page["items"][0]["memo"], "opening balance");
+    let (_, page) = call(
+        &swarm,
+        Method::GET,
+        &format!("{ledger}?category=inference"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(page["items"], json!([]));
+    let (status, _) = call(
+        &swarm,
+        Method::GET,
+        &format!("{ledger}?category=fees"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let stranger = swarm.token_for(TenantId::random(), "op", &["operator"]);
+    let (status, _) = call(&swarm, Method::GET, &ledger, Some(&stranger), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call_with_key(&swarm, &top_ups, &stranger, "nov-9", add).await;
+    assert_eq!(status, 404);
+    swarm.stop().await;
+}

@@ -169,6 +169,8 @@ async fn bad_goals_get_a_json_4xx_and_store_nothing() {
         (json!({"tenant_id": t, "agent_id": a, "kind": "paid_action", "text": "x"}).to_string(), StatusCode::BAD_REQUEST),
         (json!({"tenant_id": t, "agent_id": uuid::Uuid::new_v4(), "kind": "campaign", "text": "x"}).to_string(), StatusCode::UNPROCESSABLE_ENTITY),
         (json!({"tenant_id": uuid::Uuid::new_v4(), "agent_id": a, "kind": "campaign", "text": "x"}).to_string(), StatusCode::FORBIDDEN),
+        // The fields in order, as an array: serde would read it as the struct.
+        (json!([t, a, "campaign", "launch", {}]).to_string(), StatusCode::BAD_REQUEST),
     ];
     for (body, expected) in cases {
         let (status, err) = api.post(&body, None).await;
@@ -180,8 +182,10 @@ async fn bad_goals_get_a_json_4xx_and_store_nothing() {
             "{err}"
         );
     }
-    let (status, _) = api.post(&api.goal("ok"), Some(&"k".repeat(201))).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for key in ["k".repeat(201), "with space".into(), "tab\there".into()] {
+        let (status, _) = api.post(&api.goal("ok"), Some(&key)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{key:?}");
+    }
     assert_eq!(api.goals().await, 0);
     assert!(
         api.announced(1, Duration::from_secs(2)).await.is_empty(),

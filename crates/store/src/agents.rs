@@ -459,3 +459,14 @@ pub async fn set_status(
         goals,
     })
 }
+
+/// Whether `id` is an agent of `tenant`.
+pub async fn belongs(pool: &PgPool, tenant: TenantId, id: AgentId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from agents where id = $1 and tenant_id = $2) as "found!""#,
+        id.0,
+        tenant.0
+    )
+    .fetch_one(pool)
+    .await
+}

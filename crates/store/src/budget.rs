@@ -180,3 +180,122 @@ pub async fn balance(pool: &PgPool, agent: AgentId) -> Result<Option<i64>, sqlx:
     .fetch_optional(pool)
     .await
 }
+
+/// What a top-up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopUp {
+    pub balance_cents: i64,
+    /// This key topped the budget up before (by the same amount): nothing added now.
+    pub duplicate: bool,
+}
+
+/// Adds `amount_cents` (> 0) to the agent's budget once per `key`, recorded as a top-up. The
+/// same key with another amount is [`BudgetError::KeyReused`].
+pub async fn top_up(
+    pool: &PgPool,
+    agent: AgentId,
+    key: &str,
+    amount_cents: i64,
+    memo: Option<&str>,
+) -> Result<TopUp, BudgetError> {
+    if amount_cents <= 0 {
+        return Err(BudgetError::InvalidAmount(amount_cents));
+    }
+    let mut tx = pool.begin().await?;
+    let Some(balance) = sqlx::query_scalar!(
+        "select balance_cents from budgets where agent_id = $1 for update",
+        agent.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Err(BudgetError::NoBudget);
+    };
+    let prior = sqlx::query!(
+        r#"select kind::text as "kind!", amount_cents from ledger
+           where agent_id = $1 and idempotency_key = $2"#,
+        agent.0,
+        key
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(prior) = prior {
+        return if prior.kind == "top_up" && prior.amount_cents == amount_cents {
+            Ok(TopUp {
+                balance_cents: balance,
+                duplicate: true,
+            })
+        } else {
+            Err(BudgetError::KeyReused(key.to_owned()))
+        };
+    }
+    let after = balance
+        .checked_add(amount_cents)
+        .ok_or(BudgetError::InvalidAmount(amount_cents))?;
+    sqlx::query!(
+        "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, memo)
+         values ($1, $2, 'top_up', 'top_up', $3, $4, $5)",
+        agent.0,
+        key,
+        amount_cents,
+        after,
+        memo
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "update budgets set balance_cents = $2, updated_at = now() where agent_id = $1",
+        agent.0,
+        after
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(TopUp {
+        balance_cents: after,
+        duplicate: false,
+    })
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Entry {
+    pub id: i64,
+    /// `spend` or `top_up`.
+    pub kind: String,
+    /// `top_up`, `transfer`, `inference` or `tool`.
+    pub category: String,
+    pub amount_cents: i64,
+    pub balance_after: i64,
+    pub idempotency_key: String,
+    pub task_id: Option<uuid::Uuid>,
+    pub memo: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The agent's ledger, newest first: at most `limit` rows older than the row `before` (all
+/// when `None`), of `category` when given.
+pub async fn ledger(
+    pool: &PgPool,
+    agent: AgentId,
+    category: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    sqlx::query_as!(
+        Entry,
+        r#"select id, kind::text as "kind!", category::text as "category!", amount_cents,
+                  balance_after, idempotency_key, task_id, memo, created_at
+           from ledger
+           where agent_id = $1 and ($2::text is null or category::text = $2)
+             and ($3::bigint is null or id < $3)
+           order by id desc
+           limit $4"#,
+        agent.0,
+        category,
+        before,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -17,7 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
-use crate::{ApiError, AppState, json_body};
+use crate::{ApiError, AppState, idempotency_key, json_body};
 
 /// The body of `POST /goals`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -35,8 +35,6 @@ pub struct GoalRequest {
     #[schema(value_type = Object)]
     pub constraints: Constraints,
 }
-
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 #[utoipa::path(post, path = "/goals", tag = "goals", request_body = GoalRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the same goal")),
@@ -73,21 +71,7 @@ pub async fn submit(
         .constraints
         .validate(&request.kind)
         .map_err(ApiError::BadRequest)?;
-    let key = match headers.get(IDEMPOTENCY_HEADER) {
-        None => None,
-        Some(value) => {
-            let key = value
-                .to_str()
-                .ok()
-                .filter(|k| (1..=200).contains(&k.len()))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "Idempotency-Key must be 1..=200 visible characters".into(),
-                    )
-                })?;
-            Some(key.to_owned())
-        }
-    };
+    let key = idempotency_key(&headers)?;
     let hash = hex::encode(Sha256::digest(
         serde_json::to_vec(&request).map_err(ApiError::internal)?,
     ));

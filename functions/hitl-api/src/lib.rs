@@ -6,6 +6,8 @@
 //!
 //! - [`agents`]: agents onboarded from their documents, new versions of them, pause and
 //!   resume (`operator`);
+//! - [`budgets`]: an agent's budget opened, topped up once per key, and its ledger
+//!   (`operator`);
 //! - [`goals`]: goal intake and progress (`operator`);
 //! - [`reviews`]: the pending queue, review cards, decisions bound to the artifact hash and
 //!   policy version the reviewer saw (`reviewer`), bulk approval, the audit trail;
@@ -16,6 +18,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod budgets;
 pub mod goals;
 pub mod openapi;
 pub mod reviews;
@@ -82,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         .route("/agents/{id}/policy", put(agents::put_policy))
         .route("/agents/{id}/pause", post(agents::pause))
         .route("/agents/{id}/resume", post(agents::resume))
+        .route("/agents/{id}/budget", put(budgets::open))
+        .route("/agents/{id}/budget/top-ups", post(budgets::top_up))
+        .route("/agents/{id}/ledger", get(budgets::ledger))
         .route("/goals", post(goals::submit))
         .route("/goals/{id}", get(goals::get))
         .route("/reviews", get(reviews::list))
@@ -231,8 +237,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Parses a JSON request body: 413 over [`MAX_BODY_BYTES`], 400 with serde's reason otherwise,
-/// and 400 naming the field for text PostgreSQL cannot store (a NUL character), wherever it is.
+/// Parses a JSON request body: 413 over [`MAX_BODY_BYTES`], 400 for anything but a JSON object
+/// and with serde's reason otherwise, and 400 naming the field for text PostgreSQL cannot store
+/// (a NUL character), wherever it is.
 pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -243,12 +250,34 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
     })?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+    // Serde reads a struct from an array of its fields too; a body is an object.
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "invalid body: expected a JSON object".into(),
+        ));
+    }
     if let Some(field) = unstorable_text(&value, "") {
         return Err(ApiError::BadRequest(format!(
             "{field} contains a NUL character, which cannot be stored"
         )));
     }
     serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
+}
+
+/// The `Idempotency-Key` header, if any: 1..=200 visible ASCII characters (no spaces or
+/// control characters), else 400.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if !(1..=200).contains(&bytes.len()) || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1..=200 visible ASCII characters (no spaces or control characters)"
+                .into(),
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// The path (`text`, `constraints.pay_to`, `items[2].artifact_hash`...) of the first string or

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agents, goals, reviews};
+use crate::{agents, budgets, goals, reviews};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,9 @@ use crate::{agents, goals, reviews};
         agents::put_policy,
         agents::pause,
         agents::resume,
+        budgets::open,
+        budgets::top_up,
+        budgets::ledger,
         goals::submit,
         goals::get,
         reviews::list,
@@ -36,11 +39,14 @@ use crate::{agents, goals, reviews};
     ),
     components(schemas(crate::Winner, agents::AgentRequest, agents::Created, agents::AgentPage,
                        agents::DocumentRequest, agents::Versioned, agents::StatusAnswer,
-                       chimera_store::agents::AgentSummary,
+                       chimera_store::agents::AgentSummary, budgets::BudgetRequest,
+                       budgets::BudgetAnswer, budgets::TopUpRequest, budgets::TopUpAnswer,
+                       budgets::LedgerPage, chimera_store::budget::Entry,
                        chimera_store::agents::AgentView, chimera_store::agents::DocumentVersion)),
     modifiers(&BearerAuth),
     tags(
         (name = "agents", description = "Agents onboarded from SOUL.md and AGENTS.md (operator)"),
+        (name = "budgets", description = "Agents' budgets and ledgers (operator)"),
         (name = "goals", description = "Goal intake and progress (operator)"),
         (name = "reviews", description = "The review queue and decisions (reviewer)"),
         (name = "audit", description = "The append-only audit trail"),
