@@ -1343,3 +1343,159 @@ async fn a_reply_replanned_after_its_approval_found_the_state_moved_publishes_no
     );
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn goals_are_listed_by_filter_and_a_cancel_stops_the_rest_but_revokes_nothing_released() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let op = operator(&swarm);
+    let held = held_reply(&swarm, 0, "thanks for the kind words", "post-c1").await;
+    let done = swarm
+        .submit(
+            0,
+            "reply",
+            "thanks for sharing the photo",
+            json!({"platforms": ["threads"], "in_reply_to": "post-c2", "simulated_quality": 0.95}),
+        )
+        .await;
+    swarm.settle(&[held, done], SETTLE).await;
+    let review = pending_of(&swarm, held).await;
+
+    // Cancelling the held goal closes its review and cancels its task.
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/goals/{}/cancel", held.0),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["status"].clone(),
+            body["changed"].clone(),
+            body["cancelled_tasks"].clone(),
+            body["closed_reviews"].clone()
+        ),
+        (json!("cancelled"), json!(true), json!(1), json!(1)),
+        "{body}"
+    );
+    assert_eq!(body["effects_not_revoked"], json!([]));
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/reviews/{}/approve", review["id"].as_str().unwrap()),
+        Some(&reviewer(&swarm)),
+        Some(seen(&review)),
+    )
+    .await;
+    assert_eq!(status, 409, "a closed item cannot be approved: {body}");
+    assert!(
+        posts_of(&swarm, review["id"].as_str().unwrap())
+            .await
+            .is_empty()
+    );
+
+    // A completed goal is not changed; the reply it published is named, not revoked.
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        &format!("/goals/{}/cancel", done.0),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["status"].clone(), body["changed"].clone()),
+        (json!("completed"), json!(false))
+    );
+    assert_eq!(
+        body["effects_not_revoked"][0]["action"], "social.reply",
+        "{body}"
+    );
+    assert_eq!(
+        body["effects_not_revoked"][0]["status"], "committed",
+        "{body}"
+    );
+    let (status, _) = call(
+        &swarm,
+        Method::POST,
+        &format!("/goals/{}/cancel", done.0),
+        Some(&reviewer(&swarm)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Lists, filtered.
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, page) = call(
+        &swarm,
+        Method::GET,
+        "/goals?status=cancelled",
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), [held.0.to_string()]);
+    assert_eq!(page["items"][0]["agent_handle"], "agent0");
+    let (_, page) = call(
+        &swarm,
+        Method::GET,
+        &format!("/goals?agent={}&kind=reply", swarm.agents[0].0),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ids(&page),
+        [done.0.to_string(), held.0.to_string()],
+        "newest first"
+    );
+    let (_, page) = call(&swarm, Method::GET, "/goals?kind=campaign", Some(&op), None).await;
+    assert_eq!(ids(&page), Vec::<String>::new());
+    let (_, page) = call(
+        &swarm,
+        Method::GET,
+        "/goals?since=2999-01-01T00:00:00Z",
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), Vec::<String>::new());
+    for bad in [
+        "status=lost",
+        "kind=party",
+        "limit=0",
+        "since=yesterday",
+        "agent=nope",
+    ] {
+        let (status, body) = call(
+            &swarm,
+            Method::GET,
+            &format!("/goals?{bad}"),
+            Some(&op),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where goal_id = $1 and action = 'goal.cancelled' and actor = 'otto'",
+    )
+    .bind(held.0)
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    swarm.stop().await;
+}

@@ -1,9 +1,9 @@
-//! Goals as the API takes them in and reports them: submission once per idempotency key, and
-//! a goal's progress (its tasks, results and decisions).
+//! Goals as the API takes them in and reports them: submission once per idempotency key, a
+//! goal's progress (its tasks, results and decisions), lists, and cancellation.
 
 use chimera_core::domain::{
-    DecisionKind, DisclosureLevel, Goal, GoalId, GoalStatus, ReviewStatus, TaskKind, TaskStatus,
-    TenantId,
+    AgentId, AuditRecord, DecisionKind, DisclosureLevel, Goal, GoalId, GoalStatus, ReviewStatus,
+    TaskKind, TaskStatus, TenantId,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -263,5 +263,180 @@ pub async fn view(
         tasks,
         results,
         decisions,
+    }))
+}
+
+/// A goal in a list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GoalSummary {
+    pub id: uuid::Uuid,
+    pub agent_id: uuid::Uuid,
+    pub agent_handle: String,
+    pub kind: String,
+    #[schema(value_type = String, example = "in_progress")]
+    pub status: GoalStatus,
+    /// The goal's text, at most 160 characters of it.
+    pub text: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Which goals of a tenant to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Filter<'a> {
+    pub agent: Option<AgentId>,
+    pub status: Option<GoalStatus>,
+    pub kind: Option<&'a str>,
+    /// Created at or after / before.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+pub async fn list(
+    pool: &PgPool,
+    tenant: TenantId,
+    filter: &Filter<'_>,
+) -> Result<Vec<GoalSummary>, sqlx::Error> {
+    sqlx::query_as!(
+        GoalSummary,
+        r#"select g.id, g.agent_id, a.handle as agent_handle, g.kind,
+                  g.status as "status: GoalStatus", left(g.body, 160) as "text!",
+                  g.created_at, g.updated_at
+           from goals g join agents a on a.id = g.agent_id
+           where g.tenant_id = $1
+             and ($2::uuid is null or g.agent_id = $2)
+             and ($3::goal_status is null or g.status = $3)
+             and ($4::text is null or g.kind = $4)
+             and ($5::timestamptz is null or g.created_at >= $5)
+             and ($6::timestamptz is null or g.created_at < $6)
+           order by g.created_at desc, g.id
+           limit $7 offset $8"#,
+        tenant.0,
+        filter.agent.map(|a| a.0),
+        filter.status as Option<GoalStatus>,
+        filter.kind,
+        filter.since,
+        filter.until,
+        filter.limit,
+        filter.offset
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// What cancelling a goal did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Cancelled {
+    pub goal_id: uuid::Uuid,
+    #[schema(value_type = String, example = "cancelled")]
+    pub status: GoalStatus,
+    /// `false` when the goal was settled before (nothing changed).
+    pub changed: bool,
+    /// Tasks cancelled (not started, waiting, or in a worker's hands).
+    pub cancelled_tasks: i64,
+    /// Held items closed (rejected) with the goal.
+    pub closed_reviews: i64,
+    /// Effects approved before and already released: they are not revoked.
+    pub effects_not_revoked: Vec<Released>,
+}
+
+/// An approved effect already handed to a worker.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Released {
+    pub task_id: uuid::Uuid,
+    pub action: String,
+    #[schema(value_type = String, example = "committed")]
+    pub status: TaskStatus,
+}
+
+/// Cancels the goal `id` of `tenant`: its tasks are cancelled (work a worker holds finishes and
+/// its result is not used) and its held items rejected; approved effects already released are
+/// not revoked and are named. Audited as `goal.cancelled`. `None`: no such goal.
+pub async fn cancel(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: GoalId,
+    by: &str,
+) -> Result<Option<Cancelled>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(status) = sqlx::query_scalar!(
+        r#"select status as "status: GoalStatus" from goals
+           where id = $1 and tenant_id = $2 for update"#,
+        id.0,
+        tenant.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let effects_not_revoked = sqlx::query_as!(
+        Released,
+        r#"select id as task_id, coalesce(inputs ->> 'action', '') as "action!",
+                  status as "status: TaskStatus"
+           from tasks where goal_id = $1 and kind = 'execute'
+             and status in ('queued', 'running', 'committed')
+           order by created_at"#,
+        id.0
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if matches!(
+        status,
+        GoalStatus::Completed | GoalStatus::Failed | GoalStatus::Cancelled
+    ) {
+        return Ok(Some(Cancelled {
+            goal_id: id.0,
+            status,
+            changed: false,
+            cancelled_tasks: 0,
+            closed_reviews: 0,
+            effects_not_revoked,
+        }));
+    }
+    let closed_reviews = sqlx::query!(
+        "update reviews v set status = 'rejected', decision = 'reject', decided_by = $2,
+                              decided_at = now()
+         from tasks t where t.id = v.task_id and t.goal_id = $1 and v.status = 'pending'",
+        id.0,
+        format!("{by} (goal cancelled)")
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as i64;
+    let cancelled_tasks = sqlx::query!(
+        "update tasks set status = 'cancelled', updated_at = now()
+         where goal_id = $1 and kind <> 'execute'
+           and status in ('blocked', 'ready', 'queued', 'running', 'retrying', 'awaiting_review')",
+        id.0
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as i64;
+    sqlx::query!(
+        "update goals set status = 'cancelled', updated_at = now() where id = $1",
+        id.0
+    )
+    .execute(&mut *tx)
+    .await?;
+    let entry = AuditRecord {
+        goal_id: Some(id),
+        reasoning: Some(format!(
+            "{cancelled_tasks} tasks cancelled, {closed_reviews} held items closed, {} released effects not revoked",
+            effects_not_revoked.len()
+        )),
+        ..AuditRecord::new(tenant, by, "goal.cancelled", chrono::Utc::now())
+    };
+    crate::audit::append(&mut *tx, &entry).await?;
+    tx.commit().await?;
+    Ok(Some(Cancelled {
+        goal_id: id.0,
+        status: GoalStatus::Cancelled,
+        changed: true,
+        cancelled_tasks,
+        closed_reviews,
+        effects_not_revoked,
     }))
 }

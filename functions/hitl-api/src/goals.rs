@@ -1,20 +1,23 @@
 //! Goal intake: `POST /goals` stores a goal and announces it on the goal queue; `GET
-//! /goals/{id}` reports it with its tasks, results and decisions.
+//! /goals/{id}` reports it with its tasks, results and decisions; `GET /goals` lists them;
+//! `POST /goals/{id}/cancel` stops one.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chimera_core::auth::Permission;
 use chimera_core::domain::{AgentId, Goal, GoalId, GoalStatus};
 use chimera_core::goal::Constraints;
-use chimera_store::goals::{self, GoalView, SubmitError, Submitted};
+use chimera_store::goals::{self, Cancelled, GoalSummary, GoalView, SubmitError, Submitted};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
 
 use crate::auth::Caller;
 use crate::{ApiError, AppState, idempotency_key, json_body};
@@ -132,4 +135,120 @@ pub async fn get(
         .map_err(ApiError::dependency)?
         .map(Json)
         .ok_or(ApiError::NotFound)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub agent: Option<uuid::Uuid>,
+    /// `received`, `planning`, `in_progress`, `awaiting_review`, `completed`, `failed` or
+    /// `cancelled`.
+    pub status: Option<String>,
+    /// `campaign`, `reply` or `paid_action`.
+    pub kind: Option<String>,
+    /// Created at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Created before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GoalPage {
+    pub items: Vec<GoalSummary>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/goals", tag = "goals", params(ListQuery),
+    responses((status = 200, description = "The tenant's goals, newest first", body = GoalPage),
+              (status = 400, description = "Bad filter"),
+              (status = 401, description = "No valid token")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<GoalPage>, ApiError> {
+    let principal = caller.require(Permission::Read)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(name) => Some(GoalStatus::parse(name).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status must be one of {}",
+                GoalStatus::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+    };
+    if let Some(kind) = &query.kind
+        && !["campaign", "reply", "paid_action"].contains(&kind.as_str())
+    {
+        return Err(ApiError::BadRequest(
+            "kind must be campaign, reply or paid_action".into(),
+        ));
+    }
+    let (limit, offset) = (query.limit.unwrap_or(50), query.offset.unwrap_or(0));
+    if !(1..=200).contains(&limit) || offset < 0 {
+        return Err(ApiError::BadRequest(
+            "limit must be 1..=200 and offset >= 0".into(),
+        ));
+    }
+    let items = goals::list(
+        &state.pool,
+        principal.tenant,
+        &goals::Filter {
+            agent: query.agent.map(AgentId),
+            status,
+            kind: query.kind.as_deref(),
+            since: query.since,
+            until: query.until,
+            limit,
+            offset,
+        },
+    )
+    .await
+    .map_err(ApiError::dependency)?;
+    Ok(Json(GoalPage {
+        items,
+        limit,
+        offset,
+    }))
+}
+
+#[utoipa::path(post, path = "/goals/{id}/cancel", tag = "goals",
+    params(("id" = uuid::Uuid, Path, description = "The goal")),
+    responses((status = 200, description = "Cancelled (or settled before: `changed` is false); approved effects already released are listed, not revoked", body = Cancelled),
+              (status = 401, description = "No valid token"),
+              (status = 403, description = "Not an operator"),
+              (status = 404, description = "No such goal for the caller's tenant")),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Cancelled>, ApiError> {
+    let principal = caller.require(Permission::Submit)?;
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let cancelled = goals::cancel(
+        &state.pool,
+        principal.tenant,
+        GoalId(id),
+        &principal.subject,
+    )
+    .await
+    .map_err(ApiError::dependency)?
+    .ok_or(ApiError::NotFound)?;
+    tracing::info!(goal_id = %id, changed = cancelled.changed, tasks = cancelled.cancelled_tasks,
+                   not_revoked = cancelled.effects_not_revoked.len(), "goal cancelled");
+    Ok(Json(cancelled))
 }
