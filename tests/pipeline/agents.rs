@@ -617,3 +617,89 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
     assert_eq!(status, 404);
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_creates_tenants_whose_operators_see_only_their_own_agents() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let admin = swarm.token("ada", &["admin"]);
+    let name = format!("acme-{}", uuid::Uuid::new_v4());
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        "/tenants",
+        Some(&admin),
+        Some(json!({"name": name})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let acme = TenantId(body["tenant_id"].as_str().unwrap().parse().unwrap());
+    let (status, _) = call(
+        &swarm,
+        Method::POST,
+        "/tenants",
+        Some(&admin),
+        Some(json!({"name": name})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = call(
+        &swarm,
+        Method::POST,
+        "/tenants",
+        Some(&operator(&swarm)),
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, list) = call(
+        &swarm,
+        Method::GET,
+        "/tenants?limit=200",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == name.as_str()),
+        "{list}"
+    );
+
+    // Acme's operator onboards nova; the swarm's tenant does not see her, Acme does.
+    let acme_op = swarm.token_for(acme, "wile", &["operator"]);
+    let (status, body) = call(
+        &swarm,
+        Method::POST,
+        "/agents",
+        Some(&acme_op),
+        Some(
+            json!({"handle": "nova", "display_name": "Nova", "platforms": ["x"],
+                    "soul_md": EXAMPLES[0].2, "agents_md": EXAMPLES[0].3}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, mine) = call(
+        &swarm,
+        Method::GET,
+        "/agents?search=nova",
+        Some(&acme_op),
+        None,
+    )
+    .await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1);
+    let (_, theirs) = call(
+        &swarm,
+        Method::GET,
+        "/agents?search=nova",
+        Some(&operator(&swarm)),
+        None,
+    )
+    .await;
+    assert_eq!(theirs["items"], json!([]));
+    swarm.stop().await;
+}

@@ -58,6 +58,8 @@ pub enum Permission {
     Submit,
     /// Approve, reject or edit: reviewer or admin.
     Decide,
+    /// Create and list tenants: admin.
+    Administer,
 }
 
 /// An authenticated caller.
@@ -75,6 +77,7 @@ impl Principal {
             Permission::Read => !self.roles.is_empty(),
             Permission::Submit => any(&[Role::Operator, Role::Admin]),
             Permission::Decide => any(&[Role::Reviewer, Role::Admin]),
+            Permission::Administer => any(&[Role::Admin]),
         }
     }
 

@@ -18,6 +18,7 @@
 //! - [`sweep`]: the sweep that escalates overdue reviews and rejects by default those past
 //!   their final deadline (also re-exported from [`reviews`]).
 //! - [`rejudge`]: held items judged again when their agent's policy changes.
+//! - [`tenants`]: tenants created and listed.
 //! - [`outbox`]: every message a decision causes, written in the decision's transaction and
 //!   sent by a relay once it committed.
 //! - [`reconcile`]: the sweep's pass over work that stopped moving (re-sends through the
@@ -45,6 +46,7 @@ pub mod records;
 pub mod rejudge;
 pub mod reviews;
 pub mod sweep;
+pub mod tenants;
 
 use std::time::Duration;
 

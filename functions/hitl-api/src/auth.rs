@@ -98,6 +98,7 @@ impl Caller {
                 Permission::Read => "any role",
                 Permission::Submit => "the operator or admin role",
                 Permission::Decide => "the reviewer or admin role",
+                Permission::Administer => "the admin role",
             };
             Err(ApiError::Forbidden(format!("this needs {needs}")))
         }

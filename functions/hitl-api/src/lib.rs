@@ -4,6 +4,7 @@
 //! serves it on a local port. Errors are JSON: `{"error": {"code": "...", "message": "..."}}`;
 //! a 5xx never carries internals (the cause chain goes to the log).
 //!
+//! - [`tenants`]: tenants created and listed (`admin`);
 //! - [`agents`]: agents onboarded from their documents, new versions of them, pause and
 //!   resume (`operator`);
 //! - [`budgets`]: an agent's budget opened, topped up once per key, and its ledger
@@ -23,6 +24,7 @@ pub mod goals;
 pub mod openapi;
 pub mod reviews;
 pub mod sweep;
+pub mod tenants;
 pub mod ui;
 
 use std::sync::Arc;
@@ -79,6 +81,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::document))
+        .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/agents", post(agents::create).get(agents::list))
         .route("/agents/{id}", get(agents::get))
         .route("/agents/{id}/persona", put(agents::put_persona))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agents, budgets, goals, reviews};
+use crate::{agents, budgets, goals, reviews, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,8 @@ use crate::{agents, budgets, goals, reviews};
     ),
     paths(
         crate::health,
+        tenants::create,
+        tenants::list,
         agents::create,
         agents::list,
         agents::get,
@@ -45,10 +47,12 @@ use crate::{agents, budgets, goals, reviews};
                        budgets::BudgetAnswer, budgets::TopUpRequest, budgets::TopUpAnswer,
                        budgets::LedgerPage, chimera_store::budget::Entry, goals::GoalPage,
                        chimera_store::goals::GoalSummary, chimera_store::goals::Cancelled,
-                       chimera_store::goals::Released,
+                       chimera_store::goals::Released, tenants::TenantRequest,
+                       tenants::TenantCreated, chimera_store::tenants::Tenant,
                        chimera_store::agents::AgentView, chimera_store::agents::DocumentVersion)),
     modifiers(&BearerAuth),
     tags(
+        (name = "tenants", description = "Tenants (admin)"),
         (name = "agents", description = "Agents onboarded from SOUL.md and AGENTS.md (operator)"),
         (name = "budgets", description = "Agents' budgets and ledgers (operator)"),
         (name = "goals", description = "Goal intake and progress (operator)"),
