@@ -4,6 +4,7 @@
 
 mod agents;
 mod browser;
+mod cli;
 mod errors;
 mod hitl;
 mod intake;

@@ -1,10 +1,17 @@
-//! `chimera`: the operator's command line for a stage (`chimera --help`, `chimera <command>
-//! --help`): `migrate`, `bootstrap`, `health`, `up` (the three in a row), `demo` (seeds a tenant
-//! and submits goals to a running runner's API) and `token` (a bearer token for the local API).
-//! The stage comes from `CHIMERA_STAGE` (default `chimera-local`), the endpoints from the
-//! standard AWS variables and `DATABASE_URL`.
+//! `chimera`: the operator's command line (`chimera --help`, `chimera <command> --help`).
+//!
+//! - Operator work through the HITL API ([`ops`], [`client`]): `agents`, `budgets`, `goals`,
+//!   `reviews`; the API's address and token from `--api`/`CHIMERA_API`, `CHIMERA_TOKEN` or the
+//!   config file; human output, `--json` for scripts, documented exit codes.
+//! - Stage administration, on the database and AWS directly: `migrate`, `bootstrap`, `health`,
+//!   `up` (the three in a row), `demo` (seeds a tenant and submits goals to a running runner's
+//!   API) and `token` (a bearer token for the local API). The stage comes from `CHIMERA_STAGE`
+//!   (default `chimera-local`), the endpoints from the standard AWS variables and
+//!   `DATABASE_URL`.
 
+mod client;
 mod demo;
+mod ops;
 
 use std::process::ExitCode;
 
@@ -16,18 +23,44 @@ use clap::{Parser, Subcommand};
 
 /// The operator's command line for a Chimera stage.
 ///
-/// The stage comes from CHIMERA_STAGE (default chimera-local), the endpoints from the standard
-/// AWS variables (AWS_ENDPOINT_URL...) and DATABASE_URL; `eval "$(scripts/stack env)"` sets
-/// them for the local stack.
+/// agents, budgets, goals and reviews talk to the HITL API: its address from --api, CHIMERA_API
+/// or the config file (default http://127.0.0.1:8080), the bearer token from CHIMERA_TOKEN or the
+/// config file (CHIMERA_CONFIG, default ~/.config/chimera/config: lines `api = <url>` and
+/// `token = <jwt>`). Exit codes: 0 done; 1 other error; 2 usage; 3 not found; 4 conflict
+/// (taken, stale, already decided, paused); 5 invalid request (nothing stored); 6 no valid
+/// token or role; 7 API unreachable or failing; 8 a watched goal failed or was cancelled; 9 a
+/// watched goal did not settle in time.
+///
+/// migrate, bootstrap, health, up and demo work on the stage directly: CHIMERA_STAGE (default
+/// chimera-local), the standard AWS variables (AWS_ENDPOINT_URL...) and DATABASE_URL;
+/// `eval "$(scripts/stack env)"` sets them for the local stack.
 #[derive(Debug, Parser)]
 #[command(name = "chimera", version)]
 struct Cli {
+    /// The HITL API (operator commands).
+    #[arg(long, global = true, value_name = "URL")]
+    api: Option<String>,
+    /// Print the API's JSON instead of text (operator commands).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Onboard, list, show, update, pause and resume agents.
+    #[command(subcommand)]
+    Agents(ops::Agents),
+    /// Open budgets, top them up, read ledgers.
+    #[command(subcommand)]
+    Budgets(ops::Budgets),
+    /// Submit, list, show, watch and cancel goals.
+    #[command(subcommand)]
+    Goals(ops::Goals),
+    /// List, show, approve, reject and edit held items.
+    #[command(subcommand)]
+    Reviews(ops::Reviews),
     /// Apply migrations/ to DATABASE_URL (an up-to-date database is left alone).
     Migrate,
     /// Create the stage's queues (each with its DLQ), artifact bucket and idempotency table;
@@ -70,6 +103,10 @@ impl Command {
             Command::Up => "up",
             Command::Demo { .. } => "demo",
             Command::Token { .. } => "token",
+            Command::Agents(_) => "agents",
+            Command::Budgets(_) => "budgets",
+            Command::Goals(_) => "goals",
+            Command::Reviews(_) => "reviews",
         }
     }
 }
@@ -84,7 +121,20 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let name = cli.command.name();
+    let (api, json) = (cli.api, cli.json);
     let outcome = match cli.command {
+        Command::Agents(c) => {
+            async { ops::agents(&client::Api::from_env(api)?, json, c).await }.await
+        }
+        Command::Budgets(c) => {
+            async { ops::budgets(&client::Api::from_env(api)?, json, c).await }.await
+        }
+        Command::Goals(c) => {
+            async { ops::goals(&client::Api::from_env(api)?, json, c).await }.await
+        }
+        Command::Reviews(c) => {
+            async { ops::reviews(&client::Api::from_env(api)?, json, c).await }.await
+        }
         Command::Migrate => migrate().await,
         Command::Bootstrap => bootstrap_stage().await.map(|report| print_report(&report)),
         Command::Health => health().await,
@@ -101,7 +151,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("chimera {name}: error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(client::exit_code(&err))
         }
     }
 }
