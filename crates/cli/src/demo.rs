@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chimera_core::auth::{Claims, Hs256};
-use chimera_core::domain::AgentId;
-use chimera_core::routing::{Policy, ScoreRule};
-use chimera_store::{PgPool, budget, records};
+use chimera_core::domain::{AgentId, TenantId};
+use chimera_store::PgPool;
 use serde_json::{Value, json};
 
 /// How long the demo waits for its goals to settle.
@@ -47,6 +46,106 @@ pub fn mint(sub: &str, tenant: uuid::Uuid, roles: &[&str], ttl_secs: i64) -> Res
     }))
 }
 
+/// The example agents: handle, display name, platforms, SOUL.md, AGENTS.md. Their policies
+/// route on the worker's claim: the local stack's model (SmolLM2-135M) drafts and reads every
+/// text, but its rubric scores are noise (0 for a good post, 2 on a 0..1 scale); its reading is
+/// on each card.
+const EXAMPLES: [(&str, &str, &[&str], &str, &str); 3] = [
+    (
+        "nova",
+        "Nova of the lantern workshop",
+        &["instagram", "x"],
+        include_str!("../../../examples/agents/nova/SOUL.md"),
+        include_str!("../../../examples/agents/nova/AGENTS.md"),
+    ),
+    (
+        "rex",
+        "Rex, tea importer",
+        &["threads", "x"],
+        include_str!("../../../examples/agents/rex/SOUL.md"),
+        include_str!("../../../examples/agents/rex/AGENTS.md"),
+    ),
+    (
+        "ivy",
+        "Ivy from the bank's education team",
+        &["x", "linkedin"],
+        include_str!("../../../examples/agents/ivy/SOUL.md"),
+        include_str!("../../../examples/agents/ivy/AGENTS.md"),
+    ),
+];
+
+/// One call the demo makes; the answer's JSON, or an error naming the call and the answer.
+async fn call(
+    http: &reqwest::Client,
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<Value> {
+    let response = http
+        .execute(request.build()?)
+        .await
+        .with_context(|| what.to_owned())?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .with_context(|| format!("{what}: reading the answer"))?;
+    if !status.is_success() {
+        bail!("{what} answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// A new tenant (as an admin) with the example agents and their budgets (as its operator), all
+/// through the API.
+async fn onboard(http: &reqwest::Client, api: &str) -> Result<(TenantId, Vec<Agent>)> {
+    let admin = mint("demo-admin", uuid::Uuid::nil(), &["admin"], 600)?;
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let created = call(
+        http,
+        http.post(format!("{api}/tenants"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": format!("demo-{stamp}")})),
+        "POST /tenants",
+    )
+    .await?;
+    let tenant: uuid::Uuid = created["tenant_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("the answer has no tenant_id")?;
+    let operator = mint("demo-operator", tenant, &["operator"], 600)?;
+    let mut agents = Vec::new();
+    for (handle, display_name, platforms, soul, policy) in EXAMPLES {
+        let created = call(
+            http,
+            http.post(format!("{api}/agents"))
+                .bearer_auth(&operator)
+                .json(&json!({
+                    "handle": handle, "display_name": display_name, "platforms": platforms,
+                    "soul_md": soul, "agents_md": policy,
+                })),
+            "POST /agents",
+        )
+        .await?;
+        let id: uuid::Uuid = created["agent_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .context("the answer has no agent_id")?;
+        call(
+            http,
+            http.put(format!("{api}/agents/{id}/budget"))
+                .bearer_auth(&operator)
+                .json(&json!({"currency": "USD", "balance_cents": 5_000})),
+            "PUT /agents/{id}/budget",
+        )
+        .await?;
+        agents.push(Agent {
+            id: AgentId(id),
+            handle,
+        });
+    }
+    Ok((TenantId(tenant), agents))
+}
+
 pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -60,35 +159,9 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
         bail!("{api}/health answered {}", health.status());
     }
 
-    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-    let tenant = records::create_tenant(pool, &format!("demo-{stamp}")).await?;
-    // The local stack's model (SmolLM2-135M) drafts and reads every text, but its rubric scores
-    // are noise (0 for a good post, 2 on a 0..1 scale): the demo's agents route on the worker's
-    // claim and show the model's reading on each card. The default policy routes on the lower
-    // of the claim and the model's score.
-    let policy = Policy {
-        score_rule: ScoreRule::Claim,
-        ..Policy::default()
-    };
-    let mut agents = Vec::new();
-    for (handle, name, voice) in [
-        ("nova", "Nova", "warm and curious"),
-        ("rex", "Rex", "dry and witty"),
-        ("ivy", "Ivy", "calm and precise"),
-    ] {
-        let id = records::create_agent(
-            pool,
-            tenant,
-            handle,
-            &json!({"name": name, "voice": voice}),
-            &policy,
-        )
-        .await?;
-        budget::open_budget(pool, id, "USD", 5_000).await?;
-        agents.push(Agent { id, handle });
-    }
+    let (tenant, agents) = onboard(&http, api).await?;
     println!(
-        "seeded tenant {} with agents {} (budget 50.00 USD each; routing on the worker's claim, the model's score on the card)",
+        "onboarded tenant {} with agents {} from examples/agents (SOUL.md and AGENTS.md, over the API; budget 50.00 USD each)",
         tenant.0,
         agents
             .iter()
