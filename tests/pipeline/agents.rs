@@ -147,6 +147,36 @@ async fn agents_are_onboarded_from_their_documents_and_their_goals_use_them() {
     assert_eq!(persona["name"], "Nova");
     assert_eq!(persona["voice"], "warm and curious");
     assert_eq!(disclosure.as_deref(), Some("automated"));
+    // The plan, the review and the audit records name the versions they used.
+    let view = swarm.view(goal).await;
+    assert_eq!(
+        view["plan"]["documents"],
+        json!({"persona_version": 1, "persona_sha256": content_hash(EXAMPLES[0].2),
+               "policy_version": 1, "policy_sha256": content_hash(EXAMPLES[0].3)}),
+        "{view}"
+    );
+    let versions: Vec<Option<i32>> = sqlx::query_scalar(
+        "select policy_version from audit_log where goal_id = $1 and action like 'judge.%'",
+    )
+    .bind(goal.0)
+    .fetch_all(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        !versions.is_empty() && versions.iter().all(|v| *v == Some(1)),
+        "{versions:?}"
+    );
+    let reviewed: Vec<i32> = sqlx::query_scalar(
+        "select v.policy_version from reviews v join tasks t on t.id = v.task_id where t.goal_id = $1",
+    )
+    .bind(goal.0)
+    .fetch_all(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        !reviewed.is_empty() && reviewed.iter().all(|v| *v == 1),
+        "{reviewed:?}"
+    );
     swarm.stop().await;
 }
 

@@ -21,9 +21,23 @@ pub struct PlanningContext {
     pub policy: Policy,
     /// `false` while the agent is paused (or retired): its goals wait unplanned.
     pub agent_active: bool,
+    /// The documents the persona and policy come from.
+    pub documents: Documents,
     /// What the agent published last (at most [`RECENT_POSTS`], by approval time), newest
     /// first.
     pub recent_posts: Vec<Post>,
+}
+
+/// The versions (and SHA-256, when they were written as documents) of an agent's persona and
+/// policy: what a plan names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Documents {
+    pub persona_version: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persona_sha256: Option<String>,
+    pub policy_version: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_sha256: Option<String>,
 }
 
 /// A post the agent published: an effect performed after its approval.
@@ -43,10 +57,12 @@ pub async fn planning_context(
     let Some(row) = sqlx::query!(
         r#"select g.id, g.tenant_id, g.agent_id, g.kind, g.body, g.constraints,
                   g.status as "status: GoalStatus", a.handle, a.persona, p.document as policy,
-                  a.status = 'active' as "agent_active!"
+                  a.status = 'active' as "agent_active!", a.persona_version,
+                  s.sha256 as persona_sha256, p.sha256 as policy_sha256
            from goals g
            join agents a on a.id = g.agent_id
            join policies p on p.agent_id = a.id and p.version = a.policy_version
+           join personas s on s.agent_id = a.id and s.version = a.persona_version
            where g.id = $1"#,
         id.0
     )
@@ -76,6 +92,12 @@ pub async fn planning_context(
         text: r.text,
     })
     .collect();
+    let documents = Documents {
+        persona_version: row.persona_version,
+        persona_sha256: row.persona_sha256,
+        policy_version: policy.version,
+        policy_sha256: row.policy_sha256,
+    };
     Ok(Some(PlanningContext {
         goal: Goal {
             id: GoalId(row.id),
@@ -90,6 +112,7 @@ pub async fn planning_context(
         persona: row.persona,
         policy,
         agent_active: row.agent_active,
+        documents,
         recent_posts,
     }))
 }

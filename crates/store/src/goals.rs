@@ -122,6 +122,9 @@ pub struct GoalView {
     pub status: GoalStatus,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Who made the plan (planner, model, prompt hash, tokens) and under which versions of the
+    /// agent's persona and policy; absent until it is planned.
+    pub plan: Option<serde_json::Value>,
     pub tasks: Vec<TaskView>,
     pub results: Vec<ResultView>,
     pub decisions: Vec<DecisionView>,
@@ -170,7 +173,7 @@ pub async fn view(
 ) -> Result<Option<GoalView>, sqlx::Error> {
     let Some(goal) = sqlx::query!(
         r#"select id, tenant_id, agent_id, kind, body, constraints, status as "status: GoalStatus",
-                  created_at, updated_at
+                  created_at, updated_at, plan_meta
            from goals where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
         id.0,
         tenant.map(|t| t.0),
@@ -260,6 +263,7 @@ pub async fn view(
         status: goal.status,
         created_at: goal.created_at,
         updated_at: goal.updated_at,
+        plan: goal.plan_meta,
         tasks,
         results,
         decisions,

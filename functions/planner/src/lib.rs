@@ -144,7 +144,8 @@ impl PlannerService {
                 recent_posts: ctx.recent_posts.clone(),
             };
             match self.planner.plan(&ctx.goal, &agent, by).await {
-                Ok(plan) => {
+                Ok(mut plan) => {
+                    plan.meta.documents = Some(ctx.documents.clone());
                     let meta = serde_json::to_value(&plan.meta).map_err(retryable)?;
                     let stored = dag::save_plan(
                         &self.pool,

@@ -63,6 +63,9 @@ pub struct PlanMeta {
     /// Why the model's plan was not used (the templates planned instead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The versions of the agent's persona and policy the plan was made under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub documents: Option<chimera_store::dag::Documents>,
 }
 
 /// The tasks of a goal and who made them.
