@@ -731,5 +731,19 @@ async fn an_admin_creates_tenants_whose_operators_see_only_their_own_agents() {
     )
     .await;
     assert_eq!(theirs["items"], json!([]));
+    // A URI too long for the API: 414 with the usual JSON error.
+    let (status, body) = call(
+        &swarm,
+        Method::GET,
+        &format!("/agents?search={}", "a".repeat(9000)),
+        Some(&acme_op),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (414, Some("uri_too_long")),
+        "{body}"
+    );
     swarm.stop().await;
 }

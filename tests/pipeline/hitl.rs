@@ -1360,6 +1360,42 @@ async fn goals_are_listed_by_filter_and_a_cancel_stops_the_rest_but_revokes_noth
         .await;
     swarm.settle(&[held, done], SETTLE).await;
     let review = pending_of(&swarm, held).await;
+    // Ids have one spelling: the one the API writes.
+    let rid = review["id"].as_str().unwrap();
+    for other in [
+        rid.to_uppercase(),
+        rid.replace('-', ""),
+        format!("urn:uuid:{rid}"),
+        format!("{{{rid}}}"),
+    ] {
+        let (status, _) = call(
+            &swarm,
+            Method::GET,
+            &format!("/reviews/{other}"),
+            Some(&op),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{other}");
+    }
+    let (status, _) = call(
+        &swarm,
+        Method::GET,
+        &format!("/goals/{}", held.0.to_string().to_uppercase()),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &swarm,
+        Method::GET,
+        &format!("/reviews/{rid}"),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
 
     // Cancelling the held goal closes its review and cancels its task.
     let (status, body) = call(
@@ -1497,5 +1533,69 @@ async fn goals_are_listed_by_filter_and_a_cancel_stops_the_rest_but_revokes_noth
     .await
     .unwrap();
     assert_eq!(audited, 1);
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_racing_edits_store_the_winners_artifact_only() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let goal = held_reply(&swarm, 0, "thanks for the kind words", "post-e10").await;
+    swarm.settle(&[goal], SETTLE).await;
+    let item = pending_of(&swarm, goal).await;
+    let id = item["id"].as_str().unwrap().to_owned();
+    let (_, card) = call(
+        &swarm,
+        Method::GET,
+        &format!("/reviews/{id}"),
+        Some(&reviewer(&swarm)),
+        None,
+    )
+    .await;
+    let original: chimera_core::effect::Proposal =
+        serde_json::from_value(card["proposal"].clone()).expect("the card shows the proposal");
+    let texts: Vec<String> = (0..10)
+        .map(|i| format!("Thank you, reader number {i}!"))
+        .collect();
+    let path = format!("/reviews/{id}/edit");
+    let swarm_ref = &swarm;
+    let answers = futures::future::join_all(texts.iter().enumerate().map(|(i, text)| {
+        let token = swarm_ref.token(&format!("editor-{i}"), &["reviewer"]);
+        let path = path.clone();
+        let mut body = seen(&item);
+        body["arguments"] = json!({"text": text});
+        async move { call(swarm_ref, Method::POST, &path, Some(&token), Some(body)).await }
+    }))
+    .await;
+    assert_eq!(
+        answers.iter().filter(|(s, _)| *s == 200).count(),
+        1,
+        "{answers:?}"
+    );
+    let winner = posts_of(&swarm, &id).await;
+    let winner = if winner.is_empty() {
+        effect_of(&swarm, &id).await
+    } else {
+        winner
+    };
+    let bucket = swarm.names.artifact_bucket();
+    for text in &texts {
+        let edited = original
+            .edited(json!({"text": text}).as_object().unwrap())
+            .unwrap();
+        let key = chimera_aws::artifacts::ArtifactStore::key_for(
+            &chimera_aws::artifacts::sha256_hex(&edited.to_bytes()),
+        );
+        let stored = swarm
+            .clients
+            .s3
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .is_ok();
+        assert_eq!(stored, winner == [text.clone()], "{text}: stored {stored}");
+    }
     swarm.stop().await;
 }

@@ -159,9 +159,7 @@ pub async fn get(
 }
 
 fn agent_id(raw: &str) -> Result<AgentId, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map(AgentId)
-        .map_err(|_| ApiError::NotFound)
+    crate::path_id(raw).map(AgentId)
 }
 
 fn update_error(err: UpdateError) -> ApiError {

@@ -24,9 +24,7 @@ const MAX_CENTS: i64 = 100_000_000;
 
 /// The agent `raw` of `tenant`, or 404.
 async fn agent_of(state: &AppState, tenant: TenantId, raw: &str) -> Result<AgentId, ApiError> {
-    let id = uuid::Uuid::parse_str(raw)
-        .map(AgentId)
-        .map_err(|_| ApiError::NotFound)?;
+    let id = AgentId(crate::path_id(raw)?);
     if agents::belongs(&state.pool, tenant, id)
         .await
         .map_err(ApiError::dependency)?

@@ -129,7 +129,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<GoalView>, ApiError> {
     let principal = caller.require(Permission::Read)?;
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = crate::path_id(&id)?;
     goals::view(&state.pool, Some(principal.tenant), GoalId(id))
         .await
         .map_err(ApiError::dependency)?
@@ -238,7 +238,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Cancelled>, ApiError> {
     let principal = caller.require(Permission::Submit)?;
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = crate::path_id(&id)?;
     let cancelled = goals::cancel(
         &state.pool,
         principal.tenant,

@@ -51,6 +51,11 @@ pub use auth::Auth;
 /// Largest request body accepted; a larger one answers 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest request URI accepted (path and query); a longer one answers 414 with a JSON body.
+/// (The local server's HTTP parser answers a URI over 64 KiB itself, with an empty 414; API
+/// Gateway refuses a request line over 10 KiB before it reaches the function.)
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// What every request handler shares: built once per execution environment.
 pub struct AppState {
     pub pool: PgPool,
@@ -104,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(uri_limit))
         .with_state(Arc::new(state))
 }
 
@@ -140,6 +146,8 @@ pub enum ApiError {
     AlreadyDecided(Winner),
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    #[error("the request URI is longer than {MAX_URI_BYTES} bytes")]
+    UriTooLong,
     #[error("{0}")]
     UnprocessableEntity(String),
     /// A SOUL.md or AGENTS.md that does not read: 422 naming the document, line and field.
@@ -164,6 +172,7 @@ impl ApiError {
             ApiError::Stale(_) | ApiError::PolicyMoved(_) => (StatusCode::CONFLICT, "stale"),
             ApiError::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             ApiError::UnprocessableEntity(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity")
             }
@@ -268,6 +277,15 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
     serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
 }
 
+/// An id in a path, in its one canonical form (lowercase, hyphenated, as the API writes ids);
+/// any other spelling (upper case, braces, `urn:uuid:`, no hyphens) names nothing: 404.
+pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .ok()
+        .filter(|id| id.hyphenated().to_string() == raw)
+        .ok_or(ApiError::NotFound)
+}
+
 /// The `Idempotency-Key` header, if any: 1..=200 visible ASCII characters (no spaces or
 /// control characters), else 400.
 pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
@@ -326,6 +344,15 @@ pub async fn health(
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok(Json(json!({"status": "ok", "database": "ok"})))
+}
+
+async fn uri_limit(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri();
+    let length = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
+    if length > MAX_URI_BYTES {
+        return ApiError::UriTooLong.into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

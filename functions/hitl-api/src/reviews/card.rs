@@ -180,7 +180,7 @@ pub(super) async fn load(
     principal: &Principal,
     id: &str,
 ) -> Result<Card, ApiError> {
-    let id = uuid::Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
+    let id = crate::path_id(id)?;
     store::card(&state.pool, principal.tenant, ReviewId(id))
         .await
         .map_err(ApiError::dependency)?

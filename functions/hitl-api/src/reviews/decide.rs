@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use chimera_core::auth::{Permission, Principal};
-use chimera_core::domain::{AgentId, CommitHash, DecisionKind, GoalId, TaskStatus};
+use chimera_core::domain::{AgentId, CommitHash, DecisionKind, GoalId, ReviewId, TaskStatus};
 use chimera_core::effect::{self, EffectAction, Origin, Proposal};
 use chimera_store::decisions::{self, Decision, Refused, Taken, Verdict};
 use chimera_store::judging;
@@ -266,6 +266,7 @@ pub(super) async fn take(
     }
     let kind = card.task_kind;
     let mut edited_hash = None;
+    let mut edited_bytes = None;
     let mut execute = None;
     let verdict = match action {
         Action::Reject(reason) => Verdict::Reject { reason },
@@ -284,15 +285,15 @@ pub(super) async fn take(
                     effect::EditRefused::Forbidden { .. } => ApiError::Forbidden(e.to_string()),
                     effect::EditRefused::Invalid(_) => ApiError::BadRequest(e.to_string()),
                 })?;
-                // The edited artifact is a new, content-addressed version beside the original.
-                let stored = state
-                    .artifacts
-                    .put(&edited.to_bytes(), "application/json")
-                    .await
-                    .map_err(ApiError::dependency)?;
-                edited_hash = Some(CommitHash::parse(stored.sha256).map_err(|e| {
-                    ApiError::internal(anyhow::anyhow!("edited artifact hash: {e}"))
-                })?);
+                // The edited artifact is a new, content-addressed version beside the original,
+                // stored once the decision is won (a losing racer leaves nothing behind).
+                let bytes = edited.to_bytes();
+                edited_hash = Some(
+                    CommitHash::parse(chimera_aws::artifacts::sha256_hex(&bytes)).map_err(|e| {
+                        ApiError::internal(anyhow::anyhow!("edited artifact hash: {e}"))
+                    })?,
+                );
+                edited_bytes = Some(bytes);
                 proposal = Some(edited);
             }
             let spend_cents = proposal
@@ -330,6 +331,9 @@ pub(super) async fn take(
         Ok(taken) => taken,
         Err(refused) => return Err(refusal(state, refused).await),
     };
+    if let Some(bytes) = &edited_bytes {
+        store_edit(state, card.id, bytes).await;
+    }
     tracing::info!(review_id = %card.id, decision = %taken.decision, reviewer = principal.subject,
                    request_id, "review decided");
     after(state, &taken).await;
@@ -341,6 +345,23 @@ pub(super) async fn take(
         execute_task_id: execute.map(|t| t.id.0),
         edited_artifact_hash: edited_hash.map(|h| h.as_str().to_owned()),
     })
+}
+
+/// Stores the edited artifact of a decision that was taken (its hash is in the decision and
+/// the audit record; the effect carries the edited arguments itself). The decision stands
+/// whatever happens here: a failed store is retried, then logged with the hash.
+async fn store_edit(state: &AppState, review: ReviewId, bytes: &[u8]) {
+    let mut last = None;
+    for _ in 0..3 {
+        match state.artifacts.put(bytes, "application/json").await {
+            Ok(_) => return,
+            Err(err) => last = Some(err),
+        }
+    }
+    if let Some(err) = last {
+        tracing::error!(review_id = %review, sha256 = chimera_aws::artifacts::sha256_hex(bytes),
+                        error = %err, "the edited artifact of a decided review could not be stored");
+    }
 }
 
 /// The API's answer to a refused decision (a conflict's replan was written to the outbox: it is
