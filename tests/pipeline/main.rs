@@ -10,5 +10,6 @@ mod hitl;
 mod intake;
 mod judge;
 mod mind;
+mod openapi;
 mod planner;
 mod swarm;

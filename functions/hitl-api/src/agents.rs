@@ -38,10 +38,10 @@ pub struct AgentRequest {
     pub platforms: Vec<String>,
     /// SOUL.md: the persona (YAML front matter `name`, `voice`, `topics`; `Bio` and
     /// `Examples` sections).
-    #[schema(max_length = 24576)]
+    #[schema(min_length = 1, max_length = 24576)]
     pub soul_md: String,
     /// AGENTS.md: the policy (YAML front matter with the typed rules; the body in words).
-    #[schema(max_length = 24576)]
+    #[schema(min_length = 1, max_length = 24576)]
     pub agents_md: String,
 }
 
@@ -177,12 +177,16 @@ fn update_error(err: UpdateError) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `active`, `paused` or `retired`.
+    #[param(pattern = "^(active|paused|retired)$")]
     pub status: Option<String>,
     /// Handles or display names containing this (1..=64 characters, case-insensitive).
+    #[param(min_length = 1, max_length = 64)]
     pub search: Option<String>,
     /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// >= 0, default 0.
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -248,11 +252,20 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct DocumentRequest {
     /// The new SOUL.md or AGENTS.md.
-    #[schema(max_length = 24576)]
+    #[schema(min_length = 1, max_length = 24576)]
     pub document: String,
     /// The version this edit was made from: a newer current version answers 409.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub base_version: Option<i32>,
+}
+
+impl DocumentRequest {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.base_version.is_some_and(|v| v < 1) {
+            return Err(ApiError::BadRequest("base_version must be >= 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The answer to a new document version.
@@ -284,6 +297,7 @@ pub async fn put_persona(
     let principal = caller.require(Permission::Submit)?;
     let id = agent_id(&id)?;
     let request: DocumentRequest = json_body(body)?;
+    request.check()?;
     let soul = Soul::parse(&request.document).map_err(ApiError::InvalidDocument)?;
     let stored = agents::new_persona(
         &state.pool,
@@ -323,6 +337,7 @@ pub async fn put_policy(
     let principal = caller.require(Permission::Submit)?;
     let id = agent_id(&id)?;
     let request: DocumentRequest = json_body(body)?;
+    request.check()?;
     // The version is set when it is stored.
     let policy =
         documents::parse_policy(&request.document, 1).map_err(ApiError::InvalidDocument)?;

@@ -149,7 +149,8 @@ pub struct TopUpAnswer {
 
 #[utoipa::path(post, path = "/agents/{id}/budget/top-ups", tag = "budgets", request_body = TopUpRequest,
     params(("id" = uuid::Uuid, Path, description = "The agent"),
-           ("Idempotency-Key" = String, Header, description = "Required: a repeated top-up with the same key adds nothing (1..=200 visible ASCII characters)")),
+           ("Idempotency-Key" = String, Header, description = "Required: a repeated top-up with the same key adds nothing (1..=200 visible ASCII characters)",
+            min_length = 1, max_length = 200, pattern = "^[!-~]{1,200}$")),
     responses((status = 200, description = "Added, or added before under this key", body = TopUpAnswer),
               (status = 400, description = "Malformed request, or no Idempotency-Key"),
               (status = 401, description = "No valid token"),
@@ -204,6 +205,7 @@ pub async fn top_up(
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     /// `inference`, `tool`, `transfer` or `top_up`.
+    #[param(pattern = "^(inference|tool|transfer|top_up)$")]
     pub category: Option<String>,
     /// Rows older than this row id (the previous page's `next_before`).
     #[param(minimum = 1)]

@@ -31,8 +31,10 @@ pub struct GoalRequest {
     pub tenant_id: Option<uuid::Uuid>,
     pub agent_id: uuid::Uuid,
     /// `campaign`, `reply` or `paid_action`.
+    #[schema(pattern = "^(campaign|reply|paid_action)$")]
     pub kind: String,
-    /// What the agent should achieve, in words (1..=4000 characters).
+    /// What the agent should achieve, in words (1..=4000 characters, not blank).
+    #[schema(min_length = 1, max_length = 4000)]
     pub text: String,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -40,7 +42,8 @@ pub struct GoalRequest {
 }
 
 #[utoipa::path(post, path = "/goals", tag = "goals", request_body = GoalRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the same goal")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the same goal (1..=200 visible ASCII characters)",
+            min_length = 1, max_length = 200, pattern = "^[!-~]{1,200}$")),
     responses((status = 202, description = "Accepted: `{goal_id, status}`"),
               (status = 400, description = "Malformed goal"),
               (status = 401, description = "No valid token"),
@@ -144,8 +147,12 @@ pub struct ListQuery {
     pub agent: Option<uuid::Uuid>,
     /// `received`, `planning`, `in_progress`, `awaiting_review`, `completed`, `failed` or
     /// `cancelled`.
+    #[param(
+        pattern = "^(received|planning|in_progress|awaiting_review|completed|failed|cancelled)$"
+    )]
     pub status: Option<String>,
     /// `campaign`, `reply` or `paid_action`.
+    #[param(pattern = "^(campaign|reply|paid_action)$")]
     pub kind: Option<String>,
     /// Created at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,

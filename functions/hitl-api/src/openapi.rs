@@ -13,7 +13,9 @@ use crate::{agents, budgets, goals, reviews, tenants};
         description = "Goals in, reviews out. Every endpoint but /health, /openapi.json and the \
                        Mission Control page needs a bearer JWT with the claims sub, tenant and \
                        roles (operator, reviewer, admin). Errors are \
-                       {\"error\": {\"code\": \"...\", \"message\": \"...\"}}."
+                       {\"error\": {\"code\": \"...\", \"message\": \"...\"}}. A body must be \
+                       a JSON object of at most 64 KiB (else 400 or 413), a URI at most 8 KiB \
+                       (else 414); ids in paths are written as the API writes them."
     ),
     paths(
         crate::health,

@@ -18,11 +18,12 @@ use crate::{ApiError, AppState};
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// The goal whose trail to read (give this or `review`).
+    /// The goal whose trail to read (exactly one of `goal` and `review`).
     pub goal: Option<uuid::Uuid>,
-    /// The review whose trail to read.
+    /// The review whose trail to read (exactly one of `goal` and `review`).
     pub review: Option<uuid::Uuid>,
     /// 1..=1000, default 500.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

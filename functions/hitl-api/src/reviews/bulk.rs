@@ -39,6 +39,7 @@ pub struct BulkRequest {
     #[serde(default)]
     pub dry_run: bool,
     /// 1..=50 items, each with the hash and policy version the reviewer saw.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<BulkItem>,
 }
 

@@ -29,24 +29,31 @@ use crate::{ApiError, AppState, Winner, json_body};
 #[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
     /// The card's `artifact_hash`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub artifact_hash: String,
     /// The card's `policy_version`.
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub policy_version: i32,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectRequest {
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub artifact_hash: String,
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub policy_version: i32,
-    /// Why (1..=2000 characters): the task's feedback and the audit record keep it.
+    /// Why (1..=2000 characters, not blank): the task's feedback and the audit record keep it.
+    #[schema(min_length = 1, max_length = 2000)]
     pub reason: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditRequest {
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub artifact_hash: String,
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub policy_version: i32,
     /// The proposal's arguments to change: content only (`text` of a post or reply, `memo`
     /// of a transfer); the card's `editable_fields` lists them.
@@ -179,6 +186,19 @@ async fn decide_on(
     seen: &ApproveRequest,
     action: Action,
 ) -> Result<Json<DecisionResponse>, ApiError> {
+    let hex = |h: &str| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(&seen.artifact_hash) {
+        return Err(ApiError::BadRequest(
+            "artifact_hash must be the card's: 64 lowercase hex characters".into(),
+        ));
+    }
+    if seen.policy_version < 1 {
+        return Err(ApiError::BadRequest("policy_version must be >= 1".into()));
+    }
     let card = load(state, principal, id).await?;
     take(state, principal, request_id, card, seen, action)
         .await

@@ -28,15 +28,23 @@ pub const RISK_TYPES: [&str; 5] = [
 pub struct ListQuery {
     /// `sensitive`, `medium_confidence`, `missing_disclosure`, `financial` or
     /// `failed_after_retries`.
+    #[param(
+        pattern = "^(sensitive|medium_confidence|missing_disclosure|financial|failed_after_retries)$"
+    )]
     pub risk: Option<String>,
     pub agent: Option<uuid::Uuid>,
     pub goal: Option<uuid::Uuid>,
     /// `age` (oldest first), `confidence` (least confident first) or `risk` (riskiest first).
+    #[param(pattern = "^(age|confidence|risk)$")]
     pub sort: Option<String>,
     /// `asc` or `desc`: reverses the sort's natural order when it is the other one.
+    #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
     /// 1..=100, default 25.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// >= 0, default 0.
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
