@@ -161,3 +161,71 @@ async fn a_spend_larger_than_the_balance_is_refused_and_a_reused_key_is_an_error
     );
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn racing_transfers_keep_to_the_daily_limit_and_a_repeated_key_is_a_duplicate() {
+    let db = TestDb::migrated().await;
+    let seed = seed_agent(&db.pool).await;
+    budget::open_budget(&db.pool, seed.agent, "USD", BUDGET_CENTS)
+        .await
+        .unwrap();
+    let limits = chimera_core::routing::SpendLimits {
+        per_transfer_cents: Some(500),
+        per_day_cents: Some(1_500),
+    };
+    let spends = (0..10).map(|i| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let outcome = budget::spend_transfer(
+                &mut tx,
+                seed.agent,
+                &format!("approval:{i}"),
+                400,
+                None,
+                None,
+                &limits,
+            )
+            .await;
+            tx.commit().await.unwrap();
+            outcome
+        }
+    });
+    let outcomes = futures::future::join_all(spends).await;
+    let spent = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(spent, 3, "3 x 400 fit in 1,500 a day: {outcomes:?}");
+    assert!(outcomes.iter().all(|o| match o {
+        Ok(_) => true,
+        Err(BudgetError::OverLimit(why)) => why.contains("a day"),
+        Err(_) => false,
+    }));
+    // A key charged before is a duplicate, though the day is full now.
+    let mut tx = db.pool.begin().await.unwrap();
+    let first_ok = (0..10).find(|i| outcomes[*i].is_ok()).unwrap();
+    let again = budget::spend_transfer(
+        &mut tx,
+        seed.agent,
+        &format!("approval:{first_ok}"),
+        400,
+        None,
+        None,
+        &limits,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(again, SpendOutcome::Duplicate { .. }));
+    // Over the per-transfer limit.
+    let big = budget::spend_transfer(
+        &mut tx,
+        seed.agent,
+        "approval:big",
+        600,
+        None,
+        None,
+        &limits,
+    )
+    .await;
+    assert!(matches!(big, Err(BudgetError::OverLimit(why)) if why.contains("per transfer")));
+    tx.rollback().await.unwrap();
+    db.drop_db().await;
+}

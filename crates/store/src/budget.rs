@@ -5,7 +5,8 @@
 //! goes below zero and the ledger always sums to what left the budget.
 
 use chimera_core::domain::{AgentId, TaskId};
-use sqlx::{PgExecutor, PgPool};
+use chimera_core::routing::SpendLimits;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 /// What a spend did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub enum BudgetError {
     Database(#[from] sqlx::Error),
     #[error("unreadable budget outcome: {0}")]
     Unreadable(String),
+    /// Over a spend limit of the agent's policy.
+    #[error("{0}")]
+    OverLimit(String),
 }
 
 /// Opens an agent's budget with a starting balance, recorded in the ledger as a top-up.
@@ -110,6 +114,82 @@ pub async fn spend<'e>(
         "key_reused" => Err(BudgetError::KeyReused(idempotency_key.to_owned())),
         other => Err(BudgetError::Unreadable(format!("outcome {other:?}"))),
     }
+}
+
+/// Transfers the agent paid today (UTC), in cents, other than under `key`.
+pub async fn transfers_today(
+    conn: &mut PgConnection,
+    agent: AgentId,
+    key: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select coalesce(sum(amount_cents), 0)::bigint as "cents!" from ledger
+           where agent_id = $1 and kind = 'spend' and category = 'transfer'
+             and idempotency_key <> $2
+             and created_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'"#,
+        agent.0,
+        key
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Why a transfer of `amount` breaks `limits`, given what was transferred today.
+pub fn over_limits(amount: i64, today: i64, limits: &SpendLimits) -> Option<String> {
+    if let Some(max) = limits.per_transfer_cents
+        && amount as u64 > max
+    {
+        return Some(format!(
+            "{amount} cents is over the policy's limit of {max} cents per transfer"
+        ));
+    }
+    if let Some(max) = limits.per_day_cents
+        && (today + amount) as u64 > max
+    {
+        return Some(format!(
+            "{amount} cents would make {} today, over the policy's limit of {max} cents a day",
+            today + amount
+        ));
+    }
+    None
+}
+
+/// A transfer's spend within the policy's `limits`: under the budget row's lock (so
+/// concurrent approvals of one agent see each other's transfers), refused with
+/// [`BudgetError::OverLimit`] when it breaks one; a key charged before is a duplicate whatever
+/// the limits say now.
+pub async fn spend_transfer(
+    tx: &mut PgConnection,
+    agent: AgentId,
+    key: &str,
+    amount: i64,
+    task: Option<TaskId>,
+    memo: Option<&str>,
+    limits: &SpendLimits,
+) -> Result<SpendOutcome, BudgetError> {
+    let locked = sqlx::query_scalar!(
+        "select balance_cents from budgets where agent_id = $1 for update",
+        agent.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if locked.is_none() {
+        return Err(BudgetError::NoBudget);
+    }
+    let charged_before = sqlx::query_scalar!(
+        r#"select exists (select 1 from ledger where agent_id = $1 and idempotency_key = $2) as "found!""#,
+        agent.0,
+        key
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !charged_before {
+        let today = transfers_today(tx, agent, key).await?;
+        if let Some(why) = over_limits(amount, today, limits) {
+            return Err(BudgetError::OverLimit(why));
+        }
+    }
+    spend(&mut *tx, agent, key, amount, task, memo).await
 }
 
 /// Charges a model call's `cents` (> 0) once per `key`, as inference. The call was authorized against its worst case before it was sent; if

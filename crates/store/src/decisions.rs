@@ -353,13 +353,24 @@ async fn approve_in(
     }
     if let Some(amount) = spend_cents {
         let key = format!("approval:{}", decision.review.0);
-        budget::spend(
-            &mut **tx,
+        let limits = sqlx::query_scalar!(
+            "select document -> 'spend' from policies where agent_id = $1 and version = $2",
+            result.agent_id.0,
+            held.policy_version
+        )
+        .fetch_optional(&mut **tx)
+        .await?
+        .flatten()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+        budget::spend_transfer(
+            tx,
             result.agent_id,
             &key,
             amount,
             Some(held.task),
             Some("approved by a reviewer"),
+            &limits,
         )
         .await
         .map_err(Refused::Budget)?;

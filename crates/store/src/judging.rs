@@ -154,8 +154,10 @@ pub enum Decided<T> {
 #[derive(Debug, Clone)]
 pub struct Effect {
     pub approval: NewReview,
-    /// The amount the CFO charges to the agent's budget, under the approval's key.
+    /// The amount the CFO charges to the agent's budget, under the approval's key, within the
+    /// policy's spend limits.
     pub spend_cents: Option<i64>,
+    pub limits: chimera_core::routing::SpendLimits,
     /// The `execute` task (status `queued`); its message is written to the outbox with it.
     pub execute: Task,
 }
@@ -246,13 +248,14 @@ pub async fn commit(
         .await?;
         if let Some(amount) = effect.spend_cents {
             let key = format!("approval:{}", effect.approval.id.0);
-            match budget::spend(
-                &mut *tx,
+            match budget::spend_transfer(
+                &mut tx,
                 result.agent_id,
                 &key,
                 amount,
                 Some(result.task_id),
                 Some("approved action"),
+                &effect.limits,
             )
             .await
             {

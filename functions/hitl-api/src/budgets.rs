@@ -40,7 +40,9 @@ fn budget_error(err: BudgetError) -> ApiError {
         BudgetError::NoBudget => {
             ApiError::Conflict("the agent has no budget yet: open it with PUT first".into())
         }
-        BudgetError::KeyReused(_) => ApiError::Conflict(err.to_string()),
+        BudgetError::KeyReused(_) | BudgetError::OverLimit(_) => {
+            ApiError::Conflict(err.to_string())
+        }
         BudgetError::InvalidAmount(_) | BudgetError::Insufficient { .. } => {
             ApiError::BadRequest(err.to_string())
         }

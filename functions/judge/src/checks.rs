@@ -204,8 +204,9 @@ pub async fn inspect(
     Ok(findings)
 }
 
-/// The CFO: a financial action must fit the goal's budget and the agent's balance. The spend
-/// itself happens, under the approval's key, in the transaction that approves the action.
+/// The CFO: a financial action must fit the goal's budget, the policy's spend limits and the
+/// agent's balance. The spend itself happens, under the approval's key and the budget's lock
+/// (the limits checked again there), in the transaction that approves the action.
 async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<String>, sqlx::Error> {
     if let Some(limit) = task.constraints.get("budget_cents").and_then(Value::as_i64)
         && amount > limit
@@ -213,6 +214,11 @@ async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<Stri
         return Ok(Some(format!(
             "CFO: {amount} cents exceeds the goal's budget of {limit} cents"
         )));
+    }
+    let mut conn = pool.acquire().await?;
+    let today = budget::transfers_today(&mut conn, task.agent_id, "").await?;
+    if let Some(why) = budget::over_limits(amount, today, &task.policy.spend) {
+        return Ok(Some(format!("CFO: {why}")));
     }
     Ok(match budget::balance(pool, task.agent_id).await? {
         None => Some("CFO: the agent has no budget".into()),

@@ -567,6 +567,7 @@ fn effect(
     let execute = execute_task(&origin, approval.id, &proposal);
     Effect {
         spend_cents: if financial { amount_cents } else { None },
+        limits: state.policy.spend,
         approval,
         execute,
     }
