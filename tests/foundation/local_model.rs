@@ -86,6 +86,7 @@ fn local_model() -> OpenAiCompatible {
 async fn the_port_gets_a_schema_valid_answer_with_usage_from_the_local_model() {
     let model = local_model();
     let request = ChatRequest {
+        model: None,
         messages: vec![
             Message::system("You classify post ideas. Answer in JSON."),
             Message::user(
@@ -115,6 +116,7 @@ async fn the_port_gets_a_schema_valid_answer_with_usage_from_the_local_model() {
     // Plain text too.
     let text = model
         .chat(&ChatRequest {
+            model: None,
             output: None,
             max_tokens: 24,
             ..request
@@ -161,6 +163,7 @@ fn completion(content: &str) -> Value {
 
 fn ask(schema: Option<Value>) -> ChatRequest {
     ChatRequest {
+        model: None,
         messages: vec![Message::user("hi")],
         output: schema.map(|schema| OutputSchema {
             name: "answer".into(),

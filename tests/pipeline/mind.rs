@@ -346,6 +346,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         .unwrap()
         .unwrap();
     let request = ChatRequest {
+        model: None,
         messages: vec![Message::user("Say hello.")],
         output: None,
         max_tokens: 8,
@@ -436,6 +437,52 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         .unwrap()
         .unwrap();
     assert_eq!(charged, after, "a call that failed is not charged");
+
+    // A model the agent's policy chose: charged at its own price when the table has none; one
+    // nobody priced is refused before it is sent.
+    let pricey = ChatRequest {
+        model: chimera_aws::mind::choice(Some(&chimera_core::routing::ModelChoice {
+            id: "smollm2-135m-instruct".into(),
+            price: Some(chimera_core::routing::ModelPrice {
+                input_cents_per_mtok: 100_000.0,
+                output_cents_per_mtok: 100_000.0,
+            }),
+        })),
+        ..request.clone()
+    };
+    let chosen = mind
+        .call(
+            &Charge {
+                key: "llm:test:chosen".into(),
+                ..charge.clone()
+            },
+            &pricey,
+            in_time(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        chosen.cents > first.cents,
+        "{} > {}",
+        chosen.cents,
+        first.cents
+    );
+    let unpriced = ChatRequest {
+        model: chimera_aws::mind::choice(Some(&chimera_core::routing::ModelChoice {
+            id: "no-such-model".into(),
+            price: None,
+        })),
+        ..request.clone()
+    };
+    let balance = budget::balance(&swarm.db.pool, agent).await.unwrap();
+    assert!(matches!(
+        mind.call(&charge, &unpriced, in_time()).await,
+        Err(MindError::Unpriced(model)) if model == "no-such-model"
+    ));
+    assert_eq!(
+        budget::balance(&swarm.db.pool, agent).await.unwrap(),
+        balance
+    );
 
     // Over budget: refused before anything is sent.
     sqlx::query("update budgets set balance_cents = 0 where agent_id = $1")

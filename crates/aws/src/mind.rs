@@ -30,6 +30,19 @@ pub async fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option
     Ok(Some(Arc::new(mind)))
 }
 
+/// The model an agent's policy chose, as a call asks for it.
+pub fn choice(
+    chosen: Option<&chimera_core::routing::ModelChoice>,
+) -> Option<chimera_llm::ModelChoice> {
+    chosen.map(|m| chimera_llm::ModelChoice {
+        id: m.id.clone(),
+        price: m.price.map(|p| chimera_llm::mind::Price {
+            input_cents_per_mtok: p.input_cents_per_mtok,
+            output_cents_per_mtok: p.output_cents_per_mtok,
+        }),
+    })
+}
+
 /// The key in the secret, for `CHIMERA_LLM=openai` when the secret is named and no key is set
 /// directly: the secret's string, or its JSON's `api_key`.
 async fn api_key_from_secret(clients: &Clients) -> anyhow::Result<Option<String>> {

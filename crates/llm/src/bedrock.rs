@@ -104,7 +104,11 @@ impl Bedrock {
     }
 
     async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let input = converse_input(&self.config.model_id, request)?;
+        let model_id = request
+            .model
+            .as_ref()
+            .map_or(self.config.model_id.as_str(), |m| m.id.as_str());
+        let input = converse_input(model_id, request)?;
         let started = Instant::now();
         let mut attempt = 0;
         loop {
@@ -274,7 +278,10 @@ fn parse_output(
         text,
         json,
         usage,
-        model: config.model_id.clone(),
+        model: request
+            .model
+            .as_ref()
+            .map_or_else(|| config.model_id.clone(), |m| m.id.clone()),
         latency,
         truncated,
     })

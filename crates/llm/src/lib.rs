@@ -113,6 +113,16 @@ pub struct ChatRequest {
     /// 0 for deterministic answers (tests, the local demo).
     pub temperature: f32,
     pub seed: Option<u64>,
+    /// Another model than the configured one (an agent's policy may choose it), with its price
+    /// when the price table lacks it.
+    pub model: Option<ModelChoice>,
+}
+
+/// A model chosen for a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelChoice {
+    pub id: String,
+    pub price: Option<mind::Price>,
 }
 
 impl ChatRequest {

@@ -148,6 +148,11 @@ pub enum MindError {
     /// Refused before it was sent: the budget cannot cover the call's worst case.
     #[error("model call refused: it may cost {needed} cents and the budget has {balance} left")]
     OverBudget { needed: i64, balance: i64 },
+    /// A call chose a model nobody priced: it is not sent.
+    #[error(
+        "model call refused: no price for model {0} (the policy's model.price or CHIMERA_LLM_PRICES)"
+    )]
+    Unpriced(String),
     #[error(transparent)]
     Meter(#[from] MeterError),
     #[error(transparent)]
@@ -158,7 +163,9 @@ impl MindError {
     /// Whether the same call can succeed later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::OverBudget { .. } | Self::Meter(MeterError::NoBudget) => false,
+            Self::OverBudget { .. } | Self::Unpriced(_) | Self::Meter(MeterError::NoBudget) => {
+                false
+            }
             Self::Meter(MeterError::Unavailable(_)) => true,
             Self::Model(err) => err.is_retryable(),
         }
@@ -178,6 +185,8 @@ pub fn answer_by(deadline: SystemTime) -> Instant {
 pub struct Mind {
     model: Arc<dyn LanguageModel>,
     price: Price,
+    /// The prices of models a call may choose instead ([`ChatRequest::model`]).
+    prices: Prices,
     meter: Arc<dyn Meter>,
 }
 
@@ -204,8 +213,21 @@ impl Mind {
         Ok(Self {
             model,
             price,
+            prices: prices.clone(),
             meter,
         })
+    }
+
+    /// The price of the model `request` asks: the configured one's, or the chosen one's from
+    /// the choice itself or the price table.
+    fn price_of(&self, request: &ChatRequest) -> Result<Price, MindError> {
+        match &request.model {
+            None => Ok(self.price),
+            Some(choice) => choice
+                .price
+                .or_else(|| self.prices.get(&choice.id))
+                .ok_or_else(|| MindError::Unpriced(choice.id.clone())),
+        }
     }
 
     pub fn model_id(&self) -> &str {
@@ -220,7 +242,8 @@ impl Mind {
         request: &ChatRequest,
         by: Instant,
     ) -> Result<Answer, MindError> {
-        let needed = self.price.cents(worst_case(request));
+        let price = self.price_of(request)?;
+        let needed = price.cents(worst_case(request));
         if needed > 0 {
             let balance = self.meter.balance(charge.agent_id).await?;
             if balance < needed {
@@ -231,7 +254,7 @@ impl Mind {
         let response = tokio::time::timeout(left, self.model.chat(request))
             .await
             .map_err(|_| LlmError::Timeout(left))??;
-        let cents = self.price.cents(response.usage);
+        let cents = price.cents(response.usage);
         if cents > 0 {
             self.meter.charge(charge, cents).await?;
         }
@@ -262,6 +285,7 @@ mod tests {
         assert_eq!(price.cents(usage(1_000_000, 0)), 300);
         assert_eq!(price.cents(usage(1_000_000, 1_000_000)), 1800);
         let request = ChatRequest {
+            model: None,
             messages: vec![Message::user("x".repeat(300))],
             output: None,
             max_tokens: 50,

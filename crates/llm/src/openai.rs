@@ -77,7 +77,7 @@ impl OpenAiCompatible {
 
     fn body(&self, request: &ChatRequest) -> Value {
         let mut body = json!({
-            "model": self.config.model,
+            "model": request.model.as_ref().map_or(&self.config.model, |m| &m.id),
             "messages": request.messages,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,

@@ -64,6 +64,7 @@ pub async fn read(
         "additionalProperties": false,
     });
     let request = ChatRequest {
+        model: chimera_aws::mind::choice(policy.model.as_ref()),
         messages: vec![
             Message::system(format!(
                 "You review social media posts. Rate the post between <data> tags: score from \

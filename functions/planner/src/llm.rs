@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::plan::{
     AgentContext, Builder, MEDIA_FROM, Plan, PlanError, PlanMeta, Planner, TEXT_FROM,
-    TemplatePlanner, constraints, key, persona, validate,
+    TemplatePlanner, constraints, key, persona, validate, writing,
 };
 
 /// Plans with the model, falling back to the templates.
@@ -81,6 +81,7 @@ impl LlmPlanner {
         };
         let fallback = loop {
             let request = ChatRequest {
+                model: chimera_aws::mind::choice(agent.policy.model.as_ref()),
                 messages: messages.clone(),
                 output: Some(OutputSchema {
                     name: "plan".into(),
@@ -315,7 +316,7 @@ fn build(
             ),
             TaskKind::Draft => b.add(
                 kind,
-                json!({"brief": goal.body, "platform": p, "persona": persona(agent)}),
+                writing(goal, &p, agent),
                 &deps,
                 &[],
                 &[key(format!("drafts:{p}"))?],
@@ -342,11 +343,12 @@ fn build(
             }
             TaskKind::Reply => {
                 let mentions = key(format!("mentions:{p}"))?;
+                let mut inputs = writing(goal, &p, agent);
+                inputs["in_reply_to"] = json!(constraints.in_reply_to);
+                inputs["disclosure_level"] = json!(agent.policy.disclosure.as_str());
                 b.add(
                     kind,
-                    json!({"brief": goal.body, "platform": p, "persona": persona(agent),
-                           "in_reply_to": constraints.in_reply_to,
-                           "disclosure_level": agent.policy.disclosure.as_str()}),
+                    inputs,
                     &deps,
                     std::slice::from_ref(&mentions),
                     std::slice::from_ref(&mentions),

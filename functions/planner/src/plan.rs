@@ -172,7 +172,7 @@ impl TemplatePlanner {
             goal,
             tasks: Vec::new(),
         };
-        let draft_inputs = |platform: &str| json!({"brief": goal.body, "platform": platform, "persona": persona(agent)});
+        let draft_inputs = |platform: &str| writing(goal, platform, agent);
         match goal.kind.as_str() {
             "campaign" => {
                 let platforms = if constraints.platforms.is_empty() {
@@ -250,6 +250,16 @@ impl TemplatePlanner {
 }
 
 /// The persona as the drafting tool takes it: a name and a voice.
+/// What a task that writes needs: the brief, the platform, the persona, and the model the
+/// agent's policy chose (when it chose one).
+pub(crate) fn writing(goal: &Goal, platform: &str, agent: &AgentContext) -> Value {
+    let mut inputs = json!({"brief": goal.body, "platform": platform, "persona": persona(agent)});
+    if let Some(model) = &agent.policy.model {
+        inputs["model"] = json!(model);
+    }
+    inputs
+}
+
 pub(crate) fn persona(agent: &AgentContext) -> Value {
     let voice = agent
         .persona
@@ -342,6 +352,20 @@ mod tests {
             policy: Policy::default(),
             recent_posts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn writing_tasks_carry_the_model_the_policy_chose() {
+        let goal = goal("reply", json!({"platforms": ["x"], "in_reply_to": "p-1"}));
+        let mut agent = agent();
+        let inputs = writing(&goal, "x", &agent);
+        assert!(inputs.get("model").is_none());
+        agent.policy.model = Some(chimera_core::routing::ModelChoice {
+            id: "bigger-model".into(),
+            price: None,
+        });
+        let tasks = TemplatePlanner.tasks(&goal, &agent).unwrap();
+        assert_eq!(tasks[0].inputs["model"]["id"], "bigger-model");
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub async fn with_model(
         ));
     }
     let request = ChatRequest {
+        model: chimera_aws::mind::choice(
+            task.inputs
+                .get("model")
+                .and_then(|m| serde_json::from_value(m.clone()).ok())
+                .as_ref(),
+        ),
         messages: vec![
             Message::system(system),
             Message::user(format!("Brief:\n{}", data_block(brief))),

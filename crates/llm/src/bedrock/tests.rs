@@ -152,6 +152,7 @@ fn plan_schema() -> Value {
 
 fn plan_request() -> ChatRequest {
     ChatRequest {
+        model: None,
         messages: vec![
             Message::system("You plan a creator's week."),
             Message::user("Plan a retro gaming night stream."),
@@ -169,6 +170,7 @@ fn plan_request() -> ChatRequest {
 
 fn text_request() -> ChatRequest {
     ChatRequest {
+        model: None,
         messages: vec![Message::user("Say hello.")],
         output: None,
         max_tokens: 8,
@@ -456,6 +458,7 @@ fn documents_and_json_values_convert_both_ways() {
 #[test]
 fn system_messages_anywhere_become_system_blocks_and_turns_alternate() {
     let request = ChatRequest {
+        model: None,
         messages: vec![
             Message::user("a"),
             Message::system("rules"),
