@@ -494,7 +494,10 @@ async fn documents_get_new_versions_and_a_paused_agent_takes_no_new_work_until_r
     .fetch_all(&swarm.db.pool)
     .await
     .unwrap();
-    assert_eq!(audited, ["agent.paused", "agent.resumed"]);
+    assert_eq!(
+        audited,
+        ["agent.policy_updated", "agent.paused", "agent.resumed"]
+    );
     swarm.stop().await;
 }
 
@@ -645,6 +648,22 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
     assert_eq!(status, 404);
     let (status, _) = call_with_key(&swarm, &top_ups, &stranger, "nov-9", add).await;
     assert_eq!(status, 404);
+    // The longest key the API takes (200 characters) works like any other.
+    let long = "k".repeat(200);
+    let (status, body) =
+        call_with_key(&swarm, &top_ups, &token, &long, json!({"amount_cents": 1})).await;
+    assert_eq!(
+        (status, body["duplicate"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+    let (status, body) =
+        call_with_key(&swarm, &top_ups, &token, &long, json!({"amount_cents": 1})).await;
+    assert_eq!(
+        (status, body["duplicate"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
     swarm.stop().await;
 }
 

@@ -189,28 +189,36 @@ fn read(path: &PathBuf) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// An agent's id from an id or a handle.
+/// An agent's id from an id (as the API writes ids) or a handle.
 async fn agent_id(api: &Api, agent: &str) -> Result<String> {
-    if uuid::Uuid::parse_str(agent).is_ok() {
+    if uuid::Uuid::parse_str(agent).is_ok_and(|id| id.hyphenated().to_string() == agent) {
         return Ok(agent.to_owned());
     }
-    let page = api
-        .get(&format!("/agents?search={}&limit=200", urlencode(agent)))
-        .await?;
-    page["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["handle"] == agent)
-        .and_then(|a| a["id"].as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            Exit(
+    // Handles containing this one, by handle, a page at a time.
+    let mut offset = 0;
+    loop {
+        let page = api
+            .get(&format!(
+                "/agents?search={}&limit=200&offset={offset}",
+                urlencode(agent)
+            ))
+            .await?;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if let Some(id) = items
+            .iter()
+            .find(|a| a["handle"] == agent)
+            .and_then(|a| a["id"].as_str())
+        {
+            return Ok(id.to_owned());
+        }
+        if items.len() < 200 {
+            bail!(Exit(
                 exit::NOT_FOUND,
-                format!("no agent with the handle {agent:?}"),
-            )
-            .into()
-        })
+                format!("no agent with the handle {agent:?}")
+            ));
+        }
+        offset += 200;
+    }
 }
 
 fn urlencode(text: &str) -> String {

@@ -286,14 +286,19 @@ pub async fn new_persona(
     by: &str,
 ) -> Result<NewVersion, UpdateError> {
     let mut tx = pool.begin().await?;
-    let current = sqlx::query_scalar!(
-        "select persona_version from agents where id = $1 and tenant_id = $2 for update",
+    let row = sqlx::query!(
+        r#"select persona_version as "current!", status::text = 'retired' as "retired!"
+           from agents where id = $1 and tenant_id = $2 for update"#,
         id.0,
         tenant.0
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(UpdateError::NotFound)?;
+    if row.retired {
+        return Err(UpdateError::Retired);
+    }
+    let current = row.current;
     check_expected(current, expected)?;
     let version = current + 1;
     sqlx::query!(
@@ -316,6 +321,16 @@ pub async fn new_persona(
     )
     .execute(&mut *tx)
     .await?;
+    versioned(
+        &mut tx,
+        tenant,
+        id,
+        by,
+        "agent.persona_updated",
+        version,
+        soul,
+    )
+    .await?;
     tx.commit().await?;
     Ok(NewVersion {
         version,
@@ -335,14 +350,19 @@ pub async fn new_policy(
     by: &str,
 ) -> Result<NewVersion, UpdateError> {
     let mut tx = pool.begin().await?;
-    let current = sqlx::query_scalar!(
-        "select policy_version from agents where id = $1 and tenant_id = $2 for update",
+    let row = sqlx::query!(
+        r#"select policy_version as "current!", status::text = 'retired' as "retired!"
+           from agents where id = $1 and tenant_id = $2 for update"#,
         id.0,
         tenant.0
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(UpdateError::NotFound)?;
+    if row.retired {
+        return Err(UpdateError::Retired);
+    }
+    let current = row.current;
     check_expected(current, expected)?;
     let version = current + 1;
     let policy = Policy {
@@ -370,8 +390,41 @@ pub async fn new_policy(
     .execute(&mut *tx)
     .await?;
     let rejudging = crate::rejudge::enqueue_for_agent(&mut tx, id, version).await?;
+    versioned(
+        &mut tx,
+        tenant,
+        id,
+        by,
+        "agent.policy_updated",
+        version,
+        source,
+    )
+    .await?;
     tx.commit().await?;
     Ok(NewVersion { version, rejudging })
+}
+
+/// The audit record of a new document version.
+async fn versioned(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    agent: AgentId,
+    by: &str,
+    action: &str,
+    version: i32,
+    source: &str,
+) -> Result<(), sqlx::Error> {
+    let mut record = AuditRecord::new(tenant, by, action, Utc::now());
+    record.reasoning = Some(format!(
+        "agent {}: version {version}, sha256 {}",
+        agent.0,
+        chimera_core::documents::content_hash(source)
+    ));
+    if action == "agent.policy_updated" {
+        record.policy_version = Some(version);
+    }
+    audit::append(&mut *conn, &record).await?;
+    Ok(())
 }
 
 fn check_expected(current: i32, expected: Option<i32>) -> Result<(), UpdateError> {

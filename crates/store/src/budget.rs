@@ -136,19 +136,20 @@ pub async fn transfers_today(
 
 /// Why a transfer of `amount` breaks `limits`, given what was transferred today.
 pub fn over_limits(amount: i64, today: i64, limits: &SpendLimits) -> Option<String> {
+    let cents = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
     if let Some(max) = limits.per_transfer_cents
-        && amount as u64 > max
+        && cents(amount) > max
     {
         return Some(format!(
             "{amount} cents is over the policy's limit of {max} cents per transfer"
         ));
     }
+    let total = today.saturating_add(amount);
     if let Some(max) = limits.per_day_cents
-        && (today + amount) as u64 > max
+        && cents(total) > max
     {
         return Some(format!(
-            "{amount} cents would make {} today, over the policy's limit of {max} cents a day",
-            today + amount
+            "{amount} cents would make {total} today, over the policy's limit of {max} cents a day"
         ));
     }
     None

@@ -361,7 +361,9 @@ async fn approve_in(
         .fetch_optional(&mut **tx)
         .await?
         .flatten()
-        .and_then(|v| serde_json::from_value(v).ok())
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(e.into()))?
         .unwrap_or_default();
         budget::spend_transfer(
             tx,

@@ -367,7 +367,7 @@ pub async fn cancel(
     let mut tx = pool.begin().await?;
     let Some(status) = sqlx::query_scalar!(
         r#"select status as "status: GoalStatus" from goals
-           where id = $1 and tenant_id = $2 for update"#,
+           where id = $1 and tenant_id = $2 for no key update"#,
         id.0,
         tenant.0
     )
@@ -376,21 +376,11 @@ pub async fn cancel(
     else {
         return Ok(None);
     };
-    let effects_not_revoked = sqlx::query_as!(
-        Released,
-        r#"select id as task_id, coalesce(inputs ->> 'action', '') as "action!",
-                  status as "status: TaskStatus"
-           from tasks where goal_id = $1 and kind = 'execute'
-             and status in ('queued', 'running', 'committed')
-           order by created_at"#,
-        id.0
-    )
-    .fetch_all(&mut *tx)
-    .await?;
     if matches!(
         status,
         GoalStatus::Completed | GoalStatus::Failed | GoalStatus::Cancelled
     ) {
+        let effects_not_revoked = released(&mut tx, id).await?;
         return Ok(Some(Cancelled {
             goal_id: id.0,
             status,
@@ -425,6 +415,9 @@ pub async fn cancel(
     )
     .execute(&mut *tx)
     .await?;
+    // Read last: an approval that won its review while this waited for it has released its
+    // effect, and the answer names it.
+    let effects_not_revoked = released(&mut tx, id).await?;
     let entry = AuditRecord {
         goal_id: Some(id),
         reasoning: Some(format!(
@@ -443,4 +436,19 @@ pub async fn cancel(
         closed_reviews,
         effects_not_revoked,
     }))
+}
+
+/// The goal's approved effects already handed to a worker (or performed).
+async fn released(conn: &mut sqlx::PgConnection, id: GoalId) -> Result<Vec<Released>, sqlx::Error> {
+    sqlx::query_as!(
+        Released,
+        r#"select id as task_id, coalesce(inputs ->> 'action', '') as "action!",
+                  status as "status: TaskStatus"
+           from tasks where goal_id = $1 and kind = 'execute'
+             and status in ('queued', 'running', 'committed')
+           order by created_at"#,
+        id.0
+    )
+    .fetch_all(&mut *conn)
+    .await
 }

@@ -106,9 +106,10 @@ pub async fn enqueue(conn: &mut PgConnection, message: &Message) -> Result<bool,
 }
 
 /// Writes `message`, or, if it was written and sent before, makes it go out again (the same
-/// identity; the body is what it is now). A row still waiting to be sent is left alone.
-pub async fn rearm(conn: &mut PgConnection, message: &Message) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+/// identity; the body is what it is now). A row still waiting to be sent is left alone:
+/// `false`.
+pub async fn rearm(conn: &mut PgConnection, message: &Message) -> Result<bool, sqlx::Error> {
+    let written = sqlx::query!(
         "insert into outbox (queue, body, dedup_key, goal_id) values ($1, $2, $3, $4)
          on conflict (dedup_key) do update
              set body = excluded.body, sent_at = null, available_at = now(), attempts = 0, last_error = null
@@ -119,8 +120,9 @@ pub async fn rearm(conn: &mut PgConnection, message: &Message) -> Result<(), sql
         message.goal.0,
     )
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(written == 1)
 }
 
 /// Writes the message of `task`'s current attempt, from the task as stored in `conn`'s view

@@ -35,6 +35,9 @@ pub struct Pending {
     /// The score and topics the judge found when it held the item.
     pub confidence: Confidence,
     pub risk_tags: Vec<String>,
+    /// `false` while the agent is paused: the policy releases nothing then.
+    pub agent_active: bool,
+    pub financial: bool,
 }
 
 /// The review `id` while it is pending, or `None`.
@@ -42,7 +45,7 @@ pub async fn pending(pool: &PgPool, id: ReviewId) -> Result<Option<Pending>, sql
     let Some(row) = sqlx::query!(
         r#"select v.id, v.result_id, t.id as task_id, t.goal_id, v.tenant_id, t.agent_id,
                   v.policy_version, a.policy_version as current_policy, v.artifact_hash,
-                  v.confidence, v.risk_tags
+                  v.confidence, v.risk_tags, a.status = 'active' as "agent_active!", v.financial
            from reviews v
            join tasks t on t.id = v.task_id
            join agents a on a.id = t.agent_id
@@ -67,6 +70,8 @@ pub async fn pending(pool: &PgPool, id: ReviewId) -> Result<Option<Pending>, sql
         confidence: Confidence::try_from(row.confidence)
             .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
         risk_tags: row.risk_tags,
+        agent_active: row.agent_active,
+        financial: row.financial,
     }))
 }
 
@@ -181,7 +186,10 @@ pub async fn outdated(
     let mut reviews = Vec::new();
     for row in rows {
         let (review, goal) = (ReviewId(row.id), GoalId(row.goal_id));
-        outbox::rearm(&mut tx, &Message::rejudge(goal, review, row.policy_version)).await?;
+        if !outbox::rearm(&mut tx, &Message::rejudge(goal, review, row.policy_version)).await? {
+            // Its message is still waiting to be sent.
+            continue;
+        }
         let entry = AuditRecord {
             goal_id: Some(goal),
             review_id: Some(review),

@@ -51,6 +51,20 @@ fn budget_error(err: BudgetError) -> ApiError {
     }
 }
 
+/// The ledger's key for a top-up's `Idempotency-Key` (at most 200 characters, like the
+/// ledger's keys: a long key is taken by its SHA-256).
+fn ledger_key(key: &str) -> String {
+    let direct = format!("top-up:{key}");
+    if direct.len() <= 200 {
+        direct
+    } else {
+        format!(
+            "top-up:sha256:{}",
+            chimera_aws::artifacts::sha256_hex(key.as_bytes())
+        )
+    }
+}
+
 /// The body of `PUT /agents/{id}/budget`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -189,7 +203,7 @@ pub async fn top_up(
     let done = budget::top_up(
         &state.pool,
         agent,
-        &format!("top-up:{key}"),
+        &ledger_key(&key),
         request.amount_cents,
         request.memo.as_deref(),
     )

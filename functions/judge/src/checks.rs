@@ -217,6 +217,7 @@ async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<Stri
     }
     let mut conn = pool.acquire().await?;
     let today = budget::transfers_today(&mut conn, task.agent_id, "").await?;
+    drop(conn);
     if let Some(why) = budget::over_limits(amount, today, &task.policy.spend) {
         return Ok(Some(format!("CFO: {why}")));
     }

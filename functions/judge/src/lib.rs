@@ -53,6 +53,7 @@ use chimera_llm::mind::{Charge, Mind};
 use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
 use chimera_store::PgPool;
+use chimera_store::budget::BudgetError;
 use chimera_store::judging::{
     self, CommitRefused, Decided, Effect, NewReview, RetryCause, TaskState,
 };
@@ -360,6 +361,7 @@ impl Judge {
                 self.retry(result, state, &feedback, RetryCause::Conflict, fresh)
                     .await
             }
+            Err(CommitRefused::Budget(BudgetError::Database(err))) => Err(retryable(err)),
             Err(CommitRefused::Budget(err)) => {
                 self.fail(result, state, &format!("CFO: {err}")).await
             }

@@ -86,6 +86,22 @@ impl Judge {
         };
         tracing::info!(review_id = %id.0, version, route = ?route, "item judged again");
         let verdict = match route {
+            // A paused agent's held items stay held: the policy releases nothing now.
+            Route::AutoApprove if !item.agent_active => {
+                let reasoning = format!(
+                    "policy v{version} would release this item, but the agent is paused; a person decides"
+                );
+                return self
+                    .hold_again(
+                        &item,
+                        version,
+                        &reasoning,
+                        &[],
+                        &financial(&item),
+                        &item.risk_tags,
+                    )
+                    .await;
+            }
             Route::AutoApprove => {
                 let execute = findings.proposal.as_ref().map(|proposal| {
                     let origin = Origin {
@@ -188,14 +204,33 @@ impl Judge {
             Err(
                 Refused::NotFound | Refused::AlreadyDecided { .. } | Refused::PolicyMoved { .. },
             ) => Ok(None),
+            Err(Refused::Budget(chimera_store::budget::BudgetError::Database(err))) => {
+                Err(retryable(err))
+            }
             Err(refused @ (Refused::Budget(_) | Refused::TaskMoved | Refused::Stale(_))) => {
                 let reasoning = format!(
                     "policy v{version} would decide this item, but: {refused}; a person decides"
                 );
-                self.hold_again(item, version, &reasoning, &[], &[], &item.risk_tags)
-                    .await
+                self.hold_again(
+                    item,
+                    version,
+                    &reasoning,
+                    &[],
+                    &financial(item),
+                    &item.risk_tags,
+                )
+                .await
             }
             Err(Refused::Commit(err)) => Err(retryable(err)),
         }
+    }
+}
+
+/// The risk types a financial item keeps whatever else the policy says.
+fn financial(item: &Pending) -> Vec<&'static str> {
+    if item.financial {
+        vec!["financial"]
+    } else {
+        Vec::new()
     }
 }

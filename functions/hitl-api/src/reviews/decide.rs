@@ -404,6 +404,9 @@ async fn refusal(state: &AppState, refused: Refused) -> ApiError {
             state.relay.flush(&[goal]).await;
             ApiError::Conflict(format!("{feedback}; the task is replanned"))
         }
+        Refused::Budget(chimera_store::budget::BudgetError::Database(err)) => {
+            ApiError::dependency(err)
+        }
         Refused::Budget(err) => ApiError::Conflict(format!("budget refused: {err}")),
         Refused::TaskMoved => ApiError::Conflict(Refused::TaskMoved.to_string()),
         Refused::Commit(err) => ApiError::dependency(err),
