@@ -764,5 +764,30 @@ async fn an_admin_creates_tenants_whose_operators_see_only_their_own_agents() {
         (414, Some("uri_too_long")),
         "{body}"
     );
+    // One too long even for the HTTP parser (over 64 KiB): the same answer.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = swarm.api().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "GET /agents?search={} HTTP/1.1\r\nhost: {address}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    // The server stops reading at its limit: the rest may not be taken.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.write_all(request.as_bytes()),
+    )
+    .await
+    .expect("written in time");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered in time");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    assert!(answer.contains(r#""code":"uri_too_long""#), "{answer}");
     swarm.stop().await;
 }

@@ -21,6 +21,8 @@
 //! and relays the outbox rows no handler sent (every second), as the scheduled sweep does in
 //! AWS.
 
+mod guard;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -177,7 +179,7 @@ pub async fn start(
         api_addr = Some(listener.local_addr()?);
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            let served = axum::serve(listener, router)
+            let served = axum::serve(guard::GuardedListener(listener), router)
                 .with_graceful_shutdown(async move { cancel.cancelled().await })
                 .await;
             if let Err(err) = served {

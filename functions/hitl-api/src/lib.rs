@@ -52,7 +52,7 @@ pub use auth::Auth;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Longest request URI accepted (path and query); a longer one answers 414 with a JSON body.
-/// (The local server's HTTP parser answers a URI over 64 KiB itself, with an empty 414; API
+/// (The runner's guard answers one too long for the HTTP parser, over 60 KiB, the same way; API
 /// Gateway refuses a request line over 10 KiB before it reaches the function.)
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 
