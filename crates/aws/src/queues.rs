@@ -2,13 +2,12 @@
 //!
 //! A queue's URL is the one it was deployed with ([`ResourceNames::queue_url`], from its
 //! `*_QUEUE_URL` variable), else it is looked up by the stage's queue name on first use and kept
-//! for the life of the process. Decisions do not send directly: they write to the outbox and the
-//! [`crate::relay`] sends through this.
+//! for the life of the process. Nothing here sends: decisions write to the outbox, and the
+//! [`crate::relay`] alone sends, to the URLs this gives.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chimera_core::names::{Queue, ResourceNames};
 use tokio::sync::OnceCell;
 
@@ -36,7 +35,7 @@ impl Queues {
         &self.names
     }
 
-    /// The SQS client, for this crate's leases and receives: only the relay sends.
+    /// The SQS client, for this crate's relay and leases.
     pub(crate) fn sqs(&self) -> &aws_sdk_sqs::Client {
         &self.clients.sqs
     }
@@ -93,93 +92,4 @@ impl Queues {
         }
         Ok(url)
     }
-
-    /// Sends `bodies` to `queue` with as few `SendMessageBatch` calls as SQS allows (10
-    /// messages and 256 KiB per call); returns each body's outcome, in order.
-    pub(crate) async fn send_batch(
-        &self,
-        queue: Queue,
-        bodies: &[String],
-    ) -> Vec<anyhow::Result<()>> {
-        let mut outcomes: Vec<anyhow::Result<()>> = Vec::with_capacity(bodies.len());
-        let url = match self.url(queue).await {
-            Ok(url) => url.to_owned(),
-            Err(err) => {
-                let reason = format!("{err:#}");
-                return bodies
-                    .iter()
-                    .map(|_| Err(anyhow::anyhow!("{reason}")))
-                    .collect();
-            }
-        };
-        let mut start = 0;
-        while start < bodies.len() {
-            let mut end = start;
-            let mut size = 0;
-            while end < bodies.len()
-                && end - start < 10
-                && (end == start || size + bodies[end].len() <= MAX_BATCH_BYTES)
-            {
-                size += bodies[end].len();
-                end += 1;
-            }
-            outcomes.extend(self.send_chunk(queue, &url, &bodies[start..end]).await);
-            start = end;
-        }
-        outcomes
-    }
-
-    async fn send_chunk(
-        &self,
-        queue: Queue,
-        url: &str,
-        bodies: &[String],
-    ) -> Vec<anyhow::Result<()>> {
-        let entries: Result<Vec<_>, _> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .build()
-            })
-            .collect();
-        let sent = match entries {
-            Ok(entries) => self
-                .clients
-                .sqs
-                .send_message_batch()
-                .queue_url(url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e))),
-            Err(e) => Err(anyhow::Error::new(e)),
-        };
-        match sent {
-            Ok(out) => (0..bodies.len())
-                .map(
-                    |i| match out.failed.iter().find(|f| f.id == i.to_string()) {
-                        Some(f) => Err(anyhow::anyhow!(
-                            "sending to the {queue} queue: {} {}",
-                            f.code,
-                            f.message.as_deref().unwrap_or_default()
-                        )),
-                        None => Ok(()),
-                    },
-                )
-                .collect(),
-            Err(err) => {
-                let reason = format!("sending to the {queue} queue: {err:#}");
-                bodies
-                    .iter()
-                    .map(|_| Err(anyhow::anyhow!("{reason}")))
-                    .collect()
-            }
-        }
-    }
 }
-
-/// What one `SendMessageBatch` call may carry in total.
-const MAX_BATCH_BYTES: usize = chimera_core::envelope::MAX_MESSAGE_BYTES;

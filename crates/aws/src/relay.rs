@@ -11,6 +11,7 @@
 //! what was not. A relay that dies between the send and the mark leaves the rows unsent: they go
 //! out again, and every consumer is idempotent (at least once).
 
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chimera_core::domain::GoalId;
 use chimera_core::names::Queue;
 use chimera_store::PgPool;
@@ -92,7 +93,7 @@ impl Relay {
                 continue;
             }
             let bodies: Vec<String> = batch.iter().map(|r| r.body.clone()).collect();
-            let outcomes = self.queues.send_batch(queue, &bodies).await;
+            let outcomes = send_batch(&self.queues, queue, &bodies).await;
             for (row, outcome) in batch.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(()) => sent.push(row.id),
@@ -109,3 +110,87 @@ impl Relay {
         Ok((sent.len(), rows.len()))
     }
 }
+
+/// Sends `bodies` to `queue` with as few `SendMessageBatch` calls as SQS allows (10
+/// messages and 256 KiB per call); returns each body's outcome, in order.
+async fn send_batch(queues: &Queues, queue: Queue, bodies: &[String]) -> Vec<anyhow::Result<()>> {
+    let mut outcomes: Vec<anyhow::Result<()>> = Vec::with_capacity(bodies.len());
+    let url = match queues.url(queue).await {
+        Ok(url) => url.to_owned(),
+        Err(err) => {
+            let reason = format!("{err:#}");
+            return bodies
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("{reason}")))
+                .collect();
+        }
+    };
+    let mut start = 0;
+    while start < bodies.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < bodies.len()
+            && end - start < 10
+            && (end == start || size + bodies[end].len() <= MAX_BATCH_BYTES)
+        {
+            size += bodies[end].len();
+            end += 1;
+        }
+        outcomes.extend(send_chunk(queues, queue, &url, &bodies[start..end]).await);
+        start = end;
+    }
+    outcomes
+}
+
+async fn send_chunk(
+    queues: &Queues,
+    queue: Queue,
+    url: &str,
+    bodies: &[String],
+) -> Vec<anyhow::Result<()>> {
+    let entries: Result<Vec<_>, _> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .build()
+        })
+        .collect();
+    let sent = match entries {
+        Ok(entries) => queues
+            .sqs()
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e))),
+        Err(e) => Err(anyhow::Error::new(e)),
+    };
+    match sent {
+        Ok(out) => (0..bodies.len())
+            .map(
+                |i| match out.failed.iter().find(|f| f.id == i.to_string()) {
+                    Some(f) => Err(anyhow::anyhow!(
+                        "sending to the {queue} queue: {} {}",
+                        f.code,
+                        f.message.as_deref().unwrap_or_default()
+                    )),
+                    None => Ok(()),
+                },
+            )
+            .collect(),
+        Err(err) => {
+            let reason = format!("sending to the {queue} queue: {err:#}");
+            bodies
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("{reason}")))
+                .collect()
+        }
+    }
+}
+
+/// What one `SendMessageBatch` call may carry in total.
+const MAX_BATCH_BYTES: usize = chimera_core::envelope::MAX_MESSAGE_BYTES;
