@@ -274,6 +274,35 @@ pub struct NewVersion {
     pub rejudging: Vec<GoalId>,
 }
 
+/// The current document versions of a live agent, its row locked for a new one.
+struct Versions {
+    persona: i32,
+    policy: i32,
+}
+
+async fn lock_versions(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    id: AgentId,
+) -> Result<Versions, UpdateError> {
+    let row = sqlx::query!(
+        r#"select persona_version, policy_version, status::text = 'retired' as "retired!"
+           from agents where id = $1 and tenant_id = $2 for update"#,
+        id.0,
+        tenant.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(UpdateError::NotFound)?;
+    if row.retired {
+        return Err(UpdateError::Retired);
+    }
+    Ok(Versions {
+        persona: row.persona_version,
+        policy: row.policy_version,
+    })
+}
+
 /// Stores SOUL.md as the agent's next persona version (when `expected` is given, only if the
 /// current version is still that one).
 pub async fn new_persona(
@@ -286,19 +315,7 @@ pub async fn new_persona(
     by: &str,
 ) -> Result<NewVersion, UpdateError> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query!(
-        r#"select persona_version as "current!", status::text = 'retired' as "retired!"
-           from agents where id = $1 and tenant_id = $2 for update"#,
-        id.0,
-        tenant.0
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(UpdateError::NotFound)?;
-    if row.retired {
-        return Err(UpdateError::Retired);
-    }
-    let current = row.current;
+    let current = lock_versions(&mut tx, tenant, id).await?.persona;
     check_expected(current, expected)?;
     let version = current + 1;
     sqlx::query!(
@@ -350,19 +367,7 @@ pub async fn new_policy(
     by: &str,
 ) -> Result<NewVersion, UpdateError> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query!(
-        r#"select policy_version as "current!", status::text = 'retired' as "retired!"
-           from agents where id = $1 and tenant_id = $2 for update"#,
-        id.0,
-        tenant.0
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(UpdateError::NotFound)?;
-    if row.retired {
-        return Err(UpdateError::Retired);
-    }
-    let current = row.current;
+    let current = lock_versions(&mut tx, tenant, id).await?.policy;
     check_expected(current, expected)?;
     let version = current + 1;
     let policy = Policy {

@@ -222,12 +222,7 @@ pub async fn list(
             "search must be 1..=64 characters".into(),
         ));
     }
-    let (limit, offset) = (query.limit.unwrap_or(50), query.offset.unwrap_or(0));
-    if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(ApiError::BadRequest(
-            "limit must be 1..=200 and offset >= 0".into(),
-        ));
-    }
+    let (limit, offset) = crate::page(query.limit, query.offset, 50, 200)?;
     let items = agents::list(
         &state.pool,
         principal.tenant,

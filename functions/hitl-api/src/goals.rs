@@ -204,12 +204,7 @@ pub async fn list(
             "kind must be campaign, reply or paid_action".into(),
         ));
     }
-    let (limit, offset) = (query.limit.unwrap_or(50), query.offset.unwrap_or(0));
-    if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(ApiError::BadRequest(
-            "limit must be 1..=200 and offset >= 0".into(),
-        ));
-    }
+    let (limit, offset) = crate::page(query.limit, query.offset, 50, 200)?;
     let items = goals::list(
         &state.pool,
         principal.tenant,

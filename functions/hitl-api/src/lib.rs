@@ -277,6 +277,22 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
     serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
 }
 
+/// A page's `limit` (1..=`max`, `default` when absent) and `offset` (>= 0, default 0).
+pub fn page(
+    limit: Option<i64>,
+    offset: Option<i64>,
+    default: i64,
+    max: i64,
+) -> Result<(i64, i64), ApiError> {
+    let (limit, offset) = (limit.unwrap_or(default), offset.unwrap_or(0));
+    if !(1..=max).contains(&limit) || offset < 0 {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1..={max} and offset >= 0"
+        )));
+    }
+    Ok((limit, offset))
+}
+
 /// An id in a path, in its one canonical form (lowercase, hyphenated, as the API writes ids);
 /// any other spelling (upper case, braces, `urn:uuid:`, no hyphens) names nothing: 404.
 pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {

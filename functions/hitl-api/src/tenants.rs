@@ -88,12 +88,7 @@ pub async fn list(
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
     caller.require(Permission::Administer)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let (limit, offset) = (query.limit.unwrap_or(50), query.offset.unwrap_or(0));
-    if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(ApiError::BadRequest(
-            "limit must be 1..=200 and offset >= 0".into(),
-        ));
-    }
+    let (limit, offset) = crate::page(query.limit, query.offset, 50, 200)?;
     tenants::list(&state.pool, limit, offset)
         .await
         .map(Json)

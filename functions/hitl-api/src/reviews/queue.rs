@@ -88,13 +88,7 @@ pub async fn list(
         Some("desc") => true,
         Some(_) => return Err(ApiError::BadRequest("order must be asc or desc".into())),
     };
-    let limit = query.limit.unwrap_or(25);
-    let offset = query.offset.unwrap_or(0);
-    if !(1..=100).contains(&limit) || offset < 0 {
-        return Err(ApiError::BadRequest(
-            "limit must be 1..=100 and offset >= 0".into(),
-        ));
-    }
+    let (limit, offset) = crate::page(query.limit, query.offset, 25, 100)?;
     let filter = QueueFilter {
         risk_type: query.risk,
         agent: query.agent,
