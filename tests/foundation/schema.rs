@@ -80,6 +80,10 @@ const PINNED: &[(i64, &str)] = &[
         20261128000003,
         "c59560ca30609140ded0558c35b1668621062358a5a8fdc1f621058c6491d26ee3609e4e484b6a27e4a51fc77c55b0cc",
     ),
+    (
+        20261128000004,
+        "ed9dfb098a14241b52fcae8ede4be7aabe8740c5be9ed3d4b42a655741960edd9cbd190a9ae2d40571a89467d1991baf",
+    ),
 ];
 
 #[test]

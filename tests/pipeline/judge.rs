@@ -37,7 +37,7 @@ pub(crate) async fn reply_and_result(
         .execute(&swarm.db.pool)
         .await
         .unwrap();
-    let key = StateKey::parse("mentions:x").unwrap();
+    let key = StateKey::parse("thread:x:post-1").unwrap();
     let task = Task {
         id: TaskId::random(),
         goal_id: goal.id,
@@ -152,7 +152,7 @@ async fn a_result_delivered_three_times_is_decided_once() {
     .await;
     assert_eq!(audit, 1);
     let version: i64 = sqlx::query_scalar(
-        "select version from agent_state where agent_id = $1 and key = 'mentions:x'",
+        "select version from agent_state where agent_id = $1 and key = 'thread:x:post-1'",
     )
     .bind(swarm.agents[0].0)
     .fetch_one(&swarm.db.pool)
@@ -177,7 +177,7 @@ async fn forged_and_unknown_results_are_refused_and_change_nothing() {
     // Re-hashed, but claiming to have read another version than the task did.
     let mut forged = result.clone();
     forged.read_set = ReadSet::from([(
-        StateKey::parse("mentions:x").unwrap(),
+        StateKey::parse("thread:x:post-1").unwrap(),
         StateVersion::try_from(7).unwrap(),
     )]);
     forged.commit_hash = forged.compute_commit_hash();

@@ -5,6 +5,7 @@
 mod agents;
 mod browser;
 mod cli;
+mod contention;
 mod errors;
 mod hitl;
 mod intake;

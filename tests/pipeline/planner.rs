@@ -184,7 +184,7 @@ async fn a_goal_is_planned_once_and_its_tasks_released_as_dependencies_commit() 
     assert_eq!(s.release(goal).await, 0, "released once");
 
     // The x draft and the image committed: the x post is released with their text and hash,
-    // reading the x calendar at its current version.
+    // reading the slot it fills (the goal's own) at its current version.
     let draft_x = next.iter().find(|t| t.inputs["platform"] == "x").unwrap();
     s.commit(draft_x, "Spring is here on x").await;
     s.commit(&next[2], "image").await;
@@ -198,10 +198,10 @@ async fn a_goal_is_planned_once_and_its_tasks_released_as_dependencies_commit() 
             .is_some_and(|h| h.len() == 64)
     );
     assert!(publish.inputs.get("text_from").is_none());
-    let calendar = StateKey::parse("calendar:x").unwrap();
+    let slot = StateKey::parse(format!("slot:x:goal-{}", goal.0)).unwrap();
     assert_eq!(
         publish.read_set,
-        ReadSet::from([(calendar, 0.try_into().unwrap())])
+        ReadSet::from([(slot, 0.try_into().unwrap())])
     );
     s.db.drop_db().await;
 }

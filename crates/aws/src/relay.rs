@@ -4,7 +4,10 @@
 //! - [`Relay::flush`] runs at the end of each handler invocation (and API request) for the goals
 //!   it touched, so a message goes out as soon as its state is committed;
 //! - [`Relay::drain`] sends whatever is older (a flush that failed, a process that died between
-//!   commit and flush): the runner calls it continuously, in AWS the scheduled sweep does.
+//!   commit and flush): the runner calls it continuously, in AWS the scheduled sweep does;
+//! - a message to be delivered later (a replan backing off after a conflict, an effect waiting
+//!   for its quota window) goes out with SQS's delivery delay once it is due within 15 minutes,
+//!   at the flush of the handler that wrote it or at a later sweep.
 //!
 //! Each round locks its rows (`FOR UPDATE SKIP LOCKED`) for the time of the send, sends them
 //! with `SendMessageBatch` (in row order, per queue), then marks what was sent and backs off
@@ -92,8 +95,7 @@ impl Relay {
             if batch.is_empty() {
                 continue;
             }
-            let bodies: Vec<String> = batch.iter().map(|r| r.body.clone()).collect();
-            let outcomes = send_batch(&self.queues, queue, &bodies).await;
+            let outcomes = send_batch(&self.queues, queue, &batch).await;
             for (row, outcome) in batch.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(()) => sent.push(row.id),
@@ -111,32 +113,32 @@ impl Relay {
     }
 }
 
-/// Sends `bodies` to `queue` with as few `SendMessageBatch` calls as SQS allows (10
-/// messages and 256 KiB per call); returns each body's outcome, in order.
-async fn send_batch(queues: &Queues, queue: Queue, bodies: &[String]) -> Vec<anyhow::Result<()>> {
-    let mut outcomes: Vec<anyhow::Result<()>> = Vec::with_capacity(bodies.len());
+/// Sends `rows` to `queue` (each with its delivery delay) with as few `SendMessageBatch` calls
+/// as SQS allows (10 messages and 256 KiB per call); returns each row's outcome, in order.
+async fn send_batch(queues: &Queues, queue: Queue, rows: &[&Pending]) -> Vec<anyhow::Result<()>> {
+    let mut outcomes: Vec<anyhow::Result<()>> = Vec::with_capacity(rows.len());
     let url = match queues.url(queue).await {
         Ok(url) => url.to_owned(),
         Err(err) => {
             let reason = format!("{err:#}");
-            return bodies
+            return rows
                 .iter()
                 .map(|_| Err(anyhow::anyhow!("{reason}")))
                 .collect();
         }
     };
     let mut start = 0;
-    while start < bodies.len() {
+    while start < rows.len() {
         let mut end = start;
         let mut size = 0;
-        while end < bodies.len()
+        while end < rows.len()
             && end - start < 10
-            && (end == start || size + bodies[end].len() <= MAX_BATCH_BYTES)
+            && (end == start || size + rows[end].body.len() <= MAX_BATCH_BYTES)
         {
-            size += bodies[end].len();
+            size += rows[end].body.len();
             end += 1;
         }
-        outcomes.extend(send_chunk(queues, queue, &url, &bodies[start..end]).await);
+        outcomes.extend(send_chunk(queues, queue, &url, &rows[start..end]).await);
         start = end;
     }
     outcomes
@@ -146,15 +148,16 @@ async fn send_chunk(
     queues: &Queues,
     queue: Queue,
     url: &str,
-    bodies: &[String],
+    rows: &[&Pending],
 ) -> Vec<anyhow::Result<()>> {
-    let entries: Result<Vec<_>, _> = bodies
+    let entries: Result<Vec<_>, _> = rows
         .iter()
         .enumerate()
-        .map(|(i, body)| {
+        .map(|(i, row)| {
             SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
-                .message_body(body)
+                .message_body(&row.body)
+                .set_delay_seconds((row.delay_secs > 0).then_some(row.delay_secs))
                 .build()
         })
         .collect();
@@ -170,7 +173,7 @@ async fn send_chunk(
         Err(e) => Err(anyhow::Error::new(e)),
     };
     match sent {
-        Ok(out) => (0..bodies.len())
+        Ok(out) => (0..rows.len())
             .map(
                 |i| match out.failed.iter().find(|f| f.id == i.to_string()) {
                     Some(f) => Err(anyhow::anyhow!(
@@ -184,8 +187,7 @@ async fn send_chunk(
             .collect(),
         Err(err) => {
             let reason = format!("sending to the {queue} queue: {err:#}");
-            bodies
-                .iter()
+            rows.iter()
                 .map(|_| Err(anyhow::anyhow!("{reason}")))
                 .collect()
         }

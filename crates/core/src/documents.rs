@@ -456,12 +456,23 @@ pub fn parse_policy(text: &str, version: i32) -> Result<Policy, DocError> {
             "a host name, such as example.com",
         ));
     }
-    for platform in front.quotas.keys() {
+    for (platform, quota) in &front.quotas {
         if crate::content::platform_limit(platform).is_none() {
             return Err(parts.field_error(
                 &format!("quotas.{platform}"),
                 "not a platform the agents post on",
             ));
+        }
+        for (field, value) in [
+            ("posts_per_day", quota.posts_per_day),
+            ("replies_per_hour", quota.replies_per_hour),
+        ] {
+            if value == Some(0) {
+                return Err(parts.field_error(
+                    &format!("quotas.{platform}.{field}"),
+                    "must be at least 1 (to stop posting on a platform, leave it out of the agent's platforms)",
+                ));
+            }
         }
     }
     if let (Some(per), Some(day)) = (front.spend.per_transfer_cents, front.spend.per_day_cents)
@@ -594,6 +605,12 @@ mod tests {
         assert_eq!(line, Some(3));
         assert_eq!(field.as_deref(), Some("review_at_or_above"));
         assert!(message.contains("must not exceed"), "{message}");
+        // A zero quota.
+        let (_, field, _) = error(parse_policy(
+            "---\nquotas:\n  x:\n    replies_per_hour: 0\n---\n",
+            1,
+        ));
+        assert_eq!(field.as_deref(), Some("quotas.x.replies_per_hour"));
         // A negative quota.
         let (line, field, message) = error(parse_policy(
             "---\nquotas:\n  x:\n    posts_per_day: -1\n---\n",

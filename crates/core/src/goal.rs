@@ -27,6 +27,11 @@ pub struct Constraints {
     /// reply: the post being answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
+    /// campaign: the content slot its posts fill (`2026-12-01-morning`); campaigns naming the
+    /// same slot on a platform compete for it, and the later one is replanned. Absent: the
+    /// goal's own slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
 }
 
 impl Constraints {
@@ -52,6 +57,22 @@ impl Constraints {
         let short = |v: &Option<String>| v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 200);
         if short(&self.pay_to) || short(&self.in_reply_to) {
             return Err("pay_to and in_reply_to must be 1..=200 characters".into());
+        }
+        if let Some(slot) = &self.slot {
+            let ok = (1..=48).contains(&slot.len())
+                && slot.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && slot
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+            if !ok {
+                return Err(
+                    "slot must be 1..=48 characters of a-z 0-9 _ . - starting with a letter or digit"
+                        .into(),
+                );
+            }
+            if kind != "campaign" {
+                return Err("only a campaign fills a slot".into());
+            }
         }
         match kind {
             "paid_action" if self.pay_to.is_none() || self.amount_cents.is_none() => {

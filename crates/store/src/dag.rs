@@ -379,7 +379,7 @@ pub async fn next_attempt(
         TaskRow,
         r#"update tasks t set attempt = t.attempt + 1, feedback = $2, status = 'queued', updated_at = now()
            from goals g
-           where t.id = $1 and t.status = 'retrying' and t.attempt < t.max_attempts and g.id = t.goal_id
+           where t.id = $1 and t.status = 'retrying' and t.attempt - t.conflicts < t.max_attempts and g.id = t.goal_id
            returning t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
                      t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id, t.status as "status: TaskStatus",
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id

@@ -25,13 +25,13 @@ use chimera_core::domain::{
     TaskStatus, TenantId,
 };
 use chimera_core::effect;
-use chimera_core::envelope::PlannerMessage;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Acquire, PgPool, Postgres, Transaction};
 
 use crate::budget::{self, BudgetError};
 use crate::judging;
 use crate::occ::{self, CommitError, Moved};
+use crate::quotas::{self, QuotaError};
 use crate::records;
 use crate::{audit, outbox};
 
@@ -75,6 +75,8 @@ pub struct Taken {
     pub task: TaskId,
     /// `approve`, `edit_approve` or `reject`.
     pub decision: DecisionKind,
+    /// When the released effect goes, if its platform quota defers it to a later window.
+    pub deferred_until: Option<DateTime<Utc>>,
 }
 
 /// A decision that was not taken; nothing was written (but a stale policy requeues the item).
@@ -107,6 +109,9 @@ pub enum Refused {
     },
     #[error("budget refused: {0}")]
     Budget(BudgetError),
+    /// No quota window within reach has room for the effect.
+    #[error("{0}")]
+    Quota(QuotaError),
     #[error("the held task is no longer waiting for this review")]
     TaskMoved,
     #[error(transparent)]
@@ -122,7 +127,70 @@ impl From<sqlx::Error> for Refused {
 /// Takes `decision`: one transaction under the review row's lock.
 pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused> {
     let mut tx = pool.begin().await?;
-    let mut held = lock_pending(&mut tx, decision).await?;
+    match decide_in(&mut tx, decision).await {
+        Ok(taken) => {
+            tx.commit().await?;
+            Ok(taken)
+        }
+        Err(Refused::Conflict {
+            moved, task, goal, ..
+        }) => {
+            tx.rollback().await?;
+            let feedback = format!(
+                "state moved while the item waited for review: {}",
+                occ::describe(&moved)
+            );
+            replan_after_conflict(pool, decision, &feedback, &moved).await?;
+            Err(Refused::Conflict {
+                moved,
+                feedback,
+                task,
+                goal,
+            })
+        }
+        Err(refused) => {
+            tx.rollback().await?;
+            Err(refused)
+        }
+    }
+}
+
+/// What `decisions`, taken one after another, would do now, with nothing written: each is
+/// taken in one transaction as [`decide`] takes it (each seeing what the earlier ones did:
+/// the versions they bumped, the quota they reserved, the money they spent), which is then
+/// rolled back. A conflict is reported, not replanned. Taken in the same order with nothing
+/// else changing in between, the real decisions have the same outcomes.
+pub async fn rehearse(
+    pool: &PgPool,
+    decisions: &[Decision],
+) -> Result<Vec<Result<Taken, Refused>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(decisions.len());
+    for decision in decisions {
+        // Each in a savepoint: a refused one leaves nothing behind for the next.
+        let mut step = (&mut tx).begin().await?;
+        match decide_in(&mut step, decision).await {
+            Ok(taken) => {
+                step.commit().await?;
+                outcomes.push(Ok(taken));
+            }
+            Err(refused) => {
+                step.rollback().await?;
+                outcomes.push(Err(refused));
+            }
+        }
+    }
+    tx.rollback().await?;
+    Ok(outcomes)
+}
+
+/// Takes `decision` in `tx`; on any error the caller rolls back (a conflict is reported with
+/// what moved and no feedback: [`decide`] replans).
+async fn decide_in(
+    tx: &mut Transaction<'_, Postgres>,
+    decision: &Decision,
+) -> Result<Taken, Refused> {
+    let mut held = lock_pending(tx, decision).await?;
     if held.current_policy != held.policy_version {
         // Judged under an older policy: only the re-judging under the current one decides it
         // (a person's decision waits until the item shows the current policy's reasons).
@@ -136,7 +204,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
             decision.review.0,
             held.current_policy
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         held.policy_version = held.current_policy;
     }
@@ -145,7 +213,7 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
             current: held.policy_version,
         });
     }
-    let kind = mark_decided(&mut tx, decision).await?;
+    let kind = mark_decided(tx, decision).await?;
     let mut entry = AuditRecord {
         goal_id: Some(held.goal),
         task_id: Some(held.task),
@@ -154,9 +222,10 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
         reasoning: Some(held.judge_reasoning.clone()),
         ..reviewer_record(decision, &format!("review.{kind}"))
     };
+    let mut deferred_until = None;
     match &decision.verdict {
         Verdict::Reject { reason } => {
-            reject_in(&mut tx, decision, &held, reason).await?;
+            reject_in(tx, decision, &held, reason).await?;
             entry.reasoning = Some(format!("{}; rejected: {reason}", held.judge_reasoning));
         }
         Verdict::Approve {
@@ -164,36 +233,24 @@ pub async fn decide(pool: &PgPool, decision: &Decision) -> Result<Taken, Refused
             spend_cents,
             edited_hash,
         } => {
-            match approve_in(&mut tx, decision, &held, execute.as_deref(), *spend_cents).await {
-                Ok(()) => {}
-                Err(Refused::Conflict { moved, .. }) => {
-                    tx.rollback().await?;
-                    let feedback = format!(
-                        "state moved while the item waited for review: {}",
-                        occ::describe(&moved)
-                    );
-                    replan_after_conflict(pool, decision, &feedback, &moved).await?;
-                    return Err(Refused::Conflict {
-                        moved,
-                        feedback,
-                        task: held.task,
-                        goal: held.goal,
-                    });
-                }
-                Err(refused) => {
-                    tx.rollback().await?;
-                    return Err(refused);
-                }
-            }
+            deferred_until =
+                approve_in(tx, decision, &held, execute.as_deref(), *spend_cents).await?;
             entry.edited_artifact_hash = edited_hash.clone();
+            if let Some(at) = deferred_until {
+                entry.reasoning = Some(format!(
+                    "{}; over the platform's quota now: the effect goes at {}",
+                    held.judge_reasoning,
+                    at.to_rfc3339()
+                ));
+            }
         }
     }
-    audit::append(&mut *tx, &entry).await?;
-    tx.commit().await?;
+    audit::append(&mut **tx, &entry).await?;
     Ok(Taken {
         goal: held.goal,
         task: held.task,
         decision: kind,
+        deferred_until,
     })
 }
 
@@ -330,7 +387,7 @@ async fn approve_in(
     held: &Held,
     execute: Option<&Task>,
     spend_cents: Option<i64>,
-) -> Result<(), Refused> {
+) -> Result<Option<DateTime<Utc>>, Refused> {
     // A task that failed after its attempts had its dependents cancelled: its review can be
     // rejected (acknowledged), not approved.
     if held.task_status != TaskStatus::AwaitingReview {
@@ -351,42 +408,49 @@ async fn approve_in(
         }
         Err(other) => return Err(Refused::Commit(other)),
     }
-    if let Some(amount) = spend_cents {
-        let key = format!("approval:{}", decision.review.0);
-        let limits = sqlx::query_scalar!(
-            "select document -> 'spend' from policies where agent_id = $1 and version = $2",
+    let mut deferred_until = None;
+    if execute.is_some() || spend_cents.is_some() {
+        let limits = sqlx::query!(
+            r#"select document -> 'spend' as spend, document -> 'quotas' as quotas
+               from policies where agent_id = $1 and version = $2"#,
             result.agent_id.0,
             held.policy_version
         )
         .fetch_optional(&mut **tx)
-        .await?
-        .flatten()
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| sqlx::Error::Decode(e.into()))?
-        .unwrap_or_default();
-        budget::spend_transfer(
-            tx,
-            result.agent_id,
-            &key,
-            amount,
-            Some(held.task),
-            Some("approved by a reviewer"),
-            &limits,
-        )
-        .await
-        .map_err(Refused::Budget)?;
-    }
-    if let Some(execute) = execute {
-        records::insert_task_in(tx, execute, TaskStatus::Queued, 1).await?;
-        outbox::enqueue_task(tx, execute.id).await?;
-        sqlx::query!(
-            "update reviews set effect_sha256 = $2 where id = $1",
-            decision.review.0,
-            effect::performed_by(execute).digest(),
-        )
-        .execute(&mut **tx)
         .await?;
+        let (spend, quotas) = match limits {
+            Some(row) => (decode(row.spend)?, decode(row.quotas)?),
+            None => (None, None),
+        };
+        if let Some(amount) = spend_cents {
+            let key = format!("approval:{}", decision.review.0);
+            budget::spend_transfer(
+                tx,
+                result.agent_id,
+                &key,
+                amount,
+                Some(held.task),
+                Some("approved by a reviewer"),
+                &spend.unwrap_or_default(),
+            )
+            .await
+            .map_err(Refused::Budget)?;
+        }
+        if let Some(execute) = execute {
+            deferred_until = quotas::schedule_effect(tx, execute, &quotas.unwrap_or_default())
+                .await
+                .map_err(|err| match err {
+                    QuotaError::Database(err) => Refused::from(err),
+                    exhausted => Refused::Quota(exhausted),
+                })?;
+            sqlx::query!(
+                "update reviews set effect_sha256 = $2 where id = $1",
+                decision.review.0,
+                effect::performed_by(execute).digest(),
+            )
+            .execute(&mut **tx)
+            .await?;
+        }
     }
     // The goal's tasks that waited for this one are released by the planner.
     outbox::enqueue(
@@ -394,12 +458,23 @@ async fn approve_in(
         &outbox::Message::goal(held.goal, &format!("approval:{}", decision.review.0)),
     )
     .await?;
-    Ok(())
+    Ok(deferred_until)
+}
+
+/// A part of a stored policy document, absent when it is not there.
+fn decode<T: serde::de::DeserializeOwned>(
+    value: Option<serde_json::Value>,
+) -> Result<Option<T>, sqlx::Error> {
+    value
+        .filter(|v| !v.is_null())
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(e.into()))
 }
 
 /// Closes the review of an approval that found the state moved, and sets its task waiting for
 /// a replan (a conflict does not use up the policy's attempts, as in the judge), whose message
-/// (with the versions in `moved`) goes to the outbox in the same transaction.
+/// (with the versions in `moved`) goes to the outbox in the same transaction, after a backoff.
 async fn replan_after_conflict(
     pool: &PgPool,
     decision: &Decision,
@@ -433,28 +508,19 @@ async fn replan_after_conflict(
         });
     };
 
-    let retrying = sqlx::query!(
-        "update tasks set status = 'retrying', feedback = $2, updated_at = now(),
-                          max_attempts = greatest(max_attempts, least(attempt + 1, $3))
-         where id = $1 and status = 'awaiting_review'
-         returning goal_id, attempt",
-        row.task_id,
-        feedback,
-        judging::ATTEMPTS_CEILING as i32,
+    let goal = sqlx::query_scalar!(
+        "select goal_id from tasks where id = $1 for update",
+        row.task_id
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let goal = retrying.as_ref().map(|r| r.goal_id);
-    if let (Some(retrying), Some(task)) = (&retrying, row.task_id) {
-        let replan = PlannerMessage::Replan {
-            task_id: TaskId(task),
-            feedback: feedback.to_owned(),
-            fresh_versions: occ::fresh_versions(moved),
-        };
-        let attempt = u32::try_from(retrying.attempt).unwrap_or_default();
-        outbox::enqueue(
+    if let (Some(goal), Some(task)) = (goal, row.task_id) {
+        judging::replan_conflicted(
             &mut tx,
-            &outbox::Message::replan(GoalId(retrying.goal_id), TaskId(task), attempt, &replan),
+            GoalId(goal),
+            TaskId(task),
+            feedback,
+            &occ::fresh_versions(moved),
         )
         .await?;
     }

@@ -137,6 +137,13 @@ pub struct TaskView {
     pub status: TaskStatus,
     pub attempt: i32,
     pub max_attempts: i32,
+    /// Attempts that followed a conflict (the state it read moved): not counted against
+    /// `max_attempts`.
+    pub conflicts: i32,
+    /// When a task that waits goes: an effect deferred to its platform quota's next window, or
+    /// a replan backing off after a conflict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<chrono::DateTime<chrono::Utc>>,
     pub depends_on: Vec<uuid::Uuid>,
     pub feedback: Option<String>,
 }
@@ -185,7 +192,9 @@ pub async fn view(
     };
     let tasks = sqlx::query!(
         r#"select t.id, t.kind as "kind: TaskKind", t.status as "status: TaskStatus", t.attempt, t.max_attempts,
-                  t.feedback,
+                  t.conflicts, t.feedback,
+                  case when t.status in ('queued', 'retrying') and t.not_before > now() then t.not_before end
+                      as deferred_until,
                   coalesce(array_agg(d.depends_on) filter (where d.depends_on is not null), '{}') as "depends_on!"
            from tasks t left join task_dependencies d on d.task_id = t.id
            where t.goal_id = $1
@@ -202,6 +211,8 @@ pub async fn view(
         status: t.status,
         attempt: t.attempt,
         max_attempts: t.max_attempts,
+        conflicts: t.conflicts,
+        deferred_until: t.deferred_until,
         depends_on: t.depends_on,
         feedback: t.feedback,
     })
@@ -400,10 +411,14 @@ pub async fn cancel(
     .execute(&mut *tx)
     .await?
     .rows_affected() as i64;
+    // An effect waiting for its quota window is not performed yet: it is cancelled too (its
+    // reservation goes back to the window); one that is due may be with a worker already.
     let cancelled_tasks = sqlx::query!(
         "update tasks set status = 'cancelled', updated_at = now()
-         where goal_id = $1 and kind <> 'execute'
-           and status in ('blocked', 'ready', 'queued', 'running', 'retrying', 'awaiting_review')",
+         where goal_id = $1
+           and ((kind <> 'execute'
+                 and status in ('blocked', 'ready', 'queued', 'running', 'retrying', 'awaiting_review'))
+                or (kind = 'execute' and status = 'queued' and not_before > now()))",
         id.0
     )
     .execute(&mut *tx)

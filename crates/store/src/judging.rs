@@ -15,19 +15,22 @@
 //! Every decision appends an audit record in the same transaction, and writes the messages it
 //! causes (the `execute` task, the replan) to the [`outbox`] in it too.
 
+use std::collections::BTreeMap;
+
 use chimera_core::domain::{
     AgentId, AuditRecord, DecisionKind, GoalId, GoalStatus, ReadSet, ReviewId, Task, TaskId,
     TaskKind, TaskResult, TaskStatus, TenantId,
 };
 use chimera_core::effect;
 use chimera_core::envelope::PlannerMessage;
-use chimera_core::routing::{Policy, ReviewReason};
+use chimera_core::routing::{Policy, Quota, ReviewReason};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::budget::{self, BudgetError, SpendOutcome};
 use crate::occ::{self, CommitError, CommitOutcome, Moved};
-use crate::records::{self, Recorded};
+use crate::quotas::{self, QuotaError};
+use crate::records::Recorded;
 use crate::{audit, outbox};
 
 /// A task as the judge needs it, with its agent's current policy.
@@ -39,6 +42,8 @@ pub struct TaskState {
     pub kind: TaskKind,
     pub status: TaskStatus,
     pub attempt: u32,
+    /// Attempts that followed a conflict: not the policy's to count.
+    pub conflicts: u32,
     /// The judge's feedback on the previous attempt.
     pub feedback: Option<String>,
     pub read_set: serde_json::Value,
@@ -55,12 +60,17 @@ impl TaskState {
     pub fn is_open_for(&self, attempt: u32) -> bool {
         self.attempt == attempt && self.status.is_undecided()
     }
+
+    /// The policy's count of `attempt`: the attempts that did not follow a conflict.
+    pub fn counted(&self, attempt: u32) -> u32 {
+        attempt.saturating_sub(self.conflicts).max(1)
+    }
 }
 
 pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>, sqlx::Error> {
     let Some(row) = sqlx::query!(
         r#"select t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.status as "status: TaskStatus",
-                  t.attempt, t.feedback, t.read_set, t.write_set, p.document as policy, g.constraints,
+                  t.attempt, t.conflicts, t.feedback, t.read_set, t.write_set, p.document as policy, g.constraints,
                   t.inputs
            from tasks t
            join goals g on g.id = t.goal_id
@@ -82,6 +92,7 @@ pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>
         kind: row.kind,
         status: row.status,
         attempt: u32::try_from(row.attempt).map_err(|e| decode(e.to_string()))?,
+        conflicts: u32::try_from(row.conflicts).map_err(|e| decode(e.to_string()))?,
         feedback: row.feedback,
         read_set: row.read_set,
         write_set: row.write_set,
@@ -158,7 +169,10 @@ pub struct Effect {
     /// policy's spend limits.
     pub spend_cents: Option<i64>,
     pub limits: chimera_core::routing::SpendLimits,
-    /// The `execute` task (status `queued`); its message is written to the outbox with it.
+    /// The policy's platform quotas the effect reserves from ([`crate::quotas`]).
+    pub quotas: BTreeMap<String, Quota>,
+    /// The `execute` task (status `queued`); its message is written to the outbox with it, both
+    /// due when the effect's quota window starts.
     pub execute: Task,
 }
 
@@ -170,6 +184,9 @@ pub enum CommitRefused {
     /// The CFO refused the spend; nothing was written.
     #[error("budget refused: {0}")]
     Budget(BudgetError),
+    /// No quota window within reach has room for the effect; nothing was written.
+    #[error("quota: {0}")]
+    Quota(QuotaError),
     #[error(transparent)]
     Commit(CommitError),
 }
@@ -266,8 +283,20 @@ pub async fn commit(
                 }
             }
         }
-        records::insert_task_in(&mut tx, &effect.execute, TaskStatus::Queued, 1).await?;
-        outbox::enqueue_task(&mut tx, effect.execute.id).await?;
+        match quotas::schedule_effect(&mut tx, &effect.execute, &effect.quotas).await {
+            Ok(Some(at)) => {
+                entry.reasoning = Some(format!(
+                    "{reasoning}; over the platform's quota now: the effect goes at {}",
+                    at.to_rfc3339()
+                ));
+            }
+            Ok(None) => {}
+            Err(QuotaError::Database(err)) => return Err(err.into()),
+            Err(err) => {
+                tx.rollback().await?;
+                return Err(CommitRefused::Quota(err));
+            }
+        }
         entry.action = "judge.auto_approve".into();
         entry.review_id = Some(effect.approval.id);
     }
@@ -371,16 +400,13 @@ async fn set_status(
 pub enum RetryCause {
     /// The judge's checks or the confidence: counts against the policy's attempts.
     Feedback,
-    /// State moved under the task: the task gets another attempt beyond the policy's (up to the
-    /// schema's 20), since nothing was wrong with its work.
+    /// State moved under the task: nothing was wrong with its work, so the replan does not use
+    /// up one of the policy's attempts (it counts as a conflict), and it backs off.
     Conflict,
 }
 
-/// The most attempts a task can have (the schema's bound).
-pub const ATTEMPTS_CEILING: u32 = 20;
-
 /// Marks the task `retrying` for a replan with `feedback`. `Done(false)` when no attempt is
-/// left (the caller fails it instead).
+/// left (the caller fails it instead); a conflict always has one.
 pub async fn retry(
     pool: &PgPool,
     result: &TaskResult,
@@ -392,16 +418,28 @@ pub async fn retry(
         Ok(tx) => tx,
         Err(superseded) => return Ok(superseded),
     };
-    let conflict = cause == RetryCause::Conflict;
+    if cause == RetryCause::Conflict {
+        replan_conflicted(
+            &mut tx,
+            result.goal_id,
+            result.task_id,
+            feedback,
+            fresh_versions,
+        )
+        .await?;
+        audit::append(
+            &mut *tx,
+            &record(result, "judge.conflict", feedback.to_owned()),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Decided::Done(true));
+    }
     let updated = sqlx::query!(
-        "update tasks set status = 'retrying', feedback = $2, updated_at = now(),
-                          max_attempts = case when $3 then greatest(max_attempts, least(attempt + 1, $4)) else max_attempts end
-         where id = $1
-           and attempt < case when $3 then greatest(max_attempts, least(attempt + 1, $4)) else max_attempts end",
+        "update tasks set status = 'retrying', feedback = $2, updated_at = now()
+         where id = $1 and attempt - conflicts < max_attempts",
         result.task_id.0,
         feedback,
-        conflict,
-        ATTEMPTS_CEILING as i32,
     )
     .execute(&mut *tx)
     .await?
@@ -410,12 +448,11 @@ pub async fn retry(
         tx.rollback().await?;
         return Ok(Decided::Done(false));
     }
-    let action = if conflict {
-        "judge.conflict"
-    } else {
-        "judge.retry"
-    };
-    audit::append(&mut *tx, &record(result, action, feedback.to_owned())).await?;
+    audit::append(
+        &mut *tx,
+        &record(result, "judge.retry", feedback.to_owned()),
+    )
+    .await?;
     let replan = PlannerMessage::Replan {
         task_id: result.task_id,
         feedback: feedback.to_owned(),
@@ -428,6 +465,55 @@ pub async fn retry(
     .await?;
     tx.commit().await?;
     Ok(Decided::Done(true))
+}
+
+/// Sets `task` (queued, running or held, its row locked by the caller) waiting for a replan
+/// after a conflict, and writes the replan (with the versions the keys have now) to the outbox,
+/// both due after a backoff, so tasks that met on a hot key spread out instead of meeting
+/// again: a part doubling with each conflict of the task (1 s, 2 s, 4 s, then 8 s, half of it
+/// random), plus a random part of up to 100 ms for each other task of the agent in flight on
+/// the same keys (at most 30 s), so a key shared by many takes them about as fast as it can
+/// commit. The conflict is counted, not charged to the policy's attempts.
+/// Returns when the replan goes; `None` if the task was in none of those states.
+pub(crate) async fn replan_conflicted(
+    conn: &mut PgConnection,
+    goal: GoalId,
+    task: TaskId,
+    feedback: &str,
+    fresh_versions: &ReadSet,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let Some(row) = sqlx::query!(
+        r#"update tasks t set status = 'retrying', feedback = $2, updated_at = now(),
+                  conflicts = t.conflicts + 1,
+                  not_before = now()
+                      + interval '1 second' * power(2, least(t.conflicts, 3)) * (0.5 + random() / 2)
+                      + interval '1 millisecond' * random() * least(30000, 100 * (
+                            select count(*) from tasks o
+                            where o.agent_id = t.agent_id and o.id <> t.id and o.write_set && t.write_set
+                              and o.status in ('queued', 'running', 'retrying')))
+           where t.id = $1 and t.status in ('queued', 'running', 'awaiting_review')
+           returning t.attempt, t.not_before as "not_before!""#,
+        task.0,
+        feedback,
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let replan = PlannerMessage::Replan {
+        task_id: task,
+        feedback: feedback.to_owned(),
+        fresh_versions: fresh_versions.clone(),
+    };
+    let attempt = u32::try_from(row.attempt).unwrap_or_default();
+    outbox::enqueue_at(
+        conn,
+        &outbox::Message::replan(goal, task, attempt, &replan),
+        Some(row.not_before),
+    )
+    .await?;
+    Ok(Some(row.not_before))
 }
 
 /// Fails the task after its last attempt: its blocked dependents are cancelled, and the result

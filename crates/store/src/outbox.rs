@@ -91,13 +91,23 @@ impl Message {
 /// Writes `message` unless a message with its identity was written before; returns whether
 /// it was new.
 pub async fn enqueue(conn: &mut PgConnection, message: &Message) -> Result<bool, sqlx::Error> {
+    enqueue_at(conn, message, None).await
+}
+
+/// [`enqueue`], for delivery at `deliver_at` (`None`: as soon as it is sent).
+pub async fn enqueue_at(
+    conn: &mut PgConnection,
+    message: &Message,
+    deliver_at: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query!(
-        "insert into outbox (queue, body, dedup_key, goal_id) values ($1, $2, $3, $4)
+        "insert into outbox (queue, body, dedup_key, goal_id, deliver_at) values ($1, $2, $3, $4, $5)
          on conflict (dedup_key) do nothing",
         message.queue.as_str(),
         message.body,
         message.dedup_key,
         message.goal.0,
+        deliver_at,
     )
     .execute(&mut *conn)
     .await?
@@ -128,10 +138,19 @@ pub async fn rearm(conn: &mut PgConnection, message: &Message) -> Result<bool, s
 /// Writes the message of `task`'s current attempt, from the task as stored in `conn`'s view
 /// (so the caller writes the task first, in the same transaction).
 pub async fn enqueue_task(conn: &mut PgConnection, task: TaskId) -> Result<(), sqlx::Error> {
+    enqueue_task_at(conn, task, None).await
+}
+
+/// [`enqueue_task`], for delivery at `deliver_at` (`None`: as soon as it is sent).
+pub async fn enqueue_task_at(
+    conn: &mut PgConnection,
+    task: TaskId,
+    deliver_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
     let stored = crate::dag::task_in(&mut *conn, task)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
-    enqueue(conn, &Message::task(&stored)).await?;
+    enqueue_at(conn, &Message::task(&stored), deliver_at).await?;
     Ok(())
 }
 
@@ -142,7 +161,13 @@ pub struct Pending {
     pub queue: Queue,
     pub body: String,
     pub attempts: i32,
+    /// Whole seconds the queue is to hold the message before delivering it.
+    pub delay_secs: i32,
 }
+
+/// The longest a queue holds a message before delivering it (SQS's `DelaySeconds`): a message
+/// due later waits in the outbox until it is due within this.
+pub const MAX_DELAY_SECS: i32 = 900;
 
 /// Which unsent rows a relay takes.
 #[derive(Debug, Clone, Copy)]
@@ -160,41 +185,54 @@ pub async fn claim(
     selection: Selection<'_>,
     limit: i64,
 ) -> Result<Vec<Pending>, sqlx::Error> {
-    let rows: Vec<(i64, String, String, i32)> = match selection {
+    // A row to be delivered later is due for sending once its delivery is within the queue's
+    // longest delay; the sweep takes such rows however recently they were written (no handler
+    // flushes them later).
+    let horizon = f64::from(MAX_DELAY_SECS);
+    let rows: Vec<(i64, String, String, i32, i32)> = match selection {
         Selection::Goals(goals) => {
             let goals: Vec<uuid::Uuid> = goals.iter().map(|g| g.0).collect();
             sqlx::query!(
-                "select id, queue, body, attempts from outbox
-                 where sent_at is null and goal_id = any ($1) and available_at <= now()
-                 order by id
-                 limit $2
-                 for update skip locked",
+                r#"select id, queue, body, attempts,
+                          greatest(0, ceil(extract(epoch from deliver_at - now())))::int as "delay!"
+                   from outbox
+                   where sent_at is null and goal_id = any ($1) and available_at <= now()
+                     and (deliver_at is null or deliver_at <= now() + make_interval(secs => $2))
+                   order by id
+                   limit $3
+                   for update skip locked"#,
                 &goals,
+                horizon,
                 limit,
             )
             .fetch_all(&mut **tx)
             .await?
             .into_iter()
-            .map(|r| (r.id, r.queue, r.body, r.attempts))
+            .map(|r| (r.id, r.queue, r.body, r.attempts, r.delay))
             .collect()
         }
         Selection::CreatedBefore(before) => sqlx::query!(
-            "select id, queue, body, attempts from outbox
-             where sent_at is null and available_at <= now() and created_at < $1
-             order by available_at, id
-             limit $2
-             for update skip locked",
+            r#"select id, queue, body, attempts,
+                      greatest(0, ceil(extract(epoch from deliver_at - now())))::int as "delay!"
+               from outbox
+               where sent_at is null and available_at <= now()
+                 and (created_at < $1 or deliver_at is not null)
+                 and (deliver_at is null or deliver_at <= now() + make_interval(secs => $2))
+               order by available_at, id
+               limit $3
+               for update skip locked"#,
             before,
+            horizon,
             limit,
         )
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
-        .map(|r| (r.id, r.queue, r.body, r.attempts))
+        .map(|r| (r.id, r.queue, r.body, r.attempts, r.delay))
         .collect(),
     };
     rows.into_iter()
-        .map(|(id, queue, body, attempts)| {
+        .map(|(id, queue, body, attempts, delay)| {
             let queue = Queue::parse(&queue)
                 .ok_or_else(|| sqlx::Error::Decode(format!("outbox queue {queue}").into()))?;
             Ok(Pending {
@@ -202,6 +240,7 @@ pub async fn claim(
                 queue,
                 body,
                 attempts,
+                delay_secs: delay.min(MAX_DELAY_SECS),
             })
         })
         .collect()
@@ -247,10 +286,12 @@ pub async fn prune(conn: &mut PgConnection, before: DateTime<Utc>) -> Result<u64
     )
 }
 
-/// How many rows wait to be sent, and since when the oldest waits.
+/// How many rows due now wait to be sent, and since when the oldest waits (a message to be
+/// delivered later is not late).
 pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
     let row = sqlx::query!(
-        r#"select count(*) as "count!", min(created_at) as oldest from outbox where sent_at is null"#
+        r#"select count(*) as "count!", min(created_at) as oldest from outbox
+           where sent_at is null and (deliver_at is null or deliver_at <= now())"#
     )
     .fetch_one(&mut *conn)
     .await?;

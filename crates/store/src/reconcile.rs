@@ -173,7 +173,8 @@ async fn stalled_tasks(
         r#"select t.id, t.goal_id, g.tenant_id, t.kind as "kind: TaskKind", t.attempt, t.redrives, t.updated_at
            from tasks t join goals g on g.id = t.goal_id
            where t.status in ('queued', 'running')
-             and t.updated_at < case when t.kind = 'render_media' then $1::timestamptz else $2::timestamptz end
+             and greatest(t.updated_at, t.not_before)
+                 < case when t.kind = 'render_media' then $1::timestamptz else $2::timestamptz end
              and not exists (select 1 from results r where r.task_id = t.id and r.attempt = t.attempt)
              and not exists (select 1 from outbox o
                              where o.dedup_key = 'task:' || t.id || ':' || t.attempt and o.sent_at is null)
@@ -312,7 +313,7 @@ async fn lost_replans(
     let waiting = sqlx::query!(
         r#"select t.id, t.goal_id, g.tenant_id, t.attempt, t.feedback
            from tasks t join goals g on g.id = t.goal_id
-           where t.status = 'retrying' and t.updated_at < $1
+           where t.status = 'retrying' and greatest(t.updated_at, t.not_before) < $1
              and not exists (select 1 from outbox o
                              where o.dedup_key = 'replan:' || t.id || ':' || t.attempt and o.sent_at is null)
            order by t.updated_at

@@ -235,6 +235,9 @@ pub struct Card {
     pub decided_at: Option<DateTime<Utc>>,
     /// The result's artifact references (`ArtifactRef` JSON).
     pub artifacts: serde_json::Value,
+    /// When the approved effect goes, if the agent's platform quota deferred it to a later
+    /// window and it has not gone yet.
+    pub deferred_until: Option<DateTime<Utc>>,
 }
 
 /// The review `id` of `tenant`, or `None` (also for another tenant's).
@@ -250,7 +253,9 @@ pub async fn card(
                   r.disclosure_level as "disclosure_level: DisclosureLevel", v.judge_reasoning, v.policy_version,
                   a.policy_version as current_policy_version, v.artifact_hash, v.financial, v.priority, v.escalated_at is not null as "escalated!",
                   v.created_at, v.due_at, v.final_deadline, v.decision as "decision: DecisionKind",
-                  v.decided_by, v.decided_at, coalesce(r.artifact -> 'artifacts', '[]'::jsonb) as "artifacts!"
+                  v.decided_by, v.decided_at, coalesce(r.artifact -> 'artifacts', '[]'::jsonb) as "artifacts!",
+                  (select e.not_before from tasks e
+                   where e.approval_id = v.id and e.status = 'queued' and e.not_before > now()) as deferred_until
            from reviews v
            join results r on r.id = v.result_id
            join tasks t on t.id = r.task_id
@@ -289,6 +294,7 @@ pub async fn card(
         decided_by: r.decided_by,
         decided_at: r.decided_at,
         artifacts: r.artifacts,
+        deferred_until: r.deferred_until,
     }))
 }
 

@@ -213,7 +213,7 @@ impl Judge {
                     confidence: judged.confidence_score,
                     risk_tags: &judged.risk_tags,
                     disclosure_level: judged.disclosure_level,
-                    attempt: judged.attempt,
+                    attempt: state.counted(judged.attempt),
                     failed_checks: &findings.failed,
                 },
             ),
@@ -365,6 +365,7 @@ impl Judge {
             Err(CommitRefused::Budget(err)) => {
                 self.fail(result, state, &format!("CFO: {err}")).await
             }
+            Err(CommitRefused::Quota(err)) => self.fail(result, state, &err.to_string()).await,
             Err(CommitRefused::Commit(err)) => Err(retryable(err)),
         }
     }
@@ -570,6 +571,7 @@ fn effect(
     Effect {
         spend_cents: if financial { amount_cents } else { None },
         limits: state.policy.spend,
+        quotas: state.policy.quotas.clone(),
         approval,
         execute,
     }

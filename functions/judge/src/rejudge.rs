@@ -207,7 +207,12 @@ impl Judge {
             Err(Refused::Budget(chimera_store::budget::BudgetError::Database(err))) => {
                 Err(retryable(err))
             }
-            Err(refused @ (Refused::Budget(_) | Refused::TaskMoved | Refused::Stale(_))) => {
+            Err(
+                refused @ (Refused::Budget(_)
+                | Refused::Quota(_)
+                | Refused::TaskMoved
+                | Refused::Stale(_)),
+            ) => {
                 let reasoning = format!(
                     "policy v{version} would decide this item, but: {refused}; a person decides"
                 );

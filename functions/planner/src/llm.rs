@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::plan::{
     AgentContext, Builder, MEDIA_FROM, Plan, PlanError, PlanMeta, Planner, TEXT_FROM,
-    TemplatePlanner, constraints, key, persona, validate, writing,
+    TemplatePlanner, constraints, persona, state_keys, validate, writing,
 };
 
 /// Plans with the model, falling back to the templates.
@@ -299,28 +299,11 @@ fn build(
             })
         };
         let p = platform.clone().unwrap_or_default();
+        let touched = state_keys(kind, goal, constraints, &p)?;
         let id = match kind {
-            TaskKind::Research => b.add(
-                kind,
-                json!({"query": goal.body}),
-                &deps,
-                &[],
-                &[key("trends".into())?],
-            ),
-            TaskKind::RenderMedia => b.add(
-                kind,
-                json!({"prompt": goal.body}),
-                &deps,
-                &[],
-                &[key("media".into())?],
-            ),
-            TaskKind::Draft => b.add(
-                kind,
-                writing(goal, &p, agent),
-                &deps,
-                &[],
-                &[key(format!("drafts:{p}"))?],
-            ),
+            TaskKind::Research => b.add(kind, json!({"query": goal.body}), &deps, &[], &[]),
+            TaskKind::RenderMedia => b.add(kind, json!({"prompt": goal.body}), &deps, &[], &[]),
+            TaskKind::Draft => b.add(kind, writing(goal, &p, agent), &deps, &[], &[]),
             TaskKind::Publish => {
                 let draft = waits_for(TaskKind::Draft, true).ok_or_else(|| {
                     invalid(format!(
@@ -332,39 +315,22 @@ fn build(
                 if let Some(render) = waits_for(TaskKind::RenderMedia, false) {
                     inputs[MEDIA_FROM] = json!(render.2.0);
                 }
-                let calendar = key(format!("calendar:{p}"))?;
-                b.add(
-                    kind,
-                    inputs,
-                    &deps,
-                    std::slice::from_ref(&calendar),
-                    std::slice::from_ref(&calendar),
-                )
+                b.add(kind, inputs, &deps, &touched, &touched)
             }
             TaskKind::Reply => {
-                let mentions = key(format!("mentions:{p}"))?;
                 let mut inputs = writing(goal, &p, agent);
                 inputs["in_reply_to"] = json!(constraints.in_reply_to);
                 inputs["disclosure_level"] = json!(agent.policy.disclosure.as_str());
-                b.add(
-                    kind,
-                    inputs,
-                    &deps,
-                    std::slice::from_ref(&mentions),
-                    std::slice::from_ref(&mentions),
-                )
+                b.add(kind, inputs, &deps, &touched, &touched)
             }
-            TaskKind::Transact => {
-                let wallet = key("wallet".into())?;
-                b.add(
-                    kind,
-                    json!({"from": agent.handle, "to": constraints.pay_to,
-                           "amount_cents": constraints.amount_cents, "memo": goal.body}),
-                    &deps,
-                    std::slice::from_ref(&wallet),
-                    std::slice::from_ref(&wallet),
-                )
-            }
+            TaskKind::Transact => b.add(
+                kind,
+                json!({"from": agent.handle, "to": constraints.pay_to,
+                       "amount_cents": constraints.amount_cents, "memo": goal.body}),
+                &deps,
+                &touched,
+                &touched,
+            ),
             TaskKind::Execute => return Err(invalid("a plan cannot contain execute steps".into())),
         };
         made.push((kind, platform, id));

@@ -16,6 +16,7 @@ use chimera_core::domain::{Goal, StateKey, StateVersion, Task, TaskId, TaskKind}
 use chimera_core::goal::Constraints;
 use chimera_core::routing::Policy;
 pub use chimera_store::dag::Post;
+use chimera_store::keys;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -93,10 +94,6 @@ pub trait Planner: Send + Sync {
 /// - `paid_action`: a transfer proposal (held for a human and checked against the budget).
 #[derive(Debug, Default, Clone)]
 pub struct TemplatePlanner;
-
-pub(crate) fn key(raw: String) -> Result<StateKey, PlanError> {
-    StateKey::parse(raw).map_err(|e| PlanError::InvalidPlan(e.to_string()))
-}
 
 pub(crate) struct Builder<'a> {
     pub goal: &'a Goal,
@@ -185,14 +182,14 @@ impl TemplatePlanner {
                     json!({"query": goal.body}),
                     &[],
                     &[],
-                    &[key("trends".into())?],
+                    &[],
                 );
                 let render = b.add(
                     TaskKind::RenderMedia,
                     json!({"prompt": goal.body}),
                     &[research],
                     &[],
-                    &[key("media".into())?],
+                    &[],
                 );
                 for platform in &platforms {
                     let draft = b.add(
@@ -200,16 +197,16 @@ impl TemplatePlanner {
                         draft_inputs(platform),
                         &[research],
                         &[],
-                        &[key(format!("drafts:{platform}"))?],
+                        &[],
                     );
-                    let calendar = key(format!("calendar:{platform}"))?;
+                    let slot = state_keys(TaskKind::Publish, goal, &constraints, platform)?;
                     b.add(
                         TaskKind::Publish,
                         json!({"platform": platform, TEXT_FROM: draft.0, MEDIA_FROM: render.0,
                                "disclosure_level": agent.policy.disclosure.as_str()}),
                         &[draft, render],
-                        std::slice::from_ref(&calendar),
-                        std::slice::from_ref(&calendar),
+                        &slot,
+                        &slot,
                     );
                 }
             }
@@ -222,24 +219,17 @@ impl TemplatePlanner {
                 let mut inputs = draft_inputs(&platform);
                 inputs["in_reply_to"] = json!(constraints.in_reply_to);
                 inputs["disclosure_level"] = json!(agent.policy.disclosure.as_str());
-                let mentions = key(format!("mentions:{platform}"))?;
-                b.add(
-                    TaskKind::Reply,
-                    inputs,
-                    &[],
-                    std::slice::from_ref(&mentions),
-                    std::slice::from_ref(&mentions),
-                );
+                let thread = state_keys(TaskKind::Reply, goal, &constraints, &platform)?;
+                b.add(TaskKind::Reply, inputs, &[], &thread, &thread);
             }
             "paid_action" => {
-                let wallet = key("wallet".into())?;
                 b.add(
                     TaskKind::Transact,
                     json!({"from": agent.handle, "to": constraints.pay_to,
                            "amount_cents": constraints.amount_cents, "memo": goal.body}),
                     &[],
-                    std::slice::from_ref(&wallet),
-                    std::slice::from_ref(&wallet),
+                    &[],
+                    &[],
                 );
             }
             other => return Err(PlanError::UnsupportedKind(other.to_owned())),
@@ -249,7 +239,36 @@ impl TemplatePlanner {
     }
 }
 
-/// The persona as the drafting tool takes it: a name and a voice.
+/// The state a task of `kind` on `platform` reads and writes (both the same set), by the key
+/// scheme of [`chimera_store::keys`]: a reply its thread, a post the content slot it fills
+/// (the goal's `slot`, else its own), every other kind nothing (a transfer's money is the
+/// budget's, spent atomically by the CFO's ledger).
+pub(crate) fn state_keys(
+    kind: TaskKind,
+    goal: &Goal,
+    constraints: &Constraints,
+    platform: &str,
+) -> Result<Vec<StateKey>, PlanError> {
+    let bad = |e: chimera_core::domain::Invalid| PlanError::InvalidPlan(e.to_string());
+    Ok(match kind {
+        TaskKind::Reply => {
+            let post = constraints
+                .in_reply_to
+                .as_deref()
+                .ok_or_else(|| PlanError::InvalidGoal("a reply needs in_reply_to".into()))?;
+            vec![keys::thread(platform, post).map_err(bad)?]
+        }
+        TaskKind::Publish => {
+            let slot = constraints
+                .slot
+                .clone()
+                .unwrap_or_else(|| keys::own_slot(goal.id));
+            vec![keys::slot(platform, &slot).map_err(bad)?]
+        }
+        _ => Vec::new(),
+    })
+}
+
 /// What a task that writes needs: the brief, the platform, the persona, and the model the
 /// agent's policy chose (when it chose one).
 pub(crate) fn writing(goal: &Goal, platform: &str, agent: &AgentContext) -> Value {
@@ -260,6 +279,7 @@ pub(crate) fn writing(goal: &Goal, platform: &str, agent: &AgentContext) -> Valu
     inputs
 }
 
+/// The persona as the drafting tool takes it: a name and a voice.
 pub(crate) fn persona(agent: &AgentContext) -> Value {
     let voice = agent
         .persona
@@ -391,14 +411,25 @@ mod tests {
         let publish = &tasks[3];
         assert_eq!(publish.depends_on, vec![tasks[2].id, tasks[1].id]);
         assert_eq!(publish.inputs[TEXT_FROM], json!(tasks[2].id.0));
-        let calendar = StateKey::parse("calendar:x").unwrap();
-        assert!(publish.read_set.contains_key(&calendar) && publish.write_set.contains(&calendar));
+        // A post reads and writes the slot it fills: the goal's own, as it names none.
+        let own = format!("slot:x:goal-{}", tasks[0].goal_id.0);
+        let slot = StateKey::parse(own).unwrap();
+        assert!(publish.read_set.contains_key(&slot) && publish.write_set.contains(&slot));
         // Different platforms touch different keys: they never conflict.
         assert!(
             tasks[5]
                 .write_set
-                .contains(&StateKey::parse("calendar:instagram").unwrap())
+                .iter()
+                .all(|k| k.as_str().starts_with("slot:instagram:"))
         );
+        // Research, rendering and drafts make artifacts: they touch no agent state.
+        for t in [&tasks[0], &tasks[1], &tasks[2]] {
+            assert!(
+                t.read_set.is_empty() && t.write_set.is_empty(),
+                "{:?}",
+                t.kind
+            );
+        }
         assert!(validate(&tasks).is_ok());
     }
 
@@ -408,6 +439,10 @@ mod tests {
             .tasks(&goal("reply", json!({"in_reply_to": "post-1"})), &agent())
             .unwrap();
         assert_eq!(reply[0].kind, TaskKind::Reply);
+        // A reply reads and writes its thread, not every mention on the platform.
+        let thread = StateKey::parse("thread:x:post-1").unwrap();
+        assert!(reply[0].read_set.contains_key(&thread) && reply[0].write_set.contains(&thread));
+        assert_eq!(reply[0].write_set.len(), 1);
         let pay = TemplatePlanner
             .tasks(
                 &goal(
@@ -418,6 +453,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(pay[0].inputs["amount_cents"], 500);
+        // A transfer's money is the budget's (the CFO's ledger): no state key.
+        assert!(pay[0].read_set.is_empty() && pay[0].write_set.is_empty());
         assert!(matches!(
             TemplatePlanner.tasks(&goal("party", json!({})), &agent()),
             Err(PlanError::InvalidGoal(_))

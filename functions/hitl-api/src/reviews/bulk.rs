@@ -10,13 +10,14 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use chimera_core::auth::Permission;
 use chimera_core::domain::ReviewId;
-use chimera_core::effect;
-use chimera_store::reviews::{self as store, Card};
+use chimera_store::decisions::{self, Decision};
+use chimera_store::reviews as store;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::card::expected_proposal;
-use super::decide::{Action, ApproveRequest, preflight, read_proposal, take};
+use super::decide::{
+    Action, ApproveRequest, DecisionResponse, decide_prepared, prepare, refused_error,
+};
 use crate::auth::{Caller, RequestId};
 use crate::{ApiError, AppState, json_body};
 
@@ -51,6 +52,8 @@ pub struct BulkSummary {
     pub stale: usize,
     pub forbidden: usize,
     pub conflict: usize,
+    /// Approvals whose effect waits (or would wait) for a later quota window.
+    pub deferred: usize,
     /// Effects the approvals release (or would release).
     pub effects: usize,
     /// Money the approvals spend (or would spend), in cents.
@@ -65,6 +68,9 @@ pub struct BulkResult {
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the approved effect goes, if the agent's platform quota defers it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -95,32 +101,21 @@ pub async fn bulk_approve(
             "items must hold 1..={MAX_BULK_ITEMS} reviews"
         )));
     }
-    let mut summary = BulkSummary::default();
-    let mut items = Vec::with_capacity(request.items.len());
-    for item in request.items {
+    // Each item checked and its decision built, in order.
+    let mut prepared = Vec::with_capacity(request.items.len());
+    for item in &request.items {
         let seen = ApproveRequest {
-            artifact_hash: item.artifact_hash,
+            artifact_hash: item.artifact_hash.clone(),
             policy_version: item.policy_version,
         };
-        let outcome = match store::card(&state.pool, principal.tenant, ReviewId(item.id))
+        let item_request = format!("{request_id}:{}", item.id);
+        let ready = match store::card(&state.pool, principal.tenant, ReviewId(item.id))
             .await
             .map_err(ApiError::dependency)?
         {
             None => Err(ApiError::NotFound),
-            Some(card) if request.dry_run => match preflight(&card, &seen) {
-                Ok(()) => match planned_effect(&state, &card).await {
-                    Ok((effects, spend)) => {
-                        summary.effects += effects;
-                        summary.spend_cents += spend;
-                        Ok(None)
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            },
             Some(card) => {
-                let item_request = format!("{request_id}:{}", item.id);
-                take(
+                prepare(
                     &state,
                     principal,
                     &item_request,
@@ -129,20 +124,69 @@ pub async fn bulk_approve(
                     Action::Approve,
                 )
                 .await
-                .map(Some)
             }
         };
+        prepared.push(ready);
+    }
+    // Then taken one after another; a dry run takes them all in one transaction it rolls back,
+    // each seeing what the earlier ones did (versions, quotas, spend), so it predicts the real
+    // run's conflicts and deferrals.
+    // Each outcome with the money its approval spends.
+    let mut outcomes: Vec<(Result<DecisionResponse, ApiError>, i64)> =
+        Vec::with_capacity(prepared.len());
+    if request.dry_run {
+        let decisions: Vec<Decision> = prepared
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|p| p.decision.clone()))
+            .collect();
+        let mut rehearsed = decisions::rehearse(&state.pool, &decisions)
+            .await
+            .map_err(ApiError::dependency)?
+            .into_iter();
+        for ready in prepared {
+            outcomes.push(match ready {
+                Ok(p) => match rehearsed.next() {
+                    Some(Ok(taken)) => (Ok(p.response(&taken)), p.spend_cents()),
+                    Some(Err(refused)) => (Err(refused_error(refused)), 0),
+                    None => (
+                        Err(ApiError::internal(anyhow::anyhow!(
+                            "a decision was not rehearsed"
+                        ))),
+                        0,
+                    ),
+                },
+                Err(e) => (Err(e), 0),
+            });
+        }
+    } else {
+        for ready in prepared {
+            outcomes.push(match ready {
+                Ok(p) => (decide_prepared(&state, &p).await, p.spend_cents()),
+                Err(e) => (Err(e), 0),
+            });
+        }
+    }
+    let mut summary = BulkSummary::default();
+    let mut items = Vec::with_capacity(outcomes.len());
+    for (item, (outcome, spend)) in request.items.iter().zip(outcomes) {
+        let mut deferred_until = None;
         let (result, message) = match outcome {
-            Ok(None) => {
-                summary.would_approve += 1;
-                ("would_approve", None)
-            }
-            Ok(Some(taken)) => {
-                summary.approved += 1;
-                if taken.execute_task_id.is_some() {
+            Ok(response) => {
+                if response.execute_task_id.is_some() {
                     summary.effects += 1;
                 }
-                ("approved", None)
+                summary.spend_cents += spend;
+                if response.deferred_until.is_some() {
+                    summary.deferred += 1;
+                    deferred_until = response.deferred_until;
+                }
+                if request.dry_run {
+                    summary.would_approve += 1;
+                    ("would_approve", None)
+                } else {
+                    summary.approved += 1;
+                    ("approved", None)
+                }
             }
             Err(ApiError::NotFound) => {
                 summary.forbidden += 1;
@@ -170,28 +214,12 @@ pub async fn bulk_approve(
             id: item.id,
             result: result.to_owned(),
             message,
+            deferred_until,
         });
-    }
-    if !request.dry_run {
-        summary.spend_cents = 0;
     }
     Ok(Json(BulkResponse {
         dry_run: request.dry_run,
         summary,
         items,
     }))
-}
-
-/// The effect approving `card` would release: (count, cents).
-async fn planned_effect(state: &AppState, card: &Card) -> Result<(usize, i64), ApiError> {
-    if expected_proposal(card).is_none() {
-        return Ok((0, 0));
-    }
-    let proposal = read_proposal(state, card).await?;
-    let spend = if card.financial {
-        effect::amount_cents(&proposal).unwrap_or(0)
-    } else {
-        0
-    };
-    Ok((1, spend))
 }

@@ -86,6 +86,10 @@ pub struct ReviewCard {
     pub due_at: DateTime<Utc>,
     pub final_deadline: DateTime<Utc>,
     pub decision: Option<DecisionView>,
+    /// When the approved effect goes, if the agent's quota on the platform is used up for now
+    /// (it waits for the first window with room; absent once it went).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<DateTime<Utc>>,
     pub artifacts: Vec<ArtifactView>,
     /// The effect the result proposes, if any.
     pub proposal: Option<ProposalView>,
@@ -157,6 +161,7 @@ pub async fn card(
             }),
             _ => None,
         },
+        deferred_until: card.deferred_until,
         artifacts,
         editable_fields: proposal
             .as_ref()

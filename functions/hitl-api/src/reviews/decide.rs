@@ -72,6 +72,10 @@ pub struct DecisionResponse {
     pub task_id: uuid::Uuid,
     /// The task that performs the approved effect, if the result proposed one.
     pub execute_task_id: Option<uuid::Uuid>,
+    /// When the effect goes, if the agent's quota on the platform is used up for now: it waits
+    /// for the first window with room (not failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<chrono::DateTime<Utc>>,
     /// The hash of the edited artifact (an edit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edited_artifact_hash: Option<String>,
@@ -269,6 +273,38 @@ pub(super) async fn read_proposal(state: &AppState, card: &Card) -> Result<Propo
     Ok(proposal)
 }
 
+/// A decision ready to be taken, with what its response names.
+pub(super) struct Prepared {
+    pub decision: Decision,
+    review: ReviewId,
+    execute_task_id: Option<uuid::Uuid>,
+    edited_hash: Option<CommitHash>,
+    edited_bytes: Option<Vec<u8>>,
+}
+
+impl Prepared {
+    /// The money the decision spends, in cents (an approved transfer).
+    pub fn spend_cents(&self) -> i64 {
+        match &self.decision.verdict {
+            Verdict::Approve { spend_cents, .. } => spend_cents.unwrap_or(0),
+            Verdict::Reject { .. } => 0,
+        }
+    }
+
+    /// The response to the decision, once `taken`.
+    pub fn response(&self, taken: &Taken) -> DecisionResponse {
+        DecisionResponse {
+            review_id: self.review.0,
+            decision: taken.decision,
+            goal_id: taken.goal.0,
+            task_id: taken.task.0,
+            execute_task_id: self.execute_task_id,
+            deferred_until: taken.deferred_until,
+            edited_artifact_hash: self.edited_hash.as_ref().map(|h| h.as_str().to_owned()),
+        }
+    }
+}
+
 /// Takes one decision on `card` and, once it is taken, releases what follows from it.
 pub(super) async fn take(
     state: &AppState,
@@ -278,6 +314,39 @@ pub(super) async fn take(
     seen: &ApproveRequest,
     action: Action,
 ) -> Result<DecisionResponse, ApiError> {
+    let prepared = prepare(state, principal, request_id, card, seen, action).await?;
+    decide_prepared(state, &prepared).await
+}
+
+/// Takes a prepared decision and, once it is taken, releases what follows from it.
+pub(super) async fn decide_prepared(
+    state: &AppState,
+    prepared: &Prepared,
+) -> Result<DecisionResponse, ApiError> {
+    let taken = match decisions::decide(&state.pool, &prepared.decision).await {
+        Ok(taken) => taken,
+        Err(refused) => return Err(refusal(state, refused).await),
+    };
+    if let Some(bytes) = &prepared.edited_bytes {
+        store_edit(state, prepared.review, bytes).await;
+    }
+    tracing::info!(review_id = %prepared.review, decision = %taken.decision,
+                   reviewer = prepared.decision.reviewer, request_id = prepared.decision.request_id,
+                   deferred_until = ?taken.deferred_until, "review decided");
+    after(state, &taken).await;
+    Ok(prepared.response(&taken))
+}
+
+/// Checks `action` on `card` against what the reviewer saw and builds the decision: the
+/// proposal read (and edited), the effect's task, the spend.
+pub(super) async fn prepare(
+    state: &AppState,
+    principal: &Principal,
+    request_id: &str,
+    card: Card,
+    seen: &ApproveRequest,
+    action: Action,
+) -> Result<Prepared, ApiError> {
     preflight(&card, seen)?;
     if card.task_status == TaskStatus::Failed && !matches!(action, Action::Reject(_)) {
         return Err(ApiError::UnprocessableEntity(
@@ -347,23 +416,12 @@ pub(super) async fn take(
         request_id: Some(request_id.to_owned()),
         by_policy: false,
     };
-    let taken = match decisions::decide(&state.pool, &decision).await {
-        Ok(taken) => taken,
-        Err(refused) => return Err(refusal(state, refused).await),
-    };
-    if let Some(bytes) = &edited_bytes {
-        store_edit(state, card.id, bytes).await;
-    }
-    tracing::info!(review_id = %card.id, decision = %taken.decision, reviewer = principal.subject,
-                   request_id, "review decided");
-    after(state, &taken).await;
-    Ok(DecisionResponse {
-        review_id: card.id.0,
-        decision: taken.decision,
-        goal_id: taken.goal.0,
-        task_id: taken.task.0,
+    Ok(Prepared {
+        decision,
+        review: card.id,
         execute_task_id: execute.map(|t| t.id.0),
-        edited_artifact_hash: edited_hash.map(|h| h.as_str().to_owned()),
+        edited_hash,
+        edited_bytes,
     })
 }
 
@@ -387,6 +445,14 @@ async fn store_edit(state: &AppState, review: ReviewId, bytes: &[u8]) {
 /// The API's answer to a refused decision (a conflict's replan was written to the outbox: it is
 /// sent now).
 async fn refusal(state: &AppState, refused: Refused) -> ApiError {
+    if let Refused::Conflict { goal, .. } = &refused {
+        state.relay.flush(&[*goal]).await;
+    }
+    refused_error(refused)
+}
+
+/// The API's answer to a refused decision.
+pub(super) fn refused_error(refused: Refused) -> ApiError {
     match refused {
         Refused::NotFound => ApiError::NotFound,
         Refused::AlreadyDecided {
@@ -400,8 +466,10 @@ async fn refusal(state: &AppState, refused: Refused) -> ApiError {
         }),
         Refused::Stale(reason) => ApiError::Stale(reason),
         Refused::PolicyMoved { current } => ApiError::PolicyMoved(current),
-        Refused::Conflict { feedback, goal, .. } => {
-            state.relay.flush(&[goal]).await;
+        Refused::Conflict { feedback, .. } if feedback.is_empty() => {
+            ApiError::Conflict("the state it read has moved: the task would be replanned".into())
+        }
+        Refused::Conflict { feedback, .. } => {
             ApiError::Conflict(format!("{feedback}; the task is replanned"))
         }
         Refused::Budget(chimera_store::budget::BudgetError::Database(err)) => {
@@ -409,6 +477,7 @@ async fn refusal(state: &AppState, refused: Refused) -> ApiError {
         }
         Refused::Budget(err) => ApiError::Conflict(format!("budget refused: {err}")),
         Refused::TaskMoved => ApiError::Conflict(Refused::TaskMoved.to_string()),
+        Refused::Quota(err) => ApiError::Conflict(err.to_string()),
         Refused::Commit(err) => ApiError::dependency(err),
     }
 }
