@@ -9,6 +9,10 @@
 //! - [`records`]: tenants, agents and policies, goals, tasks with dependencies, results.
 //! - [`occ`]: commits that check the versions of exactly the state a task read and bump what
 //!   it writes, or fail with the keys that moved.
+//! - [`keys`]: the state keys tasks read and write (a reply its thread, a post its slot), and
+//!   the conflicts the scheme intends and those it must not cause.
+//! - [`quotas`]: platform quotas reserved at approval as atomic counters; an effect over quota
+//!   waits for the next window with room.
 //! - [`judging`]: the judge's decisions (commit with an approved effect, hold, retry, fail),
 //!   each one transaction on the task's current attempt, and goal settlement.
 //! - [`decisions`]: human decisions on held results, single-shot and bound to the artifact hash

@@ -241,31 +241,3 @@ pub async fn schedule_effect(
     outbox::enqueue_task_at(conn, execute.id, deferred_until).await?;
     Ok(deferred_until)
 }
-
-/// An agent's use of one quota window.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Use {
-    pub platform: String,
-    pub kind: String,
-    pub window_start: DateTime<Utc>,
-    pub used: i32,
-}
-
-/// `agent`'s quota use in the windows that hold `now` and later ones already reserved.
-pub async fn usage(
-    conn: &mut PgConnection,
-    agent: AgentId,
-    now: DateTime<Utc>,
-) -> Result<Vec<Use>, sqlx::Error> {
-    sqlx::query_as!(
-        Use,
-        "select platform, kind, window_start, used from quota_windows
-         where agent_id = $1
-           and window_start + case kind when 'post' then interval '1 day' else interval '1 hour' end > $2
-         order by platform, kind, window_start",
-        agent.0,
-        now,
-    )
-    .fetch_all(&mut *conn)
-    .await
-}
