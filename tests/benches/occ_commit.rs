@@ -248,7 +248,10 @@ async fn operate(pool: PgPool, work: Arc<Work>, range: std::ops::Range<usize>) {
                     .unwrap();
                 assert!(matches!(
                     decided,
-                    Decided::Done(occ::CommitOutcome::Committed { .. })
+                    Decided::Done(judging::Committed {
+                        outcome: occ::CommitOutcome::Committed { .. },
+                        ..
+                    })
                 ));
             }
         }

@@ -77,6 +77,9 @@ pub struct Taken {
     pub decision: DecisionKind,
     /// When the released effect goes, if its platform quota defers it to a later window.
     pub deferred_until: Option<DateTime<Utc>>,
+    /// The goal of a task the commit woke (it waited for its turn on the keys committed): its
+    /// replan is in the outbox.
+    pub woken: Option<GoalId>,
 }
 
 /// A decision that was not taken; nothing was written (but a stale policy requeues the item).
@@ -222,7 +225,7 @@ async fn decide_in(
         reasoning: Some(held.judge_reasoning.clone()),
         ..reviewer_record(decision, &format!("review.{kind}"))
     };
-    let mut deferred_until = None;
+    let (mut deferred_until, mut woken) = (None, None);
     match &decision.verdict {
         Verdict::Reject { reason } => {
             reject_in(tx, decision, &held, reason).await?;
@@ -233,7 +236,7 @@ async fn decide_in(
             spend_cents,
             edited_hash,
         } => {
-            deferred_until =
+            (deferred_until, woken) =
                 approve_in(tx, decision, &held, execute.as_deref(), *spend_cents).await?;
             entry.edited_artifact_hash = edited_hash.clone();
             if let Some(at) = deferred_until {
@@ -251,6 +254,7 @@ async fn decide_in(
         task: held.task,
         decision: kind,
         deferred_until,
+        woken,
     })
 }
 
@@ -387,7 +391,7 @@ async fn approve_in(
     held: &Held,
     execute: Option<&Task>,
     spend_cents: Option<i64>,
-) -> Result<Option<DateTime<Utc>>, Refused> {
+) -> Result<(Option<DateTime<Utc>>, Option<GoalId>), Refused> {
     // A task that failed after its attempts had its dependents cancelled: its review can be
     // rejected (acknowledged), not approved.
     if held.task_status != TaskStatus::AwaitingReview {
@@ -396,8 +400,8 @@ async fn approve_in(
     let result = records::load_result_in(tx, held.result)
         .await?
         .ok_or(Refused::NotFound)?;
-    match occ::commit_in(tx, &result).await {
-        Ok(_) => {}
+    let woken = match occ::commit_in(tx, &result).await {
+        Ok(outcome) => judging::wake_after(tx, &result, &outcome).await?,
         Err(CommitError::Conflict { moved }) => {
             return Err(Refused::Conflict {
                 moved,
@@ -407,7 +411,7 @@ async fn approve_in(
             });
         }
         Err(other) => return Err(Refused::Commit(other)),
-    }
+    };
     let mut deferred_until = None;
     if execute.is_some() || spend_cents.is_some() {
         let limits = sqlx::query!(
@@ -458,7 +462,7 @@ async fn approve_in(
         &outbox::Message::goal(held.goal, &format!("approval:{}", decision.review.0)),
     )
     .await?;
-    Ok(deferred_until)
+    Ok((deferred_until, woken))
 }
 
 /// A part of a stored policy document, absent when it is not there.

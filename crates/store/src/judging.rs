@@ -239,7 +239,7 @@ pub async fn commit(
     policy_version: i32,
     reasoning: &str,
     effect: Option<&Effect>,
-) -> Result<Decided<CommitOutcome>, CommitRefused> {
+) -> Result<Decided<Committed>, CommitRefused> {
     let mut tx = match begin_decision(pool, result).await? {
         Ok(tx) => tx,
         Err(superseded) => return Ok(superseded),
@@ -252,6 +252,7 @@ pub async fn commit(
         }
         Err(other) => return Err(CommitRefused::Commit(other)),
     };
+    let woken = wake_after(&mut tx, result, &outcome).await?;
     let mut entry = record(result, "judge.commit", reasoning.to_owned());
     entry.policy_version = Some(policy_version);
     if let Some(effect) = effect {
@@ -302,7 +303,31 @@ pub async fn commit(
     }
     audit::append(&mut *tx, &entry).await?;
     tx.commit().await?;
-    Ok(Decided::Done(outcome))
+    Ok(Decided::Done(Committed { outcome, woken }))
+}
+
+/// A judge's commit: what it committed, and the goal of a task it woke on the keys it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub outcome: CommitOutcome,
+    pub woken: Option<GoalId>,
+}
+
+/// [`wake_next`] after `result`'s commit, if this call wrote it.
+pub(crate) async fn wake_after(
+    conn: &mut PgConnection,
+    result: &Recorded,
+    outcome: &CommitOutcome,
+) -> Result<Option<GoalId>, sqlx::Error> {
+    if !matches!(outcome, CommitOutcome::Committed { .. }) {
+        return Ok(None);
+    }
+    let keys: Vec<String> = result
+        .write_set
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    wake_next(conn, result.agent_id, &keys).await
 }
 
 /// Inserts `review`: pending, or decided as `decided` says (the decision, and the digest of the
@@ -468,13 +493,13 @@ pub async fn retry(
 }
 
 /// Sets `task` (queued, running or held, its row locked by the caller) waiting for a replan
-/// after a conflict, and writes the replan (with the versions the keys have now) to the outbox,
-/// both due after a backoff, so tasks that met on a hot key spread out instead of meeting
-/// again: a part doubling with each conflict of the task (1 s, 2 s, 4 s, then 8 s, half of it
-/// random), plus a random part of up to 100 ms for each other task of the agent in flight on
-/// the same keys (at most 30 s), so a key shared by many takes them about as fast as it can
-/// commit. The conflict is counted, not charged to the policy's attempts.
-/// Returns when the replan goes; `None` if the task was in none of those states.
+/// after a conflict, and writes the replan (with the versions the keys have now) to the outbox.
+/// The conflict is counted, not charged to the policy's attempts. When no other task of the
+/// agent is in flight on the same keys, the replan goes after a second or so (half of it
+/// random). When others are, it waits its turn: the next commit on those keys wakes the task
+/// that has waited longest ([`wake_next`]), so a hot key takes its contenders one at a time
+/// instead of letting them meet again; a replan nobody wakes still goes after 15-30 s.
+/// Returns when the replan goes at the latest; `None` if the task was in none of those states.
 pub(crate) async fn replan_conflicted(
     conn: &mut PgConnection,
     goal: GoalId,
@@ -485,12 +510,11 @@ pub(crate) async fn replan_conflicted(
     let Some(row) = sqlx::query!(
         r#"update tasks t set status = 'retrying', feedback = $2, updated_at = now(),
                   conflicts = t.conflicts + 1,
-                  not_before = now()
-                      + interval '1 second' * power(2, least(t.conflicts, 3)) * (0.5 + random() / 2)
-                      + interval '1 millisecond' * random() * least(30000, 100 * (
-                            select count(*) from tasks o
-                            where o.agent_id = t.agent_id and o.id <> t.id and o.write_set && t.write_set
-                              and o.status in ('queued', 'running', 'retrying')))
+                  not_before = now() + (0.5 + random() / 2) * case
+                      when exists (select 1 from tasks o
+                                   where o.agent_id = t.agent_id and o.id <> t.id and o.write_set && t.write_set
+                                     and o.status in ('queued', 'running'))
+                      then interval '30 seconds' else interval '1 second' end
            where t.id = $1 and t.status in ('queued', 'running', 'awaiting_review')
            returning t.attempt, t.not_before as "not_before!""#,
         task.0,
@@ -514,6 +538,49 @@ pub(crate) async fn replan_conflicted(
     )
     .await?;
     Ok(Some(row.not_before))
+}
+
+/// After a commit that wrote `keys` for `agent` (in its transaction): the task that has waited
+/// longest for its turn on any of those keys after a conflict ([`replan_conflicted`]) is
+/// replanned now, its message in the outbox. Returns that task's goal, whose rows the caller
+/// relays.
+async fn wake_next(
+    conn: &mut PgConnection,
+    agent: AgentId,
+    keys: &[String],
+) -> Result<Option<GoalId>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let Some(row) = sqlx::query!(
+        r#"update tasks t set not_before = now()
+           where t.id = (select w.id from tasks w
+                         where w.agent_id = $1 and w.status = 'retrying' and w.write_set && $2
+                           and w.not_before > now()
+                         order by w.updated_at, w.id
+                         limit 1
+                         for update skip locked)
+           returning t.id, t.goal_id, t.attempt, t.feedback"#,
+        agent.0,
+        keys,
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let replan = PlannerMessage::Replan {
+        task_id: TaskId(row.id),
+        feedback: row.feedback.unwrap_or_default(),
+        fresh_versions: ReadSet::new(),
+    };
+    let attempt = u32::try_from(row.attempt).unwrap_or_default();
+    outbox::enqueue(
+        conn,
+        &outbox::Message::woken(GoalId(row.goal_id), TaskId(row.id), attempt, &replan),
+    )
+    .await?;
+    Ok(Some(GoalId(row.goal_id)))
 }
 
 /// Fails the task after its last attempt: its blocked dependents are cancelled, and the result

@@ -47,6 +47,17 @@ impl Message {
         }
     }
 
+    /// A replan of `task`'s attempt `attempt` that waited for its turn on a hot key, woken by
+    /// a commit on it (its own identity: the replan written at the conflict may still go).
+    pub fn woken(goal: GoalId, task: TaskId, attempt: u32, replan: &PlannerMessage) -> Message {
+        Message {
+            queue: Queue::Goal,
+            body: envelope::encode(replan),
+            dedup_key: format!("woken:{}:{attempt}", task.0),
+            goal,
+        }
+    }
+
     /// The goal for the planner: planned if new, its ready tasks released. `cause` names what
     /// asks for it (`submit`, `approval:<review>`...), one message per cause.
     pub fn goal(goal: GoalId, cause: &str) -> Message {

@@ -344,9 +344,13 @@ impl Judge {
         )
         .await
         {
-            Ok(Decided::Done(outcome)) => {
-                if let CommitOutcome::Committed { output, .. } = &outcome {
+            Ok(Decided::Done(committed)) => {
+                if let CommitOutcome::Committed { output, .. } = &committed.outcome {
                     tracing::info!(result_id = %result.id, versions = ?output, "result committed");
+                }
+                if let Some(goal) = committed.woken {
+                    // A task that waited for its turn on these keys: its replan goes now.
+                    self.planner.relay().flush(&[goal]).await;
                 }
                 self.after_commit(state).await
             }

@@ -193,6 +193,9 @@ impl Judge {
         match decisions::decide(&self.pool, &decision).await {
             Ok(taken) => {
                 tracing::info!(review_id = %item.review.0, decision = %taken.decision, version, "decided by the new policy");
+                if let Some(goal) = taken.woken {
+                    self.planner.relay().flush(&[goal]).await;
+                }
                 self.planner.release(item.goal).await?;
                 judging::settle_goal(&self.pool, item.goal)
                     .await

@@ -486,7 +486,8 @@ pub(super) fn refused_error(refused: Refused) -> ApiError {
 /// waiting tasks) go out, and the goal's status follows. The decision stands whatever happens
 /// here: what the relay could not send now it sends on its next pass.
 async fn after(state: &AppState, taken: &Taken) {
-    state.relay.flush(&[taken.goal]).await;
+    let goals: Vec<GoalId> = std::iter::once(taken.goal).chain(taken.woken).collect();
+    state.relay.flush(&goals).await;
     settle(state, taken.goal).await;
 }
 
