@@ -55,6 +55,19 @@ impl Fleet {
         .await
         .expect("bootstrapping the stage");
         let tenant = records::create_tenant(&db.pool, "acme").await.unwrap();
+        // Room for every reply the runs send: x's default (8 replies an hour) would defer the
+        // ninth reply of an agent to the next hour, and these tests are about faults.
+        let policy = Policy {
+            quotas: [(
+                "x".to_owned(),
+                chimera_core::routing::Quota {
+                    posts_per_day: None,
+                    replies_per_hour: Some(1000),
+                },
+            )]
+            .into(),
+            ..Policy::default()
+        };
         let mut ids = Vec::new();
         for i in 0..agents {
             let agent = records::create_agent(
@@ -62,7 +75,7 @@ impl Fleet {
                 tenant,
                 &format!("agent{i}"),
                 &json!({"name": format!("Agent {i}"), "voice": "warm"}),
-                &Policy::default(),
+                &policy,
             )
             .await
             .unwrap();
