@@ -297,6 +297,10 @@ pub async fn read_versions(
     agent: AgentId,
     keys: &[StateKey],
 ) -> Result<ReadSet, sqlx::Error> {
+    // Most tasks read no state (research, drafts, renders, transfers): nothing to ask.
+    if keys.is_empty() {
+        return Ok(ReadSet::new());
+    }
     let keys: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
     sqlx::query!(
         "insert into agent_state (agent_id, key) select $1, k from unnest($2::text[]) as k on conflict do nothing",
