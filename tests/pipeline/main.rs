@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod contention;
 mod errors;
+mod events;
 mod hitl;
 mod intake;
 mod judge;

@@ -125,6 +125,69 @@ impl Api {
         self.send(Method::GET, path, None, None).await
     }
 
+    /// Reads the server-sent events at `path`, handing each (event name, JSON data) to
+    /// `on_event` until it returns `false`, the stream ends (`Ok(false)`) or `until` passes
+    /// (`Ok(true)`: timed out). A refused request is an [`ApiFailure`].
+    pub async fn events(
+        &self,
+        path: &str,
+        until: tokio::time::Instant,
+        mut on_event: impl FnMut(&str, Value) -> bool,
+    ) -> Result<bool> {
+        // No overall timeout: the stream lasts as long as the goal runs.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+        let unreachable = |e: reqwest::Error| Unreachable(self.base.clone(), e.to_string());
+        let sent = tokio::time::timeout_at(
+            until,
+            http.get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .header("Accept", "text/event-stream")
+                .send(),
+        )
+        .await;
+        let Ok(sent) = sent else {
+            return Ok(true);
+        };
+        let mut response = sent.map_err(unreachable)?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let text = response.text().await.map_err(unreachable)?;
+            return Err(failure(status, text).into());
+        }
+        let mut pending = String::new();
+        loop {
+            let chunk = match tokio::time::timeout_at(until, response.chunk()).await {
+                Err(_) => return Ok(true),
+                Ok(chunk) => chunk.map_err(unreachable)?,
+            };
+            let Some(chunk) = chunk else {
+                return Ok(false);
+            };
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let (mut name, mut data) = ("message".to_owned(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                if !on_event(&name, value) {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
     /// One request; the answer's JSON, or an [`ApiFailure`] / [`Unreachable`].
     pub async fn send(
         &self,
@@ -152,21 +215,25 @@ impl Api {
             .text()
             .await
             .map_err(|e| Unreachable(self.base.clone(), e.to_string()))?;
-        let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if (200..300).contains(&status) {
-            return Ok(json);
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)));
         }
-        let error = &json["error"];
-        Err(ApiFailure {
-            status,
-            code: error["code"].as_str().unwrap_or("error").to_owned(),
-            message: error["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| json.to_string()),
-            body: json,
-        }
-        .into())
+        Err(failure(status, text).into())
+    }
+}
+
+/// A refused request's answer (`status`, body `text`) as an [`ApiFailure`].
+fn failure(status: u16, text: String) -> ApiFailure {
+    let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let error = &json["error"];
+    ApiFailure {
+        status,
+        code: error["code"].as_str().unwrap_or("error").to_owned(),
+        message: error["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| json.to_string()),
+        body: json,
     }
 }
 

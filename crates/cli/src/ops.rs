@@ -2,7 +2,7 @@
 //! the API's JSON with `--json`; exit codes in [`crate::client::exit`].
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -568,51 +568,62 @@ fn print_goal(g: &Value) {
     }
 }
 
-/// Polls the goal until it settles, printing each task's changes as they happen (with
-/// `--json`, each new state of the goal as one line).
+/// Follows the goal's events (`GET /goals/{id}/events`) until it settles, printing each
+/// task's changes as they happen (with `--json`, each new state of the goal as one line).
 async fn watch(api: &Api, json_output: bool, goal: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+    let until = tokio::time::Instant::now() + timeout;
     let mut seen: Vec<(String, String)> = Vec::new();
+    let mut settled: Option<String> = None;
     loop {
-        let view = api.get(&format!("/goals/{goal}")).await?;
-        let states: Vec<(String, String)> = view["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|t| {
-                (
-                    format!("{} {}", s(&t["kind"]), s(&t["id"])),
-                    format!("{} attempt {}", s(&t["status"]), t["attempt"]),
-                )
-            })
-            .chain([("goal".to_owned(), s(&view["status"]).to_owned())])
-            .collect();
-        if states != seen {
-            if json_output {
-                println!("{view}");
-            } else {
-                for (what, state) in &states {
-                    if !seen.contains(&(what.clone(), state.clone())) {
-                        println!("{} {what}: {state}", chrono::Utc::now().format("%H:%M:%S"));
-                    }
+        let timed_out = api
+            .events(&format!("/goals/{goal}/events"), until, |name, view| {
+                if !matches!(name, "goal" | "settled") {
+                    return true; // `timeout`: the server ends this stream, we open another
                 }
-            }
-            seen = states;
-        }
-        match s(&view["status"]) {
-            "completed" => return Ok(()),
-            status @ ("failed" | "cancelled") => {
-                bail!(Exit(exit::GOAL_FAILED, format!("goal {goal} {status}")))
-            }
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            bail!(Exit(
+                let states: Vec<(String, String)> = view["tasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| {
+                        (
+                            format!("{} {}", s(&t["kind"]), s(&t["id"])),
+                            format!("{} attempt {}", s(&t["status"]), t["attempt"]),
+                        )
+                    })
+                    .chain([("goal".to_owned(), s(&view["status"]).to_owned())])
+                    .collect();
+                if states != seen {
+                    if json_output {
+                        println!("{view}");
+                    } else {
+                        for (what, state) in &states {
+                            if !seen.contains(&(what.clone(), state.clone())) {
+                                println!(
+                                    "{} {what}: {state}",
+                                    chrono::Utc::now().format("%H:%M:%S")
+                                );
+                            }
+                        }
+                    }
+                    seen = states;
+                }
+                if name == "settled" {
+                    settled = Some(s(&view["status"]).to_owned());
+                    return false;
+                }
+                true
+            })
+            .await?;
+        match settled.as_deref() {
+            Some("completed") => return Ok(()),
+            Some(status) => bail!(Exit(exit::GOAL_FAILED, format!("goal {goal} {status}"))),
+            None if timed_out || tokio::time::Instant::now() >= until => bail!(Exit(
                 exit::TIMEOUT,
                 format!("goal {goal} not settled after {timeout:?}")
-            ));
+            )),
+            // The stream ended (the server's time limit): follow a new one.
+            None => {}
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

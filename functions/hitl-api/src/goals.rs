@@ -1,6 +1,7 @@
 //! Goal intake: `POST /goals` stores a goal and announces it on the goal queue; `GET
-//! /goals/{id}` reports it with its tasks, results and decisions; `GET /goals` lists them;
-//! `POST /goals/{id}/cancel` stops one.
+//! /goals/{id}` reports it with its tasks, results and decisions, and `GET /goals/{id}/events`
+//! streams that report as it changes (server-sent events); `GET /goals` lists them; `POST
+//! /goals/{id}/cancel` stops one.
 
 use std::sync::Arc;
 
@@ -9,11 +10,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use chimera_core::auth::Permission;
 use chimera_core::domain::{AgentId, Goal, GoalId, GoalStatus};
 use chimera_core::goal::Constraints;
 use chimera_store::goals::{self, Cancelled, GoalSummary, GoalView, SubmitError, Submitted};
 use chrono::{DateTime, Utc};
+use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -138,6 +141,81 @@ pub async fn get(
         .map_err(ApiError::dependency)?
         .map(Json)
         .ok_or(ApiError::NotFound)
+}
+
+/// How often the event stream looks at the goal again.
+const EVENTS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long one event stream lasts at most (a client reconnects for more): 15 minutes on a
+/// port of its own; 25 s behind API Gateway, which buffers a Lambda's answer and ends a
+/// request after 30 s (there the stream arrives as one answer).
+fn events_for(auth: &crate::Auth) -> std::time::Duration {
+    match auth {
+        crate::Auth::Gateway => std::time::Duration::from_secs(25),
+        _ => std::time::Duration::from_secs(15 * 60),
+    }
+}
+
+#[utoipa::path(get, path = "/goals/{id}/events", tag = "goals",
+    params(("id" = uuid::Uuid, Path, description = "The goal")),
+    responses((status = 200, content_type = "text/event-stream",
+               description = "Server-sent events: `goal` with the goal as `GET /goals/{id}` reports it, first at once and again whenever it changes (its tasks' status, attempts and conflicts, results, decisions); `settled` with the goal once it is completed, failed or cancelled, then the stream ends; `timeout` after 15 minutes (25 s behind API Gateway, which delivers the stream as one answer), to reconnect for more. A comment line every 15 s keeps idle connections open."),
+              (status = 401, description = "No valid token"),
+              (status = 404, description = "No such goal for the caller's tenant")),
+    security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let principal = caller.require(Permission::Read)?;
+    let id = GoalId(crate::path_id(&id)?);
+    let tenant = principal.tenant;
+    let first = goals::view(&state.pool, Some(tenant), id)
+        .await
+        .map_err(ApiError::dependency)?
+        .ok_or(ApiError::NotFound)?;
+    let until = tokio::time::Instant::now() + events_for(&state.auth);
+    // (the view to send, the last one sent, whether the stream is over)
+    let start = (Some(first), String::new(), false);
+    let stream = futures::stream::unfold(start, move |(next, last, over)| {
+        let state = state.clone();
+        async move {
+            if over {
+                return None;
+            }
+            let mut next = next;
+            loop {
+                if let Some(view) = next.take() {
+                    let json = serde_json::to_string(&view).unwrap_or_default();
+                    let settled = matches!(
+                        view.status,
+                        GoalStatus::Completed | GoalStatus::Failed | GoalStatus::Cancelled
+                    );
+                    if settled {
+                        let event = Event::default().event("settled").data(json);
+                        return Some((Ok(event), (None, String::new(), true)));
+                    }
+                    if json != last {
+                        let event = Event::default().event("goal").data(json.clone());
+                        return Some((Ok(event), (None, json, false)));
+                    }
+                }
+                if tokio::time::Instant::now() >= until {
+                    let event = Event::default().event("timeout").data("{}");
+                    return Some((Ok(event), (None, last, true)));
+                }
+                tokio::time::sleep(EVENTS_EVERY).await;
+                match goals::view(&state.pool, Some(tenant), id).await {
+                    Ok(view) => next = view,
+                    // A database that does not answer: the stream waits and looks again.
+                    Err(err) => {
+                        tracing::warn!(goal_id = %id.0, error = %err, "goal events: the goal could not be read");
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

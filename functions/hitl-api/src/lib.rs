@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents/{id}/ledger", get(budgets::ledger))
         .route("/goals", post(goals::submit).get(goals::list))
         .route("/goals/{id}", get(goals::get))
+        .route("/goals/{id}/events", get(goals::events))
         .route("/goals/{id}/cancel", post(goals::cancel))
         .route("/reviews", get(reviews::list))
         .route("/reviews/bulk-approve", post(reviews::bulk_approve))

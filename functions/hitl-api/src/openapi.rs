@@ -34,6 +34,7 @@ use crate::{agents, budgets, goals, reviews, tenants};
         goals::submit,
         goals::list,
         goals::get,
+        goals::events,
         goals::cancel,
         reviews::list,
         reviews::card,
