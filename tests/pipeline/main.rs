@@ -8,6 +8,7 @@ mod cli;
 mod contention;
 mod errors;
 mod events;
+mod fleet;
 mod hitl;
 mod intake;
 mod judge;

@@ -225,14 +225,7 @@ pub async fn list(
     tenant: TenantId,
     filter: &Filter<'_>,
 ) -> Result<Vec<AgentSummary>, sqlx::Error> {
-    let pattern = filter.search.map(|s| {
-        format!(
-            "%{}%",
-            s.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    });
+    let pattern = filter.search.map(like_pattern);
     sqlx::query_as!(
         AgentSummary,
         r#"select id, handle, display_name, status::text as "status!", platforms,
@@ -251,6 +244,17 @@ pub async fn list(
     )
     .fetch_all(pool)
     .await
+}
+
+/// An `ILIKE` pattern for names containing `search` (its `%`, `_` and `\\` taken literally).
+pub(crate) fn like_pattern(search: &str) -> String {
+    format!(
+        "%{}%",
+        search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 //! - [`connect`]: a pool built once per execution environment.
 //! - [`agents`]: agents onboarded from their documents (SOUL.md, AGENTS.md), and read back
 //!   with their versions.
+//! - [`fleet`]: every agent of a tenant with what it is doing and what needs a person.
 //! - [`dag`]: a goal's task graph: the plan, release of ready tasks, replans.
 //! - [`goals`]: goal submission once per idempotency key, and a goal's progress.
 //! - [`records`]: tenants, agents and policies, goals, tasks with dependencies, results.
@@ -39,6 +40,7 @@ pub mod audit;
 pub mod budget;
 pub mod dag;
 pub mod decisions;
+pub mod fleet;
 pub mod goals;
 pub mod judging;
 pub mod keys;

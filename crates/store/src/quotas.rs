@@ -89,18 +89,23 @@ pub fn limit_of(execute: &Task, quotas: &BTreeMap<String, Quota>) -> Option<Limi
         EffectAction::Transfer => return None,
     };
     let platform = proposal.arguments.get("platform")?.as_str()?.to_owned();
-    let (posts, replies) = platform_default(&platform);
-    let set = quotas.get(&platform).copied().unwrap_or_default();
-    let per_window = match counted {
+    Some(Limit {
+        counted,
+        per_window: per_window(quotas, &platform, counted),
+        platform,
+    })
+}
+
+/// The limit per window of `counted` on `platform` under `quotas` (the policy's), else the
+/// platform's default.
+pub fn per_window(quotas: &BTreeMap<String, Quota>, platform: &str, counted: Counted) -> u32 {
+    let (posts, replies) = platform_default(platform);
+    let set = quotas.get(platform).copied().unwrap_or_default();
+    match counted {
         Counted::Post => set.posts_per_day.unwrap_or(posts),
         Counted::Reply => set.replies_per_hour.unwrap_or(replies),
     }
-    .max(1);
-    Some(Limit {
-        counted,
-        platform,
-        per_window,
-    })
+    .max(1)
 }
 
 /// The start of the window of `counted` that holds `at`.

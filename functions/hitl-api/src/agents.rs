@@ -17,6 +17,7 @@ use chimera_core::domain::AgentId;
 use chimera_store::agents::{
     self, AgentSummary, AgentView, CreateError, Filter, NewAgent, UpdateError,
 };
+use chimera_store::fleet::FleetAgent;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
@@ -208,6 +209,19 @@ pub async fn list(
 ) -> Result<Json<AgentPage>, ApiError> {
     let principal = caller.require(Permission::Read)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let filter = filter(&query)?;
+    let items = agents::list(&state.pool, principal.tenant, &filter)
+        .await
+        .map_err(ApiError::dependency)?;
+    Ok(Json(AgentPage {
+        items,
+        limit: filter.limit,
+        offset: filter.offset,
+    }))
+}
+
+/// The filter `query` asks for, checked.
+fn filter(query: &ListQuery) -> Result<Filter<'_>, ApiError> {
     if let Some(status) = &query.status
         && !["active", "paused", "retired"].contains(&status.as_str())
     {
@@ -223,22 +237,42 @@ pub async fn list(
         ));
     }
     let (limit, offset) = crate::page(query.limit, query.offset, 50, 200)?;
-    let items = agents::list(
-        &state.pool,
-        principal.tenant,
-        &Filter {
-            status: query.status.as_deref(),
-            search: query.search.as_deref(),
-            limit,
-            offset,
-        },
-    )
-    .await
-    .map_err(ApiError::dependency)?;
-    Ok(Json(AgentPage {
-        items,
+    Ok(Filter {
+        status: query.status.as_deref(),
+        search: query.search.as_deref(),
         limit,
         offset,
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FleetPage {
+    pub items: Vec<FleetAgent>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/fleet", tag = "agents", params(ListQuery),
+    responses((status = 200, body = FleetPage,
+               description = "The tenant's agents with their goals in flight, held items, failures of the last day, balance and today's spend against the daily limit, quota use in the open windows and last posts; those needing attention (`attention` not empty) first"),
+              (status = 400, description = "Bad filter"),
+              (status = 401, description = "No valid token")),
+    security(("bearer" = [])))]
+pub async fn fleet(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<FleetPage>, ApiError> {
+    let principal = caller.require(Permission::Read)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let filter = filter(&query)?;
+    let items = chimera_store::fleet::view(&state.pool, principal.tenant, &filter)
+        .await
+        .map_err(ApiError::dependency)?;
+    Ok(Json(FleetPage {
+        items,
+        limit: filter.limit,
+        offset: filter.offset,
     }))
 }
 

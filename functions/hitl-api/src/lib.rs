@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/agents", post(agents::create).get(agents::list))
         .route("/agents/{id}", get(agents::get))
+        .route("/fleet", get(agents::fleet))
         .route("/agents/{id}/persona", put(agents::put_persona))
         .route("/agents/{id}/policy", put(agents::put_policy))
         .route("/agents/{id}/pause", post(agents::pause))

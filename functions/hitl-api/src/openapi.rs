@@ -23,6 +23,7 @@ use crate::{agents, budgets, goals, reviews, tenants};
         tenants::list,
         agents::create,
         agents::list,
+        agents::fleet,
         agents::get,
         agents::put_persona,
         agents::put_policy,
@@ -52,7 +53,9 @@ use crate::{agents, budgets, goals, reviews, tenants};
                        chimera_store::goals::GoalSummary, chimera_store::goals::Cancelled,
                        chimera_store::goals::Released, tenants::TenantRequest,
                        tenants::TenantCreated, chimera_store::tenants::Tenant,
-                       chimera_store::agents::AgentView, chimera_store::agents::DocumentVersion)),
+                       chimera_store::agents::AgentView, chimera_store::agents::DocumentVersion,
+                       agents::FleetPage, chimera_store::fleet::FleetAgent,
+                       chimera_store::fleet::QuotaUse)),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenants (admin)"),
