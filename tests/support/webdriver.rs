@@ -201,6 +201,14 @@ impl Driver {
         }
     }
 
+    /// Resizes the browser window (the viewport a page lays itself out for).
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.post("/window/rect", json!({ "width": width, "height": height }))
+            .await
+            .with_context(|| format!("resizing the window to {width}x{height}"))?;
+        Ok(())
+    }
+
     /// A PNG of the viewport, for a failing test to leave behind.
     pub async fn screenshot_png(&self) -> anyhow::Result<Vec<u8>> {
         let encoded = as_string(

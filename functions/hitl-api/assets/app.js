@@ -11,6 +11,9 @@
  *   #whoami span[data-claim="sub"|"tenant"|"roles"]
  *   #status[data-kind="ok"|"error"][data-code]   role=status; data-code is the API error.code,
  *                           or the decision recorded on success
+ *   #fleet-search #fleet-refresh #fleet-empty
+ *   #fleet tbody tr[data-agent-id][data-handle][data-attention="held failing ..."] (tr.attention when
+ *     it needs a person; rows come those first)   td[data-field="<name>"]
  *   #filters #filter-risk #filter-agent #filter-goal #sort #order #refresh #prev #next #page-info
  *   #queue tbody tr[data-review-id][data-artifact-hash][data-policy-version]   (tr.is-open: in the card)
  *     input.select[data-review-id]   button.open[data-review-id]   #select-all   #queue-empty
@@ -190,12 +193,62 @@ function signOut() {
   closeCard();
   $('#whoami').replaceChildren();
   $('#queue tbody').replaceChildren();
+  $('#fleet tbody').replaceChildren();
   $('#bulk-summary').textContent = '';
   $('#bulk-result').replaceChildren();
   $('#token').value = '';
   $('#app-view').hidden = true;
   $('#logout').hidden = true;
   $('#login-view').hidden = false;
+}
+
+// ---- fleet --------------------------------------------------------------------------------
+
+const ATTENTION = {
+  held: 'items wait for review',
+  failing: 'tasks failed today',
+  out_of_budget: 'budget spent',
+  over_daily_limit: 'daily spend limit reached',
+};
+
+function money(cents, currency) {
+  if (cents === null || cents === undefined) return '—';
+  return `${(cents / 100).toFixed(2)}${currency ? ` ${currency}` : ''}`;
+}
+
+async function loadFleet() {
+  const query = new URLSearchParams({ limit: 200 });
+  const search = $('#fleet-search').value.trim();
+  if (search) query.set('search', search);
+  const data = await api('GET', `/fleet?${query}`);
+  $('#fleet tbody').replaceChildren(...data.items.map(fleetRow));
+  $('#fleet-empty').hidden = data.items.length > 0;
+}
+
+function fleetRow(a) {
+  const cell = (name, attrs, ...children) => el('td', { 'data-field': name, ...attrs }, ...children);
+  const attention = a.attention ?? [];
+  const limit = a.per_day_limit_cents;
+  const post = (a.last_posts ?? [])[0];
+  return el('tr', {
+    'data-agent-id': a.id,
+    'data-handle': a.handle,
+    'data-attention': attention.join(' '),
+    class: attention.length ? 'attention' : null,
+  },
+  cell('agent', { title: a.id }, el('strong', {}, a.display_name ?? a.handle), el('span', { class: 'muted' }, ` @${a.handle}`)),
+  cell('status', {}, a.status),
+  cell('attention', {}, ...(attention.length
+    ? attention.map((k) => el('span', { class: 'tag type', title: ATTENTION[k] ?? k }, ATTENTION[k] ?? k))
+    : [el('span', { class: 'muted' }, 'no')])),
+  cell('goals_in_flight', { class: 'num' }, a.goals_in_flight),
+  cell('held', { class: 'num' }, a.held),
+  cell('spent_today', { class: 'num' }, money(a.spent_today_cents, a.currency), limit ? el('span', { class: 'muted' }, ` of ${money(limit)}`) : null),
+  cell('balance', { class: 'num' }, money(a.balance_cents, a.currency)),
+  cell('quota_use', {}, ...((a.quota_use ?? []).length
+    ? a.quota_use.map((q) => el('span', { class: 'tag', title: `${q.kind === 'post' ? 'posts today' : 'replies this hour'} on ${q.platform}` }, `${q.platform} ${q.kind} ${q.used}/${q.limit}`))
+    : [el('span', { class: 'muted' }, '—')])),
+  cell('last_post', { class: 'preview' }, post ? `${post.platform}: ${post.text ?? ''}` : '—'));
 }
 
 // ---- queue --------------------------------------------------------------------------------
@@ -355,7 +408,7 @@ async function decide(verb, extra) {
     const edited = res.edited_artifact_hash ? `; edited artifact ${res.edited_artifact_hash}` : '';
     say('ok', `${res.decision} recorded for review ${res.review_id}${execute}${edited}`, res.decision);
     closeCard();
-    await loadQueue();
+    await Promise.all([loadQueue(), loadFleet()]);
   } catch (err) {
     if (err.status !== 409) throw err;
     // Someone else decided, or the artifact or policy moved on: say so, then show what is true now.
@@ -391,7 +444,7 @@ function boot() {
     action(async () => {
       say('', '');
       signIn($('#token').value.trim());
-      await loadQueue();
+      await Promise.all([loadQueue(), loadFleet()]);
     })();
   });
   $('#logout').addEventListener('click', () => {
@@ -401,6 +454,10 @@ function boot() {
   });
 
   const reload = action(loadQueue);
+  $('#fleet-filter').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    action(loadFleet)();
+  });
   $('#filters').addEventListener('submit', (ev) => {
     ev.preventDefault();
     reload();
@@ -449,7 +506,7 @@ function boot() {
         sessionStorage.removeItem(TOKEN_KEY);
         throw err;
       }
-      await loadQueue();
+      await Promise.all([loadQueue(), loadFleet()]);
     })();
   }
   settle();
