@@ -228,6 +228,7 @@ async fn a_replan_takes_the_next_attempt_once_and_bad_messages_fail_alone() {
         .unwrap();
     let replan = envelope::encode(&PlannerMessage::Replan {
         task_id: reply.id,
+        attempt: Some(1),
         feedback: "warmer, please".into(),
         fresh_versions: ReadSet::new(),
     });

@@ -32,6 +32,10 @@ pub enum PlannerMessage {
     },
     Replan {
         task_id: TaskId,
+        /// The attempt this replan follows: a replan that arrives after its task moved on to
+        /// another attempt does nothing (absent in messages written before it was added).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
         feedback: String,
         /// The state versions the judge saw when it refused the commit (a conflict), if any.
         #[serde(default)]

@@ -369,23 +369,28 @@ pub async fn refuse_attempt(pool: &PgPool, task: &Task, reason: &str) -> Result<
 /// Takes a task marked `retrying` into its next attempt with the judge's feedback, and
 /// returns it (its read versions as of the previous attempt: the caller reads the current ones
 /// and records them with [`mark_queued`] in the same transaction); `None` if it is not (or no
-/// longer) waiting for a replan, so a duplicate replan message does nothing.
+/// longer) waiting for a replan after attempt `after` (when the message names it), so a
+/// duplicate replan message, or one of an earlier attempt, does nothing.
 pub async fn next_attempt(
     conn: &mut PgConnection,
     task: TaskId,
+    after: Option<u32>,
     feedback: &str,
 ) -> Result<Option<Task>, sqlx::Error> {
     sqlx::query_as!(
         TaskRow,
-        r#"update tasks t set attempt = t.attempt + 1, feedback = $2, status = 'queued', updated_at = now()
+        r#"update tasks t set attempt = t.attempt + 1, feedback = $2, status = 'queued', updated_at = now(),
+                              not_before = null
            from goals g
            where t.id = $1 and t.status = 'retrying' and t.attempt - t.conflicts < t.max_attempts and g.id = t.goal_id
+             and ($3::int is null or t.attempt = $3)
            returning t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
                      t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id, t.status as "status: TaskStatus",
                   array(select d.depends_on from task_dependencies d where d.task_id = t.id
                         order by d.depends_on) as "depends_on!""#,
         task.0,
         feedback,
+        after.and_then(|a| i32::try_from(a).ok()),
     )
     .fetch_optional(&mut *conn)
     .await?

@@ -168,6 +168,11 @@ pub async fn rehearse(
     decisions: &[Decision],
 ) -> Result<Vec<Result<Taken, Refused>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // The rehearsal holds what each step locked until its end: it waits for no lock long, so
+    // it never stalls real decisions for long (a wait beyond this fails the dry run).
+    sqlx::query!("set local lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await?;
     let mut outcomes = Vec::with_capacity(decisions.len());
     for decision in decisions {
         // Each in a savepoint: a refused one leaves nothing behind for the next.

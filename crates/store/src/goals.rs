@@ -412,13 +412,15 @@ pub async fn cancel(
     .await?
     .rows_affected() as i64;
     // An effect waiting for its quota window is not performed yet: it is cancelled too (its
-    // reservation goes back to the window); one that is due may be with a worker already.
+    // reservation goes back to the window); one due within 30 s may be with a worker already,
+    // and is named as released instead.
     let cancelled_tasks = sqlx::query!(
         "update tasks set status = 'cancelled', updated_at = now()
          where goal_id = $1
            and ((kind <> 'execute'
                  and status in ('blocked', 'ready', 'queued', 'running', 'retrying', 'awaiting_review'))
-                or (kind = 'execute' and status = 'queued' and not_before > now()))",
+                or (kind = 'execute' and status = 'queued'
+                    and not_before > clock_timestamp() + interval '30 seconds'))",
         id.0
     )
     .execute(&mut *tx)

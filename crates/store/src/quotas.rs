@@ -3,8 +3,8 @@
 //!
 //! Each approved post or reply reserves one unit of its window in the approval's own
 //! transaction, with an atomic, commutative counter (`used = used + 1 where used < limit`): two
-//! approvals of one agent never conflict over it, they only queue for a row lock held for one
-//! statement. Windows are fixed and UTC-aligned: a day for posts, an hour for replies. When the
+//! approvals of one agent never conflict over it, they only queue for the window's row lock,
+//! held until the approval's transaction ends. Windows are fixed and UTC-aligned: a day for posts, an hour for replies. When the
 //! current window is full the effect is not failed: it reserves the first later window with
 //! room and waits for it (its `execute` task is not due, and its message is delivered, until
 //! the window starts); the card and the goal show when it goes. A reservation is released (the

@@ -173,7 +173,8 @@ async fn stalled_tasks(
         r#"select t.id, t.goal_id, g.tenant_id, t.kind as "kind: TaskKind", t.attempt, t.redrives, t.updated_at
            from tasks t join goals g on g.id = t.goal_id
            where t.status in ('queued', 'running')
-             and greatest(t.updated_at, t.not_before)
+             and t.updated_at < case when t.kind = 'render_media' then $1::timestamptz else $2::timestamptz end
+             and coalesce(t.not_before, '-infinity')
                  < case when t.kind = 'render_media' then $1::timestamptz else $2::timestamptz end
              and not exists (select 1 from results r where r.task_id = t.id and r.attempt = t.attempt)
              and not exists (select 1 from outbox o
@@ -313,7 +314,7 @@ async fn lost_replans(
     let waiting = sqlx::query!(
         r#"select t.id, t.goal_id, g.tenant_id, t.attempt, t.feedback
            from tasks t join goals g on g.id = t.goal_id
-           where t.status = 'retrying' and greatest(t.updated_at, t.not_before) < $1
+           where t.status = 'retrying' and t.updated_at < $1 and coalesce(t.not_before, '-infinity') < $1
              and not exists (select 1 from outbox o
                              where o.dedup_key = 'replan:' || t.id || ':' || t.attempt and o.sent_at is null)
            order by t.updated_at
@@ -327,12 +328,13 @@ async fn lost_replans(
     for row in waiting {
         let task = TaskId(row.id);
         let goal = GoalId(row.goal_id);
+        let attempt = u32::try_from(row.attempt).unwrap_or_default();
         let replan = PlannerMessage::Replan {
             task_id: task,
+            attempt: Some(attempt),
             feedback: row.feedback.clone().unwrap_or_default(),
             fresh_versions: Default::default(),
         };
-        let attempt = u32::try_from(row.attempt).unwrap_or_default();
         outbox::rearm(&mut tx, &Message::replan(goal, task, attempt, &replan)).await?;
         sqlx::query!("update tasks set updated_at = now() where id = $1", task.0)
             .execute(&mut *tx)

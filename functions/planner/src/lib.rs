@@ -118,9 +118,13 @@ impl PlannerService {
             }
             PlannerMessage::Replan {
                 task_id,
+                attempt,
                 feedback,
                 fresh_versions,
-            } => self.replan(task_id, &feedback, &fresh_versions).await,
+            } => {
+                self.replan(task_id, attempt, &feedback, &fresh_versions)
+                    .await
+            }
         }
     }
 
@@ -177,11 +181,12 @@ impl PlannerService {
     async fn replan(
         &self,
         task: TaskId,
+        after: Option<u32>,
         feedback: &str,
         fresh: &ReadSet,
     ) -> Result<Option<GoalId>, MessageError> {
         let mut tx = self.pool.begin().await.map_err(retryable)?;
-        let Some(mut next) = dag::next_attempt(&mut tx, task, feedback)
+        let Some(mut next) = dag::next_attempt(&mut tx, task, after, feedback)
             .await
             .map_err(retryable)?
         else {
