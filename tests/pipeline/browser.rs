@@ -96,6 +96,11 @@ async fn drive(driver: &Driver, swarm: &Swarm, review: uuid::Uuid) -> anyhow::Re
         .await?;
     let row = format!("#queue tr[data-review-id='{review}']");
     driver.wait_for(&row, WAIT).await?;
+    // The queue names the agent, its id on hover.
+    let agent = driver
+        .text(&driver.find(&format!("{row} td.agent")).await?)
+        .await?;
+    anyhow::ensure!(agent == "agent0", "the queue's agent cell: {agent:?}");
     let who = driver.text(&driver.find("#whoami").await?).await?;
     anyhow::ensure!(who.contains("ui-reviewer"), "whoami shows {who:?}");
     driver

@@ -65,6 +65,9 @@ pub struct QueueItem {
     pub goal_id: uuid::Uuid,
     pub task_id: uuid::Uuid,
     pub agent_id: uuid::Uuid,
+    /// The agent's handle and the name people see, so a queue reads by name, not id.
+    pub agent_handle: String,
+    pub agent_name: Option<String>,
     #[schema(value_type = String, example = "reply")]
     pub task_kind: TaskKind,
     pub risk_types: Vec<String>,
@@ -126,7 +129,8 @@ pub async fn queue(
     offset: i64,
 ) -> Result<Page, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"select v.id, t.goal_id, t.id as task_id, t.agent_id, t.kind as "task_kind: TaskKind",
+        r#"select v.id, t.goal_id, t.id as task_id, t.agent_id, a.handle as agent_handle,
+                  a.display_name as agent_name, t.kind as "task_kind: TaskKind",
                   v.risk_types, v.risk_tags, v.confidence, v.financial, v.priority,
                   v.escalated_at is not null as "escalated!", v.policy_version, v.artifact_hash,
                   v.created_at, v.due_at, v.final_deadline,
@@ -135,6 +139,7 @@ pub async fn queue(
            from reviews v
            join results r on r.id = v.result_id
            join tasks t on t.id = r.task_id
+           join agents a on a.id = t.agent_id
            where v.tenant_id = $1 and v.status = 'pending'
              and ($2::text is null or $2 = any (v.risk_types))
              and ($3::uuid is null or t.agent_id = $3)
@@ -185,6 +190,8 @@ pub async fn queue(
             goal_id: r.goal_id,
             task_id: r.task_id,
             agent_id: r.agent_id,
+            agent_handle: r.agent_handle,
+            agent_name: r.agent_name,
             task_kind: r.task_kind,
             risk_types: r.risk_types,
             risk_tags: r.risk_tags,

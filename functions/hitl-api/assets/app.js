@@ -303,7 +303,7 @@ function queueRow(r) {
   el('td', { class: 'pick' }, el('input', { type: 'checkbox', class: 'select', 'data-review-id': r.id, 'aria-label': `Select review ${r.id}` })),
   el('td', { class: 'when' }, when(r.created_at, age(r.created_at))),
   el('td', {}, r.task_kind),
-  el('td', { class: 'mono', title: r.agent_id }, short(r.agent_id)),
+  el('td', { class: 'agent', title: r.agent_id }, r.agent_name ?? r.agent_handle ?? short(r.agent_id)),
   el('td', { class: 'num' }, confidence(r.confidence)),
   el('td', {}, tags(r.risk_types, 'type'), tags(r.risk_tags), financial),
   el('td', { class: 'num' }, r.priority, r.escalated ? el('span', { class: 'flag' }, ' escalated') : null),
