@@ -72,7 +72,7 @@ pub async fn view(
                       (select count(*) from reviews v join tasks t on t.id = v.task_id
                         where t.agent_id = a.id and v.status = 'pending') as held,
                       (select count(*) from tasks t where t.agent_id = a.id and t.status = 'failed'
-                         and t.updated_at > now() - interval '1 day') as failed_today,
+                         and t.updated_at > now() - interval '24 hours') as failed_today,
                       b.balance_cents, b.currency,
                       coalesce((select sum(l.amount_cents) from ledger l
                                  where l.agent_id = a.id and l.kind = 'spend'
@@ -102,15 +102,24 @@ pub async fn view(
                where a.tenant_id = $1
                  and ($2::text is null or a.status::text = $2)
                  and ($3::text is null or a.handle ilike $3 or a.display_name ilike $3)
+           ),
+           marked as (
+               select agent.*,
+                      array_remove(array[
+                          case when held > 0 then 'held' end,
+                          case when failed_today > 0 then 'failing' end,
+                          case when balance_cents = 0 then 'out_of_budget' end,
+                          case when spent_today >= per_day_limit then 'over_daily_limit' end
+                      ], null) as attention
+               from agent
            )
            select id as "id!", handle as "handle!", display_name, status as "status!",
+                  attention as "attention!",
                   in_flight as "in_flight!", held as "held!", failed_today as "failed_today!",
                   balance_cents as "balance_cents?", currency as "currency?", spent_today as "spent_today!",
                   per_day_limit, quotas, quota_use as "quota_use!", last_posts as "last_posts!"
-           from agent
-           order by (held > 0 or failed_today > 0 or coalesce(balance_cents = 0, false)
-                     or spent_today >= coalesce(per_day_limit, spent_today + 1)) desc,
-                    held desc, failed_today desc, handle
+           from marked
+           order by cardinality(attention) > 0 desc, held desc, failed_today desc, handle
            limit $4 offset $5"#,
         tenant.0,
         filter.status,
@@ -155,25 +164,12 @@ pub async fn view(
                     }
                 })
                 .collect();
-            let mut attention = Vec::new();
-            if r.held > 0 {
-                attention.push("held".to_owned());
-            }
-            if r.failed_today > 0 {
-                attention.push("failing".to_owned());
-            }
-            if r.balance_cents == Some(0) {
-                attention.push("out_of_budget".to_owned());
-            }
-            if r.per_day_limit.is_some_and(|limit| r.spent_today >= limit) {
-                attention.push("over_daily_limit".to_owned());
-            }
             Ok(FleetAgent {
                 id: r.id,
                 handle: r.handle,
                 display_name: r.display_name,
                 status: r.status,
-                attention,
+                attention: r.attention,
                 goals_in_flight: r.in_flight,
                 held: r.held,
                 failed_today: r.failed_today,

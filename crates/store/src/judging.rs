@@ -22,7 +22,6 @@ use chimera_core::domain::{
     TaskKind, TaskResult, TaskStatus, TenantId,
 };
 use chimera_core::effect;
-use chimera_core::envelope::PlannerMessage;
 use chimera_core::routing::{Policy, Quota, ReviewReason};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -494,15 +493,15 @@ pub async fn retry(
         &record(result, "judge.retry", feedback.to_owned()),
     )
     .await?;
-    let replan = PlannerMessage::Replan {
-        task_id: result.task_id,
-        attempt: Some(result.attempt),
-        feedback: feedback.to_owned(),
-        fresh_versions: fresh_versions.clone(),
-    };
     outbox::enqueue(
         &mut tx,
-        &outbox::Message::replan(result.goal_id, result.task_id, result.attempt, &replan),
+        &outbox::Message::replan(
+            result.goal_id,
+            result.task_id,
+            result.attempt,
+            feedback,
+            fresh_versions,
+        ),
     )
     .await?;
     tx.commit().await?;
@@ -543,15 +542,9 @@ pub(crate) async fn replan_conflicted(
         return Ok(None);
     };
     let attempt = u32::try_from(row.attempt).unwrap_or_default();
-    let replan = PlannerMessage::Replan {
-        task_id: task,
-        attempt: Some(attempt),
-        feedback: feedback.to_owned(),
-        fresh_versions: fresh_versions.clone(),
-    };
     outbox::enqueue_at(
         conn,
-        &outbox::Message::replan(goal, task, attempt, &replan),
+        &outbox::Message::replan(goal, task, attempt, feedback, fresh_versions),
         Some(row.not_before),
     )
     .await?;
@@ -588,15 +581,14 @@ async fn wake_next(
         return Ok(None);
     };
     let attempt = u32::try_from(row.attempt).unwrap_or_default();
-    let replan = PlannerMessage::Replan {
-        task_id: TaskId(row.id),
-        attempt: Some(attempt),
-        feedback: row.feedback.unwrap_or_default(),
-        fresh_versions: ReadSet::new(),
-    };
     outbox::enqueue(
         conn,
-        &outbox::Message::woken(GoalId(row.goal_id), TaskId(row.id), attempt, &replan),
+        &outbox::Message::woken(
+            GoalId(row.goal_id),
+            TaskId(row.id),
+            attempt,
+            row.feedback.as_deref().unwrap_or_default(),
+        ),
     )
     .await?;
     Ok(Some(GoalId(row.goal_id)))

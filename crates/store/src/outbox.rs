@@ -11,7 +11,7 @@
 //!   one twice while they run. A relay that dies after sending and before marking sends again:
 //!   delivery is at least once, and every consumer is idempotent.
 
-use chimera_core::domain::{GoalId, ReviewId, Task, TaskId};
+use chimera_core::domain::{GoalId, ReadSet, ReviewId, Task, TaskId};
 use chimera_core::envelope::{self, PlannerMessage, ResultMessage, TaskMessage};
 use chimera_core::names::Queue;
 use chrono::{DateTime, Utc};
@@ -37,23 +37,41 @@ impl Message {
         }
     }
 
-    /// A replan of `task`'s attempt `attempt`.
-    pub fn replan(goal: GoalId, task: TaskId, attempt: u32, replan: &PlannerMessage) -> Message {
-        Message {
-            queue: Queue::Goal,
-            body: envelope::encode(replan),
-            dedup_key: format!("replan:{}:{attempt}", task.0),
-            goal,
-        }
+    /// A replan of `task` after its attempt `attempt`, with `feedback` for the next one and the
+    /// versions of the keys that moved (`fresh`, after a conflict).
+    pub fn replan(
+        goal: GoalId,
+        task: TaskId,
+        attempt: u32,
+        feedback: &str,
+        fresh: &ReadSet,
+    ) -> Message {
+        Self::replanning("replan", goal, task, attempt, feedback, fresh)
     }
 
-    /// A replan of `task`'s attempt `attempt` that waited for its turn on a hot key, woken by
-    /// a commit on it (its own identity: the replan written at the conflict may still go).
-    pub fn woken(goal: GoalId, task: TaskId, attempt: u32, replan: &PlannerMessage) -> Message {
+    /// The replan of `task` after attempt `attempt` that waited for its turn on a hot key, woken
+    /// by a commit on it: its own identity, as the replan written at the conflict may still go.
+    pub fn woken(goal: GoalId, task: TaskId, attempt: u32, feedback: &str) -> Message {
+        Self::replanning("woken", goal, task, attempt, feedback, &ReadSet::new())
+    }
+
+    fn replanning(
+        identity: &str,
+        goal: GoalId,
+        task: TaskId,
+        attempt: u32,
+        feedback: &str,
+        fresh: &ReadSet,
+    ) -> Message {
         Message {
             queue: Queue::Goal,
-            body: envelope::encode(replan),
-            dedup_key: format!("woken:{}:{attempt}", task.0),
+            body: envelope::encode(&PlannerMessage::Replan {
+                task_id: task,
+                attempt: Some(attempt),
+                feedback: feedback.to_owned(),
+                fresh_versions: fresh.clone(),
+            }),
+            dedup_key: format!("{identity}:{}:{attempt}", task.0),
             goal,
         }
     }

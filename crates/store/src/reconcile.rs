@@ -23,7 +23,7 @@
 use chimera_core::domain::{
     AuditRecord, GoalId, GoalStatus, ResultId, ReviewId, TaskId, TaskKind, TenantId,
 };
-use chimera_core::envelope::{PlannerMessage, ResultMessage};
+use chimera_core::envelope::ResultMessage;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -329,13 +329,9 @@ async fn lost_replans(
         let task = TaskId(row.id);
         let goal = GoalId(row.goal_id);
         let attempt = u32::try_from(row.attempt).unwrap_or_default();
-        let replan = PlannerMessage::Replan {
-            task_id: task,
-            attempt: Some(attempt),
-            feedback: row.feedback.clone().unwrap_or_default(),
-            fresh_versions: Default::default(),
-        };
-        outbox::rearm(&mut tx, &Message::replan(goal, task, attempt, &replan)).await?;
+        let feedback = row.feedback.as_deref().unwrap_or_default();
+        let replan = Message::replan(goal, task, attempt, feedback, &Default::default());
+        outbox::rearm(&mut tx, &replan).await?;
         sqlx::query!("update tasks set updated_at = now() where id = $1", task.0)
             .execute(&mut *tx)
             .await?;

@@ -276,9 +276,7 @@ pub(super) async fn read_proposal(state: &AppState, card: &Card) -> Result<Propo
 /// A decision ready to be taken, with what its response names.
 pub(super) struct Prepared {
     pub decision: Decision,
-    review: ReviewId,
-    execute_task_id: Option<uuid::Uuid>,
-    edited_hash: Option<CommitHash>,
+    /// The edited artifact, stored once the decision is won.
     edited_bytes: Option<Vec<u8>>,
 }
 
@@ -293,14 +291,22 @@ impl Prepared {
 
     /// The response to the decision, once `taken`.
     pub fn response(&self, taken: &Taken) -> DecisionResponse {
+        let (execute, edited_hash) = match &self.decision.verdict {
+            Verdict::Approve {
+                execute,
+                edited_hash,
+                ..
+            } => (execute.as_deref(), edited_hash.as_ref()),
+            Verdict::Reject { .. } => (None, None),
+        };
         DecisionResponse {
-            review_id: self.review.0,
+            review_id: self.decision.review.0,
             decision: taken.decision,
             goal_id: taken.goal.0,
             task_id: taken.task.0,
-            execute_task_id: self.execute_task_id,
+            execute_task_id: execute.map(|t| t.id.0),
             deferred_until: taken.deferred_until,
-            edited_artifact_hash: self.edited_hash.as_ref().map(|h| h.as_str().to_owned()),
+            edited_artifact_hash: edited_hash.map(|h| h.as_str().to_owned()),
         }
     }
 }
@@ -328,9 +334,9 @@ pub(super) async fn decide_prepared(
         Err(refused) => return Err(refusal(state, refused).await),
     };
     if let Some(bytes) = &prepared.edited_bytes {
-        store_edit(state, prepared.review, bytes).await;
+        store_edit(state, prepared.decision.review, bytes).await;
     }
-    tracing::info!(review_id = %prepared.review, decision = %taken.decision,
+    tracing::info!(review_id = %prepared.decision.review, decision = %taken.decision,
                    reviewer = prepared.decision.reviewer, request_id = prepared.decision.request_id,
                    deferred_until = ?taken.deferred_until, "review decided");
     after(state, &taken).await;
@@ -354,9 +360,7 @@ pub(super) async fn prepare(
         ));
     }
     let kind = card.task_kind;
-    let mut edited_hash = None;
     let mut edited_bytes = None;
-    let mut execute = None;
     let verdict = match action {
         Action::Reject(reason) => Verdict::Reject { reason },
         Action::Approve | Action::Edit(_) => {
@@ -377,11 +381,6 @@ pub(super) async fn prepare(
                 // The edited artifact is a new, content-addressed version beside the original,
                 // stored once the decision is won (a losing racer leaves nothing behind).
                 let bytes = edited.to_bytes();
-                edited_hash = Some(
-                    CommitHash::parse(chimera_aws::artifacts::sha256_hex(&bytes)).map_err(|e| {
-                        ApiError::internal(anyhow::anyhow!("edited artifact hash: {e}"))
-                    })?,
-                );
                 edited_bytes = Some(bytes);
                 proposal = Some(edited);
             }
@@ -389,7 +388,7 @@ pub(super) async fn prepare(
                 .as_ref()
                 .filter(|_| kind.is_financial())
                 .and_then(effect::amount_cents);
-            execute = proposal.map(|p| {
+            let execute = proposal.map(|p| {
                 let origin = Origin {
                     task_id: card.task_id,
                     goal_id: card.goal_id,
@@ -399,10 +398,15 @@ pub(super) async fn prepare(
                 };
                 effect::execute_task(&origin, card.id, &p)
             });
+            let edited_hash = edited_bytes
+                .as_deref()
+                .map(|bytes| CommitHash::parse(chimera_aws::artifacts::sha256_hex(bytes)))
+                .transpose()
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("edited artifact hash: {e}")))?;
             Verdict::Approve {
-                execute: execute.clone().map(Box::new),
+                execute: execute.map(Box::new),
                 spend_cents,
-                edited_hash: edited_hash.clone(),
+                edited_hash,
             }
         }
     };
@@ -418,9 +422,6 @@ pub(super) async fn prepare(
     };
     Ok(Prepared {
         decision,
-        review: card.id,
-        execute_task_id: execute.map(|t| t.id.0),
-        edited_hash,
         edited_bytes,
     })
 }
