@@ -13,6 +13,7 @@ mod hitl;
 mod intake;
 mod judge;
 mod mind;
+mod observability;
 mod openapi;
 mod planner;
 mod swarm;

@@ -23,7 +23,6 @@ use chimera_planner::PlannerService;
 use chimera_planner::llm::LlmPlanner;
 use chimera_planner::plan::{Planner, TemplatePlanner};
 use chimera_runner::{RunnerConfig, Running, SourceSettings};
-use chimera_store::meter::LedgerMeter;
 use chimera_store::{budget, records};
 use chimera_worker::Worker;
 use serde_json::{Value, json};
@@ -65,12 +64,8 @@ pub fn local_mind(pool: &sqlx::PgPool) -> Arc<Mind> {
 /// `model` metered on `pool`'s budget ledger at the local price table.
 pub fn metered(pool: &sqlx::PgPool, model: Arc<dyn LanguageModel>) -> Arc<Mind> {
     Arc::new(
-        Mind::new(
-            model,
-            &Prices::local(),
-            Arc::new(LedgerMeter::new(pool.clone())),
-        )
-        .expect("the local model has a price"),
+        Mind::new(model, &Prices::local(), chimera_aws::mind::meter(pool))
+            .expect("the local model has a price"),
     )
 }
 

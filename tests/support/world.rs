@@ -48,12 +48,29 @@ pub struct HttpWorld {
 
 impl HttpWorld {
     pub async fn start(database_url: &str, debug_tools: bool) -> HttpWorld {
+        Self::start_with(database_url, debug_tools, None).await
+    }
+
+    /// [`HttpWorld::start`], its logs (`info` and up) written to `logs`.
+    pub async fn start_logging(database_url: &str, logs: std::fs::File) -> HttpWorld {
+        Self::start_with(database_url, false, Some(logs)).await
+    }
+
+    async fn start_with(
+        database_url: &str,
+        debug_tools: bool,
+        logs: Option<std::fs::File>,
+    ) -> HttpWorld {
         let mut cmd = Command::new(workspace_bin("chimera-world"));
+        let (level, stderr) = match logs {
+            Some(file) => ("info", Stdio::from(file)),
+            None => ("warn", Stdio::inherit()),
+        };
         cmd.args(["http", "--listen", "127.0.0.1:0"])
             .env("WORLD_DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true);
         if debug_tools {
             cmd.arg("--debug-tools");

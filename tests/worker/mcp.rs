@@ -140,6 +140,60 @@ async fn the_client_uses_the_world_server_over_streamable_http() {
     db.drop_db().await;
 }
 
+/// A tool call made for a task tells the server whom it works for (`_meta`): the server's JSON
+/// log line of the call names the goal, task and agent and the goal's trace.
+#[tokio::test]
+async fn the_server_logs_each_call_with_its_goal_and_trace() {
+    let db = TestDb::migrated().await;
+    let path = std::env::temp_dir().join(format!("world-{}.log", uuid::Uuid::new_v4()));
+    let world = HttpWorld::start_logging(&db.url(), std::fs::File::create(&path).unwrap()).await;
+    let client = McpClient::new(world.config(""));
+    let goal = uuid::Uuid::now_v7();
+    let (task, agent) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let trace = chimera_core::trace::TraceContext::for_goal(goal);
+    let context = chimera_mcp::CallContext {
+        traceparent: trace.traceparent(),
+        goal_id: goal.to_string(),
+        task_id: task.to_string(),
+        agent_id: agent.to_string(),
+    };
+    chimera_mcp::within(
+        context,
+        client.call(
+            allowed_tools(TaskKind::Research),
+            "trends.search",
+            json!({"query": "tea"}),
+        ),
+    )
+    .await
+    .expect("trends.search");
+    let line = chimera_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the server's log line of the call",
+        || {
+            let path = path.clone();
+            async move {
+                std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|l| l["message"] == "tool call" && l["tool"] == "trends.search")
+                    .ok_or_else(|| "not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    assert_eq!(line["goal_id"], goal.to_string(), "{line}");
+    assert_eq!(line["task_id"], task.to_string(), "{line}");
+    assert_eq!(line["agent_id"], agent.to_string(), "{line}");
+    assert_eq!(line["trace_id"], trace.trace_id(), "{line}");
+    assert_eq!(line["parent_span_id"], trace.span_id(), "{line}");
+    client.shutdown().await;
+    world.stop().await;
+    let _ = std::fs::remove_file(&path);
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn a_dead_session_is_opened_again() {
     let db = TestDb::migrated().await;

@@ -48,12 +48,17 @@ impl MessageError {
 
 /// Runs `handle` over every message of `event`, up to `concurrency` at once, and reports the
 /// ids of the messages whose handling failed.
-pub async fn process_batch<'a, F, Fut>(event: &'a SqsEvent, concurrency: usize, handle: F) -> Report
+pub async fn process_batch<'a, F, Fut>(
+    function: &'static str,
+    event: &'a SqsEvent,
+    concurrency: usize,
+    handle: F,
+) -> Report
 where
     F: Fn(&'a SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), MessageError>> + 'a,
 {
-    report(run_batch(event, concurrency, handle).await)
+    report(run_batch(function, event, concurrency, handle).await)
 }
 
 /// One message's outcome: its id and what its handler returned.
@@ -61,7 +66,10 @@ pub type Outcome<T> = (Option<String>, Result<T, MessageError>);
 
 /// Runs `handle` over every message of `event`, up to `concurrency` at once, and returns each
 /// message's outcome (for a caller that finishes the batch's work together, then [`report`]s).
+/// Each message is handled in its own span ([`crate::telemetry::message_span`]), named after
+/// `function`.
 pub async fn run_batch<'a, T, F, Fut>(
+    function: &'static str,
     event: &'a SqsEvent,
     concurrency: usize,
     handle: F,
@@ -77,8 +85,7 @@ where
         .iter()
         .map(|message| {
             let id = message.message_id.clone();
-            let span =
-                tracing::info_span!("sqs_message", message_id = id.as_deref().unwrap_or("-"));
+            let span = crate::telemetry::message_span(function, message);
             let fut = handle(message);
             async move { (id, fut.await) }.instrument(span)
         })

@@ -21,6 +21,8 @@
 //!   it sent.
 //! - [`visibility`]: a batch's messages stay invisible only while their handler lives (renewed
 //!   in short steps), and failed ones come back after a backoff.
+//! - [`telemetry`]: JSON logs, Embedded Metric Format metrics, and the trace context messages
+//!   carry.
 
 pub mod artifacts;
 pub mod batch;
@@ -32,6 +34,7 @@ pub mod idempotency;
 pub mod mind;
 pub mod queues;
 pub mod relay;
+pub mod telemetry;
 pub mod visibility;
 
 pub use clients::Clients;

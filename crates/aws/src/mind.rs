@@ -6,11 +6,14 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use chimera_llm::mind::{Mind, Prices};
+use chimera_llm::ChatResponse;
+use chimera_llm::mind::{Charge, Meter, MeterError, Mind, Prices};
 use chimera_store::PgPool;
 use chimera_store::meter::LedgerMeter;
+use futures::future::BoxFuture;
 
 use crate::Clients;
+use crate::telemetry::{Emf, Unit};
 
 /// The variable naming the secret that holds the OpenAI-compatible endpoint's key.
 pub const API_KEY_SECRET_ARN: &str = "CHIMERA_LLM_API_KEY_SECRET_ARN";
@@ -24,10 +27,50 @@ pub async fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option
         return Ok(None);
     };
     let prices = Prices::from_env().map_err(anyhow::Error::msg)?;
-    let meter = Arc::new(LedgerMeter::new(pool.clone()));
+    let meter = meter(pool);
     let mind = Mind::new(model, &prices, meter).map_err(anyhow::Error::msg)?;
     tracing::info!(model = mind.model_id(), "language model configured");
     Ok(Some(Arc::new(mind)))
+}
+
+/// The budget ledger as the model's meter, each answered call also counted in metrics (tokens,
+/// cents and latency by model and purpose).
+pub fn meter(pool: &PgPool) -> Arc<dyn Meter> {
+    Arc::new(Observed(LedgerMeter::new(pool.clone())))
+}
+
+struct Observed(LedgerMeter);
+
+impl Meter for Observed {
+    fn balance(&self, agent: uuid::Uuid) -> BoxFuture<'_, Result<i64, MeterError>> {
+        self.0.balance(agent)
+    }
+
+    fn charge<'a>(
+        &'a self,
+        charge: &'a Charge,
+        cents: i64,
+    ) -> BoxFuture<'a, Result<(), MeterError>> {
+        self.0.charge(charge, cents)
+    }
+
+    fn observe(&self, charge: &Charge, response: &ChatResponse, cents: i64) {
+        // Keys are `llm:<task>:<attempt>:<purpose>`: the purpose is the last part.
+        let purpose = charge.key.rsplit(':').next().unwrap_or("call");
+        let mut line = Emf::new("model")
+            .dimension("Model", response.model.clone())
+            .dimension("Purpose", purpose)
+            .count("ModelCalls", 1)
+            .count("InputTokens", response.usage.input_tokens.into())
+            .count("OutputTokens", response.usage.output_tokens.into())
+            .metric("SpendCents", cents as f64, Unit::None)
+            .millis("ModelLatency", response.latency)
+            .property("agent_id", charge.agent_id.to_string());
+        if let Some(task) = charge.task_id {
+            line = line.property("task_id", task.to_string());
+        }
+        line.emit();
+    }
 }
 
 /// The model an agent's policy chose, as a call asks for it.

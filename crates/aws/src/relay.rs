@@ -133,9 +133,9 @@ async fn send_batch(queues: &Queues, queue: Queue, rows: &[&Pending]) -> Vec<any
         let mut size = 0;
         while end < rows.len()
             && end - start < 10
-            && (end == start || size + rows[end].body.len() <= MAX_BATCH_BYTES)
+            && (end == start || size + rows[end].body.len() + TRACE_BYTES <= MAX_BATCH_BYTES)
         {
-            size += rows[end].body.len();
+            size += rows[end].body.len() + TRACE_BYTES;
             end += 1;
         }
         outcomes.extend(send_chunk(queues, queue, &url, &rows[start..end]).await);
@@ -154,10 +154,20 @@ async fn send_chunk(
         .iter()
         .enumerate()
         .map(|(i, row)| {
+            // The goal's trace goes with its messages (W3C and X-Ray).
+            // A body at SQS's size limit goes without: the receiver derives the trace from the
+            // goal the body names.
+            let (attributes, system) = row
+                .goal_id
+                .filter(|_| row.body.len() + TRACE_BYTES <= MAX_BATCH_BYTES)
+                .map(crate::telemetry::outgoing)
+                .unzip();
             SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(&row.body)
                 .set_delay_seconds((row.delay_secs > 0).then_some(row.delay_secs))
+                .set_message_attributes(attributes)
+                .set_message_system_attributes(system)
                 .build()
         })
         .collect();
@@ -196,3 +206,6 @@ async fn send_chunk(
 
 /// What one `SendMessageBatch` call may carry in total.
 const MAX_BATCH_BYTES: usize = chimera_core::envelope::MAX_MESSAGE_BYTES;
+/// What a message's trace attributes add to its size, at most (names, types and values of
+/// `traceparent` and `AWSTraceHeader`).
+const TRACE_BYTES: usize = 256;

@@ -26,5 +26,8 @@ pub mod domain;
 pub mod effect;
 pub mod envelope;
 pub mod goal;
+#[cfg(feature = "logs")]
+pub mod logs;
 pub mod names;
 pub mod routing;
+pub mod trace;

@@ -140,6 +140,9 @@ pub trait Meter: Send + Sync {
         charge: &'a Charge,
         cents: i64,
     ) -> BoxFuture<'a, Result<(), MeterError>>;
+
+    /// Told of every answered call, after its charge (for metrics); nothing by default.
+    fn observe(&self, _charge: &Charge, _response: &ChatResponse, _cents: i64) {}
 }
 
 /// Why a metered call gave no answer.
@@ -258,6 +261,7 @@ impl Mind {
         if cents > 0 {
             self.meter.charge(charge, cents).await?;
         }
+        self.meter.observe(charge, &response, cents);
         tracing::info!(model = %response.model, key = %charge.key, input_tokens = response.usage.input_tokens,
                        output_tokens = response.usage.output_tokens, cents,
                        latency_ms = response.latency.as_millis() as u64, "model call");

@@ -11,6 +11,9 @@
 //!   other tool is refused before anything is sent.
 //! - Calls time out; tool output is untrusted: its size is bounded and typed callers parse it
 //!   into their own types ([`ToolOutput::parse`]).
+//! - A call made [`within`] a [`CallContext`] tells the server whom it works for, in the
+//!   request's `_meta`: the W3C `traceparent` (MCP's SEP-414) and the goal, task and agent ids
+//!   (`chimera/goal_id`...), so the server's logs join the goal's trace.
 
 mod config;
 
@@ -29,6 +32,44 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 pub use config::{CONFIG_FILE_ENV, ConfigError, McpConfig, SERVERS_ENV, ServerSpec};
+
+/// Whom the tool calls of a piece of work are for.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub traceparent: String,
+    pub goal_id: String,
+    pub task_id: String,
+    pub agent_id: String,
+}
+
+tokio::task_local! {
+    static CONTEXT: CallContext;
+}
+
+/// Runs `work` with `context` sent along with each of its tool calls.
+pub async fn within<F: std::future::Future>(context: CallContext, work: F) -> F::Output {
+    CONTEXT.scope(context, work).await
+}
+
+/// The `_meta` of a call made within a [`CallContext`], if it is.
+fn request_meta() -> Option<rmcp::model::RequestMetaObject> {
+    CONTEXT
+        .try_with(|c| {
+            let mut meta = rmcp::model::RequestMetaObject::new();
+            meta.0.set_traceparent(c.traceparent.clone());
+            for (key, value) in [
+                ("chimera/goal_id", &c.goal_id),
+                ("chimera/task_id", &c.task_id),
+                ("chimera/agent_id", &c.agent_id),
+            ] {
+                meta.0
+                    .0
+                    .insert(key.into(), serde_json::Value::String(value.clone()));
+            }
+            meta
+        })
+        .ok()
+}
 
 /// The tools a task of `kind` may call. Generation tasks never reach an effect tool (publish,
 /// reply, transfer): those run only in `execute` tasks, for approved actions.
@@ -242,7 +283,8 @@ impl McpClient {
             .and_then(|t| t.get(tool).cloned())
             .ok_or_else(|| ToolError::UnknownTool(tool.to_owned()))?;
         let session = self.session(&server).await?;
-        let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        let mut request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        request.meta = request_meta();
         let after = self.config.call_timeout;
         let answer = match tokio::time::timeout(after, session.service.call_tool(request)).await {
             Err(_) => {

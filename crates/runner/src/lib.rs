@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName, QueueAttributeName,
@@ -356,6 +356,19 @@ impl Source {
                     .map(|a| {
                         a.iter()
                             .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                record.message_attributes = m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| {
+                                let mut attribute = SqsMessageAttribute::default();
+                                attribute.string_value = v.string_value.clone();
+                                attribute.data_type = Some(v.data_type.clone());
+                                (k.clone(), attribute)
+                            })
                             .collect()
                     })
                     .unwrap_or_default();

@@ -55,6 +55,10 @@ struct Args {
     /// backstop) runs, in seconds; 0 turns it off.
     #[arg(long, value_name = "N", default_value_t = 30)]
     sweep_every_secs: u64,
+    /// Where the functions' metrics go (CloudWatch Embedded Metric Format, one JSON object per
+    /// line), appended; standard output if not given. Logs go to standard error.
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -110,12 +114,25 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    chimera_aws::telemetry::init_logs(chimera_aws::telemetry::LogTo::Stderr);
+    if let Some(path) = &args.metrics {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => {
+                chimera_aws::telemetry::set_metrics_sink(Box::new(file));
+            }
+            Err(err) => {
+                eprintln!(
+                    "chimera-runner: error: cannot write metrics to {}: {err}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -254,6 +254,7 @@ pub async fn commit(
     let woken = wake_after(&mut tx, result, &outcome).await?;
     let mut entry = record(result, "judge.commit", reasoning.to_owned());
     entry.policy_version = Some(policy_version);
+    let mut deferred_until = None;
     if let Some(effect) = effect {
         let released = effect::performed_by(&effect.execute).digest();
         insert_review(
@@ -285,6 +286,7 @@ pub async fn commit(
         }
         match quotas::schedule_effect(&mut tx, &effect.execute, &effect.quotas).await {
             Ok(Some(at)) => {
+                deferred_until = Some(at);
                 entry.reasoning = Some(format!(
                     "{reasoning}; over the platform's quota now: the effect goes at {}",
                     at.to_rfc3339()
@@ -302,7 +304,11 @@ pub async fn commit(
     }
     audit::append(&mut *tx, &entry).await?;
     tx.commit().await?;
-    Ok(Decided::Done(Committed { outcome, woken }))
+    Ok(Decided::Done(Committed {
+        outcome,
+        woken,
+        deferred_until,
+    }))
 }
 
 /// A judge's commit: what it committed, and the goal of a task it woke on the keys it wrote.
@@ -310,6 +316,8 @@ pub async fn commit(
 pub struct Committed {
     pub outcome: CommitOutcome,
     pub woken: Option<GoalId>,
+    /// When the approved effect goes, if the platform's quota deferred it to a later window.
+    pub deferred_until: Option<DateTime<Utc>>,
 }
 
 /// [`wake_next`] after `result`'s commit, if this call wrote it.

@@ -189,6 +189,8 @@ pub struct Pending {
     pub id: i64,
     pub queue: Queue,
     pub body: String,
+    /// The goal it is about: its trace goes with the message.
+    pub goal_id: Option<uuid::Uuid>,
     pub attempts: i32,
     /// Whole seconds the queue is to hold the message before delivering it.
     pub delay_secs: i32,
@@ -218,11 +220,12 @@ pub async fn claim(
     // longest delay; the sweep takes such rows however recently they were written (no handler
     // flushes them later).
     let horizon = f64::from(MAX_DELAY_SECS);
-    let rows: Vec<(i64, String, String, i32, i32)> = match selection {
+    type Row = (i64, String, String, Option<uuid::Uuid>, i32, i32);
+    let rows: Vec<Row> = match selection {
         Selection::Goals(goals) => {
             let goals: Vec<uuid::Uuid> = goals.iter().map(|g| g.0).collect();
             sqlx::query!(
-                r#"select id, queue, body, attempts,
+                r#"select id, queue, body, goal_id, attempts,
                           greatest(0, ceil(extract(epoch from deliver_at - now())))::int as "delay!"
                    from outbox
                    where sent_at is null and goal_id = any ($1) and available_at <= now()
@@ -237,11 +240,11 @@ pub async fn claim(
             .fetch_all(&mut **tx)
             .await?
             .into_iter()
-            .map(|r| (r.id, r.queue, r.body, r.attempts, r.delay))
+            .map(|r| (r.id, r.queue, r.body, r.goal_id, r.attempts, r.delay))
             .collect()
         }
         Selection::CreatedBefore(before) => sqlx::query!(
-            r#"select id, queue, body, attempts,
+            r#"select id, queue, body, goal_id, attempts,
                       greatest(0, ceil(extract(epoch from deliver_at - now())))::int as "delay!"
                from outbox
                where sent_at is null and available_at <= now()
@@ -257,17 +260,18 @@ pub async fn claim(
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
-        .map(|r| (r.id, r.queue, r.body, r.attempts, r.delay))
+        .map(|r| (r.id, r.queue, r.body, r.goal_id, r.attempts, r.delay))
         .collect(),
     };
     rows.into_iter()
-        .map(|(id, queue, body, attempts, delay)| {
+        .map(|(id, queue, body, goal_id, attempts, delay)| {
             let queue = Queue::parse(&queue)
                 .ok_or_else(|| sqlx::Error::Decode(format!("outbox queue {queue}").into()))?;
             Ok(Pending {
                 id,
                 queue,
                 body,
+                goal_id,
                 attempts,
                 delay_secs: delay.min(MAX_DELAY_SECS),
             })

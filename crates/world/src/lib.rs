@@ -489,6 +489,45 @@ impl World {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for World {
+    /// Runs a tool in a span naming whom the call works for, as the client's `_meta` says
+    /// (`traceparent` and the `chimera/*` ids), so the server's logs join the goal's trace.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        use tracing::Instrument;
+        // rmcp hands the request's `_meta` over in the context (and may leave it in the params).
+        let mut meta = context.meta.0.clone();
+        if let Some(more) = &request.meta {
+            meta.extend(more.0.clone());
+        }
+        let get = |key: &str| meta.0.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let trace = meta
+            .get_traceparent()
+            .and_then(chimera_core::trace::TraceContext::parse_traceparent);
+        let span = tracing::info_span!(
+            "tool_call",
+            tool = %request.name,
+            trace_id = trace.map(|t| t.trace_id()),
+            parent_span_id = trace.map(|t| t.span_id()),
+            goal_id = get("chimera/goal_id"),
+            task_id = get("chimera/task_id"),
+            agent_id = get("chimera/agent_id"),
+        );
+        let started = std::time::Instant::now();
+        let tool = request.name.clone();
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        async move {
+            let answer = self.tool_router.call(call).await;
+            tracing::info!(tool = %tool, ok = answer.is_ok(),
+                           elapsed_ms = started.elapsed().as_millis() as u64, "tool call");
+            answer
+        }
+        .instrument(span)
+        .await
+    }
+
     fn get_info(&self) -> ServerConfig {
         let instructions = if self.debug_tools {
             "A simulated outside world for Chimera (with debug tools)."

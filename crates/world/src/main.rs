@@ -45,13 +45,8 @@ enum Transport {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // Standard output is the MCP channel (stdio): logs go to standard error.
+    chimera_core::logs::init_logs(chimera_core::logs::LogTo::Stderr);
 
     let debug_tools = args.debug_tools;
     let url = std::env::var("WORLD_DATABASE_URL")

@@ -41,6 +41,7 @@ use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
+use chimera_aws::telemetry::{self, Emf, Unit};
 use chimera_aws::visibility::Lease;
 use chimera_core::domain::{
     Confidence, GoalId, ReadSet, ReviewId, RiskTag, TaskKind, TaskResult, TaskStatus, derived_uuid,
@@ -123,7 +124,7 @@ impl Judge {
         let relay = self.planner.relay();
         let lease = Lease::start(relay.queues(), Queue::Review, event).await;
         let by = chimera_llm::mind::answer_by(deadline);
-        let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m, by)).await;
+        let outcomes = run_batch("judge", event, CONCURRENCY, |m| self.handle_message(m, by)).await;
         let goals: Vec<GoalId> = outcomes
             .iter()
             .filter_map(|(_, outcome)| outcome.as_ref().ok().copied().flatten())
@@ -153,7 +154,24 @@ impl Judge {
         }
         let result = self.artifacts.load_result(msg).await.map_err(storage)?;
         let goal = result.goal_id;
-        self.judge(result, by).await.map(|()| Some(goal))
+        telemetry::identify(
+            message,
+            goal.0,
+            Some(result.task_id.0),
+            Some(result.agent_id.0),
+        );
+        let (kind, task, agent) = (result.task_kind, result.task_id.0, result.agent_id.0);
+        let started = std::time::Instant::now();
+        let judged = self.judge(result, by).await;
+        let mut line = Emf::new("judge")
+            .dimension("TaskKind", kind.as_str())
+            .millis("JudgeDuration", started.elapsed())
+            .ids(goal.0, Some(task), Some(agent));
+        if let Some(age) = telemetry::queue_age(message) {
+            line = line.millis("QueueAge", age);
+        }
+        line.emit();
+        judged.map(|()| Some(goal))
     }
 
     async fn judge(&self, result: TaskResult, by: Instant) -> Result<(), MessageError> {
@@ -348,6 +366,29 @@ impl Judge {
                 if let CommitOutcome::Committed { output, .. } = &committed.outcome {
                     tracing::info!(result_id = %result.id, versions = ?output, "result committed");
                 }
+                let mut line = routed(
+                    result,
+                    if effect.is_some() {
+                        "auto_approve"
+                    } else {
+                        "commit"
+                    },
+                );
+                if committed.deferred_until.is_some() {
+                    line = line.count("QuotaDeferrals", 1);
+                }
+                line.emit();
+                if let Some(cents) = amount.filter(|_| effect.is_some()) {
+                    Emf::new("judge")
+                        .dimension("SpendKind", "transfer")
+                        .metric("SpendCents", cents as f64, Unit::None)
+                        .ids(
+                            result.goal_id.0,
+                            Some(result.task_id.0),
+                            Some(result.agent_id.0),
+                        )
+                        .emit();
+                }
                 if let Some(goal) = committed.woken {
                     // A task that waited for its turn on these keys: its replan goes now.
                     self.planner.relay().flush(&[goal]).await;
@@ -362,6 +403,7 @@ impl Judge {
                     occ::describe(&moved)
                 );
                 tracing::info!(result_id = %result.id, %feedback, "commit conflict: replanning");
+                routed(result, "conflict").count("Conflicts", 1).emit();
                 self.retry(result, state, &feedback, RetryCause::Conflict, fresh)
                     .await
             }
@@ -422,6 +464,7 @@ impl Judge {
         {
             Decided::Done(()) => {
                 tracing::info!(result_id = %result.id, review_id = %review.id, "held for a human");
+                routed(result, "hold").emit();
                 self.settle(state).await
             }
             Decided::Superseded { status, .. } => self.resume_at(result, state, status).await,
@@ -440,7 +483,12 @@ impl Judge {
             .await
             .map_err(retryable)?
         {
-            Decided::Done(true) => Ok(()),
+            Decided::Done(true) => {
+                if cause == RetryCause::Feedback {
+                    routed(result, "retry").emit();
+                }
+                Ok(())
+            }
             Decided::Done(false) => self.fail(result, state, feedback).await,
             Decided::Superseded { status, .. } => self.resume_at(result, state, status).await,
         }
@@ -470,6 +518,7 @@ impl Judge {
         {
             Decided::Done(()) => {
                 tracing::warn!(result_id = %result.id, task_id = %result.task_id, feedback, "task failed: surfaced to humans");
+                routed(result, "fail").emit();
                 self.settle(state).await
             }
             Decided::Superseded { status, .. } => self.resume_at(result, state, status).await,
@@ -514,6 +563,20 @@ impl QueueHandler for Judge {
     ) -> BoxFuture<'a, SqsBatchResponse> {
         Box::pin(self.handle_batch(event, deadline))
     }
+}
+
+/// The metrics line of a routing: the judge routed `result` to `outcome` (`commit`,
+/// `auto_approve`, `hold`, `retry`, `conflict` or `fail`, as its audit record names it).
+fn routed(result: &TaskResult, outcome: &'static str) -> Emf {
+    Emf::new("judge")
+        .dimension("TaskKind", result.task_kind.as_str())
+        .dimension("Outcome", outcome)
+        .count("Routed", 1)
+        .ids(
+            result.goal_id.0,
+            Some(result.task_id.0),
+            Some(result.agent_id.0),
+        )
 }
 
 /// Reviews the judge opens for a result have ids derived from it, so a redelivery opens none.

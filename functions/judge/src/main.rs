@@ -9,7 +9,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    chimera_aws::telemetry::init_logs(chimera_aws::telemetry::LogTo::Stdout);
     let judge = Judge::from_env().await?;
     let judge = &judge;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

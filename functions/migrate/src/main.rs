@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    chimera_aws::telemetry::init_logs(chimera_aws::telemetry::LogTo::Stdout);
     let clients = chimera_aws::Clients::from_env().await;
     let url = chimera_aws::database::url_from_env(&clients).await?;
     let url = &url;

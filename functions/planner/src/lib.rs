@@ -32,6 +32,7 @@ use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
 use chimera_aws::queues::Queues;
 use chimera_aws::relay::Relay;
+use chimera_aws::telemetry::{self, Emf};
 use chimera_aws::visibility::Lease;
 use chimera_core::domain::{GoalId, GoalStatus, ReadSet, StateKey, TaskId};
 use chimera_core::envelope::PlannerMessage;
@@ -93,7 +94,10 @@ impl PlannerService {
     async fn handle_batch(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
         let lease = Lease::start(self.relay.queues(), Queue::Goal, event).await;
         let by = chimera_llm::mind::answer_by(deadline);
-        let outcomes = run_batch(event, CONCURRENCY, |m| self.handle_message(m, by)).await;
+        let outcomes = run_batch("planner", event, CONCURRENCY, |m| {
+            self.handle_message(m, by)
+        })
+        .await;
         let goals: Vec<GoalId> = outcomes
             .iter()
             .filter_map(|(_, outcome)| outcome.as_ref().ok().copied().flatten())
@@ -114,6 +118,13 @@ impl PlannerService {
     ) -> Result<Option<GoalId>, MessageError> {
         match decode_body::<PlannerMessage>(message)? {
             PlannerMessage::Goal { goal_id } => {
+                telemetry::identify(message, goal_id.0, None, None);
+                if let Some(age) = telemetry::queue_age(message) {
+                    Emf::new("planner")
+                        .millis("QueueAge", age)
+                        .ids(goal_id.0, None, None)
+                        .emit();
+                }
                 self.plan_goal(goal_id, by).await.map(|()| Some(goal_id))
             }
             PlannerMessage::Replan {
@@ -122,8 +133,18 @@ impl PlannerService {
                 feedback,
                 fresh_versions,
             } => {
-                self.replan(task_id, attempt, &feedback, &fresh_versions)
-                    .await
+                let goal = self
+                    .replan(task_id, attempt, &feedback, &fresh_versions)
+                    .await?;
+                if let Some(goal) = goal {
+                    telemetry::identify(message, goal.0, Some(task_id.0), None);
+                    Emf::new("planner")
+                        .dimension("Outcome", "replanned")
+                        .count("Replans", 1)
+                        .ids(goal.0, Some(task_id.0), None)
+                        .emit();
+                }
+                Ok(goal)
             }
         }
     }
@@ -147,6 +168,7 @@ impl PlannerService {
                 policy: ctx.policy.clone(),
                 recent_posts: ctx.recent_posts.clone(),
             };
+            let started = std::time::Instant::now();
             match self.planner.plan(&ctx.goal, &agent, by).await {
                 Ok(mut plan) => {
                     plan.meta.documents = Some(ctx.documents.clone());
@@ -162,6 +184,16 @@ impl PlannerService {
                     .map_err(retryable)?;
                     tracing::info!(goal_id = %goal_id.0, tasks = plan.tasks.len(), stored,
                                    planner = plan.meta.planner, fallback = ?plan.meta.fallback, "goal planned");
+                    if stored {
+                        // The model's tokens and cents are counted by its meter.
+                        Emf::new("planner")
+                            .dimension("Planner", plan.meta.planner.clone())
+                            .count("GoalsPlanned", 1)
+                            .count("PlannedTasks", plan.tasks.len() as u64)
+                            .millis("PlanDuration", started.elapsed())
+                            .ids(goal_id.0, None, Some(ctx.goal.agent_id.0))
+                            .emit();
+                    }
                 }
                 Err(err) => {
                     // A goal that cannot be planned is failed, visibly, and the message is done.

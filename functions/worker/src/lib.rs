@@ -37,10 +37,12 @@ use chimera_aws::handler::QueueHandler;
 use chimera_aws::idempotency::{Claim, IdempotencyError, IdempotencyStore};
 use chimera_aws::queues::Queues;
 use chimera_aws::relay::Relay;
+use chimera_aws::telemetry::{self, Emf};
 use chimera_aws::visibility::Lease;
 use chimera_core::domain::{CommitHash, GoalId, ResultId, Task, TaskResult, derived_uuid};
 use chimera_core::envelope::TaskMessage;
 use chimera_core::names::{Queue, ResourceNames};
+use chimera_core::trace::TraceContext;
 use chimera_llm::mind::{Mind, MindError};
 use chimera_mcp::{McpClient, McpConfig};
 use chimera_store::PgPool;
@@ -117,7 +119,7 @@ impl Worker {
     /// could not be sent the relay's next pass sends.
     async fn handle_batch(&self, event: &SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
         let lease = Lease::start(self.relay.queues(), Queue::Task, event).await;
-        let outcomes = run_batch(event, CONCURRENCY, |message| {
+        let outcomes = run_batch("worker", event, CONCURRENCY, |message| {
             self.handle_message(message, deadline)
         })
         .await;
@@ -134,22 +136,64 @@ impl Worker {
     }
 
     /// Runs one task message; returns the goal whose result message it wrote to the outbox, if
-    /// any (a stale or duplicate copy writes nothing).
+    /// any (a stale or duplicate copy writes nothing). What came of it is counted in metrics.
     async fn handle_message(
         &self,
         message: &SqsMessage,
         deadline: SystemTime,
     ) -> Result<Option<GoalId>, MessageError> {
         let TaskMessage { task } = decode_body(message)?;
-        tracing::info!(task_id = %task.id.0, goal_id = %task.goal_id.0, agent_id = %task.agent_id.0,
-                       kind = task.kind.as_str(), attempt = task.attempt, "task received");
+        telemetry::identify(
+            message,
+            task.goal_id.0,
+            Some(task.id.0),
+            Some(task.agent_id.0),
+        );
+        tracing::info!(
+            kind = task.kind.as_str(),
+            attempt = task.attempt,
+            "task received"
+        );
+        let started = std::time::Instant::now();
+        let context = chimera_mcp::CallContext {
+            traceparent: TraceContext::for_goal(task.goal_id.0).traceparent(),
+            goal_id: task.goal_id.0.to_string(),
+            task_id: task.id.0.to_string(),
+            agent_id: task.agent_id.0.to_string(),
+        };
+        let worked = chimera_mcp::within(context, self.work(&task, deadline)).await;
+        let outcome = match &worked {
+            Ok(Worked::Produced) => "produced",
+            Ok(Worked::SentAgain) => "sent_again",
+            Ok(Worked::Dropped) => "dropped",
+            Ok(Worked::Refused) => "refused",
+            Err(err) if err.is_retryable() => "error",
+            Err(_) => "rejected",
+        };
+        let mut line = Emf::new("worker")
+            .dimension("TaskKind", task.kind.as_str())
+            .dimension("Outcome", outcome)
+            .count("Tasks", 1)
+            .millis("TaskDuration", started.elapsed())
+            .ids(task.goal_id.0, Some(task.id.0), Some(task.agent_id.0))
+            .property("attempt", task.attempt);
+        if let Some(age) = telemetry::queue_age(message) {
+            line = line.millis("QueueAge", age);
+        }
+        line.emit();
+        worked.map(|w| (w != Worked::Dropped).then_some(task.goal_id))
+    }
+
+    /// Runs `task` (once per attempt, whatever the copies of its message).
+    async fn work(&self, task: &Task, deadline: SystemTime) -> Result<Worked, MessageError> {
+        let task = task.clone();
         match dag::admit(&self.pool, &task).await.map_err(|e| {
             MessageError::Retryable(anyhow::Error::new(e).context("checking the task"))
         })? {
             Admission::Run => {}
             Admission::Stale(reason) => {
                 tracing::info!(task_id = %task.id.0, reason, "stale task message: dropped");
-                return Ok(None);
+                return Ok(Worked::Dropped);
             }
             Admission::Refused(reason) => {
                 return Err(MessageError::Permanent(anyhow::anyhow!(
@@ -177,13 +221,13 @@ impl Worker {
                 outbox::rearm(&mut conn, &again)
                     .await
                     .map_err(MessageError::dependency)?;
-                return Ok(Some(task.goal_id));
+                return Ok(Worked::SentAgain);
             }
             Claim::InProgress { until_ms } => {
                 // The worker holding the claim holds a copy of this message too, and renews
                 // both while it lives; if it dies, its copy returns after the claim expired.
                 tracing::info!(task_id = %task.id.0, until_ms, "another worker is on this attempt: duplicate dropped");
-                return Ok(None);
+                return Ok(Worked::Dropped);
             }
             Claim::PayloadMismatch => {
                 return Err(MessageError::Permanent(anyhow::anyhow!(
@@ -202,14 +246,14 @@ impl Worker {
                     .complete(&key, &token, &body)
                     .await
                     .map_err(retryable)?;
-                Ok(Some(task.goal_id))
+                Ok(Worked::Produced)
             }
             Err(err) => {
                 if let Err(release) = self.idempotency.release(&key, &token).await {
                     tracing::warn!(error = %release, key, "could not release the claim; it expires on its own");
                 }
                 match refusal(&err) {
-                    Some(reason) => self.refuse(&task, &reason).await.map(Some),
+                    Some(reason) => self.refuse(&task, &reason).await.map(|_| Worked::Refused),
                     None => Err(err),
                 }
             }
@@ -361,6 +405,19 @@ impl QueueHandler for Worker {
     ) -> BoxFuture<'a, SqsBatchResponse> {
         Box::pin(self.handle_batch(event, deadline))
     }
+}
+
+/// What came of a task message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Worked {
+    /// The attempt ran; its result went to the outbox.
+    Produced,
+    /// The attempt had run before: its result was written to the outbox again.
+    SentAgain,
+    /// A stale copy, or one another worker is running.
+    Dropped,
+    /// The task cannot run (its budget cannot pay for the model): failed, visibly.
+    Refused,
 }
 
 /// A task that cannot run for a reason no retry changes (its budget cannot pay for a model
