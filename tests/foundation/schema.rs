@@ -84,6 +84,10 @@ const PINNED: &[(i64, &str)] = &[
         20261128000004,
         "ed9dfb098a14241b52fcae8ede4be7aabe8740c5be9ed3d4b42a655741960edd9cbd190a9ae2d40571a89467d1991baf",
     ),
+    (
+        20261128000005,
+        "276a76b6173f4fda127388518feecd9786617cf310a27eaa456df0ef057007a63f25246d2d2e7827e5196dc36c21f28d",
+    ),
 ];
 
 #[test]

@@ -1,5 +1,7 @@
-//! Mission Control in headless Chromium: a reviewer signs in with a token, opens a held reply
-//! from the queue, approves it, and the reply is published in the world once.
+//! Mission Control in headless Chromium: an operator sees a held reply but cannot decide it; a
+//! reviewer opens it from the queue, approves it, and the reply is published in the world
+//! once, and once in the page's Published view. The fleet view lists agents by name, those
+//! needing a person first; a goal's view follows it live until it settles.
 
 use std::time::Duration;
 
@@ -83,10 +85,61 @@ async fn a_reviewer_approves_a_held_reply_in_mission_control() {
     swarm.stop().await;
 }
 
+/// Signs in with `token` and waits for the page to be ready.
+async fn sign_in(driver: &Driver, token: &str) -> anyhow::Result<()> {
+    let field = driver.wait_for("#token", WAIT).await?;
+    driver.send_keys(&field, token).await?;
+    driver.click(&driver.find("#login").await?).await?;
+    driver
+        .wait_until_js("return document.body.dataset.state === 'ready'", WAIT)
+        .await
+}
+
+/// An operator reads the held item's card, and no decision is offered to them.
+async fn operator_cannot_decide(
+    driver: &Driver,
+    swarm: &Swarm,
+    review: uuid::Uuid,
+) -> anyhow::Result<()> {
+    sign_in(driver, &swarm.token("ui-operator", &["operator"])).await?;
+    let row = format!("#queue tr[data-review-id='{review}']");
+    driver.wait_for(&row, WAIT).await?;
+    driver
+        .click(&driver.find(&format!("{row} button.open")).await?)
+        .await?;
+    driver
+        .wait_for(&format!("#card[data-review-id='{review}']"), WAIT)
+        .await?;
+    driver
+        .wait_until_js("return document.body.dataset.state === 'ready'", WAIT)
+        .await?;
+    driver
+        .wait_until_js(
+            "const usable = (b) => !b.disabled && b.offsetParent !== null;
+             return document.body.dataset.canDecide === 'false'
+                 && ![...document.querySelectorAll('#card .decide button, #bulk-dry-run, #bulk-approve')].some(usable)
+                 && ![...document.querySelectorAll('#queue input.select')].some((b) => !b.disabled)
+                 && [...document.querySelectorAll('#card .role-note')].some((n) => n.offsetParent !== null)",
+            WAIT,
+        )
+        .await?;
+    // What approving would do is still shown, in words.
+    let approves = driver.text(&driver.find("#approves-text").await?).await?;
+    anyhow::ensure!(
+        approves.contains("replies on x to post post-ui") && approves.lines().count() >= 2,
+        "the card says what approving does: {approves:?}"
+    );
+    driver.click(&driver.find("#logout").await?).await?;
+    driver
+        .wait_until_js("return document.body.dataset.state === 'login'", WAIT)
+        .await
+}
+
 async fn drive(driver: &Driver, swarm: &Swarm, review: uuid::Uuid) -> anyhow::Result<()> {
     let idle = "return document.body.dataset.state !== 'busy'";
     driver.goto(&format!("{}/", swarm.api())).await?;
     driver.wait_until_js(idle, WAIT).await?;
+    operator_cannot_decide(driver, swarm, review).await?;
     let token = swarm.token("ui-reviewer", &["reviewer"]);
     let field = driver.wait_for("#token", WAIT).await?;
     driver.send_keys(&field, &token).await?;
@@ -136,6 +189,33 @@ async fn drive(driver: &Driver, swarm: &Swarm, review: uuid::Uuid) -> anyhow::Re
             WAIT,
         )
         .await?;
+    // Once the worker has published it, the Published view shows the reply once, with the
+    // approval it came from (refreshed until it is there).
+    let published = format!("#published tbody tr[data-review-id='{review}']");
+    driver
+        .wait_until_js(
+            &format!(
+                "if (document.querySelector(\"{published}\")) return true;
+                 if (document.body.dataset.state === 'ready') document.querySelector('#published-refresh').click();
+                 return false;"
+            ),
+            Duration::from_secs(60),
+        )
+        .await?;
+    driver
+        .wait_until_js("return document.body.dataset.state === 'ready'", WAIT)
+        .await?;
+    let rows = driver
+        .execute(&format!(
+            "return document.querySelectorAll(\"{published}\").length"
+        ))
+        .await?;
+    anyhow::ensure!(rows == serde_json::json!(1), "published rows: {rows}");
+    let text = driver.text(&driver.find(&published).await?).await?;
+    anyhow::ensure!(
+        text.contains("x reply") && text.contains("approved by ui-reviewer"),
+        "the published row: {text:?}"
+    );
     Ok(())
 }
 
@@ -252,6 +332,162 @@ async fn drive_fleet(
         .await?;
     std::fs::write(
         artifacts.join("fleet-390.png"),
+        driver.screenshot_png().await?,
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_goal_view_follows_a_goal_live_until_it_settles() {
+    let (chromedriver, chromium) = locate().expect(
+        "chromium and chromedriver are needed for this test: `scripts/stack browser` installs them",
+    );
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    // A reply held for a person: the view shows it waiting, then (approved over the API while
+    // the page watches) its effect runs and the goal completes, with no reload.
+    let goal = swarm
+        .submit(
+            0,
+            "reply",
+            "thanks for asking",
+            json!({"platforms": ["x"], "in_reply_to": "post-live", "simulated_quality": 0.80}),
+        )
+        .await;
+    swarm.settle(&[goal], Duration::from_secs(90)).await;
+    let driver = Driver::start(&chromedriver, &chromium)
+        .await
+        .expect("starting headless Chromium");
+    let artifacts = chimera_tests::repo_root().join(".local/artifacts");
+    let outcome = drive_goal(&driver, &swarm, goal.0, &artifacts).await;
+    if outcome.is_err()
+        && let Ok(png) = driver.screenshot_png().await
+    {
+        let _ = std::fs::create_dir_all(&artifacts);
+        let _ = std::fs::write(artifacts.join("goal-failure.png"), png);
+    }
+    driver.quit().await;
+    outcome.expect("driving the goal view");
+    swarm.stop().await;
+}
+
+async fn drive_goal(
+    driver: &Driver,
+    swarm: &Swarm,
+    goal: uuid::Uuid,
+    artifacts: &std::path::Path,
+) -> anyhow::Result<()> {
+    driver.set_window_size(1400, 1000).await?;
+    driver.goto(&format!("{}/", swarm.api())).await?;
+    driver
+        .wait_until_js("return document.body.dataset.state !== 'busy'", WAIT)
+        .await?;
+    sign_in(driver, &swarm.token("ui-operator", &["operator"])).await?;
+    let row = format!("#goals tbody tr[data-goal-id='{goal}']");
+    driver.wait_for(&row, WAIT).await?;
+    driver
+        .click(&driver.find(&format!("{row} button.open-goal")).await?)
+        .await?;
+    let view = format!("#goal[data-goal-id='{goal}']");
+    driver
+        .wait_until_js(
+            &format!(
+                "const v = document.querySelector(\"{view}\");
+                 return v && v.dataset.live === 'live' && v.dataset.status === 'awaiting_review'
+                     && !!document.querySelector(\"#goal-tasks tr[data-status='awaiting_review'] td[data-field='routing']\")"
+            ),
+            WAIT,
+        )
+        .await?;
+    let routing = driver
+        .text(
+            &driver
+                .find("#goal-tasks tr[data-status='awaiting_review'] td[data-field='routing']")
+                .await?,
+        )
+        .await?;
+    anyhow::ensure!(routing == "held for a person", "routing: {routing:?}");
+    let reasons = driver
+        .text(
+            &driver
+                .find("#goal-tasks tr[data-status='awaiting_review'] td[data-field='reasons']")
+                .await?,
+        )
+        .await?;
+    anyhow::ensure!(!reasons.is_empty(), "the judge's reasons are shown");
+    // A mark that a reload would lose.
+    let before = driver
+        .execute("window.__sameLoad = true; return Number(document.querySelector('#goal').dataset.updates)")
+        .await?;
+
+    // A reviewer approves over the API while the page watches.
+    let http = reqwest::Client::new();
+    let reviewer = swarm.token("api-reviewer", &["reviewer"]);
+    let review: uuid::Uuid = sqlx::query_scalar(
+        "select v.id from reviews v join tasks t on t.id = v.task_id
+         where t.goal_id = $1 and v.status = 'pending'",
+    )
+    .bind(goal)
+    .fetch_one(&swarm.db.pool)
+    .await?;
+    let card: serde_json::Value = http
+        .get(format!("{}/reviews/{review}", swarm.api()))
+        .bearer_auth(&reviewer)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let approved = http
+        .post(format!("{}/reviews/{review}/approve", swarm.api()))
+        .bearer_auth(&reviewer)
+        .json(&json!({"artifact_hash": card["artifact_hash"], "policy_version": card["policy_version"]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        approved.status().is_success(),
+        "approve: {}",
+        approved.status()
+    );
+
+    driver
+        .wait_until_js(
+            &format!(
+                "const v = document.querySelector(\"{view}\");
+                 return v.dataset.status === 'completed' && v.dataset.live === 'settled'
+                     && !!document.querySelector(\"#goal-tasks tr[data-kind='execute'][data-status='committed']\")"
+            ),
+            Duration::from_secs(60),
+        )
+        .await?;
+    let after = driver
+        .execute("return window.__sameLoad === true ? Number(document.querySelector('#goal').dataset.updates) : -1")
+        .await?;
+    anyhow::ensure!(
+        after.as_i64() > before.as_i64(),
+        "the view updated in place: {before} -> {after}"
+    );
+    // Settled, the goal's history is loaded: the hold and the reviewer's approval.
+    driver
+        .wait_until_js(
+            "return !!document.querySelector(\"#goal-audit li[data-action='judge.hold']\")
+                 && !!document.querySelector(\"#goal-audit li[data-action='review.approve']\")",
+            WAIT,
+        )
+        .await?;
+    std::fs::create_dir_all(artifacts)?;
+    std::fs::write(
+        artifacts.join("goal-1400.png"),
+        driver.screenshot_png().await?,
+    )?;
+    driver.set_window_size(390, 844).await?;
+    driver
+        .wait_until_js(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            WAIT,
+        )
+        .await?;
+    std::fs::write(
+        artifacts.join("goal-390.png"),
         driver.screenshot_png().await?,
     )?;
     Ok(())

@@ -163,7 +163,7 @@ impl Driver {
     }
 
     /// Runs `script` as a function body in the page and returns what it returns.
-    async fn execute(&self, script: &str) -> anyhow::Result<Value> {
+    pub async fn execute(&self, script: &str) -> anyhow::Result<Value> {
         self.post("/execute/sync", json!({ "script": script, "args": [] }))
             .await
             .context("executing a script")

@@ -29,7 +29,8 @@ pub enum StorageError {
 /// the upload); smaller ones are put directly (one request instead of two).
 const CHECK_BEFORE_PUT_BYTES: usize = 1024 * 1024;
 
-/// Texts up to this size also travel inline in their reference, for the judge and reviewers.
+/// Texts (and JSON, such as a proposal) up to this size also travel inline in their reference,
+/// for the judge and reviewers: the review card shows them without a read from the bucket.
 pub const INLINE_TEXT_BYTES: usize = 4096;
 
 #[derive(Debug, Clone)]
@@ -73,14 +74,16 @@ impl ArtifactStore {
         }
     }
 
-    /// Stores `bytes` and returns their reference. Small UTF-8 texts are also carried inline.
+    /// Stores `bytes` and returns their reference. Small UTF-8 texts and JSON are also carried
+    /// inline.
     /// The key is the content's hash, so writing it again writes the same bytes: small objects
     /// are simply put (one request); large ones are put only if absent.
     pub async fn put(&self, bytes: &[u8], media_type: &str) -> Result<ArtifactRef, StorageError> {
         let sha256 = sha256_hex(bytes);
         let key = Self::key_for(&sha256);
         self.put_at(&key, bytes, media_type).await?;
-        let inline = (media_type.starts_with("text/") && bytes.len() <= INLINE_TEXT_BYTES)
+        let textual = media_type.starts_with("text/") || media_type.starts_with("application/json");
+        let inline = (textual && bytes.len() <= INLINE_TEXT_BYTES)
             .then(|| String::from_utf8(bytes.to_vec()).ok())
             .flatten();
         Ok(ArtifactRef {

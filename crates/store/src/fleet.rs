@@ -66,61 +66,92 @@ pub async fn view(
     let pattern = filter.search.map(like_pattern);
     let rows = sqlx::query!(
         r#"with agent as (
-               select a.id, a.handle, a.display_name, a.status::text as status,
-                      (select count(*) from goals g where g.agent_id = a.id
-                         and g.status in ('received', 'planning', 'in_progress', 'awaiting_review')) as in_flight,
-                      (select count(*) from reviews v join tasks t on t.id = v.task_id
-                        where t.agent_id = a.id and v.status = 'pending') as held,
-                      (select count(*) from tasks t where t.agent_id = a.id and t.status = 'failed'
-                         and t.updated_at > now() - interval '24 hours') as failed_today,
-                      b.balance_cents, b.currency,
-                      coalesce((select sum(l.amount_cents) from ledger l
-                                 where l.agent_id = a.id and l.kind = 'spend'
-                                   and l.created_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'), 0)::bigint as spent_today,
-                      (p.document -> 'spend' ->> 'per_day_cents')::bigint as per_day_limit,
-                      p.document -> 'quotas' as quotas,
-                      coalesce((select jsonb_agg(jsonb_build_object('platform', w.platform, 'kind', w.kind,
-                                                                    'used', w.used, 'window_start', w.window_start)
-                                                 order by w.platform, w.kind)
-                                from quota_windows w
-                                where w.agent_id = a.id and w.window_start <= now()
-                                  and w.window_start + case w.kind when 'post' then interval '1 day'
-                                                                   else interval '1 hour' end > now()), '[]') as quota_use,
-                      coalesce((select jsonb_agg(x.post order by x.at desc) from (
-                                    select e.updated_at as at,
-                                           jsonb_build_object('action', e.inputs ->> 'action',
-                                                              'platform', e.inputs -> 'arguments' ->> 'platform',
-                                                              'text', e.inputs -> 'arguments' ->> 'text',
-                                                              'published_at', e.updated_at) as post
-                                    from tasks e
-                                    where e.agent_id = a.id and e.kind = 'execute' and e.status = 'committed'
-                                      and e.inputs ->> 'action' in ('social.publish', 'social.reply')
-                                    order by e.updated_at desc limit 3) x), '[]') as last_posts
+               select a.id, a.handle, a.display_name, a.status::text as status, a.policy_version
                from agents a
-               join policies p on p.agent_id = a.id and p.version = a.policy_version
-               left join budgets b on b.agent_id = a.id
                where a.tenant_id = $1
                  and ($2::text is null or a.status::text = $2)
                  and ($3::text is null or a.handle ilike $3 or a.display_name ilike $3)
            ),
+           in_flight as (
+               select g.agent_id, count(*) as n from goals g join agent on agent.id = g.agent_id
+               where g.status in ('received', 'planning', 'in_progress', 'awaiting_review')
+               group by g.agent_id
+           ),
+           held as (
+               select t.agent_id, count(*) as n from reviews v join tasks t on t.id = v.task_id
+               where v.tenant_id = $1 and v.status = 'pending'
+               group by t.agent_id
+           ),
+           failed as (
+               select t.agent_id, count(*) as n from tasks t join agent on agent.id = t.agent_id
+               where t.status = 'failed' and t.updated_at > now() - interval '24 hours'
+               group by t.agent_id
+           ),
+           spent as (
+               select l.agent_id, sum(l.amount_cents)::bigint as n from ledger l join agent on agent.id = l.agent_id
+               where l.kind = 'spend'
+                 and l.created_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'
+               group by l.agent_id
+           ),
+           windows as (
+               select w.agent_id,
+                      jsonb_agg(jsonb_build_object('platform', w.platform, 'kind', w.kind,
+                                                   'used', w.used, 'window_start', w.window_start)
+                                order by w.platform, w.kind) as quota_use
+               from quota_windows w join agent on agent.id = w.agent_id
+               where w.window_start <= now()
+                 and w.window_start > now() - interval '1 day'
+                 and w.window_start + case w.kind when 'post' then interval '1 day'
+                                                  else interval '1 hour' end > now()
+               group by w.agent_id
+           ),
            marked as (
-               select agent.*,
+               select agent.*, b.balance_cents, b.currency,
+                      coalesce(in_flight.n, 0) as in_flight, coalesce(held.n, 0) as held,
+                      coalesce(failed.n, 0) as failed_today, coalesce(spent.n, 0) as spent_today,
+                      (p.document -> 'spend' ->> 'per_day_cents')::bigint as per_day_limit,
+                      p.document -> 'quotas' as quotas,
+                      coalesce(windows.quota_use, '[]') as quota_use
+               from agent
+               join policies p on p.agent_id = agent.id and p.version = agent.policy_version
+               left join budgets b on b.agent_id = agent.id
+               left join in_flight on in_flight.agent_id = agent.id
+               left join held on held.agent_id = agent.id
+               left join failed on failed.agent_id = agent.id
+               left join spent on spent.agent_id = agent.id
+               left join windows on windows.agent_id = agent.id
+           ),
+           flagged as (
+               select marked.*,
                       array_remove(array[
                           case when held > 0 then 'held' end,
                           case when failed_today > 0 then 'failing' end,
                           case when balance_cents = 0 then 'out_of_budget' end,
                           case when spent_today >= per_day_limit then 'over_daily_limit' end
                       ], null) as attention
-               from agent
+               from marked
+           ),
+           ranked as (
+               select * from flagged
+               order by cardinality(attention) > 0 desc, held desc, failed_today desc, handle
+               limit $4 offset $5
            )
-           select id as "id!", handle as "handle!", display_name, status as "status!",
-                  attention as "attention!",
-                  in_flight as "in_flight!", held as "held!", failed_today as "failed_today!",
-                  balance_cents as "balance_cents?", currency as "currency?", spent_today as "spent_today!",
-                  per_day_limit, quotas, quota_use as "quota_use!", last_posts as "last_posts!"
-           from marked
-           order by cardinality(attention) > 0 desc, held desc, failed_today desc, handle
-           limit $4 offset $5"#,
+           select r.id as "id!", r.handle as "handle!", r.display_name, r.status as "status!",
+                  r.attention as "attention!",
+                  r.in_flight as "in_flight!", r.held as "held!", r.failed_today as "failed_today!",
+                  r.balance_cents as "balance_cents?", r.currency as "currency?", r.spent_today as "spent_today!",
+                  r.per_day_limit, r.quotas, r.quota_use as "quota_use!",
+                  coalesce((select jsonb_agg(jsonb_build_object('action', e.inputs ->> 'action',
+                                                                'platform', e.inputs -> 'arguments' ->> 'platform',
+                                                                'text', e.inputs -> 'arguments' ->> 'text',
+                                                                'published_at', e.updated_at)
+                                             order by e.updated_at desc)
+                            from (select e.inputs, e.updated_at from tasks e
+                                  where e.agent_id = r.id and e.kind = 'execute' and e.status = 'committed'
+                                    and e.inputs ->> 'action' in ('social.publish', 'social.reply')
+                                  order by e.updated_at desc limit 3) e), '[]') as "last_posts!"
+           from ranked r
+           order by cardinality(r.attention) > 0 desc, r.held desc, r.failed_today desc, r.handle"#,
         tenant.0,
         filter.status,
         pattern,

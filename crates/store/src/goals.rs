@@ -116,6 +116,12 @@ pub struct GoalView {
     pub id: uuid::Uuid,
     pub tenant_id: uuid::Uuid,
     pub agent_id: uuid::Uuid,
+    /// The agent's handle and the name people see.
+    pub agent_handle: String,
+    pub agent_name: Option<String>,
+    /// The goal's trace (W3C form; X-Ray shows it as `1-<first 8>-<other 24>`): every log line
+    /// and metric of its work names it.
+    pub trace_id: String,
     pub kind: String,
     pub body: String,
     pub constraints: serde_json::Value,
@@ -146,6 +152,19 @@ pub struct TaskView {
     pub deferred_until: Option<chrono::DateTime<chrono::Utc>>,
     pub depends_on: Vec<uuid::Uuid>,
     pub feedback: Option<String>,
+    /// The judge's last routing of the task's result, with its reasons; absent until judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+}
+
+/// How the judge routed a task's result: `commit` or `auto_approve` (went on), `hold` (waits for
+/// a person), `retry` (sent back with feedback), `conflict` (the state it read moved: replanned),
+/// `fail`; and why, in the judge's words (its checks, tags, score and reasons).
+#[derive(Debug, Clone, Serialize)]
+pub struct Routing {
+    pub outcome: String,
+    pub reasons: Option<String>,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,9 +198,11 @@ pub async fn view(
     id: GoalId,
 ) -> Result<Option<GoalView>, sqlx::Error> {
     let Some(goal) = sqlx::query!(
-        r#"select id, tenant_id, agent_id, kind, body, constraints, status as "status: GoalStatus",
-                  created_at, updated_at, plan_meta
-           from goals where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
+        r#"select g.id, g.tenant_id, g.agent_id, a.handle as agent_handle, a.display_name as agent_name,
+                  g.kind, g.body, g.constraints, g.status as "status: GoalStatus",
+                  g.created_at, g.updated_at, g.plan_meta
+           from goals g join agents a on a.id = g.agent_id
+           where g.id = $1 and ($2::uuid is null or g.tenant_id = $2)"#,
         id.0,
         tenant.map(|t| t.0),
     )
@@ -195,10 +216,16 @@ pub async fn view(
                   t.conflicts, t.feedback,
                   case when t.status in ('queued', 'retrying') and t.not_before > now() then t.not_before end
                       as deferred_until,
-                  coalesce(array_agg(d.depends_on) filter (where d.depends_on is not null), '{}') as "depends_on!"
-           from tasks t left join task_dependencies d on d.task_id = t.id
+                  array(select d.depends_on from task_dependencies d where d.task_id = t.id
+                        order by d.depends_on) as "depends_on!",
+                  j.action as "routed?", j.reasoning as "routing_reasons?", j.at as "routed_at?"
+           from tasks t
+           left join lateral (
+               select substr(a.action, 7) as action, a.reasoning, a.at from audit_log a
+               where a.goal_id = t.goal_id and a.task_id = t.id and a.action like 'judge.%'
+               order by a.id desc limit 1
+           ) j on true
            where t.goal_id = $1
-           group by t.id
            order by t.created_at, t.id"#,
         id.0
     )
@@ -215,6 +242,14 @@ pub async fn view(
         deferred_until: t.deferred_until,
         depends_on: t.depends_on,
         feedback: t.feedback,
+        routing: match (t.routed, t.routed_at) {
+            (Some(outcome), Some(at)) => Some(Routing {
+                outcome,
+                reasons: t.routing_reasons,
+                at,
+            }),
+            _ => None,
+        },
     })
     .collect();
     let results = sqlx::query!(
@@ -268,6 +303,9 @@ pub async fn view(
         id: goal.id,
         tenant_id: goal.tenant_id,
         agent_id: goal.agent_id,
+        agent_handle: goal.agent_handle,
+        agent_name: goal.agent_name,
+        trace_id: chimera_core::trace::TraceContext::for_goal(goal.id).trace_id(),
         kind: goal.kind,
         body: goal.body,
         constraints: goal.constraints,

@@ -48,6 +48,7 @@ pub mod meter;
 pub mod occ;
 pub mod outbox;
 pub mod provenance;
+pub mod published;
 pub mod quotas;
 pub mod reconcile;
 pub mod records;

@@ -24,6 +24,8 @@ pub struct QueueFilter {
     /// `financial`, `failed_after_retries`).
     pub risk_type: Option<String>,
     pub agent: Option<uuid::Uuid>,
+    /// Part of the agent's handle or display name (case-insensitive).
+    pub agent_name: Option<String>,
     pub goal: Option<uuid::Uuid>,
 }
 
@@ -128,30 +130,51 @@ pub async fn queue(
     limit: i64,
     offset: i64,
 ) -> Result<Page, sqlx::Error> {
+    let name_pattern = filter
+        .agent_name
+        .as_deref()
+        .map(crate::agents::like_pattern);
     let rows = sqlx::query!(
-        r#"select v.id, t.goal_id, t.id as task_id, t.agent_id, a.handle as agent_handle,
-                  a.display_name as agent_name, t.kind as "task_kind: TaskKind",
-                  v.risk_types, v.risk_tags, v.confidence, v.financial, v.priority,
-                  v.escalated_at is not null as "escalated!", v.policy_version, v.artifact_hash,
-                  v.created_at, v.due_at, v.final_deadline,
-                  r.artifact -> 'artifacts' -> 0 as first_artifact, v.summary,
-                  count(*) over () as "total!"
-           from reviews v
-           join results r on r.id = v.result_id
-           join tasks t on t.id = r.task_id
-           join agents a on a.id = t.agent_id
-           where v.tenant_id = $1 and v.status = 'pending'
-             and ($2::text is null or $2 = any (v.risk_types))
-             and ($3::uuid is null or t.agent_id = $3)
-             and ($4::uuid is null or t.goal_id = $4)
+        r#"with page as (
+               select v.id, v.result_id, t.goal_id, t.id as task_id, t.agent_id, a.handle as agent_handle,
+                      a.display_name as agent_name, t.kind as task_kind,
+                      v.risk_types, v.risk_tags, v.confidence, v.financial, v.priority,
+                      v.escalated_at is not null as escalated, v.policy_version, v.artifact_hash,
+                      v.created_at, v.due_at, v.final_deadline, v.summary,
+                      count(*) over () as total
+               from reviews v
+               join tasks t on t.id = v.task_id
+               join agents a on a.id = t.agent_id
+               where v.tenant_id = $1 and v.status = 'pending'
+                 and ($2::text is null or $2 = any (v.risk_types))
+                 and ($3::uuid is null or t.agent_id = $3)
+                 and ($4::uuid is null or t.goal_id = $4)
+                 and ($9::text is null or a.handle ilike $9 or a.display_name ilike $9)
+               order by
+                 (case $5
+                    when 'confidence' then v.confidence
+                    when 'risk' then (v.priority * 100 + cardinality(v.risk_types) * 10 + v.financial::int)::double precision
+                    else extract(epoch from v.created_at)::double precision
+                  end) * (case when $6 then -1 else 1 end),
+                 v.created_at, v.id
+               limit $7 offset $8
+           )
+           -- Only the page's results are read for their previews.
+           select p.id as "id!", p.goal_id as "goal_id!", p.task_id as "task_id!", p.agent_id as "agent_id!",
+                  p.agent_handle as "agent_handle!", p.agent_name, p.task_kind as "task_kind!: TaskKind",
+                  p.risk_types as "risk_types!", p.risk_tags as "risk_tags!", p.confidence as "confidence!",
+                  p.financial as "financial!", p.priority as "priority!", p.escalated as "escalated!",
+                  p.policy_version as "policy_version!", p.artifact_hash as "artifact_hash!",
+                  p.created_at as "created_at!", p.due_at as "due_at!", p.final_deadline as "final_deadline!",
+                  r.artifact -> 'artifacts' -> 0 as first_artifact, p.summary, p.total as "total!"
+           from page p join results r on r.id = p.result_id
            order by
              (case $5
-                when 'confidence' then v.confidence
-                when 'risk' then (v.priority * 100 + cardinality(v.risk_types) * 10 + v.financial::int)::double precision
-                else extract(epoch from v.created_at)::double precision
+                when 'confidence' then p.confidence
+                when 'risk' then (p.priority * 100 + cardinality(p.risk_types) * 10 + p.financial::int)::double precision
+                else extract(epoch from p.created_at)::double precision
               end) * (case when $6 then -1 else 1 end),
-             v.created_at, v.id
-           limit $7 offset $8"#,
+             p.created_at, p.id"#,
         tenant.0,
         filter.risk_type,
         filter.agent,
@@ -160,6 +183,7 @@ pub async fn queue(
         descending,
         limit,
         offset,
+        name_pattern.as_deref(),
     )
     .fetch_all(pool)
     .await?;
@@ -169,14 +193,17 @@ pub async fn queue(
         None if offset > 0 => {
             sqlx::query_scalar!(
                 r#"select count(*) as "n!" from reviews v join tasks t on t.id = v.task_id
+                   join agents a on a.id = t.agent_id
                    where v.tenant_id = $1 and v.status = 'pending'
                      and ($2::text is null or $2 = any (v.risk_types))
                      and ($3::uuid is null or t.agent_id = $3)
-                     and ($4::uuid is null or t.goal_id = $4)"#,
+                     and ($4::uuid is null or t.goal_id = $4)
+                     and ($5::text is null or a.handle ilike $5 or a.display_name ilike $5)"#,
                 tenant.0,
                 filter.risk_type,
                 filter.agent,
                 filter.goal,
+                name_pattern.as_deref(),
             )
             .fetch_one(pool)
             .await?
@@ -218,6 +245,8 @@ pub struct Card {
     pub goal_id: GoalId,
     pub task_id: TaskId,
     pub agent_id: uuid::Uuid,
+    pub agent_handle: String,
+    pub agent_name: Option<String>,
     pub task_kind: TaskKind,
     pub task_status: TaskStatus,
     pub attempt: i32,
@@ -255,7 +284,7 @@ pub async fn card(
 ) -> Result<Option<Card>, sqlx::Error> {
     let row = sqlx::query!(
         r#"select v.id, v.status as "status: ReviewStatus", t.goal_id, t.id as task_id, t.agent_id,
-                  t.kind as "task_kind: TaskKind", t.status as "task_status: TaskStatus", r.attempt,
+                  a.handle as agent_handle, a.display_name as agent_name, t.kind as "task_kind: TaskKind", t.status as "task_status: TaskStatus", r.attempt,
                   v.confidence, v.risk_tags, v.risk_types, v.reasons,
                   r.disclosure_level as "disclosure_level: DisclosureLevel", v.judge_reasoning, v.policy_version,
                   a.policy_version as current_policy_version, v.artifact_hash, v.financial, v.priority, v.escalated_at is not null as "escalated!",
@@ -279,6 +308,8 @@ pub async fn card(
         goal_id: GoalId(r.goal_id),
         task_id: TaskId(r.task_id),
         agent_id: r.agent_id,
+        agent_handle: r.agent_handle,
+        agent_name: r.agent_name,
         task_kind: r.task_kind,
         task_status: r.task_status,
         attempt: r.attempt,

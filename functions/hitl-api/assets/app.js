@@ -11,10 +11,13 @@
  *   #whoami span[data-claim="sub"|"tenant"|"roles"]
  *   #status[data-kind="ok"|"error"][data-code]   role=status; data-code is the API error.code,
  *                           or the decision recorded on success
- *   #fleet-search #fleet-refresh #fleet-empty
+ *   body[data-can-decide="true"|"false"]: whether the token's roles may decide (the API checks it
+ *     again); without them every .needs-decide control is hidden and disabled, .role-note says why
+ *   #fleet-search #fleet-sort #fleet-refresh #fleet-empty   #fleet thead th[data-sort] (click sorts)
  *   #fleet tbody tr[data-agent-id][data-handle][data-attention="held failing ..."] (tr.attention when
  *     it needs a person; rows come those first)   td[data-field="<name>"]
- *   #filters #filter-risk #filter-agent #filter-goal #sort #order #refresh #prev #next #page-info
+ *   #filters #filter-risk #filter-agent (part of a name or handle) #sort #order #refresh #prev #next
+ *     #page-info
  *   #queue tbody tr[data-review-id][data-artifact-hash][data-policy-version]   (tr.is-open: in the card)
  *     input.select[data-review-id]   button.open[data-review-id]   #select-all   #queue-empty
  *   #card[data-review-id][data-status]   #card-title   #close-card
@@ -24,7 +27,17 @@
  *     #card-artifacts li.artifact[data-sha256][data-media-type]  > pre | img | a
  *     #card-proposal #proposal-action #proposal-args tbody tr[data-arg="<name>"]
  *     #approve #reject-reason #reject #edit #edit-text #edit-approve
+ *     #card-approves #approves-text: what approving does, in words (the exact post or transfer)
+ *     #card-audit li[data-action]: the review's audit trail, decisions included
  *   #bulk-dry-run #bulk-approve #bulk-summary #bulk-result li[data-review-id][data-result]
+ *   #goals-status #goals-refresh #goals tbody tr[data-goal-id][data-status]  button.open-goal[data-goal-id]
+ *   #goal[data-goal-id][data-status][data-live="connecting"|"live"|"settled"|"reconnecting"|"closed"]
+ *     [data-updates="<n>"] (views received over the goal's event stream)   #goal-title #close-goal
+ *     #goal-meta [data-field]   #goal-tasks tbody tr[data-task-id][data-kind][data-status]
+ *       td[data-field="status"|"attempt"|"after"|"routing"|"reasons"]   #goal-audit li[data-action]
+ *   #published-search #published-refresh #published-empty
+ *   #published tbody tr[data-task-id][data-review-id][data-agent-handle]   td[data-field="<name>"]
+ * A goal view opens from its row, or from the address: /#goal=<id>.
  */
 'use strict';
 
@@ -32,7 +45,10 @@ const PAGE_SIZE = 25;
 const TOKEN_KEY = 'chimera.jwt';
 const $ = (selector) => document.querySelector(selector);
 
-const page = { token: null, busy: 0, offset: 0, filterKey: null, loadSeq: 0, review: null, deciding: false };
+const page = {
+  token: null, busy: 0, offset: 0, filterKey: null, loadSeq: 0, review: null, deciding: false,
+  canDecide: false, fleet: [], fleetSort: 'attention', goal: null, goalStream: null,
+};
 
 /** A failure to show the reviewer: an API error body, or one the page raises itself. */
 class Problem extends Error {
@@ -106,15 +122,45 @@ function say(kind, text, code = '') {
   status.dataset.code = code;
 }
 
+const DECIDED = {
+  approve: 'approved',
+  edit_approve: 'approved, with an edit,',
+  reject: 'rejected',
+  auto_approve: 'approved automatically',
+  default_reject: 'rejected by default at its deadline',
+  escalate: 'escalated',
+};
+
+/** What a refusal means for the person reading it, in words. */
+function plainWords(err) {
+  const w = err.winner;
+  if (err.code === 'already_decided' && w) {
+    const who = w.decided_by === 'judge' || w.decided_by === 'system' ? `The ${w.decided_by}` : `Another reviewer (${w.decided_by})`;
+    return `${who} ${DECIDED[w.decision] ?? w.decision} this ${ago(w.decided_at)}, at ${stamp(w.decided_at)}. Nothing was changed by your click.`;
+  }
+  if (err.code === 'stale' && /policy/i.test(err.message)) {
+    return `This agent's policy changed since you opened the item; it is judged under the new one now. Look at the card again before deciding. (${err.message})`;
+  }
+  if (err.code === 'stale') {
+    return `This item changed since you opened it; the card now shows what it says now. Look again before deciding. (${err.message})`;
+  }
+  if (err.code === 'conflict' && /replanned|state it read has moved/.test(err.message)) {
+    return 'This agent\'s state changed since the draft was written (another item of the same thread or slot went first). The draft is being regenerated and will come back to the queue.';
+  }
+  if (err.code === 'conflict') return `Not decided: ${err.message}.`;
+  if (err.code === 'forbidden') return `Your roles do not allow this: ${err.message}.`;
+  if (err.code === 'unauthorized') return 'Your sign-in is no longer valid: sign in again.';
+  if (err.code === 'network') return `The API did not answer (${err.message}). Try again in a moment.`;
+  return `${err.code}: ${err.message}`;
+}
+
 function fail(err) {
   if (!(err instanceof Problem)) {
     console.error(err);
     say('error', `client_error: ${err.message}`, 'client_error');
     return;
   }
-  const w = err.winner;
-  const winner = w ? ` (winner: ${w.decision} by ${w.decided_by} at ${w.decided_at})` : '';
-  say('error', `${err.code}: ${err.message}${winner}`, err.code);
+  say('error', plainWords(err), err.code);
   if (err.status === 401) signOut();
 }
 
@@ -124,9 +170,17 @@ const short = (id) => (id ? `${id.slice(0, 8)}…` : '—');
 const confidence = (c) => (typeof c === 'number' ? c.toFixed(2) : '—');
 const tags = (list, kind = 'tag') => el('span', { class: 'tags' }, ...(list ?? []).map((t) => el('span', { class: `tag ${kind}` }, t)));
 
+/** A moment in the reader's time zone, named: "28 Nov 2026, 17:40 UTC". */
+function stamp(iso) {
+  return new Date(iso).toLocaleString(undefined, {
+    year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', timeZoneName: 'short',
+  });
+}
+
+/** A <time>: `text` (or the stamp) shown, the stamp and the exact UTC instant on hover. */
 function when(iso, text) {
   if (!iso) return '—';
-  return el('time', { datetime: iso, title: iso }, text ?? new Date(iso).toLocaleString());
+  return el('time', { datetime: iso, title: `${stamp(iso)} (${iso})` }, text ?? stamp(iso));
 }
 
 /** A span of time for a glance: "45m", "3h 5m", "2d 4h". */
@@ -139,6 +193,20 @@ function span(ms) {
 
 const age = (iso) => span(Date.now() - new Date(iso).getTime());
 
+/** "2 minutes ago", "just now". */
+function ago(iso) {
+  const ms = Date.now() - new Date(iso).getTime();
+  if (ms < 45000) return 'just now';
+  const minutes = Math.round(ms / 60000);
+  if (minutes < 60) return `${minutes} minute${minutes === 1 ? '' : 's'} ago`;
+  return `${span(ms)} ago`;
+}
+
+/** An agent by the name people see, the handle beside it, the id on hover. */
+function agentName(id, handle, name) {
+  return el('span', { class: 'agent-name', title: id ?? '' }, name ?? handle ?? short(id), name && handle ? el('span', { class: 'muted' }, ` @${handle}`) : null);
+}
+
 function due(iso) {
   const ms = new Date(iso).getTime() - Date.now();
   return ms >= 0 ? `in ${span(ms)}` : `${span(ms)} overdue`;
@@ -146,6 +214,17 @@ function due(iso) {
 
 function size(n) {
   return n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`;
+}
+
+/**
+ * Labels each body cell of `table` with its column's heading (data-label), so a narrow screen
+ * can show the rows as stacked cards ("Held 2") instead of a table to scroll sideways.
+ */
+function labelCells(table) {
+  const heads = [...table.tHead.rows[0].cells].map((th) => th.textContent.trim());
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((c, i) => { c.dataset.label = heads[i] ?? ''; });
+  }
 }
 
 /** Only absolute http(s) URLs become links or images: never `javascript:` or `data:`. */
@@ -181,6 +260,16 @@ function signIn(token) {
     ', tenant ', el('span', { 'data-claim': 'tenant' }, c.tenant ?? '?'),
     ', roles ', el('span', { 'data-claim': 'roles' }, roles || 'none'),
   );
+  const roleList = Array.isArray(c.roles) ? c.roles : [];
+  page.canDecide = roleList.includes('reviewer') || roleList.includes('admin');
+  document.body.dataset.canDecide = String(page.canDecide);
+  for (const node of document.querySelectorAll('.needs-decide')) {
+    node.hidden = !page.canDecide;
+    for (const control of [node, ...node.querySelectorAll('button, input, textarea')]) {
+      if (control.matches('button, input, textarea')) control.disabled = !page.canDecide;
+    }
+  }
+  for (const note of document.querySelectorAll('.role-note')) note.hidden = page.canDecide;
   $('#login-view').hidden = true;
   $('#app-view').hidden = false;
   $('#logout').hidden = false;
@@ -191,7 +280,10 @@ function signOut() {
   page.filterKey = null;
   sessionStorage.removeItem(TOKEN_KEY);
   closeCard();
+  closeGoal();
   $('#whoami').replaceChildren();
+  $('#goals tbody').replaceChildren();
+  $('#published tbody').replaceChildren();
   $('#queue tbody').replaceChildren();
   $('#fleet tbody').replaceChildren();
   $('#bulk-summary').textContent = '';
@@ -221,8 +313,30 @@ async function loadFleet() {
   const search = $('#fleet-search').value.trim();
   if (search) query.set('search', search);
   const data = await api('GET', `/fleet?${query}`);
-  $('#fleet tbody').replaceChildren(...data.items.map(fleetRow));
-  $('#fleet-empty').hidden = data.items.length > 0;
+  page.fleet = data.items;
+  showFleet();
+}
+
+/** Orders of the fleet table; the API's own order (needing attention first) is "attention". */
+const FLEET_ORDERS = {
+  attention: null,
+  name: (a, b) => (a.display_name ?? a.handle).localeCompare(b.display_name ?? b.handle),
+  held: (a, b) => b.held - a.held,
+  goals_in_flight: (a, b) => b.goals_in_flight - a.goals_in_flight,
+  spent_today_cents: (a, b) => b.spent_today_cents - a.spent_today_cents,
+  balance_cents: (a, b) => (a.balance_cents ?? Infinity) - (b.balance_cents ?? Infinity),
+};
+
+function showFleet() {
+  const order = FLEET_ORDERS[page.fleetSort];
+  const items = order ? [...page.fleet].sort((a, b) => order(a, b) || a.handle.localeCompare(b.handle)) : page.fleet;
+  $('#fleet tbody').replaceChildren(...items.map(fleetRow));
+  labelCells($('#fleet'));
+  $('#fleet-empty').hidden = items.length > 0;
+  $('#fleet-sort').value = page.fleetSort;
+  for (const th of document.querySelectorAll('#fleet thead th[data-sort]')) {
+    th.setAttribute('aria-sort', th.dataset.sort === page.fleetSort ? (page.fleetSort === 'name' || page.fleetSort === 'balance_cents' ? 'ascending' : 'descending') : 'none');
+  }
 }
 
 function fleetRow(a) {
@@ -257,10 +371,8 @@ function queueQuery() {
   const query = new URLSearchParams({ sort: $('#sort').value, order: $('#order').value });
   const risk = $('#filter-risk').value;
   if (risk !== 'all') query.set('risk', risk);
-  for (const [name, input] of [['agent', '#filter-agent'], ['goal', '#filter-goal']]) {
-    const value = $(input).value.trim();
-    if (value) query.set(name, value);
-  }
+  const agent = $('#filter-agent').value.trim();
+  if (agent) query.set('agent_name', agent);
   return query;
 }
 
@@ -283,6 +395,7 @@ async function loadQueue() {
   }
   page.offset = data.offset;
   $('#queue tbody').replaceChildren(...data.items.map(queueRow));
+  labelCells($('#queue'));
   $('#queue-empty').hidden = data.items.length > 0;
   $('#select-all').checked = false;
   const first = data.items.length ? data.offset + 1 : 0;
@@ -300,16 +413,16 @@ function queueRow(r) {
     'data-policy-version': r.policy_version,
     class: r.escalated ? 'escalated' : null,
   },
-  el('td', { class: 'pick' }, el('input', { type: 'checkbox', class: 'select', 'data-review-id': r.id, 'aria-label': `Select review ${r.id}` })),
+  el('td', { class: 'pick' }, el('input', { type: 'checkbox', class: 'select', 'data-review-id': r.id, 'aria-label': `Select review ${r.id}`, disabled: !page.canDecide })),
   el('td', { class: 'when' }, when(r.created_at, age(r.created_at))),
   el('td', {}, r.task_kind),
-  el('td', { class: 'agent', title: r.agent_id }, r.agent_name ?? r.agent_handle ?? short(r.agent_id)),
+  el('td', { class: 'agent', title: `${r.agent_handle ? `@${r.agent_handle} · ` : ''}${r.agent_id}` }, r.agent_name ?? r.agent_handle ?? short(r.agent_id)),
   el('td', { class: 'num' }, confidence(r.confidence)),
   el('td', {}, tags(r.risk_types, 'type'), tags(r.risk_tags), financial),
   el('td', { class: 'num' }, r.priority, r.escalated ? el('span', { class: 'flag' }, ' escalated') : null),
   el('td', { class: 'when' }, r.due_at ? when(r.due_at, due(r.due_at)) : '—'),
   el('td', { class: 'preview' }, r.preview ?? ''),
-  el('td', {}, el('button', { type: 'button', class: 'open', 'data-review-id': r.id, 'aria-label': `Open review ${r.id}` }, 'Open')));
+  el('td', {}, el('button', { type: 'button', class: 'open', 'data-review-id': r.id, 'aria-label': `Open review of ${r.agent_name ?? r.agent_handle}: ${r.task_kind}` }, 'Open')));
 }
 
 function markOpenRow() {
@@ -323,7 +436,28 @@ function markOpenRow() {
 const openReview = action(async (id) => {
   showCard(await api('GET', `/reviews/${encodeURIComponent(id)}`));
   $('#card-title').focus();
+  await loadAudit({ review: id }, '#card-audit');
 });
+
+/** What approving releases, in words: the exact post, reply or transfer. */
+function approves(r) {
+  const p = r.proposal;
+  if (!p) return null;
+  const a = p.arguments ?? {};
+  const who = r.agent_name ?? r.agent_handle;
+  const text = typeof a.text === 'string' ? a.text : null;
+  const media = a.media_sha256 ? ' with the image shown below' : '';
+  switch (p.action) {
+    case 'social.publish':
+      return [`${who} posts this on ${a.platform ?? 'its platform'}${media}:`, text];
+    case 'social.reply':
+      return [`${who} replies on ${a.platform ?? 'its platform'} to post ${a.in_reply_to ?? '?'}${media}:`, text];
+    case 'wallet.transfer':
+      return [`${who} pays ${money(a.amount_cents, a.currency ?? '')} to ${a.to ?? '?'}${a.memo ? ` (memo: ${a.memo})` : ''}, from its budget.`, null];
+    default:
+      return [`${who} performs ${p.action} with the arguments listed below.`, null];
+  }
+}
 
 function field(name, label, value) {
   return el('div', { 'data-field': name }, el('dt', {}, label), el('dd', {}, value ?? '—'));
@@ -344,11 +478,14 @@ function showCard(r) {
   const card = $('#card');
   card.dataset.reviewId = r.id;
   card.dataset.status = r.status;
-  $('#card-title').textContent = `Review ${short(r.id)} · ${r.task_kind}`;
+  $('#card-title').textContent = `${r.agent_name ?? r.agent_handle} · ${r.task_kind}`;
+  $('#card-title').title = `review ${r.id}`;
   const d = r.decision;
   const meta = [
     field('status', 'Status', r.status),
-    d ? field('decision', 'Decision', `${d.decision} by ${d.decided_by} at ${d.decided_at}`) : null,
+    field('agent', 'Agent', agentName(r.agent_id, r.agent_handle, r.agent_name)),
+    d ? field('decision', 'Decision', `${DECIDED[d.decision] ?? d.decision} by ${d.decided_by}, ${ago(d.decided_at)} (${stamp(d.decided_at)})`) : null,
+    r.deferred_until ? field('deferred_until', 'Goes at', el('span', {}, when(r.deferred_until), ' (the platform quota is used up until then)')) : null,
     field('confidence', 'Confidence', confidence(r.confidence)),
     field('risk_types', 'Risk types', tags(r.risk_types, 'type')),
     field('risk_tags', 'Risk tags', tags(r.risk_tags)),
@@ -360,17 +497,22 @@ function showCard(r) {
     field('due_at', 'Due', when(r.due_at)),
     field('final_deadline', 'Final deadline', when(r.final_deadline)),
     field('policy_version', 'Policy version', r.policy_version),
-    field('artifact_hash', 'Artifact hash', el('code', {}, r.artifact_hash)),
+    field('artifact_hash', 'Artifact hash', el('code', { title: 'SHA-256 of the artifacts shown on this card; your decision names it, so it applies to exactly this version' }, r.artifact_hash)),
     field('attempt', 'Attempt', r.attempt),
     field('task_kind', 'Task kind', r.task_kind),
     field('goal_id', 'Goal', el('code', {}, r.goal_id)),
     field('task_id', 'Task', el('code', {}, r.task_id)),
-    field('agent_id', 'Agent', el('code', {}, r.agent_id)),
+    field('agent_id', 'Agent id', el('code', {}, r.agent_id)),
   ];
   $('#card-meta').replaceChildren(...meta.filter(Boolean));
   $('#card-artifacts').replaceChildren(...r.artifacts.map(artifact));
 
   const p = r.proposal;
+  const said = approves(r);
+  $('#card-approves').hidden = !said;
+  $('#approves-text').replaceChildren(...(said ? [said[0], said[1] !== null ? el('blockquote', {}, said[1]) : null] : []));
+  $('#card-audit').replaceChildren();
+  $('#card-history').open = false;
   $('#card-proposal').hidden = !p;
   $('#proposal-action').textContent = p?.action ?? '';
   $('#proposal-args tbody').replaceChildren(...Object.entries(p?.arguments ?? {}).map(([name, value]) =>
@@ -382,7 +524,7 @@ function showCard(r) {
   $('#reject-reason').value = '';
   $('#reject-reason').removeAttribute('aria-invalid');
   for (const id of ['#approve', '#reject', '#reject-reason', '#edit-approve', '#edit-text']) {
-    $(id).disabled = r.status !== 'pending';
+    $(id).disabled = r.status !== 'pending' || !page.canDecide;
   }
   card.hidden = false;
   markOpenRow();
@@ -404,11 +546,11 @@ async function decide(verb, extra) {
   const path = `/reviews/${encodeURIComponent(r.id)}`;
   try {
     const res = await api('POST', `${path}/${verb}`, { artifact_hash: r.artifact_hash, policy_version: r.policy_version, ...extra });
-    const execute = res.execute_task_id ? `; execution task ${res.execute_task_id}` : '';
-    const edited = res.edited_artifact_hash ? `; edited artifact ${res.edited_artifact_hash}` : '';
-    say('ok', `${res.decision} recorded for review ${res.review_id}${execute}${edited}`, res.decision);
+    const goes = res.deferred_until ? ` It goes at ${stamp(res.deferred_until)}, when the platform quota has room.` : '';
+    const edited = res.edited_artifact_hash ? ' (with your edit)' : '';
+    say('ok', `${DECIDED[res.decision] ?? res.decision}${edited}: ${r.agent_name ?? r.agent_handle}'s ${r.task_kind}.${goes}`, res.decision);
     closeCard();
-    await Promise.all([loadQueue(), loadFleet()]);
+    await Promise.all([loadQueue(), loadFleet(), loadPublished()]);
   } catch (err) {
     if (err.status !== 409) throw err;
     // Someone else decided, or the artifact or policy moved on: say so, then show what is true now.
@@ -436,7 +578,222 @@ async function bulk(dryRun) {
   if (!res.dry_run) await loadQueue();
 }
 
+// ---- goals --------------------------------------------------------------------------------
+
+const SETTLED = ['completed', 'failed', 'cancelled'];
+
+async function loadGoals() {
+  const query = new URLSearchParams({ limit: 25 });
+  const status = $('#goals-status').value;
+  if (status) query.set('status', status);
+  const data = await api('GET', `/goals?${query}`);
+  $('#goals tbody').replaceChildren(...data.items.map((g) => el('tr', { 'data-goal-id': g.id, 'data-status': g.status },
+    el('td', { class: 'when' }, when(g.created_at, age(g.created_at))),
+    el('td', { class: 'agent', title: g.agent_id }, `@${g.agent_handle}`),
+    el('td', {}, g.kind),
+    el('td', {}, el('span', { class: `state ${g.status}` }, g.status.replace('_', ' '))),
+    el('td', { class: 'preview' }, g.text),
+    el('td', {}, el('button', { type: 'button', class: 'open-goal', 'data-goal-id': g.id, 'aria-label': `Open goal: ${g.text.slice(0, 60)}` }, 'Open')))));
+  labelCells($('#goals'));
+  $('#goals-empty').hidden = data.items.length > 0;
+}
+
+function closeGoal() {
+  page.goalStream?.abort();
+  page.goalStream = null;
+  page.goal = null;
+  const view = $('#goal');
+  view.hidden = true;
+  for (const name of ['goalId', 'status', 'live', 'updates']) delete view.dataset[name];
+  if (location.hash.startsWith('#goal=')) history.replaceState(null, '', location.pathname + location.search);
+}
+
+/** Opens the goal view of `id` and follows it live until it settles. */
+function openGoal(id) {
+  closeGoal();
+  page.goal = id;
+  const view = $('#goal');
+  view.dataset.goalId = id;
+  view.dataset.updates = '0';
+  view.hidden = false;
+  $('#goal-title').textContent = 'Goal';
+  $('#goal-meta').replaceChildren();
+  $('#goal-tasks tbody').replaceChildren();
+  $('#goal-audit').replaceChildren();
+  $('#goal-history').open = false;
+  history.replaceState(null, '', `#goal=${id}`);
+  view.scrollIntoView({ block: 'start' });
+  $('#goal-title').focus({ preventScroll: true });
+  follow(id);
+}
+
+function live(state, words) {
+  $('#goal').dataset.live = state;
+  $('#goal-live').textContent = words;
+}
+
+/**
+ * Follows `GET /goals/{id}/events` (server-sent events; fetch, not EventSource, so the token
+ * goes in the Authorization header). The server ends a stream after a while ("timeout"): the
+ * view reconnects and goes on; a dropped connection is retried after a pause.
+ */
+async function follow(id) {
+  const controller = new AbortController();
+  page.goalStream = controller;
+  const { signal } = controller;
+  let pause = 1000;
+  live('connecting', 'connecting…');
+  while (!signal.aborted) {
+    let settled = false;
+    try {
+      const res = await fetch(`/goals/${encodeURIComponent(id)}/events`, {
+        headers: { Accept: 'text/event-stream', Authorization: `Bearer ${page.token}` },
+        signal,
+      });
+      if (!res.ok) {
+        const body = await res.json().catch(() => null);
+        const error = body?.error ?? {};
+        live('closed', 'not following');
+        fail(new Problem(error.code ?? `http_${res.status}`, error.message ?? res.statusText, { status: res.status }));
+        return;
+      }
+      live('live', 'live');
+      pause = 1000;
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, '\n');
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const event = { name: 'message', data: [] };
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event:')) event.name = line.slice(6).trim();
+            else if (line.startsWith('data:')) event.data.push(line.slice(5).replace(/^ /, ''));
+          }
+          if ((event.name === 'goal' || event.name === 'settled') && page.goal === id) {
+            showGoal(JSON.parse(event.data.join('\n')));
+          }
+          if (event.name === 'settled') settled = true;
+        }
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      console.warn('goal events:', err);
+    }
+    if (settled) {
+      live('settled', 'settled');
+      if (page.goal === id) {
+        // What the goal's end changed elsewhere on the page: its row, the fleet, the queue.
+        await Promise.all([loadAudit({ goal: id }, '#goal-audit'), loadGoals(), loadFleet(), loadQueue(), loadPublished()]).catch(fail);
+      }
+      return;
+    }
+    if (signal.aborted) return;
+    // The stream ended (the server's time limit) or dropped: look again.
+    live('reconnecting', 'reconnecting…');
+    await new Promise((resolve) => setTimeout(resolve, pause));
+    pause = Math.min(pause * 2, 15000);
+  }
+}
+
+const ROUTED = {
+  commit: 'committed',
+  auto_approve: 'approved automatically',
+  hold: 'held for a person',
+  retry: 'sent back to redo',
+  conflict: 'state moved: replanned',
+  fail: 'failed',
+};
+
+function showGoal(g) {
+  const view = $('#goal');
+  view.dataset.status = g.status;
+  view.dataset.updates = String(Number(view.dataset.updates ?? 0) + 1);
+  $('#goal-title').textContent = `${g.agent_name ?? g.agent_handle} · ${g.kind}`;
+  const plan = g.plan ?? {};
+  $('#goal-meta').replaceChildren(
+    field('status', 'Status', el('span', { class: `state ${g.status}` }, g.status.replace('_', ' '))),
+    field('agent', 'Agent', agentName(g.agent_id, g.agent_handle, g.agent_name)),
+    field('body', 'Goal', g.body),
+    field('created_at', 'Submitted', when(g.created_at)),
+    field('updated_at', 'Last change', when(g.updated_at)),
+    field('planner', 'Planned by', plan.planner ? `${plan.planner}${plan.model ? ` (${plan.model})` : ''}` : '—'),
+    field('id', 'Goal id', el('code', {}, g.id)),
+  );
+  const kinds = new Map(g.tasks.map((t, i) => [t.id, `${i + 1}. ${t.kind}`]));
+  // A person's decision on a held result: shown after the judge's routing.
+  const taskOf = new Map(g.results.map((r) => [r.id, r.task_id]));
+  const decided = new Map(g.decisions
+    .filter((d) => d.decision && d.decided_by !== 'judge')
+    .map((d) => [taskOf.get(d.result_id), d]));
+  $('#goal-tasks tbody').replaceChildren(...g.tasks.map((t, i) => {
+    const cell = (name, attrs, ...children) => el('td', { 'data-field': name, ...attrs }, ...children);
+    const waits = t.deferred_until ? el('span', { class: 'muted' }, ' until ', when(t.deferred_until)) : null;
+    const conflicts = t.conflicts ? el('span', { class: 'muted', title: 'attempts after a conflict, not counted against the limit' }, ` +${t.conflicts} conflicts`) : null;
+    return el('tr', { 'data-task-id': t.id, 'data-kind': t.kind, 'data-status': t.status },
+      el('th', { scope: 'row', title: t.id }, `${i + 1}. ${t.kind}`),
+      cell('status', {}, el('span', { class: `state ${t.status}` }, t.status.replace('_', ' ')), waits),
+      cell('attempt', { class: 'num' }, `${t.attempt}/${t.max_attempts}`, conflicts),
+      cell('after', {}, t.depends_on.length ? t.depends_on.map((d) => kinds.get(d) ?? short(d)).join(', ') : '—'),
+      cell('routing', {}, t.routing ? ROUTED[t.routing.outcome] ?? t.routing.outcome : '—',
+        decided.has(t.id) ? el('span', { class: 'decided' }, ` → ${DECIDED[decided.get(t.id).decision] ?? decided.get(t.id).decision} by ${decided.get(t.id).decided_by}`) : null),
+      cell('reasons', { class: 'reasons' }, t.routing?.reasons ?? t.feedback ?? ''));
+  }));
+  labelCells($('#goal-tasks'));
+}
+
+// ---- audit trail --------------------------------------------------------------------------
+
+/** Loads the audit trail of `{goal}` or `{review}` into the list `target`, oldest first. */
+async function loadAudit(subject, target) {
+  const query = new URLSearchParams(subject);
+  const data = await api('GET', `/audit?${query}`);
+  $(target).replaceChildren(...data.items.map((e) => el('li', { 'data-action': e.action },
+    when(e.at), ' ', el('strong', {}, e.actor), ` ${e.action.replace('.', ': ').replace(/_/g, ' ')}`,
+    e.reasoning ? el('span', { class: 'muted' }, ` — ${e.reasoning}`) : null,
+    e.edited_artifact_hash ? el('span', { class: 'muted mono', title: 'SHA-256 of the edited artifact' }, ` edited ${short(e.edited_artifact_hash)}`) : null)));
+  if (data.items.length === 0) $(target).replaceChildren(el('li', { class: 'muted' }, 'Nothing recorded yet.'));
+}
+
+// ---- published ----------------------------------------------------------------------------
+
+const ACTIONS = { 'social.publish': 'post', 'social.reply': 'reply', 'wallet.transfer': 'transfer' };
+
+async function loadPublished() {
+  const query = new URLSearchParams({ limit: 50 });
+  const search = $('#published-search').value.trim();
+  if (search) query.set('agent_name', search);
+  const data = await api('GET', `/published?${query}`);
+  $('#published tbody').replaceChildren(...data.items.map((p) => {
+    const cell = (name, attrs, ...children) => el('td', { 'data-field': name, ...attrs }, ...children);
+    const a = p.approval;
+    const what = p.action === 'wallet.transfer'
+      ? `${money(p.arguments.amount_cents, p.arguments.currency ?? '')} to ${p.arguments.to ?? '?'}`
+      : p.text ?? '';
+    const by = a.decided_by === 'judge' ? 'the judge (automatically)' : a.decided_by ?? '—';
+    return el('tr', { 'data-task-id': p.task_id, 'data-review-id': a.review_id, 'data-agent-handle': p.agent_handle },
+      cell('published_at', { class: 'when' }, when(p.published_at, ago(p.published_at))),
+      cell('agent', {}, agentName(p.agent_id, p.agent_handle, p.agent_name)),
+      cell('where', {}, `${p.platform ?? '—'} ${ACTIONS[p.action] ?? p.action}`, p.in_reply_to ? el('span', { class: 'muted' }, ` to ${p.in_reply_to}`) : null),
+      cell('text', { class: 'preview' }, what, p.media_sha256 ? el('span', { class: 'tag', title: `media sha256 ${p.media_sha256}` }, 'image') : null),
+      cell('approval', { title: `review ${a.review_id}` }, `${DECIDED[a.decision] ?? a.decision ?? '—'} by ${by}`, a.decided_at ? el('span', { class: 'muted' }, ` ${ago(a.decided_at)}`) : null));
+  }));
+  labelCells($('#published'));
+  $('#published-empty').hidden = data.items.length > 0;
+}
+
 // ---- wiring -------------------------------------------------------------------------------
+
+/** Everything a signed-in page shows; a goal named in the address opens too. */
+async function loadAll() {
+  await Promise.all([loadQueue(), loadFleet(), loadGoals(), loadPublished()]);
+  const linked = /^#goal=([0-9a-fA-F-]{36})$/.exec(location.hash);
+  if (linked && page.goal !== linked[1]) openGoal(linked[1]);
+}
 
 function boot() {
   $('#login-form').addEventListener('submit', (ev) => {
@@ -444,7 +801,7 @@ function boot() {
     action(async () => {
       say('', '');
       signIn($('#token').value.trim());
-      await Promise.all([loadQueue(), loadFleet()]);
+      await loadAll();
     })();
   });
   $('#logout').addEventListener('click', () => {
@@ -457,6 +814,36 @@ function boot() {
   $('#fleet-filter').addEventListener('submit', (ev) => {
     ev.preventDefault();
     action(loadFleet)();
+  });
+  $('#fleet-sort').addEventListener('change', (ev) => {
+    page.fleetSort = ev.target.value;
+    showFleet();
+  });
+  $('#fleet thead').addEventListener('click', (ev) => {
+    const th = ev.target.closest('th[data-sort]');
+    if (!th) return;
+    page.fleetSort = th.dataset.sort;
+    showFleet();
+  });
+  $('#goals-filter').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    action(loadGoals)();
+  });
+  $('#goals-status').addEventListener('change', action(loadGoals));
+  $('#goals tbody').addEventListener('click', (ev) => {
+    const row = ev.target.closest('tr[data-goal-id]');
+    if (row) openGoal(row.dataset.goalId);
+  });
+  $('#close-goal').addEventListener('click', closeGoal);
+  $('#goal-history').addEventListener('toggle', (ev) => {
+    if (ev.target.open && page.goal) action(() => loadAudit({ goal: page.goal }, '#goal-audit'))();
+  });
+  $('#card-history').addEventListener('toggle', (ev) => {
+    if (ev.target.open && page.review) action(() => loadAudit({ review: page.review.id }, '#card-audit'))();
+  });
+  $('#published-filter').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    action(loadPublished)();
   });
   $('#filters').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -506,7 +893,7 @@ function boot() {
         sessionStorage.removeItem(TOKEN_KEY);
         throw err;
       }
-      await Promise.all([loadQueue(), loadFleet()]);
+      await loadAll();
     })();
   }
   settle();

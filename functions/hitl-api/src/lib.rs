@@ -22,6 +22,7 @@ pub mod auth;
 pub mod budgets;
 pub mod goals;
 pub mod openapi;
+pub mod published;
 pub mod reviews;
 pub mod sweep;
 pub mod tenants;
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/reviews/{id}/reject", post(reviews::reject))
         .route("/reviews/{id}/edit", post(reviews::edit))
         .route("/audit", get(reviews::audit))
+        .route("/published", get(published::list))
         .merge(ui::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

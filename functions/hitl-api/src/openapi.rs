@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{agents, budgets, goals, reviews, tenants};
+use crate::{agents, budgets, goals, published, reviews, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,6 +44,7 @@ use crate::{agents, budgets, goals, reviews, tenants};
         reviews::edit,
         reviews::bulk_approve,
         reviews::audit,
+        published::list,
     ),
     components(schemas(crate::Winner, agents::AgentRequest, agents::Created, agents::AgentPage,
                        agents::DocumentRequest, agents::Versioned, agents::StatusAnswer,
@@ -55,7 +56,9 @@ use crate::{agents, budgets, goals, reviews, tenants};
                        tenants::TenantCreated, chimera_store::tenants::Tenant,
                        chimera_store::agents::AgentView, chimera_store::agents::DocumentVersion,
                        agents::FleetPage, chimera_store::fleet::FleetAgent,
-                       chimera_store::fleet::QuotaUse)),
+                       chimera_store::fleet::QuotaUse, published::PublishedPage,
+                       chimera_store::published::Published,
+                       chimera_store::published::Approval)),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenants (admin)"),
@@ -64,6 +67,7 @@ use crate::{agents, budgets, goals, reviews, tenants};
         (name = "goals", description = "Goal intake and progress (operator)"),
         (name = "reviews", description = "The review queue and decisions (reviewer)"),
         (name = "audit", description = "The append-only audit trail"),
+        (name = "published", description = "What agents published: posts, replies, transfers"),
         (name = "service", description = "Health"),
     )
 )]

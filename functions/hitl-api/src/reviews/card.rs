@@ -65,6 +65,9 @@ pub struct ReviewCard {
     pub goal_id: uuid::Uuid,
     pub task_id: uuid::Uuid,
     pub agent_id: uuid::Uuid,
+    /// The agent's handle and the name people see.
+    pub agent_handle: String,
+    pub agent_name: Option<String>,
     #[schema(value_type = String, example = "reply")]
     pub task_kind: TaskKind,
     pub attempt: i32,
@@ -137,6 +140,8 @@ pub async fn card(
         goal_id: card.goal_id.0,
         task_id: card.task_id.0,
         agent_id: card.agent_id,
+        agent_handle: card.agent_handle,
+        agent_name: card.agent_name,
         task_kind: card.task_kind,
         attempt: card.attempt,
         confidence: card.confidence,

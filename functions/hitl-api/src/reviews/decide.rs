@@ -9,9 +9,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use chimera_aws::telemetry::Emf;
 use chimera_core::auth::{Permission, Principal};
 use chimera_core::domain::{AgentId, CommitHash, DecisionKind, GoalId, ReviewId, TaskStatus};
 use chimera_core::effect::{self, EffectAction, Origin, Proposal};
+use chimera_core::trace::TraceContext;
 use chimera_store::decisions::{self, Decision, Refused, Taken, Verdict};
 use chimera_store::judging;
 use chimera_store::reviews::Card;
@@ -338,7 +340,17 @@ pub(super) async fn decide_prepared(
     }
     tracing::info!(review_id = %prepared.decision.review, decision = %taken.decision,
                    reviewer = prepared.decision.reviewer, request_id = prepared.decision.request_id,
+                   goal_id = %taken.goal.0, task_id = %taken.task.0,
+                   trace_id = TraceContext::for_goal(taken.goal.0).trace_id(),
                    deferred_until = ?taken.deferred_until, "review decided");
+    let mut line = Emf::new("hitl-api")
+        .dimension("Decision", taken.decision.to_string())
+        .count("Decisions", 1)
+        .ids(taken.goal.0, Some(taken.task.0), None);
+    if taken.deferred_until.is_some() {
+        line = line.count("QuotaDeferrals", 1);
+    }
+    line.emit();
     after(state, &taken).await;
     Ok(prepared.response(&taken))
 }

@@ -32,7 +32,11 @@ pub struct ListQuery {
         pattern = "^(sensitive|medium_confidence|missing_disclosure|financial|failed_after_retries)$"
     )]
     pub risk: Option<String>,
+    /// The agent's id.
     pub agent: Option<uuid::Uuid>,
+    /// Part of the agent's handle or display name, case-insensitive (1..=64 characters).
+    #[param(min_length = 1, max_length = 64)]
+    pub agent_name: Option<String>,
     pub goal: Option<uuid::Uuid>,
     /// `age` (oldest first), `confidence` (least confident first) or `risk` (riskiest first).
     #[param(pattern = "^(age|confidence|risk)$")]
@@ -89,9 +93,19 @@ pub async fn list(
         Some(_) => return Err(ApiError::BadRequest("order must be asc or desc".into())),
     };
     let (limit, offset) = crate::page(query.limit, query.offset, 25, 100)?;
+    let agent_name = match query.agent_name.as_deref().map(str::trim) {
+        None => None,
+        Some(name) if !(1..=64).contains(&name.chars().count()) => {
+            return Err(ApiError::BadRequest(
+                "agent_name must be 1..=64 characters (not blank)".into(),
+            ));
+        }
+        Some(name) => Some(name.to_owned()),
+    };
     let filter = QueueFilter {
         risk_type: query.risk,
         agent: query.agent,
+        agent_name,
         goal: query.goal,
     };
     let page = store::queue(
