@@ -357,6 +357,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         agent_id: agent.0,
         task_id: None,
         key: "llm:test:once".into(),
+        purpose: "test",
         memo: "a test call".into(),
     };
     let first = mind.call(&charge, &request, in_time()).await.unwrap();
@@ -454,6 +455,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         .call(
             &Charge {
                 key: "llm:test:chosen".into(),
+                purpose: "test",
                 ..charge.clone()
             },
             &pricey,
@@ -492,6 +494,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         .unwrap();
     let broke = Charge {
         key: "llm:test:broke".into(),
+        purpose: "test",
         ..charge
     };
     assert!(matches!(

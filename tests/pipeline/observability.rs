@@ -193,14 +193,33 @@ async fn one_goal_is_one_trace_and_its_metrics_count_its_tasks() {
         .map(|l| l["trace_id"].as_str().unwrap_or("none"))
         .collect();
     assert_eq!(traces, BTreeSet::from([expected_trace.as_str()]));
-    let propagated = about
-        .iter()
-        .filter(|l| l["function"] == "worker")
-        .all(|l| l["parent_span_id"].as_str().is_some_and(|s| s.len() == 16));
-    assert!(
-        propagated,
-        "every worker line has the sender's span from the message"
-    );
+    // The trace came in each message's attributes: every handler's line names the span the
+    // relay sent the message under (`outbox:<row>`), and its own (`sqs:<message id>`).
+    let sent_under: BTreeSet<String> =
+        sqlx::query_scalar::<_, i64>("select id from outbox where goal_id = $1")
+            .bind(goal.0)
+            .fetch_all(&swarm.db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| {
+                TraceContext::for_goal(goal.0)
+                    .with_span_of(&format!("outbox:{row}"))
+                    .span_id()
+            })
+            .collect();
+    for line in about.iter().filter(|l| l.get("function").is_some()) {
+        let parent = line["parent_span_id"].as_str().unwrap_or("none");
+        assert!(
+            sent_under.contains(parent),
+            "the {} line's parent span is one the relay sent under: {line}",
+            line["function"]
+        );
+        let own = TraceContext::for_goal(goal.0)
+            .with_span_of(&format!("sqs:{}", line["message_id"].as_str().unwrap()))
+            .span_id();
+        assert_eq!(line["span_id"], own.as_str(), "{line}");
+    }
     for line in &about {
         assert!(line["timestamp"].is_string() && line["level"].is_string());
     }

@@ -50,16 +50,16 @@ impl Meter for Observed {
         &'a self,
         charge: &'a Charge,
         cents: i64,
-    ) -> BoxFuture<'a, Result<(), MeterError>> {
+    ) -> BoxFuture<'a, Result<i64, MeterError>> {
         self.0.charge(charge, cents)
     }
 
+    /// Tokens and latency per call; spend as charged (a call charged before under its key, as
+    /// a redelivered task's is, adds nothing).
     fn observe(&self, charge: &Charge, response: &ChatResponse, cents: i64) {
-        // Keys are `llm:<task>:<attempt>:<purpose>`: the purpose is the last part.
-        let purpose = charge.key.rsplit(':').next().unwrap_or("call");
         let mut line = Emf::new("model")
             .dimension("Model", response.model.clone())
-            .dimension("Purpose", purpose)
+            .dimension("Purpose", charge.purpose)
             .count("ModelCalls", 1)
             .count("InputTokens", response.usage.input_tokens.into())
             .count("OutputTokens", response.usage.output_tokens.into())

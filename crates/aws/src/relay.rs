@@ -157,11 +157,15 @@ async fn send_chunk(
             // The goal's trace goes with its messages (W3C and X-Ray).
             // A body at SQS's size limit goes without: the receiver derives the trace from the
             // goal the body names.
-            let (attributes, system) = row
+            let traced = row
                 .goal_id
                 .filter(|_| row.body.len() + TRACE_BYTES <= MAX_BATCH_BYTES)
-                .map(crate::telemetry::outgoing)
-                .unzip();
+                .map(|goal| crate::telemetry::outgoing(goal, &format!("outbox:{}", row.id)));
+            if let Some((ctx, _, _)) = &traced {
+                tracing::debug!(goal_id = ?row.goal_id, trace_id = ctx.trace_id(), span_id = ctx.span_id(),
+                                queue = %queue, outbox_id = row.id, "sending a message");
+            }
+            let (attributes, system) = traced.map(|(_, a, s)| (a, s)).unzip();
             SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(&row.body)

@@ -58,19 +58,28 @@ pub fn message_span(function: &'static str, message: &SqsMessage) -> tracing::Sp
     if let Some(parent) = incoming(message) {
         span.record("trace_id", parent.trace_id());
         span.record("parent_span_id", parent.span_id());
-        span.record("span_id", parent.child().span_id());
+        span.record("span_id", handled_under(&parent, message).span_id());
     }
     span
 }
 
-/// Names what the message being handled is about on its span (the current one); a message
-/// that came without a trace context joins its goal's trace.
+/// The span a message is handled under: named after the message, so it is found again.
+fn handled_under(trace: &TraceContext, message: &SqsMessage) -> TraceContext {
+    trace.with_span_of(&format!(
+        "sqs:{}",
+        message.message_id.as_deref().unwrap_or("-")
+    ))
+}
+
+/// Names what the message being handled is about on its span (the current one), and returns
+/// the handler's trace context (the span its own calls continue); a message that came without
+/// a trace context joins its goal's trace.
 pub fn identify(
     message: &SqsMessage,
     goal: uuid::Uuid,
     task: Option<uuid::Uuid>,
     agent: Option<uuid::Uuid>,
-) {
+) -> TraceContext {
     let span = tracing::Span::current();
     span.record("goal_id", goal.to_string());
     if let Some(task) = task {
@@ -79,22 +88,28 @@ pub fn identify(
     if let Some(agent) = agent {
         span.record("agent_id", agent.to_string());
     }
-    if incoming(message).is_none() {
-        let ctx = TraceContext::for_goal(goal);
-        span.record("trace_id", ctx.trace_id());
-        span.record("span_id", ctx.span_id());
+    match incoming(message) {
+        Some(parent) => handled_under(&parent, message),
+        None => {
+            let ours = handled_under(&TraceContext::for_goal(goal), message);
+            span.record("trace_id", ours.trace_id());
+            span.record("span_id", ours.span_id());
+            ours
+        }
     }
 }
 
-/// The attributes that carry `goal`'s trace on a message being sent (W3C, and X-Ray's system
-/// attribute).
+/// The attributes that carry `goal`'s trace on a message being sent under the span named
+/// `sent_as` (W3C, and X-Ray's system attribute), and that span.
 pub fn outgoing(
     goal: uuid::Uuid,
+    sent_as: &str,
 ) -> (
+    TraceContext,
     HashMap<String, MessageAttributeValue>,
     HashMap<aws_sdk_sqs::types::MessageSystemAttributeNameForSends, MessageSystemAttributeValue>,
 ) {
-    let ctx = TraceContext::for_goal(goal);
+    let ctx = TraceContext::for_goal(goal).with_span_of(sent_as);
     let mut attributes = HashMap::new();
     if let Ok(value) = MessageAttributeValue::builder()
         .data_type("String")
@@ -114,7 +129,7 @@ pub fn outgoing(
             value,
         );
     }
-    (attributes, system)
+    (ctx, attributes, system)
 }
 
 // ---- metrics --------------------------------------------------------------------------------

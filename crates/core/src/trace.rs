@@ -9,10 +9,13 @@
 //! The context travels between functions in each SQS message, in both encodings in use:
 //! - W3C Trace Context: the `traceparent` message attribute, `00-<trace>-<parent span>-01`;
 //! - AWS X-Ray: the `AWSTraceHeader` system attribute, `Root=1-<8 hex>-<24 hex>;Parent=<16
-//!   hex>;Sampled=1`, which Lambda's active tracing reads to link a function's segment to the
-//!   sender's.
+//!   hex>`, which Lambda's active tracing reads to put a function's segment in the goal's trace.
+//!   It carries no sampling decision: X-Ray's sampling rules decide, not every message.
 //!
-//! The receiver continues the trace with a span of its own ([`TraceContext::child`]).
+//! Span ids that others must find again are named, not drawn ([`TraceContext::with_span_of`]):
+//! a message sent from the outbox is sent under the span `outbox:<row>`, a message is handled
+//! under `sqs:<message id>`, so the handler's `parent_span_id` is the span the relay logged the
+//! send under, and the tool calls a handler makes name the handler's span as their parent.
 
 use std::fmt;
 
@@ -56,6 +59,18 @@ impl TraceContext {
         }
     }
 
+    /// The same trace, in the span named `name` (its id is the start of the name's SHA-256):
+    /// whoever knows the name finds the span again.
+    pub fn with_span_of(&self, name: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(name.as_bytes());
+        let mut span_id: [u8; 8] = digest[..8].try_into().unwrap_or([1; 8]);
+        if span_id == [0; 8] {
+            span_id = [1; 8];
+        }
+        Self { span_id, ..*self }
+    }
+
     /// The trace id as W3C writes it: 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
         hex::encode(self.trace_id)
@@ -82,14 +97,10 @@ impl TraceContext {
         )
     }
 
-    /// The `X-Amzn-Trace-Id` / `AWSTraceHeader` value.
+    /// The `X-Amzn-Trace-Id` / `AWSTraceHeader` value, without a sampling decision (X-Ray's
+    /// sampling rules make it).
     pub fn xray_header(&self) -> String {
-        format!(
-            "Root={};Parent={};Sampled={}",
-            self.xray_trace_id(),
-            self.span_id(),
-            u8::from(self.sampled)
-        )
+        format!("Root={};Parent={}", self.xray_trace_id(), self.span_id())
     }
 
     /// Reads a `traceparent` header; `None` for anything malformed (an all-zero id included).
@@ -99,10 +110,16 @@ impl TraceContext {
         let trace = parts.next()?;
         let span = parts.next()?;
         let flags = parts.next()?;
-        if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+        if version.len() != 2
+            || !is_lower_hex(version)
+            || version == "ff"
+            || flags.len() != 2
+            || !is_lower_hex(flags)
+            || (version == "00" && parts.next().is_some())
+        {
             return None;
         }
-        let flags = u8::from_str_radix(flags.get(..2)?, 16).ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
         Self::from_parts(trace, span, flags & 1 == 1)
     }
 
@@ -196,6 +213,14 @@ mod tests {
         assert_eq!(child.trace_id(), ctx.trace_id());
         assert_ne!(child.span_id(), ctx.span_id());
         assert!(ctx.xray_header().starts_with("Root=1-"));
+        assert!(!ctx.xray_header().contains("Sampled"));
+        let named = ctx.with_span_of("sqs:m-1");
+        assert_eq!(
+            named.span_id(),
+            ctx.child().with_span_of("sqs:m-1").span_id()
+        );
+        assert_ne!(named.span_id(), ctx.with_span_of("sqs:m-2").span_id());
+        assert_eq!(named.trace_id(), ctx.trace_id());
     }
 
     #[test]
@@ -208,6 +233,9 @@ mod tests {
             "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",
+            "0g-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-zz",
         ] {
             assert_eq!(TraceContext::parse_traceparent(bad), None, "{bad}");
         }

@@ -117,6 +117,8 @@ pub struct Charge {
     /// Unique per call: derived from the task attempt and the call's purpose, so a redelivered
     /// task is not charged twice.
     pub key: String,
+    /// What the call is for (`plan`, `draft`, `judge`...): the metrics' dimension.
+    pub purpose: &'static str,
     pub memo: String,
 }
 
@@ -134,15 +136,16 @@ pub trait Meter: Send + Sync {
     fn balance(&self, agent: uuid::Uuid) -> BoxFuture<'_, Result<i64, MeterError>>;
 
     /// Charges `cents` (> 0) for a model call, once per `charge.key` (a second charge under
-    /// the key charges nothing).
+    /// the key charges nothing); returns what it charged.
     fn charge<'a>(
         &'a self,
         charge: &'a Charge,
         cents: i64,
-    ) -> BoxFuture<'a, Result<(), MeterError>>;
+    ) -> BoxFuture<'a, Result<i64, MeterError>>;
 
-    /// Told of every answered call, after its charge (for metrics); nothing by default.
-    fn observe(&self, _charge: &Charge, _response: &ChatResponse, _cents: i64) {}
+    /// Told of every answered call, after its charge, with what the charge took (0 for a call
+    /// charged before under its key): for metrics; nothing by default.
+    fn observe(&self, _charge: &Charge, _response: &ChatResponse, _charged: i64) {}
 }
 
 /// Why a metered call gave no answer.
@@ -258,10 +261,12 @@ impl Mind {
             .await
             .map_err(|_| LlmError::Timeout(left))??;
         let cents = price.cents(response.usage);
-        if cents > 0 {
-            self.meter.charge(charge, cents).await?;
-        }
-        self.meter.observe(charge, &response, cents);
+        let charged = if cents > 0 {
+            self.meter.charge(charge, cents).await?
+        } else {
+            0
+        };
+        self.meter.observe(charge, &response, charged);
         tracing::info!(model = %response.model, key = %charge.key, input_tokens = response.usage.input_tokens,
                        output_tokens = response.usage.output_tokens, cents,
                        latency_ms = response.latency.as_millis() as u64, "model call");

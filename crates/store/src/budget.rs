@@ -193,9 +193,10 @@ pub async fn spend_transfer(
     spend(&mut *tx, agent, key, amount, task, memo).await
 }
 
-/// Charges a model call's `cents` (> 0) once per `key`, as inference. The call was authorized against its worst case before it was sent; if
-/// concurrent calls spent the rest meanwhile, what is left is charged (the balance never goes
-/// below zero) and the shortfall logged.
+/// Charges a model call's `cents` (> 0) once per `key`, as inference, and returns what it
+/// charged (0 when the key was charged before). The call was authorized against its worst case
+/// before it was sent; if concurrent calls spent the rest meanwhile, what is left is charged
+/// (the balance never goes below zero) and the shortfall logged.
 pub async fn charge_inference(
     pool: &PgPool,
     agent: AgentId,
@@ -203,7 +204,7 @@ pub async fn charge_inference(
     cents: i64,
     task: Option<TaskId>,
     memo: &str,
-) -> Result<(), BudgetError> {
+) -> Result<i64, BudgetError> {
     if cents <= 0 {
         return Err(BudgetError::InvalidAmount(cents));
     }
@@ -222,7 +223,7 @@ pub async fn charge_inference(
         tracing::warn!(agent_id = %agent.0, key, cents, balance, "model call cost more than the budget had left");
     }
     if charged == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let inserted = sqlx::query!(
         "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, task_id, memo)
@@ -239,7 +240,7 @@ pub async fn charge_inference(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Ok(());
+        return Ok(0);
     }
     sqlx::query!(
         "update budgets set balance_cents = balance_cents - $2, updated_at = now() where agent_id = $1",
@@ -249,7 +250,7 @@ pub async fn charge_inference(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(charged)
 }
 
 /// The current balance, if the agent has a budget.

@@ -37,7 +37,7 @@ impl Meter for LedgerMeter {
         &'a self,
         charge: &'a Charge,
         cents: i64,
-    ) -> BoxFuture<'a, Result<(), MeterError>> {
+    ) -> BoxFuture<'a, Result<i64, MeterError>> {
         Box::pin(async move {
             budget::charge_inference(
                 &self.pool,

@@ -502,7 +502,14 @@ impl ServerHandler for World {
         if let Some(more) = &request.meta {
             meta.extend(more.0.clone());
         }
-        let get = |key: &str| meta.0.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        // Untrusted: only ids that read as UUIDs are logged.
+        let get = |key: &str| {
+            meta.0
+                .get(key)
+                .and_then(|v| v.as_str())
+                .and_then(|v| uuid::Uuid::parse_str(v).ok())
+                .map(|id| id.to_string())
+        };
         let trace = meta
             .get_traceparent()
             .and_then(chimera_core::trace::TraceContext::parse_traceparent);

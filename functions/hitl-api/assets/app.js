@@ -42,6 +42,7 @@
 'use strict';
 
 const PAGE_SIZE = 25;
+const FLEET_PAGE = 200;
 const TOKEN_KEY = 'chimera.jwt';
 const $ = (selector) => document.querySelector(selector);
 
@@ -254,13 +255,16 @@ function signIn(token) {
   const c = claims(token);
   page.token = token;
   sessionStorage.setItem(TOKEN_KEY, token);
-  const roles = Array.isArray(c.roles) ? c.roles.join(', ') : String(c.roles ?? '');
+  // As the API reads the claim: a list, or one string of names ("reviewer", "[operator reviewer]").
+  const roleList = Array.isArray(c.roles)
+    ? c.roles.filter((r) => typeof r === 'string')
+    : String(c.roles ?? '').replace(/^\[|\]$/g, '').split(/[ ,]+/).map((r) => r.replace(/"/g, '')).filter(Boolean);
+  const roles = roleList.join(', ');
   $('#whoami').replaceChildren(
     'Signed in as ', el('span', { 'data-claim': 'sub' }, c.sub ?? '?'),
     ', tenant ', el('span', { 'data-claim': 'tenant' }, c.tenant ?? '?'),
     ', roles ', el('span', { 'data-claim': 'roles' }, roles || 'none'),
   );
-  const roleList = Array.isArray(c.roles) ? c.roles : [];
   page.canDecide = roleList.includes('reviewer') || roleList.includes('admin');
   document.body.dataset.canDecide = String(page.canDecide);
   for (const node of document.querySelectorAll('.needs-decide')) {
@@ -309,11 +313,13 @@ function money(cents, currency) {
 }
 
 async function loadFleet() {
-  const query = new URLSearchParams({ limit: 200 });
+  const query = new URLSearchParams({ limit: FLEET_PAGE });
   const search = $('#fleet-search').value.trim();
   if (search) query.set('search', search);
   const data = await api('GET', `/fleet?${query}`);
   page.fleet = data.items;
+  // The API's page: the first FLEET_PAGE agents, those needing attention first.
+  $('#fleet-more').hidden = data.items.length < FLEET_PAGE;
   showFleet();
 }
 
@@ -434,7 +440,10 @@ function markOpenRow() {
 // ---- review card --------------------------------------------------------------------------
 
 const openReview = action(async (id) => {
-  showCard(await api('GET', `/reviews/${encodeURIComponent(id)}`));
+  page.opening = id;
+  const card = await api('GET', `/reviews/${encodeURIComponent(id)}`);
+  if (page.opening !== id) return; // another item was opened meanwhile
+  showCard(card);
   $('#card-title').focus();
   await loadAudit({ review: id }, '#card-audit');
 });
@@ -674,7 +683,7 @@ async function follow(id) {
             if (line.startsWith('event:')) event.name = line.slice(6).trim();
             else if (line.startsWith('data:')) event.data.push(line.slice(5).replace(/^ /, ''));
           }
-          if ((event.name === 'goal' || event.name === 'settled') && page.goal === id) {
+          if ((event.name === 'goal' || event.name === 'settled') && page.goal === id && !signal.aborted) {
             showGoal(JSON.parse(event.data.join('\n')));
           }
           if (event.name === 'settled') settled = true;
@@ -725,11 +734,14 @@ function showGoal(g) {
     field('id', 'Goal id', el('code', {}, g.id)),
   );
   const kinds = new Map(g.tasks.map((t, i) => [t.id, `${i + 1}. ${t.kind}`]));
-  // A person's decision on a held result: shown after the judge's routing.
-  const taskOf = new Map(g.results.map((r) => [r.id, r.task_id]));
+  // A person's decision on the result of a task's current attempt: shown after the judge's routing.
+  const attemptOf = new Map(g.tasks.map((t) => [t.id, t.attempt]));
+  const current = new Map(g.results
+    .filter((r) => r.attempt === attemptOf.get(r.task_id))
+    .map((r) => [r.id, r.task_id]));
   const decided = new Map(g.decisions
-    .filter((d) => d.decision && d.decided_by !== 'judge')
-    .map((d) => [taskOf.get(d.result_id), d]));
+    .filter((d) => d.decision && d.decided_by !== 'judge' && current.has(d.result_id))
+    .map((d) => [current.get(d.result_id), d]));
   $('#goal-tasks tbody').replaceChildren(...g.tasks.map((t, i) => {
     const cell = (name, attrs, ...children) => el('td', { 'data-field': name, ...attrs }, ...children);
     const waits = t.deferred_until ? el('span', { class: 'muted' }, ' until ', when(t.deferred_until)) : null;
@@ -748,10 +760,16 @@ function showGoal(g) {
 
 // ---- audit trail --------------------------------------------------------------------------
 
+/** The goal or review a view shows now: an answer about another one is not shown there. */
+function showing(subject) {
+  return subject.goal ? page.goal === subject.goal : page.review?.id === subject.review;
+}
+
 /** Loads the audit trail of `{goal}` or `{review}` into the list `target`, oldest first. */
 async function loadAudit(subject, target) {
   const query = new URLSearchParams(subject);
   const data = await api('GET', `/audit?${query}`);
+  if (!showing(subject)) return;
   $(target).replaceChildren(...data.items.map((e) => el('li', { 'data-action': e.action },
     when(e.at), ' ', el('strong', {}, e.actor), ` ${e.action.replace('.', ': ').replace(/_/g, ' ')}`,
     e.reasoning ? el('span', { class: 'muted' }, ` — ${e.reasoning}`) : null,

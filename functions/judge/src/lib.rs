@@ -292,6 +292,7 @@ impl Judge {
                 agent_id: result.agent_id.0,
                 task_id: Some(result.task_id.0),
                 key: format!("llm:{}:{}:judge", result.task_id, result.attempt),
+                purpose: "judge",
                 memo: format!("judging a {}", result.task_kind.as_str()),
             };
             match rubric::read(mind, &state.policy, voice, text, &charge, by).await {
@@ -403,7 +404,6 @@ impl Judge {
                     occ::describe(&moved)
                 );
                 tracing::info!(result_id = %result.id, %feedback, "commit conflict: replanning");
-                routed(result, "conflict").count("Conflicts", 1).emit();
                 self.retry(result, state, &feedback, RetryCause::Conflict, fresh)
                     .await
             }
@@ -484,8 +484,9 @@ impl Judge {
             .map_err(retryable)?
         {
             Decided::Done(true) => {
-                if cause == RetryCause::Feedback {
-                    routed(result, "retry").emit();
+                match cause {
+                    RetryCause::Feedback => routed(result, "retry").emit(),
+                    RetryCause::Conflict => routed(result, "conflict").count("Conflicts", 1).emit(),
                 }
                 Ok(())
             }

@@ -138,11 +138,14 @@ impl PlannerService {
                     .await?;
                 if let Some(goal) = goal {
                     telemetry::identify(message, goal.0, Some(task_id.0), None);
-                    Emf::new("planner")
+                    let mut line = Emf::new("planner")
                         .dimension("Outcome", "replanned")
                         .count("Replans", 1)
-                        .ids(goal.0, Some(task_id.0), None)
-                        .emit();
+                        .ids(goal.0, Some(task_id.0), None);
+                    if let Some(age) = telemetry::queue_age(message) {
+                        line = line.millis("QueueAge", age);
+                    }
+                    line.emit();
                 }
                 Ok(goal)
             }

@@ -96,6 +96,7 @@ impl LlmPlanner {
                 agent_id: goal.agent_id.0,
                 task_id: None,
                 key: format!("llm:plan:{}:{}", goal.id.0, meta.attempts + 1),
+                purpose: "plan",
                 memo: format!("planning a {} goal", goal.kind),
             };
             meta.attempts += 1;

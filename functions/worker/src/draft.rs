@@ -88,6 +88,7 @@ pub async fn with_model(
         agent_id: task.agent_id.0,
         task_id: Some(task.id.0),
         key: format!("llm:{}:{}:draft", task.id.0, task.attempt),
+        purpose: "draft",
         memo: format!("draft for {platform}"),
     };
     let answer = match mind.call(&charge, &request, by).await {

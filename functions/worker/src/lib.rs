@@ -42,7 +42,6 @@ use chimera_aws::visibility::Lease;
 use chimera_core::domain::{CommitHash, GoalId, ResultId, Task, TaskResult, derived_uuid};
 use chimera_core::envelope::TaskMessage;
 use chimera_core::names::{Queue, ResourceNames};
-use chimera_core::trace::TraceContext;
 use chimera_llm::mind::{Mind, MindError};
 use chimera_mcp::{McpClient, McpConfig};
 use chimera_store::PgPool;
@@ -143,7 +142,7 @@ impl Worker {
         deadline: SystemTime,
     ) -> Result<Option<GoalId>, MessageError> {
         let TaskMessage { task } = decode_body(message)?;
-        telemetry::identify(
+        let trace = telemetry::identify(
             message,
             task.goal_id.0,
             Some(task.id.0),
@@ -156,7 +155,7 @@ impl Worker {
         );
         let started = std::time::Instant::now();
         let context = chimera_mcp::CallContext {
-            traceparent: TraceContext::for_goal(task.goal_id.0).traceparent(),
+            traceparent: trace.traceparent(),
             goal_id: task.goal_id.0.to_string(),
             task_id: task.id.0.to_string(),
             agent_id: task.agent_id.0.to_string(),

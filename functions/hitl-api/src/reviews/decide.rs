@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use chimera_aws::telemetry::Emf;
+use chimera_aws::telemetry::{Emf, Unit};
 use chimera_core::auth::{Permission, Principal};
 use chimera_core::domain::{AgentId, CommitHash, DecisionKind, GoalId, ReviewId, TaskStatus};
 use chimera_core::effect::{self, EffectAction, Origin, Proposal};
@@ -351,6 +351,13 @@ pub(super) async fn decide_prepared(
         line = line.count("QuotaDeferrals", 1);
     }
     line.emit();
+    if taken.decision != DecisionKind::Reject && prepared.spend_cents() > 0 {
+        Emf::new("hitl-api")
+            .dimension("SpendKind", "transfer")
+            .metric("SpendCents", prepared.spend_cents() as f64, Unit::None)
+            .ids(taken.goal.0, Some(taken.task.0), None)
+            .emit();
+    }
     after(state, &taken).await;
     Ok(prepared.response(&taken))
 }
