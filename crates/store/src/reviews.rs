@@ -136,20 +136,21 @@ pub async fn queue(
         .map(crate::agents::like_pattern);
     let rows = sqlx::query!(
         r#"with page as (
-               select v.id, v.result_id, t.goal_id, t.id as task_id, t.agent_id, a.handle as agent_handle,
-                      a.display_name as agent_name, t.kind as task_kind,
-                      v.risk_types, v.risk_tags, v.confidence, v.financial, v.priority,
-                      v.escalated_at is not null as escalated, v.policy_version, v.artifact_hash,
-                      v.created_at, v.due_at, v.final_deadline, v.summary,
-                      count(*) over () as total
+               -- Sorted and cut on the reviews alone; the agent and goal filters look up the
+               -- task only when they are given.
+               select v.id, v.result_id, v.task_id, v.risk_types, v.risk_tags, v.confidence,
+                      v.financial, v.priority, v.escalated_at is not null as escalated,
+                      v.policy_version, v.artifact_hash, v.created_at, v.due_at, v.final_deadline,
+                      v.summary, count(*) over () as total
                from reviews v
-               join tasks t on t.id = v.task_id
-               join agents a on a.id = t.agent_id
                where v.tenant_id = $1 and v.status = 'pending'
                  and ($2::text is null or $2 = any (v.risk_types))
-                 and ($3::uuid is null or t.agent_id = $3)
-                 and ($4::uuid is null or t.goal_id = $4)
-                 and ($9::text is null or a.handle ilike $9 or a.display_name ilike $9)
+                 and (($3::uuid is null and $4::uuid is null and $9::text is null)
+                      or exists (select 1 from tasks t join agents a on a.id = t.agent_id
+                                 where t.id = v.task_id
+                                   and ($3::uuid is null or t.agent_id = $3)
+                                   and ($4::uuid is null or t.goal_id = $4)
+                                   and ($9::text is null or a.handle ilike $9 or a.display_name ilike $9)))
                order by
                  (case $5
                     when 'confidence' then v.confidence
@@ -159,15 +160,18 @@ pub async fn queue(
                  v.created_at, v.id
                limit $7 offset $8
            )
-           -- Only the page's results are read for their previews.
-           select p.id as "id!", p.goal_id as "goal_id!", p.task_id as "task_id!", p.agent_id as "agent_id!",
-                  p.agent_handle as "agent_handle!", p.agent_name, p.task_kind as "task_kind!: TaskKind",
+           -- Only the page's tasks, agents and results are read.
+           select p.id as "id!", t.goal_id, t.id as task_id, t.agent_id,
+                  a.handle as agent_handle, a.display_name as agent_name, t.kind as "task_kind: TaskKind",
                   p.risk_types as "risk_types!", p.risk_tags as "risk_tags!", p.confidence as "confidence!",
                   p.financial as "financial!", p.priority as "priority!", p.escalated as "escalated!",
                   p.policy_version as "policy_version!", p.artifact_hash as "artifact_hash!",
                   p.created_at as "created_at!", p.due_at as "due_at!", p.final_deadline as "final_deadline!",
                   r.artifact -> 'artifacts' -> 0 as first_artifact, p.summary, p.total as "total!"
-           from page p join results r on r.id = p.result_id
+           from page p
+           join tasks t on t.id = p.task_id
+           join agents a on a.id = t.agent_id
+           join results r on r.id = p.result_id
            order by
              (case $5
                 when 'confidence' then p.confidence
