@@ -88,6 +88,10 @@ const PINNED: &[(i64, &str)] = &[
         20261128000005,
         "276a76b6173f4fda127388518feecd9786617cf310a27eaa456df0ef057007a63f25246d2d2e7827e5196dc36c21f28d",
     ),
+    (
+        20261128000006,
+        "6a127d46524b7a9df87d08a240b26078d73765debec3c87cb21fbc21011a20b6ed4d2c855f8c2c2c49e15c11bd9a280e",
+    ),
 ];
 
 #[test]

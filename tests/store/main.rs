@@ -6,6 +6,7 @@
 mod audit;
 mod budget;
 mod decisions;
+mod memories;
 mod occ;
 mod outbox;
 mod planning;

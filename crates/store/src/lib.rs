@@ -44,6 +44,7 @@ pub mod fleet;
 pub mod goals;
 pub mod judging;
 pub mod keys;
+pub mod memories;
 pub mod meter;
 pub mod occ;
 pub mod outbox;
