@@ -134,6 +134,9 @@ pub struct Swarm {
 impl Swarm {
     /// Everything set up and seeded; the runner is not started yet ([`Swarm::run`]).
     pub async fn new(options: SwarmOptions) -> Swarm {
+        // The functions' metrics lines would fill a failing test's captured output; a test that
+        // reads them sets its own sink first (the first one set wins).
+        chimera_aws::telemetry::set_metrics_sink(Box::new(std::io::sink()));
         let db = TestDb::migrated().await;
         let names = unique_stage();
         let clients = clients().await;
