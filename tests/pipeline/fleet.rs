@@ -81,6 +81,43 @@ async fn the_fleet_lists_every_agent_with_its_work_and_puts_the_one_needing_atte
     assert_eq!(body["items"].as_array().map(Vec::len), Some(1), "{body}");
     let (status, body) = call(&swarm, Method::GET, "/fleet?limit=0", Some(&token), None).await;
     assert_eq!(status, 400, "{body}");
+    // Other orders are the database's, over the whole fleet: a page of one is a page of all.
+    let handles = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["handle"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (sort, first) in [
+        ("name", "agent0"),
+        ("held", "agent0"),
+        ("goals_in_flight", "agent0"),
+        ("attention", "agent0"),
+    ] {
+        let (status, body) = call(
+            &swarm,
+            Method::GET,
+            &format!("/fleet?sort={sort}&limit=1"),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(handles(&body), [first], "sort={sort}");
+    }
+    let (_, page2) = call(
+        &swarm,
+        Method::GET,
+        "/fleet?sort=name&limit=1&offset=1",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(handles(&page2), ["agent1"]);
+    let (status, body) = call(&swarm, Method::GET, "/fleet?sort=age", Some(&token), None).await;
+    assert_eq!(status, 400, "{body}");
     let (status, _) = call(&swarm, Method::GET, "/fleet", None, None).await;
     assert_eq!(status, 401);
     swarm.stop().await;

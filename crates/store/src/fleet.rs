@@ -56,12 +56,59 @@ pub struct QuotaUse {
     pub window_start: DateTime<Utc>,
 }
 
-/// The agents of `tenant` matching `filter` (its status and search), those needing attention
-/// first, then by handle.
+/// The fleet view's orders; each has its natural direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Those needing attention first (then most held, most failing), then by handle.
+    #[default]
+    Attention,
+    /// By display name (else handle), A to Z.
+    Name,
+    /// Most held items first.
+    Held,
+    /// Most goals in flight first.
+    GoalsInFlight,
+    /// Most spent today first.
+    SpentToday,
+    /// Least money left first (no budget last).
+    Balance,
+}
+
+impl Sort {
+    pub const NAMES: [&'static str; 6] = [
+        "attention",
+        "name",
+        "held",
+        "goals_in_flight",
+        "spent_today",
+        "balance",
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "attention" => Self::Attention,
+            "name" => Self::Name,
+            "held" => Self::Held,
+            "goals_in_flight" => Self::GoalsInFlight,
+            "spent_today" => Self::SpentToday,
+            "balance" => Self::Balance,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// The agents of `tenant` matching `filter` (its status and search), in `sort` order (ties by
+/// handle), a page of them: the order is the database's, so a page of a large fleet is the
+/// page of the whole fleet's order.
 pub async fn view(
     pool: &PgPool,
     tenant: TenantId,
     filter: &Filter<'_>,
+    sort: Sort,
 ) -> Result<Vec<FleetAgent>, sqlx::Error> {
     let pattern = filter.search.map(like_pattern);
     let rows = sqlx::query!(
@@ -132,8 +179,22 @@ pub async fn view(
                from marked
            ),
            ranked as (
-               select * from flagged
-               order by cardinality(attention) > 0 desc, held desc, failed_today desc, handle
+               select flagged.*,
+                      row_number() over (
+                          order by
+                              case $6
+                                  when 'held' then held::float8
+                                  when 'goals_in_flight' then in_flight::float8
+                                  when 'spent_today' then spent_today::float8
+                                  when 'balance' then -coalesce(balance_cents, 9e15)::float8
+                                  when 'name' then 0
+                                  else (cardinality(attention) > 0)::int * 1e12 + held * 1e6 + failed_today
+                              end desc,
+                              case when $6 = 'name' then lower(coalesce(display_name, handle)) end,
+                              handle
+                      ) as position
+               from flagged
+               order by position
                limit $4 offset $5
            )
            select r.id as "id!", r.handle as "handle!", r.display_name, r.status as "status!",
@@ -151,12 +212,13 @@ pub async fn view(
                                     and e.inputs ->> 'action' in ('social.publish', 'social.reply')
                                   order by e.updated_at desc limit 3) e), '[]') as "last_posts!"
            from ranked r
-           order by cardinality(r.attention) > 0 desc, r.held desc, r.failed_today desc, r.handle"#,
+           order by r.position"#,
         tenant.0,
         filter.status,
         pattern,
         filter.limit,
         filter.offset,
+        sort.as_str(),
     )
     .fetch_all(pool)
     .await?;

@@ -313,35 +313,25 @@ function money(cents, currency) {
 }
 
 async function loadFleet() {
-  const query = new URLSearchParams({ limit: FLEET_PAGE });
+  const query = new URLSearchParams({ limit: FLEET_PAGE, sort: page.fleetSort });
   const search = $('#fleet-search').value.trim();
   if (search) query.set('search', search);
   const data = await api('GET', `/fleet?${query}`);
   page.fleet = data.items;
-  // The API's page: the first FLEET_PAGE agents, those needing attention first.
+  // The API's page: the first FLEET_PAGE agents in the chosen order.
   $('#fleet-more').hidden = data.items.length < FLEET_PAGE;
   showFleet();
 }
 
-/** Orders of the fleet table; the API's own order (needing attention first) is "attention". */
-const FLEET_ORDERS = {
-  attention: null,
-  name: (a, b) => (a.display_name ?? a.handle).localeCompare(b.display_name ?? b.handle),
-  held: (a, b) => b.held - a.held,
-  goals_in_flight: (a, b) => b.goals_in_flight - a.goals_in_flight,
-  spent_today_cents: (a, b) => b.spent_today_cents - a.spent_today_cents,
-  balance_cents: (a, b) => (a.balance_cents ?? Infinity) - (b.balance_cents ?? Infinity),
-};
-
+/** The fleet in the order the API gave (`sort`: the whole fleet's order, not one page's). */
 function showFleet() {
-  const order = FLEET_ORDERS[page.fleetSort];
-  const items = order ? [...page.fleet].sort((a, b) => order(a, b) || a.handle.localeCompare(b.handle)) : page.fleet;
+  const items = page.fleet;
   $('#fleet tbody').replaceChildren(...items.map(fleetRow));
   labelCells($('#fleet'));
   $('#fleet-empty').hidden = items.length > 0;
   $('#fleet-sort').value = page.fleetSort;
   for (const th of document.querySelectorAll('#fleet thead th[data-sort]')) {
-    th.setAttribute('aria-sort', th.dataset.sort === page.fleetSort ? (page.fleetSort === 'name' || page.fleetSort === 'balance_cents' ? 'ascending' : 'descending') : 'none');
+    th.setAttribute('aria-sort', th.dataset.sort === page.fleetSort ? (page.fleetSort === 'name' || page.fleetSort === 'balance' ? 'ascending' : 'descending') : 'none');
   }
 }
 
@@ -835,13 +825,13 @@ function boot() {
   });
   $('#fleet-sort').addEventListener('change', (ev) => {
     page.fleetSort = ev.target.value;
-    showFleet();
+    action(loadFleet)();
   });
   $('#fleet thead').addEventListener('click', (ev) => {
     const th = ev.target.closest('th[data-sort]');
     if (!th) return;
     page.fleetSort = th.dataset.sort;
-    showFleet();
+    action(loadFleet)();
   });
   $('#goals-filter').addEventListener('submit', (ev) => {
     ev.preventDefault();

@@ -17,7 +17,7 @@ use chimera_core::domain::AgentId;
 use chimera_store::agents::{
     self, AgentSummary, AgentView, CreateError, Filter, NewAgent, UpdateError,
 };
-use chimera_store::fleet::FleetAgent;
+use chimera_store::fleet::{FleetAgent, Sort};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
@@ -252,7 +252,29 @@ pub struct FleetPage {
     pub offset: i64,
 }
 
-#[utoipa::path(get, path = "/fleet", tag = "agents", params(ListQuery),
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FleetQuery {
+    /// `active`, `paused` or `retired`.
+    #[param(pattern = "^(active|paused|retired)$")]
+    pub status: Option<String>,
+    /// Handles or display names containing this (1..=64 characters, case-insensitive).
+    #[param(min_length = 1, max_length = 64)]
+    pub search: Option<String>,
+    /// `attention` (default: those needing a person first), `name`, `held`,
+    /// `goals_in_flight`, `spent_today` (most first) or `balance` (least first).
+    #[param(pattern = "^(attention|name|held|goals_in_flight|spent_today|balance)$")]
+    pub sort: Option<String>,
+    /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// >= 0, default 0.
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/fleet", tag = "agents", params(FleetQuery),
     responses((status = 200, body = FleetPage,
                description = "The tenant's agents with their goals in flight, held items, failures of the last day, balance and today's spend against the daily limit, quota use in the open windows and last posts; those needing attention (`attention` not empty) first"),
               (status = 400, description = "Bad filter"),
@@ -261,12 +283,24 @@ pub struct FleetPage {
 pub async fn fleet(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<FleetQuery>, QueryRejection>,
 ) -> Result<Json<FleetPage>, ApiError> {
     let principal = caller.require(Permission::Read)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let filter = filter(&query)?;
-    let items = chimera_store::fleet::view(&state.pool, principal.tenant, &filter)
+    let sort = match query.sort.as_deref() {
+        None => Sort::Attention,
+        Some(name) => Sort::parse(name).ok_or_else(|| {
+            ApiError::BadRequest(format!("sort must be one of {}", Sort::NAMES.join(", ")))
+        })?,
+    };
+    let list = ListQuery {
+        status: query.status,
+        search: query.search,
+        limit: query.limit,
+        offset: query.offset,
+    };
+    let filter = filter(&list)?;
+    let items = chimera_store::fleet::view(&state.pool, principal.tenant, &filter, sort)
         .await
         .map_err(ApiError::dependency)?;
     Ok(Json(FleetPage {
