@@ -12,11 +12,65 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reviewer_approves_a_held_reply_in_mission_control() {
+/// Where the browser tests write their screenshots.
+fn artifacts() -> std::path::PathBuf {
+    chimera_tests::repo_root().join(".local/artifacts")
+}
+
+/// Runs `drive` in a fresh headless Chromium; if it fails, a screenshot of the page goes to
+/// `<name>-failure.png` among the artifacts. The browser is closed either way.
+async fn in_browser(name: &str, drive: impl AsyncFnOnce(&Driver) -> anyhow::Result<()>) {
     let (chromedriver, chromium) = locate().expect(
         "chromium and chromedriver are needed for this test: `scripts/stack browser` installs them",
     );
+    let driver = Driver::start(&chromedriver, &chromium)
+        .await
+        .expect("starting headless Chromium");
+    let outcome = drive(&driver).await;
+    if outcome.is_err()
+        && let Ok(png) = driver.screenshot_png().await
+    {
+        let path = artifacts().join(format!("{name}-failure.png"));
+        let _ = std::fs::create_dir_all(artifacts());
+        let _ = std::fs::write(&path, png);
+        eprintln!("screenshot of the failure: {}", path.display());
+    }
+    driver.quit().await;
+    outcome.unwrap_or_else(|err| panic!("driving {name}: {err:#}"));
+}
+
+/// Opens Mission Control and waits until the page has decided between signing in and ready.
+async fn open(driver: &Driver, swarm: &Swarm) -> anyhow::Result<()> {
+    driver.goto(&format!("{}/", swarm.api())).await?;
+    driver
+        .wait_until_js("return document.body.dataset.state !== 'busy'", WAIT)
+        .await
+}
+
+/// Screenshots `<name>-1400.png` and, at phone width once nothing scrolls sideways (wide
+/// tables scroll inside their panels), `<name>-390.png`.
+async fn screenshots(driver: &Driver, name: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(artifacts())?;
+    std::fs::write(
+        artifacts().join(format!("{name}-1400.png")),
+        driver.screenshot_png().await?,
+    )?;
+    driver.set_window_size(390, 844).await?;
+    driver
+        .wait_until_js(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            WAIT,
+        )
+        .await?;
+    std::fs::write(
+        artifacts().join(format!("{name}-390.png")),
+        driver.screenshot_png().await?,
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reviewer_approves_a_held_reply_in_mission_control() {
     let mut swarm = Swarm::new(SwarmOptions::default()).await;
     swarm.run().await;
     let goal = swarm
@@ -37,19 +91,10 @@ async fn a_reviewer_approves_a_held_reply_in_mission_control() {
     .await
     .unwrap();
 
-    let driver = Driver::start(&chromedriver, &chromium)
-        .await
-        .expect("starting headless Chromium");
-    let outcome = drive(&driver, &swarm, review).await;
-    if outcome.is_err()
-        && let Ok(png) = driver.screenshot_png().await
-    {
-        let path = std::env::temp_dir().join(format!("mission-control-{review}.png"));
-        let _ = std::fs::write(&path, png);
-        eprintln!("screenshot of the failure: {}", path.display());
-    }
-    driver.quit().await;
-    outcome.expect("driving Mission Control");
+    in_browser("mission-control", async |driver| {
+        drive(driver, &swarm, review).await
+    })
+    .await;
 
     // The effect was released: one reply under this approval, and the goal completes.
     eventually(
@@ -137,16 +182,9 @@ async fn operator_cannot_decide(
 
 async fn drive(driver: &Driver, swarm: &Swarm, review: uuid::Uuid) -> anyhow::Result<()> {
     let idle = "return document.body.dataset.state !== 'busy'";
-    driver.goto(&format!("{}/", swarm.api())).await?;
-    driver.wait_until_js(idle, WAIT).await?;
+    open(driver, swarm).await?;
     operator_cannot_decide(driver, swarm, review).await?;
-    let token = swarm.token("ui-reviewer", &["reviewer"]);
-    let field = driver.wait_for("#token", WAIT).await?;
-    driver.send_keys(&field, &token).await?;
-    driver.click(&driver.find("#login").await?).await?;
-    driver
-        .wait_until_js("return document.body.dataset.state === 'ready'", WAIT)
-        .await?;
+    sign_in(driver, &swarm.token("ui-reviewer", &["reviewer"])).await?;
     let row = format!("#queue tr[data-review-id='{review}']");
     driver.wait_for(&row, WAIT).await?;
     // The queue names the agent, its id on hover.
@@ -221,9 +259,6 @@ async fn drive(driver: &Driver, swarm: &Swarm, review: uuid::Uuid) -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_fleet_view_lists_agents_by_name_with_the_one_needing_attention_first() {
-    let (chromedriver, chromium) = locate().expect(
-        "chromium and chromedriver are needed for this test: `scripts/stack browser` installs them",
-    );
     let mut swarm = Swarm::new(SwarmOptions {
         agents: 2,
         ..SwarmOptions::default()
@@ -249,21 +284,9 @@ async fn the_fleet_view_lists_agents_by_name_with_the_one_needing_attention_firs
         .await;
     swarm.settle(&[done, held], Duration::from_secs(90)).await;
 
-    let driver = Driver::start(&chromedriver, &chromium)
-        .await
-        .expect("starting headless Chromium");
-    let artifacts = chimera_tests::repo_root().join(".local/artifacts");
-    let outcome = drive_fleet(&driver, &swarm, &artifacts).await;
-    if outcome.is_err()
-        && let Ok(png) = driver.screenshot_png().await
-    {
-        let _ = std::fs::create_dir_all(&artifacts);
-        let _ = std::fs::write(artifacts.join("fleet-failure.png"), png);
-    }
-    driver.quit().await;
-    outcome.expect("driving the fleet view");
+    in_browser("fleet", async |driver| drive_fleet(driver, &swarm).await).await;
     for name in ["fleet-1400.png", "fleet-390.png"] {
-        let written = std::fs::metadata(artifacts.join(name)).map(|m| m.len());
+        let written = std::fs::metadata(artifacts().join(name)).map(|m| m.len());
         assert!(
             written.as_ref().is_ok_and(|n| *n > 1000),
             "{name}: {written:?}"
@@ -272,24 +295,10 @@ async fn the_fleet_view_lists_agents_by_name_with_the_one_needing_attention_firs
     swarm.stop().await;
 }
 
-async fn drive_fleet(
-    driver: &Driver,
-    swarm: &Swarm,
-    artifacts: &std::path::Path,
-) -> anyhow::Result<()> {
+async fn drive_fleet(driver: &Driver, swarm: &Swarm) -> anyhow::Result<()> {
     driver.set_window_size(1400, 1000).await?;
-    driver.goto(&format!("{}/", swarm.api())).await?;
-    driver
-        .wait_until_js("return document.body.dataset.state !== 'busy'", WAIT)
-        .await?;
-    let field = driver.wait_for("#token", WAIT).await?;
-    driver
-        .send_keys(&field, &swarm.token("ui-operator", &["operator"]))
-        .await?;
-    driver.click(&driver.find("#login").await?).await?;
-    driver
-        .wait_until_js("return document.body.dataset.state === 'ready'", WAIT)
-        .await?;
+    open(driver, swarm).await?;
+    sign_in(driver, &swarm.token("ui-operator", &["operator"])).await?;
     driver
         .wait_for("#fleet tbody tr[data-handle='agent1']", WAIT)
         .await?;
@@ -317,31 +326,11 @@ async fn drive_fleet(
         other.contains("agent1") && other.contains("x reply 1/8"),
         "agent1's row: {other:?}"
     );
-    std::fs::create_dir_all(artifacts)?;
-    std::fs::write(
-        artifacts.join("fleet-1400.png"),
-        driver.screenshot_png().await?,
-    )?;
-    // At phone width the page fits the screen: the table scrolls inside its panel.
-    driver.set_window_size(390, 844).await?;
-    driver
-        .wait_until_js(
-            "return document.documentElement.scrollWidth <= window.innerWidth",
-            WAIT,
-        )
-        .await?;
-    std::fs::write(
-        artifacts.join("fleet-390.png"),
-        driver.screenshot_png().await?,
-    )?;
-    Ok(())
+    screenshots(driver, "fleet").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_goal_view_follows_a_goal_live_until_it_settles() {
-    let (chromedriver, chromium) = locate().expect(
-        "chromium and chromedriver are needed for this test: `scripts/stack browser` installs them",
-    );
     let mut swarm = Swarm::new(SwarmOptions::default()).await;
     swarm.run().await;
     // A reply held for a person: the view shows it waiting, then (approved over the API while
@@ -355,33 +344,16 @@ async fn the_goal_view_follows_a_goal_live_until_it_settles() {
         )
         .await;
     swarm.settle(&[goal], Duration::from_secs(90)).await;
-    let driver = Driver::start(&chromedriver, &chromium)
-        .await
-        .expect("starting headless Chromium");
-    let artifacts = chimera_tests::repo_root().join(".local/artifacts");
-    let outcome = drive_goal(&driver, &swarm, goal.0, &artifacts).await;
-    if outcome.is_err()
-        && let Ok(png) = driver.screenshot_png().await
-    {
-        let _ = std::fs::create_dir_all(&artifacts);
-        let _ = std::fs::write(artifacts.join("goal-failure.png"), png);
-    }
-    driver.quit().await;
-    outcome.expect("driving the goal view");
+    in_browser("goal", async |driver| {
+        drive_goal(driver, &swarm, goal.0).await
+    })
+    .await;
     swarm.stop().await;
 }
 
-async fn drive_goal(
-    driver: &Driver,
-    swarm: &Swarm,
-    goal: uuid::Uuid,
-    artifacts: &std::path::Path,
-) -> anyhow::Result<()> {
+async fn drive_goal(driver: &Driver, swarm: &Swarm, goal: uuid::Uuid) -> anyhow::Result<()> {
     driver.set_window_size(1400, 1000).await?;
-    driver.goto(&format!("{}/", swarm.api())).await?;
-    driver
-        .wait_until_js("return document.body.dataset.state !== 'busy'", WAIT)
-        .await?;
+    open(driver, swarm).await?;
     sign_in(driver, &swarm.token("ui-operator", &["operator"])).await?;
     let row = format!("#goals tbody tr[data-goal-id='{goal}']");
     driver.wait_for(&row, WAIT).await?;
@@ -474,21 +446,5 @@ async fn drive_goal(
             WAIT,
         )
         .await?;
-    std::fs::create_dir_all(artifacts)?;
-    std::fs::write(
-        artifacts.join("goal-1400.png"),
-        driver.screenshot_png().await?,
-    )?;
-    driver.set_window_size(390, 844).await?;
-    driver
-        .wait_until_js(
-            "return document.documentElement.scrollWidth <= window.innerWidth",
-            WAIT,
-        )
-        .await?;
-    std::fs::write(
-        artifacts.join("goal-390.png"),
-        driver.screenshot_png().await?,
-    )?;
-    Ok(())
+    screenshots(driver, "goal").await
 }

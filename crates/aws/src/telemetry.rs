@@ -194,6 +194,14 @@ impl Emf {
         self.metric(name, elapsed.as_secs_f64() * 1000.0, Unit::Milliseconds)
     }
 
+    /// `QueueAge`: how long `message` waited in its queue, if it says when it was sent.
+    pub fn queue_age(self, message: &SqsMessage) -> Self {
+        match queue_age(message) {
+            Some(age) => self.millis("QueueAge", age),
+            None => self,
+        }
+    }
+
     /// A searchable value that is not a dimension (an id).
     pub fn property(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.properties.insert(name.to_owned(), value.into());
@@ -209,7 +217,7 @@ impl Emf {
     ) -> Self {
         let mut out = self
             .property("goal_id", goal.to_string())
-            .property("trace_id", TraceContext::for_goal(goal).trace_id());
+            .property("trace_id", TraceContext::trace_id_of(goal));
         if let Some(task) = task {
             out = out.property("task_id", task.to_string());
         }
@@ -289,7 +297,7 @@ pub fn set_metrics_sink(sink: Box<dyn Write + Send>) -> bool {
 }
 
 /// How long `message` waited in its queue: now less its `SentTimestamp` attribute.
-pub fn queue_age(message: &SqsMessage) -> Option<std::time::Duration> {
+fn queue_age(message: &SqsMessage) -> Option<std::time::Duration> {
     let sent: i64 = message.attributes.get("SentTimestamp")?.parse().ok()?;
     let now = chrono::Utc::now().timestamp_millis();
     u64::try_from(now - sent)

@@ -35,20 +35,16 @@ pub const AWS_TRACE_HEADER: &str = "AWSTraceHeader";
 impl TraceContext {
     /// The trace of `goal`, with a new span.
     pub fn for_goal(goal: uuid::Uuid) -> Self {
-        let id = goal.as_bytes();
-        let seconds = match goal.get_timestamp() {
-            Some(ts) => ts.to_unix().0 as u32,
-            // Not a time-ordered id: its first four bytes stand in for the time.
-            None => u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
-        };
-        let mut trace_id = [0u8; 16];
-        trace_id[..4].copy_from_slice(&seconds.to_be_bytes());
-        trace_id[4..].copy_from_slice(&id[4..]);
         Self {
-            trace_id,
+            trace_id: goal_trace(goal),
             span_id: new_span_id(),
             sampled: true,
         }
+    }
+
+    /// The trace id of `goal`, as [`TraceContext::trace_id`] writes it (no span is made).
+    pub fn trace_id_of(goal: uuid::Uuid) -> String {
+        hex::encode(goal_trace(goal))
     }
 
     /// The same trace, continued by a new span (this one its parent).
@@ -163,6 +159,20 @@ impl fmt::Debug for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.traceparent())
     }
+}
+
+/// The goal's creation time in seconds, then the rest of its id.
+fn goal_trace(goal: uuid::Uuid) -> [u8; 16] {
+    let id = goal.as_bytes();
+    let seconds = match goal.get_timestamp() {
+        Some(ts) => ts.to_unix().0 as u32,
+        // Not a time-ordered id: its first four bytes stand in for the time.
+        None => u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+    };
+    let mut trace_id = [0u8; 16];
+    trace_id[..4].copy_from_slice(&seconds.to_be_bytes());
+    trace_id[4..].copy_from_slice(&id[4..]);
+    trace_id
 }
 
 fn is_lower_hex(s: &str) -> bool {

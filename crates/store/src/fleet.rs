@@ -75,29 +75,28 @@ pub enum Sort {
 }
 
 impl Sort {
-    pub const NAMES: [&'static str; 6] = [
-        "attention",
-        "name",
-        "held",
-        "goals_in_flight",
-        "spent_today",
-        "balance",
+    pub const ALL: [Sort; 6] = [
+        Self::Attention,
+        Self::Name,
+        Self::Held,
+        Self::GoalsInFlight,
+        Self::SpentToday,
+        Self::Balance,
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "attention" => Self::Attention,
-            "name" => Self::Name,
-            "held" => Self::Held,
-            "goals_in_flight" => Self::GoalsInFlight,
-            "spent_today" => Self::SpentToday,
-            "balance" => Self::Balance,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|sort| sort.as_str() == name)
     }
 
-    fn as_str(self) -> &'static str {
-        Self::NAMES[self as usize]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attention => "attention",
+            Self::Name => "name",
+            Self::Held => "held",
+            Self::GoalsInFlight => "goals_in_flight",
+            Self::SpentToday => "spent_today",
+            Self::Balance => "balance",
+        }
     }
 }
 

@@ -305,7 +305,7 @@ pub async fn view(
         agent_id: goal.agent_id,
         agent_handle: goal.agent_handle,
         agent_name: goal.agent_name,
-        trace_id: chimera_core::trace::TraceContext::for_goal(goal.id).trace_id(),
+        trace_id: chimera_core::trace::TraceContext::trace_id_of(goal.id),
         kind: goal.kind,
         body: goal.body,
         constraints: goal.constraints,

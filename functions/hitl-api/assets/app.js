@@ -48,7 +48,7 @@ const $ = (selector) => document.querySelector(selector);
 
 const page = {
   token: null, busy: 0, offset: 0, filterKey: null, loadSeq: 0, review: null, deciding: false,
-  canDecide: false, fleet: [], fleetSort: 'attention', goal: null, goalStream: null,
+  canDecide: false, fleetSort: 'attention', goal: null, goalStream: null,
 };
 
 /** A failure to show the reviewer: an API error body, or one the page raises itself. */
@@ -217,6 +217,11 @@ function size(n) {
   return n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`;
 }
 
+/** A table cell named for tests and for its column (`td[data-field]`). */
+function cell(name, attrs, ...children) {
+  return el('td', { 'data-field': name, ...attrs }, ...children);
+}
+
 /**
  * Labels each body cell of `table` with its column's heading (data-label), so a narrow screen
  * can show the rows as stacked cards ("Held 2") instead of a table to scroll sideways.
@@ -312,31 +317,25 @@ function money(cents, currency) {
   return `${(cents / 100).toFixed(2)}${currency ? ` ${currency}` : ''}`;
 }
 
+/** The fleet in the order the API gives (`sort` orders the whole fleet, not one page). */
 async function loadFleet() {
   const query = new URLSearchParams({ limit: FLEET_PAGE, sort: page.fleetSort });
   const search = $('#fleet-search').value.trim();
   if (search) query.set('search', search);
-  const data = await api('GET', `/fleet?${query}`);
-  page.fleet = data.items;
-  // The API's page: the first FLEET_PAGE agents in the chosen order.
-  $('#fleet-more').hidden = data.items.length < FLEET_PAGE;
-  showFleet();
-}
-
-/** The fleet in the order the API gave (`sort`: the whole fleet's order, not one page's). */
-function showFleet() {
-  const items = page.fleet;
+  const { items } = await api('GET', `/fleet?${query}`);
   $('#fleet tbody').replaceChildren(...items.map(fleetRow));
   labelCells($('#fleet'));
   $('#fleet-empty').hidden = items.length > 0;
+  // The API's page: the first FLEET_PAGE agents in the chosen order.
+  $('#fleet-more').hidden = items.length < FLEET_PAGE;
   $('#fleet-sort').value = page.fleetSort;
+  const ascending = ['name', 'balance'].includes(page.fleetSort);
   for (const th of document.querySelectorAll('#fleet thead th[data-sort]')) {
-    th.setAttribute('aria-sort', th.dataset.sort === page.fleetSort ? (page.fleetSort === 'name' || page.fleetSort === 'balance' ? 'ascending' : 'descending') : 'none');
+    th.setAttribute('aria-sort', th.dataset.sort !== page.fleetSort ? 'none' : ascending ? 'ascending' : 'descending');
   }
 }
 
 function fleetRow(a) {
-  const cell = (name, attrs, ...children) => el('td', { 'data-field': name, ...attrs }, ...children);
   const attention = a.attention ?? [];
   const limit = a.per_day_limit_cents;
   const post = (a.last_posts ?? [])[0];
@@ -733,7 +732,6 @@ function showGoal(g) {
     .filter((d) => d.decision && d.decided_by !== 'judge' && current.has(d.result_id))
     .map((d) => [current.get(d.result_id), d]));
   $('#goal-tasks tbody').replaceChildren(...g.tasks.map((t, i) => {
-    const cell = (name, attrs, ...children) => el('td', { 'data-field': name, ...attrs }, ...children);
     const waits = t.deferred_until ? el('span', { class: 'muted' }, ' until ', when(t.deferred_until)) : null;
     const conflicts = t.conflicts ? el('span', { class: 'muted', title: 'attempts after a conflict, not counted against the limit' }, ` +${t.conflicts} conflicts`) : null;
     return el('tr', { 'data-task-id': t.id, 'data-kind': t.kind, 'data-status': t.status },
@@ -777,7 +775,6 @@ async function loadPublished() {
   if (search) query.set('agent_name', search);
   const data = await api('GET', `/published?${query}`);
   $('#published tbody').replaceChildren(...data.items.map((p) => {
-    const cell = (name, attrs, ...children) => el('td', { 'data-field': name, ...attrs }, ...children);
     const a = p.approval;
     const what = p.action === 'wallet.transfer'
       ? `${money(p.arguments.amount_cents, p.arguments.currency ?? '')} to ${p.arguments.to ?? '?'}`

@@ -290,7 +290,10 @@ pub async fn fleet(
     let sort = match query.sort.as_deref() {
         None => Sort::Attention,
         Some(name) => Sort::parse(name).ok_or_else(|| {
-            ApiError::BadRequest(format!("sort must be one of {}", Sort::NAMES.join(", ")))
+            ApiError::BadRequest(format!(
+                "sort must be one of {}",
+                Sort::ALL.map(Sort::as_str).join(", ")
+            ))
         })?,
     };
     let list = ListQuery {

@@ -116,7 +116,7 @@ pub async fn submit(
     // The goal's message to the planner was written with it; it goes out now, or with the
     // relay's next pass if the queue does not answer (the goal is accepted either way).
     state.relay.flush(&[id]).await;
-    tracing::info!(goal_id = %id.0, trace_id = chimera_core::trace::TraceContext::for_goal(id.0).trace_id(),
+    tracing::info!(goal_id = %id.0, trace_id = chimera_core::trace::TraceContext::trace_id_of(id.0),
                    replay = matches!(submitted, Submitted::Existing { .. }), "goal accepted");
     Ok((
         StatusCode::ACCEPTED,

@@ -281,6 +281,18 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
     serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
 }
 
+/// An `agent_name` filter (part of a handle or display name), trimmed: 1..=64 characters, not
+/// blank; `None` when not given.
+pub fn agent_name(param: Option<&str>) -> Result<Option<String>, ApiError> {
+    match param.map(str::trim) {
+        None => Ok(None),
+        Some(name) if !(1..=64).contains(&name.chars().count()) => Err(ApiError::BadRequest(
+            "agent_name must be 1..=64 characters (not blank)".into(),
+        )),
+        Some(name) => Ok(Some(name.to_owned())),
+    }
+}
+
 /// A page's `limit` (1..=`max`, `default` when absent) and `offset` (>= 0, default 0).
 pub fn page(
     limit: Option<i64>,

@@ -53,15 +53,7 @@ pub async fn list(
 ) -> Result<Json<PublishedPage>, ApiError> {
     let principal = caller.require(Permission::Read)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let agent_name = match query.agent_name.as_deref().map(str::trim) {
-        None => None,
-        Some(name) if !(1..=64).contains(&name.chars().count()) => {
-            return Err(ApiError::BadRequest(
-                "agent_name must be 1..=64 characters (not blank)".into(),
-            ));
-        }
-        Some(name) => Some(name.to_owned()),
-    };
+    let agent_name = crate::agent_name(query.agent_name.as_deref())?;
     let (limit, offset) = crate::page(query.limit, query.offset, 50, 200)?;
     let filter = Filter {
         agent: query.agent,

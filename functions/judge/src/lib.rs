@@ -163,14 +163,12 @@ impl Judge {
         let (kind, task, agent) = (result.task_kind, result.task_id.0, result.agent_id.0);
         let started = std::time::Instant::now();
         let judged = self.judge(result, by).await;
-        let mut line = Emf::new("judge")
+        Emf::new("judge")
             .dimension("TaskKind", kind.as_str())
             .millis("JudgeDuration", started.elapsed())
-            .ids(goal.0, Some(task), Some(agent));
-        if let Some(age) = telemetry::queue_age(message) {
-            line = line.millis("QueueAge", age);
-        }
-        line.emit();
+            .queue_age(message)
+            .ids(goal.0, Some(task), Some(agent))
+            .emit();
         judged.map(|()| Some(goal))
     }
 

@@ -119,12 +119,10 @@ impl PlannerService {
         match decode_body::<PlannerMessage>(message)? {
             PlannerMessage::Goal { goal_id } => {
                 telemetry::identify(message, goal_id.0, None, None);
-                if let Some(age) = telemetry::queue_age(message) {
-                    Emf::new("planner")
-                        .millis("QueueAge", age)
-                        .ids(goal_id.0, None, None)
-                        .emit();
-                }
+                Emf::new("planner")
+                    .queue_age(message)
+                    .ids(goal_id.0, None, None)
+                    .emit();
                 self.plan_goal(goal_id, by).await.map(|()| Some(goal_id))
             }
             PlannerMessage::Replan {
@@ -138,14 +136,12 @@ impl PlannerService {
                     .await?;
                 if let Some(goal) = goal {
                     telemetry::identify(message, goal.0, Some(task_id.0), None);
-                    let mut line = Emf::new("planner")
+                    Emf::new("planner")
                         .dimension("Outcome", "replanned")
                         .count("Replans", 1)
-                        .ids(goal.0, Some(task_id.0), None);
-                    if let Some(age) = telemetry::queue_age(message) {
-                        line = line.millis("QueueAge", age);
-                    }
-                    line.emit();
+                        .queue_age(message)
+                        .ids(goal.0, Some(task_id.0), None)
+                        .emit();
                 }
                 Ok(goal)
             }

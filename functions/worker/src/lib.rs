@@ -169,17 +169,15 @@ impl Worker {
             Err(err) if err.is_retryable() => "error",
             Err(_) => "rejected",
         };
-        let mut line = Emf::new("worker")
+        Emf::new("worker")
             .dimension("TaskKind", task.kind.as_str())
             .dimension("Outcome", outcome)
             .count("Tasks", 1)
             .millis("TaskDuration", started.elapsed())
             .ids(task.goal_id.0, Some(task.id.0), Some(task.agent_id.0))
-            .property("attempt", task.attempt);
-        if let Some(age) = telemetry::queue_age(message) {
-            line = line.millis("QueueAge", age);
-        }
-        line.emit();
+            .property("attempt", task.attempt)
+            .queue_age(message)
+            .emit();
         worked.map(|w| (w != Worked::Dropped).then_some(task.goal_id))
     }
 

@@ -341,7 +341,7 @@ pub(super) async fn decide_prepared(
     tracing::info!(review_id = %prepared.decision.review, decision = %taken.decision,
                    reviewer = prepared.decision.reviewer, request_id = prepared.decision.request_id,
                    goal_id = %taken.goal.0, task_id = %taken.task.0,
-                   trace_id = TraceContext::for_goal(taken.goal.0).trace_id(),
+                   trace_id = TraceContext::trace_id_of(taken.goal.0),
                    deferred_until = ?taken.deferred_until, "review decided");
     let mut line = Emf::new("hitl-api")
         .dimension("Decision", taken.decision.to_string())
@@ -351,7 +351,8 @@ pub(super) async fn decide_prepared(
         line = line.count("QuotaDeferrals", 1);
     }
     line.emit();
-    if taken.decision != DecisionKind::Reject && prepared.spend_cents() > 0 {
+    // A rejection spends nothing.
+    if prepared.spend_cents() > 0 {
         Emf::new("hitl-api")
             .dimension("SpendKind", "transfer")
             .metric("SpendCents", prepared.spend_cents() as f64, Unit::None)

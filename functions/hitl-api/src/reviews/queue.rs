@@ -93,15 +93,7 @@ pub async fn list(
         Some(_) => return Err(ApiError::BadRequest("order must be asc or desc".into())),
     };
     let (limit, offset) = crate::page(query.limit, query.offset, 25, 100)?;
-    let agent_name = match query.agent_name.as_deref().map(str::trim) {
-        None => None,
-        Some(name) if !(1..=64).contains(&name.chars().count()) => {
-            return Err(ApiError::BadRequest(
-                "agent_name must be 1..=64 characters (not blank)".into(),
-            ));
-        }
-        Some(name) => Some(name.to_owned()),
-    };
+    let agent_name = crate::agent_name(query.agent_name.as_deref())?;
     let filter = QueueFilter {
         risk_type: query.risk,
         agent: query.agent,
