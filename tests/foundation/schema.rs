@@ -92,6 +92,10 @@ const PINNED: &[(i64, &str)] = &[
         20261128000006,
         "6a127d46524b7a9df87d08a240b26078d73765debec3c87cb21fbc21011a20b6ed4d2c855f8c2c2c49e15c11bd9a280e",
     ),
+    (
+        20261128000007,
+        "01e3d782908ee210b42fa6188d52fe5471d0acd665a424b8978ac2e77d1f33bc2dd72171a240855ed43229db310fe055",
+    ),
 ];
 
 #[test]

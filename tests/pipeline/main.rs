@@ -12,6 +12,7 @@ mod fleet;
 mod hitl;
 mod intake;
 mod judge;
+mod memory;
 mod mind;
 mod observability;
 mod openapi;

@@ -397,6 +397,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         persona: json!({"name": "Agent 0", "voice": "warm"}),
         policy: Default::default(),
         recent_posts: Vec::new(),
+        memories: Vec::new(),
     };
     let plan = LlmPlanner::new(stalled.clone())
         .plan(&goal, &persona, in_time())

@@ -4,7 +4,7 @@
 
 use chimera_core::domain::AgentId;
 use chimera_core::routing::Policy;
-use chimera_store::memories::{self, DIMENSIONS, Kind, NewMemory};
+use chimera_store::memories::{self, Kind, NewMemory};
 use chimera_store::records;
 use chimera_tests::TestDb;
 use chimera_tests::seed::seed_agent;
@@ -16,7 +16,7 @@ fn direction(axis: usize, seed: u64) -> Vec<f32> {
     let mut state = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
-    let mut v: Vec<f32> = (0..DIMENSIONS)
+    let mut v: Vec<f32> = (0..384)
         .map(|_| {
             state = state
                 .wrapping_mul(6364136223846793005)
@@ -147,18 +147,21 @@ async fn an_agent_recalls_its_own_nearest_memory_and_nobody_elses() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    // Ids and numbers only: nothing in it comes from outside the test.
+    // The store's own query, as it runs.
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "explain select id from memories
-         where tenant_id = '{}' and agent_id = '{}' and model = '{MODEL}'
-         order by embedding <=> '{literal}'::vector limit 5",
-        mine.tenant.0, mine.agent.0
+        "explain {}",
+        memories::nearest_sql(384)
     )))
+    .bind(mine.tenant.0)
+    .bind(mine.agent.0)
+    .bind(MODEL)
+    .bind(&literal)
+    .bind(5i64)
     .fetch_all(&db.pool)
     .await
     .unwrap();
     assert!(
-        plan.iter().any(|l| l.contains("memories_embedding")),
+        plan.iter().any(|l| l.contains("memories_embedding_384")),
         "{plan:#?}"
     );
 

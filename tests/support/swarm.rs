@@ -16,6 +16,7 @@ use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::Policy;
 use chimera_judge::Judge;
 use chimera_llm::LanguageModel;
+use chimera_llm::embed::{Embedder, OpenAiEmbedder};
 use chimera_llm::mind::{Mind, Prices};
 use chimera_llm::openai::{OpenAiCompatible, OpenAiConfig};
 use chimera_mcp::McpClient;
@@ -46,6 +47,20 @@ pub struct SwarmOptions {
     /// The model that plans, drafts and judges (metered on the test's ledger, [`metered`]), e.g.
     /// [`local_model`]; templates and deterministic checks only when `None`.
     pub model: Option<Arc<dyn LanguageModel>>,
+    /// The embedder of semantic memory (e.g. [`local_embedder`]): the judge remembers committed
+    /// posts and the planner recalls them; nothing is remembered when `None`.
+    pub embedder: Option<Arc<dyn Embedder>>,
+}
+
+/// The local stack's embedding model (`CHIMERA_EMBED_BASE_URL`, all-MiniLM-L6-v2).
+pub fn local_embedder() -> Arc<dyn Embedder> {
+    Arc::new(OpenAiEmbedder::new(
+        OpenAiConfig::new(
+            crate::stack_env("CHIMERA_EMBED_BASE_URL"),
+            crate::stack_env("CHIMERA_EMBED_MODEL"),
+        ),
+        384,
+    ))
 }
 
 /// The local stack's model (`CHIMERA_LLM_BASE_URL`).
@@ -83,6 +98,7 @@ impl Default for SwarmOptions {
             policy: Policy::default(),
             sweep_every: None,
             model: None,
+            embedder: None,
         }
     }
 }
@@ -173,19 +189,22 @@ impl Swarm {
             Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
             None => Box::new(TemplatePlanner),
         };
+        let memory = options
+            .embedder
+            .map(|e| chimera_aws::memory::Memory::new(db.pool.clone(), e));
         let handlers = Handlers {
-            planner: Arc::new(PlannerService::new(
-                clients.clone(),
-                db.pool.clone(),
-                names.clone(),
-                planner,
-            )),
+            planner: Arc::new(
+                PlannerService::new(clients.clone(), db.pool.clone(), names.clone(), planner)
+                    .with_memory(memory.clone()),
+            ),
             worker: Arc::new(
                 Worker::new(clients.clone(), db.pool.clone(), mcp, names.clone())
                     .with_mind(mind.clone()),
             ),
             judge: Arc::new(
-                Judge::new(clients.clone(), db.pool.clone(), names.clone()).with_mind(mind),
+                Judge::new(clients.clone(), db.pool.clone(), names.clone())
+                    .with_mind(mind)
+                    .with_memory(memory),
             ),
             relay: Arc::new(Relay::new(
                 db.pool.clone(),

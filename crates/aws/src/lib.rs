@@ -21,6 +21,7 @@
 //!   it sent.
 //! - [`visibility`]: a batch's messages stay invisible only while their handler lives (renewed
 //!   in short steps), and failed ones come back after a backoff.
+//! - [`memory`]: semantic memory: the configured embedder in front of the store's memories.
 //! - [`telemetry`]: JSON logs, Embedded Metric Format metrics, and the trace context messages
 //!   carry.
 
@@ -31,6 +32,7 @@ pub mod clients;
 pub mod database;
 pub mod handler;
 pub mod idempotency;
+pub mod memory;
 pub mod mind;
 pub mod queues;
 pub mod relay;

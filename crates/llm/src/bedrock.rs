@@ -27,7 +27,7 @@ use aws_sdk_bedrockruntime::error::{
     BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError,
 };
 use aws_sdk_bedrockruntime::operation::converse::builders::ConverseInputBuilder;
-use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseInput, ConverseOutput};
+use aws_sdk_bedrockruntime::operation::converse::{ConverseInput, ConverseOutput};
 use aws_sdk_bedrockruntime::types::{
     self as converse, ContentBlock, ConversationRole, InferenceConfiguration, SpecificToolChoice,
     StopReason, SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema,
@@ -37,8 +37,11 @@ use aws_smithy_types::{Document, Number};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::openai::{backoff, parse_retry_after};
-use crate::{ChatRequest, ChatResponse, LanguageModel, LlmError, Role, Usage, schema, var};
+use crate::openai::parse_retry_after;
+use crate::{
+    Attempt, ChatRequest, ChatResponse, LanguageModel, LlmError, Role, Usage, schema, var,
+    with_retries,
+};
 
 /// Which model and how to call it.
 #[derive(Debug, Clone)]
@@ -110,27 +113,15 @@ impl Bedrock {
             .map_or(self.config.model_id.as_str(), |m| m.id.as_str());
         let input = converse_input(model_id, request)?;
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            let error = match input.clone().send_with(&self.client).await {
-                Ok(output) => {
-                    return parse_output(request, &output, &self.config, started.elapsed());
-                }
-                Err(error) => classify(error, self.config.timeout),
-            };
-            match error {
-                Attempt::Final(error) => return Err(error),
-                Attempt::Again { error, .. } if attempt >= self.config.retries => {
-                    return Err(error);
-                }
-                Attempt::Again { error, retry_after } => {
-                    let wait = retry_after.unwrap_or_else(|| backoff(self.config.backoff, attempt));
-                    tracing::warn!(attempt = attempt + 1, wait_ms = wait.as_millis() as u64, %error, "model call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-            }
-        }
+        let output = with_retries(self.config.retries, self.config.backoff, || async {
+            input
+                .clone()
+                .send_with(&self.client)
+                .await
+                .map_err(|error| classify(error, self.config.timeout))
+        })
+        .await?;
+        parse_output(request, &output, &self.config, started.elapsed())
     }
 }
 
@@ -287,17 +278,11 @@ fn parse_output(
     })
 }
 
-/// One attempt's failure: worth another attempt or not.
-enum Attempt {
-    Again {
-        error: LlmError,
-        retry_after: Option<Duration>,
-    },
-    Final(LlmError),
-}
-
 /// Throttling, 5xx, timeouts and failed dispatches are worth another attempt; the rest is not.
-fn classify(error: SdkError<ConverseError>, timeout: Duration) -> Attempt {
+pub(crate) fn classify<E>(error: SdkError<E>, timeout: Duration) -> Attempt
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     let again = |error| Attempt::Again {
         error,
         retry_after: None,
@@ -318,11 +303,17 @@ fn classify(error: SdkError<ConverseError>, timeout: Duration) -> Attempt {
                 err.code().unwrap_or("unknown error"),
                 err.message().unwrap_or_default()
             );
-            let busy = err.is_throttling_exception()
-                || err.is_service_unavailable_exception()
-                || err.is_internal_server_exception()
-                || err.is_model_not_ready_exception()
-                || err.is_model_timeout_exception();
+            // Bedrock's errors that mean "later": the same for Converse and InvokeModel.
+            let busy = matches!(
+                err.code(),
+                Some(
+                    "ThrottlingException"
+                        | "ServiceUnavailableException"
+                        | "InternalServerException"
+                        | "ModelNotReadyException"
+                        | "ModelTimeoutException"
+                )
+            );
             if busy || status == 429 || status >= 500 {
                 Attempt::Again {
                     error: LlmError::Unavailable(format!("{status} {message}")),
@@ -387,4 +378,4 @@ fn json_value(document: &Document) -> Value {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

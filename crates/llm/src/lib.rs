@@ -16,6 +16,7 @@
 //!   server promised: a model's output is untrusted input.
 
 pub mod bedrock;
+pub mod embed;
 pub mod mind;
 pub mod openai;
 pub mod provider;
@@ -192,4 +193,40 @@ pub trait LanguageModel: Send + Sync {
         &'a self,
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatResponse, LlmError>>;
+}
+
+/// One attempt's failure: worth another attempt or not.
+pub(crate) enum Attempt {
+    Again {
+        error: LlmError,
+        retry_after: Option<Duration>,
+    },
+    Final(LlmError),
+}
+
+/// Calls `call` until it succeeds, fails for good, or has been retried `retries` times, waiting
+/// a jittered, doubling backoff from `first` (or the answer's `Retry-After`) between attempts.
+pub(crate) async fn with_retries<T, F, Fut>(
+    retries: u32,
+    first: Duration,
+    mut call: F,
+) -> Result<T, LlmError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(output) => return Ok(output),
+            Err(Attempt::Final(error)) => return Err(error),
+            Err(Attempt::Again { error, .. }) if attempt >= retries => return Err(error),
+            Err(Attempt::Again { error, retry_after }) => {
+                let wait = retry_after.unwrap_or_else(|| openai::backoff(first, attempt));
+                tracing::warn!(attempt = attempt + 1, wait_ms = wait.as_millis() as u64, %error, "model call failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        }
+    }
 }

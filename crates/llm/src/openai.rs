@@ -12,7 +12,9 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{ChatRequest, ChatResponse, LanguageModel, LlmError, Usage, schema, var};
+use crate::{
+    Attempt, ChatRequest, ChatResponse, LanguageModel, LlmError, Usage, schema, var, with_retries,
+};
 
 /// Where and how to call.
 #[derive(Debug, Clone)]
@@ -97,72 +99,9 @@ impl OpenAiCompatible {
             "{}/chat/completions",
             self.config.base_url.trim_end_matches('/')
         );
-        let body = self.body(request);
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            let outcome = self.attempt(&url, &body).await;
-            let wait = match &outcome {
-                Ok(_) | Err(Attempt::Final(_)) => None,
-                Err(Attempt::Again { retry_after, .. }) => {
-                    Some(retry_after.unwrap_or_else(|| backoff(self.config.backoff, attempt)))
-                }
-            };
-            match (outcome, wait) {
-                (Ok(answer), _) => return self.answer(request, answer, started.elapsed()),
-                (Err(Attempt::Final(err)), _) => return Err(err),
-                (Err(Attempt::Again { error, .. }), Some(wait))
-                    if attempt < self.config.retries =>
-                {
-                    tracing::warn!(attempt = attempt + 1, wait_ms = wait.as_millis() as u64, %error, "model call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                (Err(Attempt::Again { error, .. }), _) => return Err(error),
-            }
-        }
-    }
-
-    async fn attempt(&self, url: &str, body: &Value) -> Result<Completion, Attempt> {
-        let mut call = self.http.post(url).timeout(self.config.timeout).json(body);
-        if let Some(key) = &self.config.api_key {
-            call = call.bearer_auth(key);
-        }
-        let response = call.send().await.map_err(|e| {
-            let error = if e.is_timeout() {
-                LlmError::Timeout(self.config.timeout)
-            } else {
-                LlmError::Unavailable(e.to_string())
-            };
-            Attempt::Again {
-                error,
-                retry_after: None,
-            }
-        })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let bytes = read_bounded(response, self.config.max_response_bytes).await?;
-        if status == 429 || status >= 500 {
-            return Err(Attempt::Again {
-                error: LlmError::Unavailable(format!("{status}: {}", excerpt(&bytes))),
-                retry_after,
-            });
-        }
-        if !(200..300).contains(&status) {
-            return Err(Attempt::Final(LlmError::Refused {
-                status,
-                message: excerpt(&bytes),
-            }));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Attempt::Final(LlmError::InvalidOutput(format!(
-                "not a chat completion: {e}"
-            )))
-        })
+        let completion = post_json(&self.http, &self.config, &url, &self.body(request)).await?;
+        self.answer(request, completion, started.elapsed())
     }
 
     fn answer(
@@ -223,13 +162,66 @@ impl LanguageModel for OpenAiCompatible {
     }
 }
 
-/// One attempt's failure: worth another attempt or not.
-enum Attempt {
-    Again {
-        error: LlmError,
-        retry_after: Option<Duration>,
-    },
-    Final(LlmError),
+/// POSTs `body` to `url` and reads the answer as `T`, with `config`'s timeout per attempt and
+/// its retries (jittered backoff, or the server's `Retry-After`) on 429, 5xx and transport
+/// errors; any other 4xx is refused at once, and an answer over the size bound is refused.
+pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    config: &OpenAiConfig,
+    url: &str,
+    body: &Value,
+) -> Result<T, LlmError> {
+    with_retries(config.retries, config.backoff, || {
+        attempt_once(http, config, url, body)
+    })
+    .await
+}
+
+async fn attempt_once<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    config: &OpenAiConfig,
+    url: &str,
+    body: &Value,
+) -> Result<T, Attempt> {
+    let mut call = http.post(url).timeout(config.timeout).json(body);
+    if let Some(key) = &config.api_key {
+        call = call.bearer_auth(key);
+    }
+    let response = call.send().await.map_err(|e| {
+        let error = if e.is_timeout() {
+            LlmError::Timeout(config.timeout)
+        } else {
+            LlmError::Unavailable(e.to_string())
+        };
+        Attempt::Again {
+            error,
+            retry_after: None,
+        }
+    })?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let bytes = read_bounded(response, config.max_response_bytes).await?;
+    if status == 429 || status >= 500 {
+        return Err(Attempt::Again {
+            error: LlmError::Unavailable(format!("{status}: {}", excerpt(&bytes))),
+            retry_after,
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(Attempt::Final(LlmError::Refused {
+            status,
+            message: excerpt(&bytes),
+        }));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Attempt::Final(LlmError::InvalidOutput(format!(
+            "not the answer asked for: {e}"
+        )))
+    })
 }
 
 #[derive(Deserialize)]

@@ -159,18 +159,22 @@ async fn run(args: Args) -> Result<()> {
         Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
         None => Box::new(TemplatePlanner),
     };
+    // Semantic memory with the embedder of CHIMERA_EMBED (none: nothing is remembered).
+    let memory = chimera_aws::memory::Memory::from_env(&clients, &pool)?;
     let worker = Arc::new(
         Worker::new(clients.clone(), pool.clone(), mcp, names.clone()).with_mind(mind.clone()),
     );
     let handlers: Vec<chimera_runner::Handler> = vec![
-        Arc::new(PlannerService::new(
-            clients.clone(),
-            pool.clone(),
-            names.clone(),
-            planner,
-        )),
+        Arc::new(
+            PlannerService::new(clients.clone(), pool.clone(), names.clone(), planner)
+                .with_memory(memory.clone()),
+        ),
         worker.clone(),
-        Arc::new(Judge::new(clients.clone(), pool.clone(), names.clone()).with_mind(mind)),
+        Arc::new(
+            Judge::new(clients.clone(), pool.clone(), names.clone())
+                .with_mind(mind)
+                .with_memory(memory),
+        ),
     ];
     let relay = Arc::new(Relay::new(
         pool.clone(),

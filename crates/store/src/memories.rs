@@ -3,9 +3,13 @@
 //!
 //! - A memory belongs to one agent of one tenant; every read names both, so another tenant's or
 //!   another agent's memories are never returned.
-//! - Vectors are [`DIMENSIONS`] long and name the model that made them: only memories of the
-//!   query's model are compared (two models' vectors do not share a space).
-//! - Nearest neighbours by cosine distance, through the HNSW index (`memories_embedding`).
+//! - Vectors are one of [`DIMENSIONS`] long (the configured embedders' lengths) and name the
+//!   model that made them: only memories of the query's model are compared (two models'
+//!   vectors do not share a space).
+//! - Nearest neighbours by cosine distance, through the HNSW index of the query's length
+//!   (`memories_embedding_<n>`). The index is searched with pgvector's iterative scan, so a
+//!   query scoped to one agent among many still finds that agent's nearest memories instead
+//!   of the whole table's nearest, filtered down to none.
 //!
 //! Vectors travel as pgvector's text form (`[0.1,0.2,...]`), so no driver type is needed.
 
@@ -14,8 +18,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-/// The embedding length the table stores (all-MiniLM-L6-v2's, and the configured embedders').
-pub const DIMENSIONS: usize = 384;
+/// The embedding lengths the table stores, each with its index: all-MiniLM-L6-v2's 384 and
+/// Titan Text Embeddings V2's 256, 512 and 1,024.
+pub const DIMENSIONS: [usize; 4] = [256, 384, 512, 1024];
 
 /// What a memory is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +59,7 @@ pub struct NewMemory<'a> {
 }
 
 /// A memory found again, with its cosine distance to the query (0 = the same direction).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Recalled {
     pub id: uuid::Uuid,
     pub kind: String,
@@ -66,7 +71,7 @@ pub struct Recalled {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("an embedding has {got} dimensions, not {DIMENSIONS}")]
+    #[error("an embedding has {got} dimensions, not one of {DIMENSIONS:?}")]
     Dimensions { got: usize },
     #[error("an embedding holds a value that is not a finite number")]
     NotFinite,
@@ -76,9 +81,9 @@ pub enum MemoryError {
     Database(#[from] sqlx::Error),
 }
 
-/// pgvector's text form of `v`, checked: [`DIMENSIONS`] finite values, not all zero.
+/// pgvector's text form of `v`, checked: one of [`DIMENSIONS`] finite values, not all zero.
 fn literal(v: &[f32]) -> Result<String, MemoryError> {
-    if v.len() != DIMENSIONS {
+    if !DIMENSIONS.contains(&v.len()) {
         return Err(MemoryError::Dimensions { got: v.len() });
     }
     if v.iter().any(|x| !x.is_finite()) {
@@ -114,6 +119,24 @@ pub async fn remember(pool: &PgPool, memory: &NewMemory<'_>) -> Result<bool, Mem
     Ok(written == 1)
 }
 
+/// The nearest-memories query for vectors of `dims` (one of [`DIMENSIONS`], never caller text):
+/// naming the length in the SQL is what lets the planner use that length's partial index.
+/// Binds: tenant, agent, model, the query vector's text form, k.
+pub fn nearest_sql(dims: usize) -> String {
+    debug_assert!(DIMENSIONS.contains(&dims));
+    format!(
+        "select id, kind, text, platform, created_at, distance from (
+             select id, kind, text, platform, created_at,
+                    (embedding::vector({dims}) <=> $4::text::vector({dims}))::float8 as distance
+             from memories
+             where tenant_id = $1 and agent_id = $2 and model = $3 and dims = {dims}
+             order by embedding::vector({dims}) <=> $4::text::vector({dims})
+             limit $5
+         ) nearest
+         order by distance"
+    )
+}
+
 /// The `k` memories of `agent` (of `tenant`) nearest to `query`, among those `model` made,
 /// nearest first.
 pub async fn nearest(
@@ -125,22 +148,22 @@ pub async fn nearest(
     k: i64,
 ) -> Result<Vec<Recalled>, MemoryError> {
     let vector = literal(query)?;
-    let rows = sqlx::query_as!(
-        Recalled,
-        r#"select id, kind, text, platform, created_at,
-                  (embedding <=> $4::text::vector)::float8 as "distance!"
-           from memories
-           where tenant_id = $1 and agent_id = $2 and model = $3
-           order by embedding <=> $4::text::vector
-           limit $5"#,
-        tenant.0,
-        agent.0,
-        model,
-        vector,
-        k.clamp(1, 100),
-    )
-    .fetch_all(pool)
-    .await?;
+    let sql = nearest_sql(query.len());
+    let mut tx = pool.begin().await?;
+    // Keep searching the graph until enough of this agent's memories are found (pgvector 0.8),
+    // in order: one agent's rows are a small part of a fleet's.
+    sqlx::query("set local hnsw.iterative_scan = strict_order")
+        .execute(&mut *tx)
+        .await?;
+    let rows = sqlx::query_as::<_, Recalled>(sqlx::AssertSqlSafe(sql))
+        .bind(tenant.0)
+        .bind(agent.0)
+        .bind(model)
+        .bind(vector)
+        .bind(k.clamp(1, 100))
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(rows)
 }
 
@@ -154,7 +177,7 @@ mod tests {
             literal(&[1.0; 3]),
             Err(MemoryError::Dimensions { got: 3 })
         ));
-        let mut v = vec![0.0f32; DIMENSIONS];
+        let mut v = vec![0.0f32; 384];
         assert!(matches!(literal(&v), Err(MemoryError::Zero)));
         v[0] = f32::NAN;
         assert!(matches!(literal(&v), Err(MemoryError::NotFinite)));

@@ -41,10 +41,12 @@ use chimera_aws::Clients;
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
+use chimera_aws::memory::{Memory, Said};
 use chimera_aws::telemetry::{self, Emf, Unit};
 use chimera_aws::visibility::Lease;
 use chimera_core::domain::{
-    Confidence, GoalId, ReadSet, ReviewId, RiskTag, TaskKind, TaskResult, TaskStatus, derived_uuid,
+    Confidence, GoalId, ReadSet, ReviewId, RiskTag, TaskId, TaskKind, TaskResult, TaskStatus,
+    derived_uuid,
 };
 use chimera_core::effect::{Origin, Proposal, execute_task, expected_action};
 use chimera_core::envelope::ResultMessage;
@@ -58,6 +60,7 @@ use chimera_store::budget::BudgetError;
 use chimera_store::judging::{
     self, CommitRefused, Decided, Effect, NewReview, RetryCause, TaskState,
 };
+use chimera_store::memories::Kind;
 use chimera_store::occ::{self, CommitOutcome};
 use chimera_store::records::{self, RecordError, Recorded};
 use futures::future::BoxFuture;
@@ -71,6 +74,8 @@ pub struct Judge {
     planner: PlannerService,
     /// The model that scores texts and classifies their topics, when one is configured.
     mind: Option<Arc<Mind>>,
+    /// Where committed posts and replies are remembered, when an embedder is configured.
+    memory: Option<Memory>,
 }
 
 /// A failed call to the database or a queue (see [`MessageError::dependency`]).
@@ -99,7 +104,16 @@ impl Judge {
         let url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
         let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
-        Ok(Self::new(clients, pool, names).with_mind(mind))
+        let memory = Memory::from_env(&clients, &pool)?;
+        Ok(Self::new(clients, pool, names)
+            .with_mind(mind)
+            .with_memory(memory))
+    }
+
+    /// Remembers each committed post and reply in `memory` (nothing is remembered when `None`).
+    pub fn with_memory(mut self, memory: Option<Memory>) -> Self {
+        self.memory = memory;
+        self
     }
 
     /// Scores and classifies texts with `mind` too (deterministic checks only when `None`).
@@ -115,6 +129,7 @@ impl Judge {
             planner: PlannerService::new(clients, pool.clone(), names, Box::new(TemplatePlanner)),
             pool,
             mind: None,
+            memory: None,
         }
     }
 
@@ -392,7 +407,7 @@ impl Judge {
                     // A task that waited for its turn on these keys: its replan goes now.
                     self.planner.relay().flush(&[goal]).await;
                 }
-                self.after_commit(state).await
+                self.after_commit(result.task_id, state).await
             }
             Ok(Decided::Superseded { status, .. }) => self.resume_at(result, state, status).await,
             Err(CommitRefused::Conflict { moved }) => {
@@ -414,10 +429,40 @@ impl Judge {
         }
     }
 
-    /// Releases the goal's tasks that waited for the commit, then settles the goal.
-    async fn after_commit(&self, state: &TaskState) -> Result<(), MessageError> {
+    /// Releases the goal's tasks that waited for the commit, settles the goal, and remembers
+    /// what a committed post or reply said. All three are idempotent: a redelivered result does
+    /// them again, so a memory whose embedding failed is written then.
+    async fn after_commit(&self, task: TaskId, state: &TaskState) -> Result<(), MessageError> {
         self.planner.release(state.goal_id).await?;
-        self.settle(state).await
+        self.settle(state).await?;
+        self.remember(task, state).await
+    }
+
+    async fn remember(&self, task: TaskId, state: &TaskState) -> Result<(), MessageError> {
+        let (Some(memory), TaskKind::Execute) = (&self.memory, state.kind) else {
+            return Ok(());
+        };
+        let kind = match state.inputs.get("action").and_then(|a| a.as_str()) {
+            Some("social.publish") => Kind::Post,
+            Some("social.reply") => Kind::Reply,
+            _ => return Ok(()),
+        };
+        let argument = |name: &str| state.inputs["arguments"].get(name).and_then(|v| v.as_str());
+        let Some(text) = argument("text") else {
+            return Ok(());
+        };
+        let said = Said {
+            tenant: state.tenant_id,
+            agent: state.agent_id,
+            task,
+            kind,
+            text,
+            platform: argument("platform"),
+        };
+        if memory.remember(&said).await.map_err(retryable)? {
+            tracing::info!(task_id = %task.0, kind = kind.as_str(), "remembered what was said");
+        }
+        Ok(())
     }
 
     async fn settle(&self, state: &TaskState) -> Result<(), MessageError> {
@@ -544,7 +589,7 @@ impl Judge {
     async fn resume(&self, result: &TaskResult, state: &TaskState) -> Result<(), MessageError> {
         tracing::info!(result_id = %result.id, status = %state.status, "attempt already decided");
         match state.status {
-            TaskStatus::Committed => self.after_commit(state).await,
+            TaskStatus::Committed => self.after_commit(result.task_id, state).await,
             _ => self.settle(state).await,
         }
     }

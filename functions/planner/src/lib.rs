@@ -30,16 +30,20 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
+use chimera_aws::memory::Memory;
 use chimera_aws::queues::Queues;
 use chimera_aws::relay::Relay;
 use chimera_aws::telemetry::{self, Emf};
 use chimera_aws::visibility::Lease;
-use chimera_core::domain::{GoalId, GoalStatus, ReadSet, StateKey, TaskId};
+use chimera_core::domain::{Goal, GoalId, GoalStatus, ReadSet, StateKey, Task, TaskId, TaskKind};
 use chimera_core::envelope::PlannerMessage;
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_store::{PgPool, dag, occ};
 use futures::future::BoxFuture;
-use plan::{AgentContext, MEDIA_FROM, Planner, TEXT_FROM, TemplatePlanner, fill_inputs};
+use plan::{
+    AgentContext, MEDIA_FROM, Planner, Recalled, TEXT_FROM, TemplatePlanner, UsedMemory,
+    fill_inputs,
+};
 
 /// Messages of one batch handled at once.
 const CONCURRENCY: usize = 8;
@@ -48,7 +52,12 @@ pub struct PlannerService {
     pool: PgPool,
     relay: Relay,
     planner: Box<dyn Planner>,
+    /// The agent's memories nearest to a goal, when an embedder is configured.
+    memory: Option<Memory>,
 }
+
+/// Memories recalled for a goal.
+const RECALLED: i64 = 3;
 
 /// A failed call to the database or a queue (see [`MessageError::dependency`]).
 fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
@@ -68,7 +77,14 @@ impl PlannerService {
             Some(mind) => Box::new(llm::LlmPlanner::new(mind)),
             None => Box::new(TemplatePlanner),
         };
-        Ok(Self::new(clients, pool, names, planner))
+        let memory = Memory::from_env(&clients, &pool)?;
+        Ok(Self::new(clients, pool, names, planner).with_memory(memory))
+    }
+
+    /// Recalls the agent's nearest memories for each goal from `memory` (none when `None`).
+    pub fn with_memory(mut self, memory: Option<Memory>) -> Self {
+        self.memory = memory;
+        self
     }
 
     pub fn new(
@@ -81,6 +97,7 @@ impl PlannerService {
             relay: Relay::new(pool.clone(), Queues::new(clients, names)),
             pool,
             planner,
+            memory: None,
         }
     }
 
@@ -161,16 +178,21 @@ impl PlannerService {
             return Ok(());
         }
         if ctx.status == GoalStatus::Received {
+            let (memories, memory_error) = self.recall(&ctx.goal).await;
             let agent = AgentContext {
                 handle: ctx.handle.clone(),
                 persona: ctx.persona.clone(),
                 policy: ctx.policy.clone(),
                 recent_posts: ctx.recent_posts.clone(),
+                memories,
             };
             let started = std::time::Instant::now();
             match self.planner.plan(&ctx.goal, &agent, by).await {
                 Ok(mut plan) => {
                     plan.meta.documents = Some(ctx.documents.clone());
+                    plan.meta.memories = agent.memories.iter().map(UsedMemory::from).collect();
+                    plan.meta.memory_error = memory_error;
+                    with_memories(&mut plan.tasks, &agent.memories);
                     let meta = serde_json::to_value(&plan.meta).map_err(retryable)?;
                     let stored = dag::save_plan(
                         &self.pool,
@@ -206,6 +228,24 @@ impl PlannerService {
         }
         // Also after a redelivery: release whatever is ready and not yet released.
         self.release(goal_id).await.map(|_| ())
+    }
+
+    /// The agent's memories nearest to the goal's text. An embedder that fails does not stop the
+    /// plan: the goal is planned without memories and its plan says why.
+    async fn recall(&self, goal: &Goal) -> (Vec<Recalled>, Option<String>) {
+        let Some(memory) = &self.memory else {
+            return (Vec::new(), None);
+        };
+        match memory
+            .recall(goal.tenant_id, goal.agent_id, &goal.body, RECALLED)
+            .await
+        {
+            Ok(found) => (found, None),
+            Err(err) => {
+                tracing::warn!(goal_id = %goal.id.0, error = format!("{err:#}"), "memories not recalled");
+                (Vec::new(), Some(format!("{err:#}")))
+            }
+        }
     }
 
     /// Takes the task into its next attempt and queues it, in one transaction; returns its goal.
@@ -293,5 +333,20 @@ impl QueueHandler for PlannerService {
         deadline: SystemTime,
     ) -> BoxFuture<'a, SqsBatchResponse> {
         Box::pin(self.handle_batch(event, deadline))
+    }
+}
+
+/// The recalled memories' texts, as data for the tasks that write text (drafts and replies).
+fn with_memories(tasks: &mut [Task], memories: &[Recalled]) {
+    if memories.is_empty() {
+        return;
+    }
+    let texts: Vec<&str> = memories.iter().map(|m| m.text.as_str()).collect();
+    for task in tasks
+        .iter_mut()
+        .filter(|t| matches!(t.kind, TaskKind::Draft | TaskKind::Reply))
+    {
+        task.inputs
+            .insert("memories".into(), serde_json::json!(texts));
     }
 }

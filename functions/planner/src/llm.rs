@@ -231,6 +231,17 @@ fn prompt(goal: &Goal, agent: &AgentContext, platforms: &[String]) -> Vec<Messag
             data_block(&posts.join("\n"))
         ));
     }
+    if !agent.memories.is_empty() {
+        let said: Vec<String> = agent
+            .memories
+            .iter()
+            .map(|m| one_line(&m.text, 140))
+            .collect();
+        user.push_str(&format!(
+            "\nWhat the agent said before on this subject:\n{}",
+            data_block(&said.join("\n"))
+        ));
+    }
     vec![
         Message::system(format!(
             "You plan the work of {}, a social media agent (voice: {}). A human reviews posts \
@@ -393,6 +404,7 @@ mod tests {
             persona: json!({"name": "Nova", "voice": "warm"}),
             policy: chimera_core::routing::Policy::default(),
             recent_posts: Vec::new(),
+            memories: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@ use chimera_core::goal::Constraints;
 use chimera_core::routing::Policy;
 pub use chimera_store::dag::Post;
 use chimera_store::keys;
+pub use chimera_store::memories::Recalled;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -34,6 +35,8 @@ pub struct AgentContext {
     pub policy: Policy,
     /// What it published last, newest first.
     pub recent_posts: Vec<Post>,
+    /// What it said before nearest in meaning to the goal, nearest first (semantic memory).
+    pub memories: Vec<Recalled>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,6 +70,33 @@ pub struct PlanMeta {
     /// The versions of the agent's persona and policy the plan was made under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub documents: Option<chimera_store::dag::Documents>,
+    /// The memories the plan was made with (and its drafts are written with), nearest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub memories: Vec<UsedMemory>,
+    /// Why no memory could be recalled, when an embedder is configured but failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_error: Option<String>,
+}
+
+/// A memory a plan used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsedMemory {
+    pub id: uuid::Uuid,
+    pub kind: String,
+    pub platform: Option<String>,
+    /// Cosine distance to the goal (0 = the same meaning).
+    pub distance: f64,
+}
+
+impl From<&Recalled> for UsedMemory {
+    fn from(m: &Recalled) -> Self {
+        Self {
+            id: m.id,
+            kind: m.kind.clone(),
+            platform: m.platform.clone(),
+            distance: m.distance,
+        }
+    }
 }
 
 /// The tasks of a goal and who made them.
@@ -371,6 +401,7 @@ mod tests {
             persona: json!({"voice": "warm"}),
             policy: Policy::default(),
             recent_posts: Vec::new(),
+            memories: Vec::new(),
         }
     }
 

@@ -37,16 +37,37 @@ pub fn instruction(feedback: &str) -> Option<&str> {
 /// The longest text asked of the model where the platform sets no limit.
 const DEFAULT_LIMIT: usize = 500;
 
+/// What a draft is written from.
+pub struct Said<'a> {
+    pub brief: &'a str,
+    pub platform: &'a str,
+    pub persona: &'a Value,
+    /// What the agent said before on the subject: data, so the post does not repeat it.
+    pub memories: &'a [String],
+}
+
+/// The brief, and what the agent said before (at most three, each on one line), as data.
+fn user_message(brief: &str, memories: &[String]) -> String {
+    let mut user = format!("Brief:\n{}", data_block(brief));
+    if !memories.is_empty() {
+        let said: Vec<String> = memories.iter().take(3).map(|m| one_line(m, 200)).collect();
+        user.push_str(&format!(
+            "\nWhat you posted before on this (say something new):\n{}",
+            data_block(&said.join("\n"))
+        ));
+    }
+    user
+}
+
 /// Drafts the post of `task` with the model. `Ok(None)`: the model's answer was unusable
 /// (empty, or refused as invalid), and the caller drafts with the tool instead.
 pub async fn with_model(
     mind: &Mind,
     task: &Task,
-    brief: &str,
-    platform: &str,
-    persona: &Value,
+    said: &Said<'_>,
     by: Instant,
 ) -> Result<Option<Drafted>, MindError> {
+    let (brief, platform, persona) = (said.brief, said.platform, said.persona);
     let limit = content::platform_limit(platform).unwrap_or(DEFAULT_LIMIT);
     let field = |name: &str| {
         persona
@@ -76,7 +97,7 @@ pub async fn with_model(
         ),
         messages: vec![
             Message::system(system),
-            Message::user(format!("Brief:\n{}", data_block(brief))),
+            Message::user(user_message(brief, said.memories)),
         ],
         output: None,
         max_tokens: u32::try_from(limit / 3 + 16).unwrap_or(160).min(160),

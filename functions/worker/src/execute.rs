@@ -151,6 +151,9 @@ struct DraftInputs {
     brief: String,
     platform: String,
     persona: Value,
+    /// What the agent said before on the subject (recalled by the planner).
+    #[serde(default)]
+    memories: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +199,8 @@ struct PostInputs {
     disclosure_level: Option<DisclosureLevel>,
     #[serde(default)]
     confidence: Option<f64>,
+    #[serde(default)]
+    memories: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -271,7 +276,8 @@ const SENSITIVE: &[&str] = &["politics", "health", "finance", "crypto"];
 
 async fn draft(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
     let i: DraftInputs = inputs(task)?;
-    let (text, draft, call) = draft_text(runner, task, &i.brief, &i.platform, i.persona).await?;
+    let (text, draft, call) =
+        draft_text(runner, task, &i.brief, &i.platform, i.persona, &i.memories).await?;
     Ok(Outcome {
         confidence: confidence(draft.quality)?,
         risk_tags: tags(draft.topics.iter().map(String::as_str)),
@@ -291,10 +297,16 @@ async fn draft_text(
     brief: &str,
     platform: &str,
     persona: Value,
+    memories: &[String],
 ) -> Result<(String, Draft, Call), ExecError> {
+    let said = draft::Said {
+        brief,
+        platform,
+        persona: &persona,
+        memories,
+    };
     if let Some(mind) = runner.mind
-        && let Some(drafted) =
-            draft::with_model(mind, task, brief, platform, &persona, runner.answer_by).await?
+        && let Some(drafted) = draft::with_model(mind, task, &said, runner.answer_by).await?
     {
         let call = Call {
             tool: "llm.chat".into(),
@@ -380,7 +392,7 @@ async fn propose_post(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecE
                 .persona
                 .ok_or_else(|| ExecError::InvalidInputs("drafting needs a persona".into()))?;
             let (text, draft, call) =
-                draft_text(runner, task, &brief, &i.platform, persona).await?;
+                draft_text(runner, task, &brief, &i.platform, persona, &i.memories).await?;
             (text, Some(draft.quality), draft.topics, Some(call))
         }
         _ => {

@@ -17,7 +17,7 @@ const MODEL: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 
 /// How the stand-in answers one call.
 #[derive(Clone)]
-enum Reply {
+pub(crate) enum Reply {
     Answer {
         status: u16,
         headers: Vec<(&'static str, &'static str)>,
@@ -27,7 +27,7 @@ enum Reply {
     Stall,
 }
 
-fn ok(body: Value) -> Reply {
+pub(crate) fn ok(body: Value) -> Reply {
     Reply::Answer {
         status: 200,
         headers: vec![],
@@ -37,7 +37,7 @@ fn ok(body: Value) -> Reply {
 
 /// A Bedrock error as the service sends it: the type in `x-amzn-errortype`, the message in
 /// the body.
-fn error(status: u16, kind: &'static str, retry_after: Option<&'static str>) -> Reply {
+pub(crate) fn error(status: u16, kind: &'static str, retry_after: Option<&'static str>) -> Reply {
     let mut headers = vec![("x-amzn-errortype", kind)];
     headers.extend(retry_after.map(|seconds| ("retry-after", seconds)));
     Reply::Answer {
@@ -48,25 +48,25 @@ fn error(status: u16, kind: &'static str, retry_after: Option<&'static str>) -> 
 }
 
 /// A request the stand-in received.
-struct Seen {
-    path: String,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
-struct Endpoint {
-    url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Endpoint {
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 }
 
 /// Serves `replies` in turn on 127.0.0.1:0, the last one again once they run out.
-async fn endpoint(replies: Vec<Reply>) -> Endpoint {
+pub(crate) async fn endpoint(replies: Vec<Reply>) -> Endpoint {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorder = seen.clone();
     let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -113,9 +113,9 @@ fn answer(status: u16, headers: &[(&'static str, &'static str)], body: &Value) -
     response
 }
 
-/// The adapter pointed at `endpoint`, with static test credentials in us-east-1.
-fn bedrock(endpoint: &Endpoint, config: BedrockConfig) -> Bedrock {
-    let sdk_config = aws_config::SdkConfig::builder()
+/// An SDK configuration pointed at `endpoint`, with static test credentials in us-east-1.
+pub(crate) fn sdk_config(endpoint: &Endpoint) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(&endpoint.url)
@@ -126,8 +126,12 @@ fn bedrock(endpoint: &Endpoint, config: BedrockConfig) -> Bedrock {
             None,
             "test",
         )))
-        .build();
-    Bedrock::new(&sdk_config, config)
+        .build()
+}
+
+/// The adapter pointed at `endpoint`.
+fn bedrock(endpoint: &Endpoint, config: BedrockConfig) -> Bedrock {
+    Bedrock::new(&sdk_config(endpoint), config)
 }
 
 fn plan_schema() -> Value {

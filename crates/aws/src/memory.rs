@@ -1,0 +1,129 @@
+//! Semantic memory as the functions use it: the configured embedder
+//! ([`chimera_llm::embed::from_env`]) in front of the store's memories
+//! ([`chimera_store::memories`]).
+//!
+//! - The judge remembers what each committed post or reply said ([`Memory::remember`]): one
+//!   memory per effect, its id derived from the effect's task, so a redelivered result adds
+//!   nothing.
+//! - The planner recalls an agent's memories nearest to a goal ([`Memory::recall`]) and hands
+//!   them to the drafter.
+//!
+//! Memories are scoped to one agent of one tenant, and to the embedder's model.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chimera_core::domain::{AgentId, TaskId, TenantId, derived_uuid};
+use chimera_llm::embed::Embedder;
+use chimera_store::PgPool;
+use chimera_store::memories::{self, Kind, NewMemory, Recalled};
+
+use crate::Clients;
+use crate::telemetry::Emf;
+
+/// The embedder and the store, together.
+#[derive(Clone)]
+pub struct Memory {
+    pool: PgPool,
+    embedder: Arc<dyn Embedder>,
+}
+
+/// What a committed effect said, to remember.
+#[derive(Debug, Clone)]
+pub struct Said<'a> {
+    pub tenant: TenantId,
+    pub agent: AgentId,
+    /// The `execute` task that performed it.
+    pub task: TaskId,
+    pub kind: Kind,
+    pub text: &'a str,
+    pub platform: Option<&'a str>,
+}
+
+impl Memory {
+    pub fn new(pool: PgPool, embedder: Arc<dyn Embedder>) -> Self {
+        Self { pool, embedder }
+    }
+
+    /// The memory of the configured embedder (`CHIMERA_EMBED`), or `None` when there is none.
+    pub fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option<Self>> {
+        let embedder = chimera_llm::embed::from_env(&clients.config, None)
+            .map_err(anyhow::Error::msg)
+            .context("configuring the embedding model")?;
+        if let Some(embedder) = &embedder {
+            tracing::info!(
+                model = embedder.model_id(),
+                dimensions = embedder.dimensions(),
+                "embedding model configured"
+            );
+        }
+        Ok(embedder.map(|e| Self::new(pool.clone(), e)))
+    }
+
+    pub fn model_id(&self) -> &str {
+        self.embedder.model_id()
+    }
+
+    /// Remembers `said` once; returns whether this call wrote it.
+    pub async fn remember(&self, said: &Said<'_>) -> anyhow::Result<bool> {
+        let text = said.text.trim();
+        if text.is_empty() {
+            return Ok(false);
+        }
+        let embedded = self
+            .embedder
+            .embed(&[text.to_owned()])
+            .await
+            .context("embedding a memory")?;
+        let written = memories::remember(
+            &self.pool,
+            &NewMemory {
+                id: derived_uuid(&format!("memory:{}", said.task.0)),
+                tenant: said.tenant,
+                agent: said.agent,
+                kind: said.kind,
+                text: &text.chars().take(8000).collect::<String>(),
+                embedding: &embedded.vectors[0],
+                model: self.embedder.model_id(),
+                platform: said.platform,
+                source_asset: None,
+            },
+        )
+        .await
+        .context("writing a memory")?;
+        Emf::new("memory")
+            .count("MemoriesWritten", u64::from(written))
+            .millis("EmbedLatency", embedded.latency)
+            .property("agent_id", said.agent.0.to_string())
+            .emit();
+        Ok(written)
+    }
+
+    /// The `k` memories of `agent` nearest in meaning to `query`, nearest first.
+    pub async fn recall(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+        query: &str,
+        k: i64,
+    ) -> anyhow::Result<Vec<Recalled>> {
+        if query.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let embedded = self
+            .embedder
+            .embed(&[query.to_owned()])
+            .await
+            .context("embedding a query")?;
+        memories::nearest(
+            &self.pool,
+            tenant,
+            agent,
+            self.embedder.model_id(),
+            &embedded.vectors[0],
+            k,
+        )
+        .await
+        .context("recalling memories")
+    }
+}
