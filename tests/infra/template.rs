@@ -162,6 +162,11 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
         (chimera_aws::mind::API_KEY_SECRET_ARN, "LlmApiKeySecretArn"),
         ("CHIMERA_LLM_PRICES", "LlmPrices"),
         ("CHIMERA_LLM_TIMEOUT_MS", "LlmTimeoutMs"),
+        // Semantic memory's embedder (Titan through the same bedrock:InvokeModel).
+        ("CHIMERA_EMBED", "EmbedProvider"),
+        ("CHIMERA_EMBED_MODEL", "EmbedModel"),
+        ("CHIMERA_EMBED_BASE_URL", "EmbedBaseUrl"),
+        ("CHIMERA_EMBED_DIMENSIONS", "EmbedDimensions"),
     ] {
         refers(var, "!Ref", parameter);
     }
