@@ -94,6 +94,8 @@ def parse_inputs(body, alias):
 def handler_for(model, alias):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # A client that stops sending does not hold a thread for ever.
+        timeout = 30
 
         def log_message(self, fmt, *args):
             sys.stderr.write("embed-server: %s\n" % (fmt % args))
@@ -107,6 +109,8 @@ def handler_for(model, alias):
             self.wfile.write(data)
 
         def fail(self, error):
+            # The request's body may be unread: the connection cannot carry another request.
+            self.close_connection = True
             self.reply(error.status, {"error": {"message": error.message, "type": error.kind}})
 
         def do_GET(self):
@@ -121,7 +125,10 @@ def handler_for(model, alias):
             try:
                 if self.path != "/v1/embeddings":
                     raise ApiError(404, f"no route {self.path}", "not_found")
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    raise ApiError(400, "Content-Length is not a number")
                 if length <= 0:
                     raise ApiError(400, "a JSON body is required")
                 if length > MAX_BODY:

@@ -49,31 +49,24 @@ fn direction(seed: u64) -> Vec<f32> {
 fn query(seed: u64) -> Vec<f32> {
     let centre = direction(seed % TOPICS);
     let noise = direction(seed.wrapping_add(1 << 40));
-    let v: Vec<f32> = centre.iter().zip(&noise).map(|(c, n)| c + 0.5 * n).collect();
+    let v: Vec<f32> = centre
+        .iter()
+        .zip(&noise)
+        .map(|(c, n)| c + 0.5 * n)
+        .collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / norm).collect()
 }
 
-/// The bench's database, migrated; made anew when `fresh`.
-async fn database(fresh: bool) -> PgPool {
+/// The bench's database, made anew and migrated.
+async fn fresh_database() -> PgPool {
     let admin = PgConnectOptions::from_str(&stack_env("DATABASE_URL")).unwrap();
     let mut conn = admin.connect().await.unwrap();
-    if fresh {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "drop database if exists {DB} with (force)"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(DB)
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    if !exists {
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database {DB}")))
+    for sql in [
+        format!("drop database if exists {DB} with (force)"),
+        format!("create database {DB}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut conn)
             .await
             .unwrap();
@@ -91,21 +84,37 @@ async fn database(fresh: bool) -> PgPool {
 /// The table as asked for: (the measured agent's tenant, the agent). Built, in a new
 /// database, when the kept one holds another size.
 async fn seed(total: i64, own: i64) -> (PgPool, TenantId, AgentId) {
-    let label = format!("{total}:{own}:{TOPICS} topics");
-    let pool = database(false).await;
-    let built: Option<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
-        "select tenant_id, id from agents where handle = 'bench_measured' and display_name = $1",
-    )
-    .bind(&label)
-    .fetch_optional(&pool)
-    .await
-    .unwrap();
-    if let Some((tenant, agent)) = built {
+    let label = format!("{total}:{own}:{TOPICS} topics:by agent");
+    // A table built by this bench at this size, with every migration applied, is kept.
+    let kept = async {
+        let admin = PgConnectOptions::from_str(&stack_env("DATABASE_URL")).ok()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(admin.database(DB))
+            .await
+            .ok()?;
+        let applied: i64 =
+            sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+        if applied < chimera_store::MIGRATOR.iter().count() as i64 {
+            return None;
+        }
+        let (tenant, agent): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+            "select tenant_id, id from agents where handle = 'bench_measured' and display_name = $1",
+        )
+        .bind(&label)
+        .fetch_optional(&pool)
+        .await
+        .ok()??;
+        Some((pool, TenantId(tenant), AgentId(agent)))
+    };
+    if let Some(built) = kept.await {
         println!("recall: the table of {total} memories is already built");
-        return (pool, TenantId(tenant), AgentId(agent));
+        return built;
     }
-    pool.close().await;
-    let pool = database(true).await;
+    let pool = fresh_database().await;
     let pool = &pool;
     sqlx::query("create table bench_topics (id int primary key, v float4[] not null)")
         .execute(pool)
@@ -148,11 +157,6 @@ async fn seed(total: i64, own: i64) -> (PgPool, TenantId, AgentId) {
             agents.push((tenant, agent));
         }
     }
-    sqlx::query("update agents set display_name = $1 where handle = 'bench_measured'")
-        .bind(&label)
-        .execute(pool)
-        .await
-        .unwrap();
     // Rows in chunks, the vectors drawn by PostgreSQL; the measured agent's first.
     let others = (total - own).max(0);
     let per_other = others / 99;
@@ -222,6 +226,12 @@ async fn seed(total: i64, own: i64) -> (PgPool, TenantId, AgentId) {
         indexing.elapsed().as_secs_f64()
     );
     sqlx::query("vacuum analyze memories")
+        .execute(pool)
+        .await
+        .unwrap();
+    // Built: a run cut short before here builds again.
+    sqlx::query("update agents set display_name = $1 where handle = 'bench_measured'")
+        .bind(&label)
         .execute(pool)
         .await
         .unwrap();

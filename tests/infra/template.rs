@@ -229,10 +229,14 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
         let Some(queue) = Queue::ALL.into_iter().find(|q| q.consumer() == function) else {
             continue;
         };
+        // One queue feeds each function (the worker also has its engagement schedule).
         let events = props["Events"].as_mapping().unwrap();
-        assert_eq!(events.len(), 1, "{logical} has one event source");
-        let source = &events.values().next().unwrap();
-        assert_eq!(source["Type"].as_str(), Some("SQS"));
+        let queues: Vec<&Value> = events
+            .values()
+            .filter(|e| e["Type"].as_str() == Some("SQS"))
+            .collect();
+        assert_eq!(queues.len(), 1, "{logical} has one queue");
+        let source = queues[0];
         let p = &source["Properties"];
         assert_eq!(
             tagged(&p["Queue"]),
@@ -271,6 +275,13 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
     // The sweep runs on a schedule; the API sits behind the JWT authorizer.
     let sweep = &resource(&t, "SweepFunction")["Properties"]["Events"]["ReviewTimeouts"];
     assert!(sweep["Type"].as_str().unwrap().starts_with("Schedule"));
+    // The engagement collector is the worker, invoked on a schedule with the input its entry
+    // point reads (functions/worker/src/main.rs).
+    let collect = &resource(&t, "WorkerFunction")["Properties"]["Events"]["Engagement"];
+    assert_eq!(collect["Type"].as_str(), Some("ScheduleV2"));
+    let input: Value =
+        serde_yaml::from_str(collect["Properties"]["Input"].as_str().unwrap()).unwrap();
+    assert!(input.get("collect_engagement").is_some(), "{input:?}");
     let api = &resource(&t, "HttpApi")["Properties"]["Auth"];
     assert_eq!(api["DefaultAuthorizer"].as_str(), Some("JwtAuthorizer"));
     assert_eq!(

@@ -6,6 +6,7 @@ mod agents;
 mod browser;
 mod cli;
 mod contention;
+mod engagement;
 mod errors;
 mod events;
 mod fleet;

@@ -398,6 +398,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         policy: Default::default(),
         recent_posts: Vec::new(),
         memories: Vec::new(),
+        week: Default::default(),
     };
     let plan = LlmPlanner::new(stalled.clone())
         .plan(&goal, &persona, in_time())

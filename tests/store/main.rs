@@ -10,3 +10,4 @@ mod memories;
 mod occ;
 mod outbox;
 mod planning;
+mod schedules;

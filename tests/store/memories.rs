@@ -160,10 +160,17 @@ async fn an_agent_recalls_its_own_nearest_memory_and_nobody_elses() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
+    // One agent's partition is read, through its HNSW index.
     assert!(
-        plan.iter().any(|l| l.contains("memories_embedding_384")),
+        plan.iter()
+            .any(|l| l.contains("Index Scan using memories_p") && l.contains("_embedding_idx")),
         "{plan:#?}"
     );
+    let partitions: std::collections::BTreeSet<&str> = plan
+        .iter()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("memories_p")))
+        .collect();
+    assert_eq!(partitions.len(), 1, "{plan:#?}");
 
     // Written twice, remembered once.
     let again = NewMemory {

@@ -308,6 +308,16 @@ impl Swarm {
             .expect("scripting the drafting tool's quality");
     }
 
+    /// One run of the engagement collector at `at`, with the worker's MCP client.
+    pub async fn collect_engagement(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> chimera_worker::engagement::Collected {
+        chimera_worker::engagement::collect(&self.db.pool, self.handlers.worker.mcp(), at)
+            .await
+            .expect("collecting engagement")
+    }
+
     /// Submits a goal over HTTP (`POST /goals`) for agent number `agent`. A test-only
     /// `simulated_quality` in `constraints` is taken out and scripted for the goal's text
     /// ([`Swarm::script_quality`]) before the goal is sent.

@@ -11,15 +11,21 @@
 //! Memories are scoped to one agent of one tenant, and to the embedder's model.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chimera_core::domain::{AgentId, TaskId, TenantId, derived_uuid};
-use chimera_llm::embed::Embedder;
+use chimera_llm::LlmError;
+use chimera_llm::embed::{Embedder, Embeddings, MAX_CHARS};
 use chimera_store::PgPool;
 use chimera_store::memories::{self, Kind, NewMemory, Recalled};
 
 use crate::Clients;
 use crate::telemetry::Emf;
+
+/// The longest an embedding may take inside a function (its retries included): memory must
+/// not cost a Lambda invocation its deadline.
+pub const EMBED_WITHIN: Duration = Duration::from_secs(5);
 
 /// The embedder and the store, together.
 #[derive(Clone)]
@@ -51,6 +57,12 @@ impl Memory {
             .map_err(anyhow::Error::msg)
             .context("configuring the embedding model")?;
         if let Some(embedder) = &embedder {
+            anyhow::ensure!(
+                memories::DIMENSIONS.contains(&embedder.dimensions()),
+                "the embedder gives {} dimensions; memories are stored at {:?}",
+                embedder.dimensions(),
+                memories::DIMENSIONS
+            );
             tracing::info!(
                 model = embedder.model_id(),
                 dimensions = embedder.dimensions(),
@@ -64,17 +76,34 @@ impl Memory {
         self.embedder.model_id()
     }
 
-    /// Remembers `said` once; returns whether this call wrote it.
+    /// The vector of `text`, within `within` and at most [`EMBED_WITHIN`].
+    async fn embed(&self, text: &str, within: Duration) -> Result<Embeddings, LlmError> {
+        let texts = [text.to_owned()];
+        match tokio::time::timeout(within.min(EMBED_WITHIN), self.embedder.embed(&texts)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(LlmError::Timeout(within.min(EMBED_WITHIN))),
+        }
+    }
+
+    /// Remembers `said` once; returns whether this call wrote it. An embedder that is
+    /// unavailable or slow is an error (try again later); one that refuses the text or answers
+    /// nonsense will do so again, so the memory is skipped with a warning.
     pub async fn remember(&self, said: &Said<'_>) -> anyhow::Result<bool> {
         let text = said.text.trim();
         if text.is_empty() {
             return Ok(false);
         }
-        let embedded = self
-            .embedder
-            .embed(&[text.to_owned()])
-            .await
-            .context("embedding a memory")?;
+        let embedded = match self.embed(text, EMBED_WITHIN).await {
+            Ok(embedded) => embedded,
+            Err(err) if err.is_retryable() => {
+                return Err(anyhow::Error::new(err).context("embedding a memory"));
+            }
+            Err(err) => {
+                tracing::warn!(task_id = %said.task.0, error = %err, "memory skipped: the embedder refused it");
+                Emf::new("memory").count("MemoriesSkipped", 1).emit();
+                return Ok(false);
+            }
+        };
         let written = memories::remember(
             &self.pool,
             &NewMemory {
@@ -82,11 +111,13 @@ impl Memory {
                 tenant: said.tenant,
                 agent: said.agent,
                 kind: said.kind,
-                text: &text.chars().take(8000).collect::<String>(),
+                text: &text.chars().take(MAX_CHARS).collect::<String>(),
                 embedding: &embedded.vectors[0],
                 model: self.embedder.model_id(),
                 platform: said.platform,
-                source_asset: None,
+                source_asset: memories::asset_of_task(&self.pool, said.task.0)
+                    .await
+                    .context("finding the effect's receipt")?,
             },
         )
         .await
@@ -99,20 +130,21 @@ impl Memory {
         Ok(written)
     }
 
-    /// The `k` memories of `agent` nearest in meaning to `query`, nearest first.
+    /// The `k` memories of `agent` nearest in meaning to `query`, nearest first, embedded
+    /// `within` the time the caller has.
     pub async fn recall(
         &self,
         tenant: TenantId,
         agent: AgentId,
         query: &str,
         k: i64,
+        within: Duration,
     ) -> anyhow::Result<Vec<Recalled>> {
         if query.trim().is_empty() {
             return Ok(Vec::new());
         }
         let embedded = self
-            .embedder
-            .embed(&[query.to_owned()])
+            .embed(query, within)
             .await
             .context("embedding a query")?;
         memories::nearest(

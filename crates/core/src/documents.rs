@@ -314,6 +314,8 @@ struct PolicyFront {
     #[serde(default)]
     spend: SpendLimits,
     model: Option<ModelChoice>,
+    #[serde(default)]
+    schedules: Vec<crate::schedule::Schedule>,
 }
 
 #[derive(Default, Deserialize)]
@@ -488,6 +490,11 @@ pub fn parse_policy(text: &str, version: i32) -> Result<Policy, DocError> {
     {
         return Err(parts.field_error("model.id", "must be 1..=200 characters"));
     }
+    for (i, schedule) in front.schedules.iter().enumerate() {
+        schedule
+            .validate()
+            .map_err(|e| parts.field_error(&format!("schedules[{i}]"), &e))?;
+    }
     let policy = Policy {
         version,
         auto_approve_above,
@@ -504,6 +511,7 @@ pub fn parse_policy(text: &str, version: i32) -> Result<Policy, DocError> {
         quotas: front.quotas,
         spend: front.spend,
         model: front.model,
+        schedules: front.schedules,
     };
     policy
         .validate()
@@ -559,6 +567,10 @@ mod tests {
         );
         assert_eq!(rex.quotas["x"].replies_per_hour, Some(20));
         assert_eq!(rex.link_hosts, Some(vec!["example.com".to_owned()]));
+        let nova = parse_policy(EXAMPLES[0].2, 1).unwrap();
+        assert_eq!(nova.schedules.len(), 1);
+        assert_eq!(nova.schedules[0].cron, "0 9 * * MON-FRI");
+        assert_eq!(nova.schedules[0].constraints.platforms, ["instagram"]);
         let ivy = parse_policy(EXAMPLES[2].2, 1).unwrap();
         assert_eq!(ivy.spend.per_transfer_cents, Some(500));
         // A document with nothing but a front matter of one field takes the defaults.
@@ -636,6 +648,23 @@ mod tests {
         );
         let (_, field, _) = error(parse_policy("---\nmax_attempts: 0\n---\n", 1));
         assert_eq!(field.as_deref(), Some("max_attempts"));
+        // A schedule that cannot run: its line and its place in the list.
+        let (line, field, message) = error(parse_policy(
+            "---\nmax_attempts: 2\nschedules:\n  - name: daily\n    cron: \"0 9 * *\"\n    kind: reply\n    text: hi\n---\n",
+            1,
+        ));
+        assert_eq!(
+            (line, field.as_deref()),
+            (Some(3), Some("schedules[0]")),
+            "{message}"
+        );
+        assert!(message.contains("five fields"), "{message}");
+        let (_, field, message) = error(parse_policy(
+            "---\nschedules:\n  - {name: a, cron: \"0 9 * * *\", timezone: Moon/Base, kind: campaign, text: hi}\n---\n",
+            1,
+        ));
+        assert_eq!(field.as_deref(), Some("schedules[0]"));
+        assert!(message.contains("IANA"), "{message}");
         // No front matter, or no end to it.
         let (line, _, _) = error(parse_policy("# rules\n", 1));
         assert_eq!(line, Some(1));

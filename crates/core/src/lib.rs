@@ -30,4 +30,5 @@ pub mod goal;
 pub mod logs;
 pub mod names;
 pub mod routing;
+pub mod schedule;
 pub mod trace;

@@ -98,6 +98,9 @@ pub struct Policy {
     /// The model this agent's work uses instead of the stage's, and its price.
     #[serde(default)]
     pub model: Option<ModelChoice>,
+    /// Recurring goals: each occurrence of each schedule submits one goal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<crate::schedule::Schedule>,
 }
 
 fn default_disclosure() -> DisclosureLevel {
@@ -176,6 +179,19 @@ impl Policy {
                 return fail("model prices must be finite and not negative");
             }
         }
+        if self.schedules.len() > 20 {
+            return fail("at most 20 schedules");
+        }
+        let mut names = BTreeSet::new();
+        for schedule in &self.schedules {
+            schedule.validate().map_err(|reason| Invalid {
+                what: "policy",
+                reason,
+            })?;
+            if !names.insert(schedule.name.as_str()) {
+                return fail(&format!("two schedules are named {:?}", schedule.name));
+            }
+        }
         Ok(())
     }
 }
@@ -202,6 +218,7 @@ impl Default for Policy {
             quotas: BTreeMap::new(),
             spend: SpendLimits::default(),
             model: None,
+            schedules: Vec::new(),
         }
     }
 }

@@ -55,6 +55,10 @@ struct Args {
     /// backstop) runs, in seconds; 0 turns it off.
     #[arg(long, value_name = "N", default_value_t = 30)]
     sweep_every_secs: u64,
+    /// How often the engagement collector measures the week's posts through `social.metrics`,
+    /// in seconds; 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    collect_every_secs: u64,
     /// Where the functions' metrics go (CloudWatch Embedded Metric Format, one JSON object per
     /// line), appended; standard output if not given. Logs go to standard error.
     #[arg(long, value_name = "FILE")]
@@ -218,12 +222,20 @@ async fn run(args: Args) -> Result<()> {
 
     let mut report = tokio::time::interval(Duration::from_secs(10));
     report.tick().await;
+    // The engagement collector, as the schedule runs it in AWS.
+    let mut collect = tokio::time::interval(Duration::from_secs(args.collect_every_secs.max(1)));
+    collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
+            _ = collect.tick(), if args.collect_every_secs > 0 => {
+                if let Err(err) = chimera_worker::engagement::collect(&pool, worker.mcp(), chrono::Utc::now()).await {
+                    tracing::warn!(error = format!("{err:#}"), "engagement not collected; the next run tries again");
+                }
+            }
             _ = report.tick() => {
                 for queue in Queue::ALL {
                     let c = running.counts(queue);

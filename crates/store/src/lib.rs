@@ -6,7 +6,10 @@
 //!   with their versions.
 //! - [`fleet`]: every agent of a tenant with what it is doing and what needs a person.
 //! - [`dag`]: a goal's task graph: the plan, release of ready tasks, replans.
+//! - [`engagement`]: what came back about published posts, in `asset_events` partitions, and
+//!   each agent's week for the planner.
 //! - [`goals`]: goal submission once per idempotency key, and a goal's progress.
+//! - [`schedules`]: recurring goals, one per occurrence of each schedule an agent declares.
 //! - [`records`]: tenants, agents and policies, goals, tasks with dependencies, results.
 //! - [`occ`]: commits that check the versions of exactly the state a task read and bump what
 //!   it writes, or fail with the keys that moved.
@@ -40,6 +43,7 @@ pub mod audit;
 pub mod budget;
 pub mod dag;
 pub mod decisions;
+pub mod engagement;
 pub mod fleet;
 pub mod goals;
 pub mod judging;
@@ -55,6 +59,7 @@ pub mod reconcile;
 pub mod records;
 pub mod rejudge;
 pub mod reviews;
+pub mod schedules;
 pub mod sweep;
 pub mod tenants;
 

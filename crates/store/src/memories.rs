@@ -6,6 +6,8 @@
 //! - Vectors are one of [`DIMENSIONS`] long (the configured embedders' lengths) and name the
 //!   model that made them: only memories of the query's model are compared (two models'
 //!   vectors do not share a space).
+//! - The table is partitioned by agent (32 hash partitions): a read names one agent and reads
+//!   one partition.
 //! - Nearest neighbours by cosine distance, through the HNSW index of the query's length
 //!   (`memories_embedding_<n>`). The index is searched with pgvector's iterative scan, so a
 //!   query scoped to one agent among many still finds that agent's nearest memories instead
@@ -67,6 +69,9 @@ pub struct Recalled {
     pub platform: Option<String>,
     pub created_at: DateTime<Utc>,
     pub distance: f64,
+    /// How the post it remembers landed, as last measured (`views`, `likes`, `replies`,
+    /// `shares`), when the engagement collector has measured it.
+    pub engagement: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,13 +101,26 @@ fn literal(v: &[f32]) -> Result<String, MemoryError> {
     Ok(format!("[{}]", parts.join(",")))
 }
 
+/// The asset a committed task's result recorded first (an effect's receipt), if any.
+pub async fn asset_of_task(
+    pool: &PgPool,
+    task: uuid::Uuid,
+) -> Result<Option<uuid::Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select id from assets where task_id = $1 order by created_at, id limit 1",
+        task
+    )
+    .fetch_optional(pool)
+    .await
+}
+
 /// Writes `memory` once (its id is its identity); returns whether this call wrote it.
 pub async fn remember(pool: &PgPool, memory: &NewMemory<'_>) -> Result<bool, MemoryError> {
     let vector = literal(memory.embedding)?;
     let written = sqlx::query!(
         "insert into memories (id, tenant_id, agent_id, kind, text, embedding, model, platform, source_asset)
          values ($1, $2, $3, $4, $5, $6::text::vector, $7, $8, $9)
-         on conflict (id) do nothing",
+         on conflict (agent_id, id) do nothing",
         memory.id,
         memory.tenant.0,
         memory.agent.0,
@@ -125,15 +143,21 @@ pub async fn remember(pool: &PgPool, memory: &NewMemory<'_>) -> Result<bool, Mem
 pub fn nearest_sql(dims: usize) -> String {
     debug_assert!(DIMENSIONS.contains(&dims));
     format!(
-        "select id, kind, text, platform, created_at, distance from (
-             select id, kind, text, platform, created_at,
+        "select n.id, n.kind, n.text, n.platform, n.created_at, n.distance, e.payload as engagement
+         from (
+             select id, kind, text, platform, created_at, source_asset,
                     (embedding::vector({dims}) <=> $4::text::vector({dims}))::float8 as distance
              from memories
              where tenant_id = $1 and agent_id = $2 and model = $3 and dims = {dims}
              order by embedding::vector({dims}) <=> $4::text::vector({dims})
              limit $5
-         ) nearest
-         order by distance"
+         ) n
+         left join lateral (
+             select payload from asset_events
+             where asset_id = n.source_asset and event_type = 'engagement'
+             order by occurred_at desc limit 1
+         ) e on true
+         order by n.distance"
     )
 }
 

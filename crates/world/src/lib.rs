@@ -6,6 +6,8 @@
 //! - `content.draft`: a templated post from a persona and a brief;
 //! - `media.render_image`: a real PNG from a prompt;
 //! - `social.publish`, `social.reply`: posts recorded in an outbox, once per idempotency key;
+//! - `social.metrics`: engagement of published posts (views, likes, replies, shares), growing
+//!   with the time since each was published, deterministic per post;
 //! - `wallet.balance`, `wallet.transfer`: a wallet, transfers once per idempotency key;
 //! - with `--debug-tools` only: `debug.wait` (a tool that hangs), `debug.echo` (returns
 //!   whatever it is asked to), `debug.crash` (the process exits), to test timeouts,
@@ -156,6 +158,16 @@ pub struct PublishArgs {
     pub media_sha256: Option<String>,
     /// A second call with the same key returns the first post.
     pub idempotency_key: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct MetricsArgs {
+    /// Posts as `social.publish` and `social.reply` returned them (`post_id`), 1 to 100.
+    pub post_ids: Vec<uuid::Uuid>,
+    /// The moment to measure at (RFC 3339); now when absent. Engagement is a function of the
+    /// time since publication, so a later moment shows more.
+    #[serde(default)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -372,6 +384,30 @@ impl World {
         match store::publish(&self.pool, &args.idempotency_key, &request).await {
             Ok(post) => answer(&post),
             Err(err) => effect_failure(err),
+        }
+    }
+
+    #[tool(
+        name = "social.metrics",
+        description = "Engagement of published posts: views, likes, replies and shares at a moment (now by default). Posts this platform does not know are listed in unknown."
+    )]
+    async fn social_metrics(&self, Parameters(args): Parameters<MetricsArgs>) -> ToolResult {
+        if args.post_ids.is_empty() || args.post_ids.len() > 100 {
+            return Err(ErrorData::invalid_params(
+                "post_ids must hold 1..=100 ids",
+                None,
+            ));
+        }
+        if let Err(err) = self
+            .log("social.metrics", json!({"posts": args.post_ids.len()}))
+            .await
+        {
+            return database_failure(err);
+        }
+        let at = args.at.unwrap_or_else(chrono::Utc::now);
+        match store::metrics(&self.pool, &args.post_ids, at).await {
+            Ok(report) => answer(&report),
+            Err(err) => database_failure(err),
         }
     }
 

@@ -6,12 +6,15 @@
 //! - reconciles work that stopped moving ([`chimera_store::reconcile`]): tasks with no
 //!   progress are sent again from the outbox, undecided results re-judged, lost replans and
 //!   releases sent again, goals settled; each action audited;
+//! - submits the goals of recurring schedules that came due ([`chimera_store::schedules`]),
+//!   each occurrence once, and sends their messages;
 //! - relays the outbox rows no handler sent (a flush that failed, a process that died between
 //!   its commit and its flush), and forgets rows sent more than a day ago.
 
 use chimera_store::outbox;
 use chimera_store::reconcile::{self, Reconciled};
 use chimera_store::reviews::{self, Swept};
+use chimera_store::schedules::{self, Scheduled};
 
 use crate::AppState;
 
@@ -23,6 +26,8 @@ const BATCH: i64 = 200;
 pub struct SweepReport {
     pub reviews: Swept,
     pub reconciled: Reconciled,
+    /// Recurring goals submitted.
+    pub scheduled: Scheduled,
     /// Outbox rows the sweep sent.
     pub relayed: usize,
 }
@@ -35,6 +40,8 @@ pub async fn run(state: &AppState) -> anyhow::Result<SweepReport> {
         crate::reviews::settle(state, *goal).await;
     }
     let reconciled = reconcile::reconcile(&state.pool, now, BATCH).await?;
+    let scheduled = schedules::run(&state.pool, now).await?;
+    state.relay.flush(&scheduled.submitted).await;
     // Rows a handler wrote a moment ago are its own to flush; older ones are the sweep's.
     let relayed = state
         .relay
@@ -64,6 +71,7 @@ pub async fn run(state: &AppState) -> anyhow::Result<SweepReport> {
     Ok(SweepReport {
         reviews: swept,
         reconciled,
+        scheduled,
         relayed,
     })
 }

@@ -38,7 +38,7 @@ use chimera_aws::visibility::Lease;
 use chimera_core::domain::{Goal, GoalId, GoalStatus, ReadSet, StateKey, Task, TaskId, TaskKind};
 use chimera_core::envelope::PlannerMessage;
 use chimera_core::names::{Queue, ResourceNames};
-use chimera_store::{PgPool, dag, occ};
+use chimera_store::{PgPool, dag, engagement, occ};
 use futures::future::BoxFuture;
 use plan::{
     AgentContext, MEDIA_FROM, Planner, Recalled, TEXT_FROM, TemplatePlanner, UsedMemory,
@@ -178,13 +178,17 @@ impl PlannerService {
             return Ok(());
         }
         if ctx.status == GoalStatus::Received {
-            let (memories, memory_error) = self.recall(&ctx.goal).await;
+            let (memories, memory_error) = self.recall(&ctx.goal, by).await;
+            let week = engagement::week_summary(&self.pool, ctx.goal.agent_id, chrono::Utc::now())
+                .await
+                .map_err(retryable)?;
             let agent = AgentContext {
                 handle: ctx.handle.clone(),
                 persona: ctx.persona.clone(),
                 policy: ctx.policy.clone(),
                 recent_posts: ctx.recent_posts.clone(),
                 memories,
+                week,
             };
             let started = std::time::Instant::now();
             match self.planner.plan(&ctx.goal, &agent, by).await {
@@ -192,6 +196,7 @@ impl PlannerService {
                     plan.meta.documents = Some(ctx.documents.clone());
                     plan.meta.memories = agent.memories.iter().map(UsedMemory::from).collect();
                     plan.meta.memory_error = memory_error;
+                    plan.meta.week = Some(agent.week.clone());
                     with_memories(&mut plan.tasks, &agent.memories);
                     let meta = serde_json::to_value(&plan.meta).map_err(retryable)?;
                     let stored = dag::save_plan(
@@ -232,12 +237,13 @@ impl PlannerService {
 
     /// The agent's memories nearest to the goal's text. An embedder that fails does not stop the
     /// plan: the goal is planned without memories and its plan says why.
-    async fn recall(&self, goal: &Goal) -> (Vec<Recalled>, Option<String>) {
+    async fn recall(&self, goal: &Goal, by: Instant) -> (Vec<Recalled>, Option<String>) {
         let Some(memory) = &self.memory else {
             return (Vec::new(), None);
         };
+        let within = by.saturating_duration_since(Instant::now());
         match memory
-            .recall(goal.tenant_id, goal.agent_id, &goal.body, RECALLED)
+            .recall(goal.tenant_id, goal.agent_id, &goal.body, RECALLED, within)
             .await
         {
             Ok(found) => (found, None),

@@ -231,11 +231,36 @@ fn prompt(goal: &Goal, agent: &AgentContext, platforms: &[String]) -> Vec<Messag
             data_block(&posts.join("\n"))
         ));
     }
+    if agent.week.posts > 0 {
+        let week = &agent.week;
+        let mut lines = vec![format!(
+            "{} posts, {} views, {} likes, {} replies",
+            week.posts, week.views, week.likes, week.replies
+        )];
+        lines.extend(week.best.iter().map(|p| {
+            format!(
+                "{} likes on {}: {}",
+                p.likes,
+                p.platform.as_deref().unwrap_or("?"),
+                one_line(&p.text, 120)
+            )
+        }));
+        user.push_str(&format!(
+            "\nThis week's engagement, the most liked first:\n{}",
+            data_block(&lines.join("\n"))
+        ));
+    }
     if !agent.memories.is_empty() {
         let said: Vec<String> = agent
             .memories
             .iter()
-            .map(|m| one_line(&m.text, 140))
+            .map(|m| {
+                let likes = m.engagement.as_ref().and_then(|e| e.get("likes"));
+                match likes.and_then(Value::as_i64) {
+                    Some(likes) => format!("({likes} likes) {}", one_line(&m.text, 140)),
+                    None => one_line(&m.text, 140),
+                }
+            })
             .collect();
         user.push_str(&format!(
             "\nWhat the agent said before on this subject:\n{}",
@@ -405,6 +430,7 @@ mod tests {
             policy: chimera_core::routing::Policy::default(),
             recent_posts: Vec::new(),
             memories: Vec::new(),
+            week: Default::default(),
         }
     }
 
@@ -456,6 +482,7 @@ mod tests {
             platform: Some("x".into()),
             created_at: Default::default(),
             distance: 0.1,
+            engagement: None,
         }];
         let messages = prompt(&goal, &agent, &["x".into()]);
         let (system, user) = (&messages[0].content, &messages[1].content);

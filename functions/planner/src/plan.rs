@@ -16,6 +16,7 @@ use chimera_core::domain::{Goal, StateKey, StateVersion, Task, TaskId, TaskKind}
 use chimera_core::goal::Constraints;
 use chimera_core::routing::Policy;
 pub use chimera_store::dag::Post;
+pub use chimera_store::engagement::WeekSummary;
 use chimera_store::keys;
 pub use chimera_store::memories::Recalled;
 use futures::future::BoxFuture;
@@ -37,6 +38,8 @@ pub struct AgentContext {
     pub recent_posts: Vec<Post>,
     /// What it said before nearest in meaning to the goal, nearest first (semantic memory).
     pub memories: Vec<Recalled>,
+    /// What worked in the last seven days (engagement of its posts).
+    pub week: WeekSummary,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +79,9 @@ pub struct PlanMeta {
     /// Why no memory could be recalled, when an embedder is configured but failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_error: Option<String>,
+    /// The agent's week the plan was made with (engagement of its posts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub week: Option<WeekSummary>,
 }
 
 /// A memory a plan used.
@@ -86,6 +92,9 @@ pub struct UsedMemory {
     pub platform: Option<String>,
     /// Cosine distance to the goal (0 = the same meaning).
     pub distance: f64,
+    /// Likes of the post it remembers, as last measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub likes: Option<i64>,
 }
 
 impl From<&Recalled> for UsedMemory {
@@ -95,6 +104,11 @@ impl From<&Recalled> for UsedMemory {
             kind: m.kind.clone(),
             platform: m.platform.clone(),
             distance: m.distance,
+            likes: m
+                .engagement
+                .as_ref()
+                .and_then(|e| e.get("likes"))
+                .and_then(serde_json::Value::as_i64),
         }
     }
 }
@@ -402,6 +416,7 @@ mod tests {
             policy: Policy::default(),
             recent_posts: Vec::new(),
             memories: Vec::new(),
+            week: Default::default(),
         }
     }
 

@@ -25,6 +25,7 @@
 //! nothing is referenced that was not stored first.
 
 pub mod draft;
+pub mod engagement;
 pub mod execute;
 
 use std::time::{Duration, Instant, SystemTime};
@@ -111,6 +112,11 @@ impl Worker {
 
     pub fn mcp(&self) -> &McpClient {
         &self.mcp
+    }
+
+    /// The database the worker records in (the engagement collector's too).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Handles one batch; `deadline` is when the invocation must have answered. The results
