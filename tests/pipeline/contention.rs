@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chimera_core::domain::GoalId;
 use chimera_core::routing::{Policy, Quota};
 use chimera_tests::eventually;
+use chimera_tests::hot;
 use chimera_tests::swarm::{Swarm, SwarmOptions};
 use chrono::{DateTime, DurationRound, Utc};
 use reqwest::Method;
@@ -387,51 +388,21 @@ async fn bulk_approvals_dry_run_predicts_the_real_run_with_a_conflicting_pair_an
 async fn two_hundred_replies_in_one_thread_all_settle_with_three_attempts_each() {
     let replies = chimera_tests::bench_setting("HOT_KEY_REPLIES", 200);
     let mut swarm = Swarm::new(SwarmOptions {
-        policy: Policy {
-            max_attempts: 3,
-            // Room for every reply this hour: the thread is the contention here, not the quota.
-            ..x_replies_per_hour(1000)
-        },
+        policy: hot::policy(1000, 3),
         ..SwarmOptions::default()
     })
     .await;
     swarm.run().await;
-    let text = "thanks for the kind words";
-    swarm.script_quality(text, 0.95).await;
-    let started = Instant::now();
-    let swarm_ref = &swarm;
-    let goals: Vec<GoalId> = futures::future::join_all((0..replies).map(|_| async move {
-        swarm_ref
-            .submit(
-                0,
-                "reply",
-                text,
-                json!({"platforms": ["x"], "in_reply_to": "post-hot"}),
-            )
-            .await
-    }))
-    .await;
-    let statuses = swarm.settle(&goals, Duration::from_secs(900)).await;
-    let took = started.elapsed();
+    let run = hot::replies_in_one_thread(&swarm, replies, "post-hot").await;
     assert!(
-        statuses.iter().all(|s| s == "completed"),
+        run.statuses.iter().all(|s| s == "completed"),
         "every reply settles: {:?}",
-        statuses
+        run.statuses
             .iter()
             .filter(|s| *s != "completed")
             .collect::<Vec<_>>()
     );
-    let (attempts, conflicts, most): (i64, i64, i32) = sqlx::query_as(
-        "select sum(attempt)::bigint, sum(conflicts)::bigint, max(conflicts) from tasks where kind = 'reply'",
-    )
-    .fetch_one(&swarm.db.pool)
-    .await
-    .unwrap();
-    println!(
-        "{replies} replies in one thread: {took:.1?}, {attempts} attempts, {conflicts} conflicts \
-         ({:.1}% wasted), at most {most} for one reply",
-        100.0 * conflicts as f64 / attempts as f64
-    );
+    println!("{run}");
     assert_eq!(
         scalar(
             &swarm,

@@ -5,6 +5,7 @@
 //! Tests need `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB` and `DATABASE_URL`; `scripts/test`
 //! exports them. Without them a test fails, saying so: it never passes by skipping.
 
+pub mod hot;
 pub mod lambda;
 pub mod seed;
 pub mod swarm;
