@@ -550,6 +550,19 @@ async fn summary(
         "  model calls charged   {calls} ({} cents in the agents' ledgers)",
         cents.unwrap_or(0)
     );
+    let (memories, recalled): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from memories m join agents a on a.id = m.agent_id
+                 where a.tenant_id = $1),
+                (select count(*) from goals
+                 where id = any($2) and jsonb_array_length(coalesce(plan_meta -> 'memories', '[]')) > 0)",
+    )
+    .bind(tenant)
+    .bind(ids)
+    .fetch_one(pool)
+    .await?;
+    println!(
+        "  memories              {memories} written (committed posts and replies), recalled by {recalled} plans"
+    );
     if !pending.is_empty() {
         println!("\nwaiting for a human ({}):", pending.len());
         for (id, types, reasoning) in &pending {
