@@ -104,6 +104,10 @@ const PINNED: &[(i64, &str)] = &[
         20261128000009,
         "6e301a691b27e5dbca437a898a54c471943c4b6cdefebe712271b4862158bf1aeb6e626f6e0b32d1ebf134c2ba62dc8c",
     ),
+    (
+        20261128000010,
+        "5ffcfa0cd8e0b3d7212692e51838c91947808a0ddf9cc960030bd83359b35c29181372b2a9412e77cf671b052533e227",
+    ),
 ];
 
 #[test]

@@ -119,6 +119,32 @@ async fn each_occurrence_submits_one_goal_however_often_the_scheduler_runs() {
             .is_empty()
     );
 
+    // On Sunday noon the schedule becomes daily: it starts after that policy, so Monday's
+    // run submits Monday's occurrence only, not the weekend's under the old bookmark.
+    sqlx::query(
+        "update policies set created_at = $1,
+                document = jsonb_set(document, '{schedules,0,cron}', '\"0 9 * * *\"')
+         where agent_id = $2",
+    )
+    .bind(paris(13, 12, 0, 0))
+    .bind(agent.0)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let monday = schedules::run(&db.pool, paris(14, 9, 30, 0)).await.unwrap();
+    assert_eq!(monday.submitted.len(), 1, "{monday:?}");
+    let keys: Vec<String> = goals(db.pool.clone())
+        .await
+        .into_iter()
+        .map(|g| g.3)
+        .collect();
+    assert!(
+        keys.last()
+            .unwrap()
+            .ends_with("morning-post:2026-12-14T08:00Z"),
+        "{keys:?}"
+    );
+
     // A paused agent's schedules wait.
     sqlx::query("update agents set status = 'paused' where id = $1")
         .bind(agent.0)
@@ -126,12 +152,12 @@ async fn each_occurrence_submits_one_goal_however_often_the_scheduler_runs() {
         .await
         .unwrap();
     assert!(
-        schedules::run(&db.pool, paris(14, 9, 30, 0))
+        schedules::run(&db.pool, paris(15, 9, 30, 0))
             .await
             .unwrap()
             .submitted
             .is_empty()
     );
-    assert_eq!(goals(db.pool.clone()).await.len(), 5);
+    assert_eq!(goals(db.pool.clone()).await.len(), 6);
     db.drop_db().await;
 }

@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use schemars::JsonSchema;
@@ -73,7 +73,25 @@ impl Schedule {
             .map_err(|e| format!("schedule {:?}: {e}", self.name))
     }
 
+    /// The pattern, refused when it never fires (such as 31 February): every run would search
+    /// thousands of years for its next occurrence.
     fn pattern(&self) -> Result<Cron, String> {
+        let cron = self.parse_pattern()?;
+        let start = Utc
+            .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
+        match cron.find_next_occurrence(&start, false) {
+            // Every pattern that fires at all fires within eight years (29 February included).
+            Ok(next) if next < start + chrono::Duration::days(8 * 366) => Ok(cron),
+            _ => Err(format!(
+                "schedule {:?}: cron {:?} never fires",
+                self.name, self.cron
+            )),
+        }
+    }
+
+    fn parse_pattern(&self) -> Result<Cron, String> {
         if self.cron.split_whitespace().count() != 5 {
             return Err(format!(
                 "schedule {:?}: cron {:?} must have five fields (minute hour day-of-month month day-of-week)",
@@ -109,10 +127,23 @@ impl Schedule {
             if next_utc > until {
                 break;
             }
-            found.push(next_utc);
+            // Around a clock change an ambiguous local time can resolve before `after`.
+            if next_utc > after {
+                found.push(next_utc);
+            }
             from = next;
         }
         found
+    }
+
+    /// What decides when the schedule fires (pattern and zone): a bookmark kept under another
+    /// signature belongs to another schedule.
+    pub fn signature(&self) -> String {
+        format!(
+            "{} {}",
+            self.cron.split_whitespace().collect::<Vec<_>>().join(" "),
+            self.timezone
+        )
     }
 
     /// The idempotency key of the goal an occurrence of `agent`'s schedule submits.
@@ -129,7 +160,6 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn weekday_mornings() -> Schedule {
         Schedule {
@@ -200,6 +230,11 @@ mod tests {
         assert!(bad(|s| s.name = "Morning Post".into()).contains("a-z 0-9"));
         assert!(bad(|s| s.cron = "0 9 * *".into()).contains("five fields"));
         assert!(bad(|s| s.cron = "0 25 * * *".into()).contains("cron"));
+        assert!(bad(|s| s.cron = "0 0 31 2 *".into()).contains("never fires"));
+        let mut leap = weekday_mornings();
+        leap.cron = "0 12 29 2 *".into();
+        leap.validate().unwrap();
+        assert_ne!(leap.signature(), weekday_mornings().signature());
         assert!(bad(|s| s.timezone = "Mars/Olympus".into()).contains("IANA"));
         assert!(bad(|s| s.kind = "dance".into()).contains("kind"));
         assert!(bad(|s| s.text = " ".into()).contains("text"));

@@ -28,7 +28,7 @@ pub struct PublishedPost {
     pub published_at: DateTime<Utc>,
 }
 
-/// The posts and replies committed at or after `since`, oldest first, at most `limit`.
+/// The posts and replies committed at or after `since`, newest first, at most `limit`.
 /// A receipt that names no post id (another tool's answer) is skipped.
 pub async fn recent_posts(
     pool: &PgPool,
@@ -49,7 +49,7 @@ pub async fn recent_posts(
            where e.kind = 'execute' and e.status = 'committed'
              and e.inputs ->> 'action' in ('social.publish', 'social.reply')
              and c.committed_at >= $1
-           order by c.committed_at, e.id, a.created_at
+           order by c.committed_at desc, e.id, a.created_at
            limit $2"#,
         since,
         limit,

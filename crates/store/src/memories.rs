@@ -101,13 +101,18 @@ fn literal(v: &[f32]) -> Result<String, MemoryError> {
     Ok(format!("[{}]", parts.join(",")))
 }
 
-/// The asset a committed task's result recorded first (an effect's receipt), if any.
+/// The asset of a committed task's committed result (an effect's receipt), if any: the one the
+/// engagement collector records events about.
 pub async fn asset_of_task(
     pool: &PgPool,
     task: uuid::Uuid,
 ) -> Result<Option<uuid::Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
-        "select id from assets where task_id = $1 order by created_at, id limit 1",
+        "select a.id from assets a
+         join commits c on c.task_id = a.task_id
+         join results r on r.id = c.result_id
+         where a.task_id = $1 and a.sha256 = r.artifact -> 'artifacts' -> 0 ->> 'sha256'
+         order by a.created_at, a.id limit 1",
         task
     )
     .fetch_optional(pool)

@@ -2,8 +2,10 @@
 //! current policy declares ([`chimera_core::schedule::Schedule`]) submits one goal.
 //!
 //! [`run`] at a moment `now` (the sweep's, every minute):
-//! - for each schedule, the occurrences after the last one submitted (after the policy that
-//!   declared it, for a new schedule; never more than [`CATCH_UP`] back) up to `now`;
+//! - for each schedule, the occurrences after the last one submitted up to `now`, at most
+//!   [`chimera_core::schedule::MAX_PER_WINDOW`] per schedule and run; a new schedule, or one
+//!   whose pattern or zone changed, starts after the policy that declared it; never more than
+//!   [`CATCH_UP`] back;
 //! - each submitted as a goal with its message in the outbox, in one transaction
 //!   ([`crate::goals::submit`]), under the idempotency key of its occurrence: a tick the
 //!   scheduler missed (it was not running) is submitted once, at the next run, and a run
@@ -48,14 +50,15 @@ pub async fn run(pool: &PgPool, now: DateTime<Utc>) -> Result<Scheduled, sqlx::E
     .fetch_all(pool)
     .await?;
     let ids: Vec<uuid::Uuid> = agents.iter().map(|a| a.id).collect();
-    let ticks: HashMap<(uuid::Uuid, String), DateTime<Utc>> = sqlx::query!(
-        "select agent_id, schedule, last_occurrence from schedule_ticks where agent_id = any($1)",
+    let ticks: HashMap<(uuid::Uuid, String), (DateTime<Utc>, String)> = sqlx::query!(
+        "select agent_id, schedule, last_occurrence, signature from schedule_ticks
+         where agent_id = any($1)",
         &ids
     )
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|t| ((t.agent_id, t.schedule), t.last_occurrence))
+    .map(|t| ((t.agent_id, t.schedule), (t.last_occurrence, t.signature)))
     .collect();
     let mut done = Scheduled::default();
     for agent in agents {
@@ -68,8 +71,15 @@ pub async fn run(pool: &PgPool, now: DateTime<Utc>) -> Result<Scheduled, sqlx::E
             }
         };
         for schedule in schedules {
-            let last = ticks.get(&(agent.id, schedule.name.clone())).copied();
-            let after = last.unwrap_or(agent.declared).max(now - CATCH_UP);
+            let signature = schedule.signature();
+            // A bookmark of the same pattern and zone continues; a changed (or re-declared)
+            // schedule starts after the policy that declared it.
+            let after = match ticks.get(&(agent.id, schedule.name.clone())) {
+                Some((last, kept)) if *kept == signature => *last,
+                Some((last, _)) => (*last).max(agent.declared),
+                None => agent.declared,
+            }
+            .max(now - CATCH_UP);
             for occurrence in schedule.occurrences(after, now) {
                 let goal = Goal {
                     id: GoalId::random(),
@@ -100,13 +110,17 @@ pub async fn run(pool: &PgPool, now: DateTime<Utc>) -> Result<Scheduled, sqlx::E
                     Err(SubmitError::Database(err)) => return Err(err),
                 }
                 sqlx::query!(
-                    "insert into schedule_ticks (agent_id, schedule, last_occurrence)
-                     values ($1, $2, $3)
+                    "insert into schedule_ticks (agent_id, schedule, last_occurrence, signature)
+                     values ($1, $2, $3, $4)
                      on conflict (agent_id, schedule) do update
-                       set last_occurrence = greatest(schedule_ticks.last_occurrence, excluded.last_occurrence)",
+                       set last_occurrence = case when schedule_ticks.signature = excluded.signature
+                               then greatest(schedule_ticks.last_occurrence, excluded.last_occurrence)
+                               else excluded.last_occurrence end,
+                           signature = excluded.signature",
                     agent.id,
                     schedule.name,
                     occurrence,
+                    signature,
                 )
                 .execute(pool)
                 .await?;

@@ -35,6 +35,8 @@ pub struct Collected {
     /// Rows written to `asset_events`.
     pub rows: u64,
     pub partitions_created: i32,
+    /// Batches whose answer could not be used (logged; the next run asks again).
+    pub failed_batches: usize,
 }
 
 #[derive(Deserialize)]
@@ -45,10 +47,15 @@ struct Report {
 #[derive(Deserialize)]
 struct Metric {
     post_id: uuid::Uuid,
-    views: u32,
-    likes: u32,
-    replies: u32,
-    shares: u32,
+    views: u64,
+    likes: u64,
+    replies: u64,
+    shares: u64,
+}
+
+/// A count as stored (a tool claiming more than `i64` holds is held to it).
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Measures the posts of the last week at `at` and records what came back.
@@ -68,18 +75,34 @@ pub async fn collect(
         let asked: HashMap<uuid::Uuid, &PublishedPost> =
             batch.iter().map(|p| (p.post_id, p)).collect();
         let ids: Vec<uuid::Uuid> = asked.keys().copied().collect();
-        let output = mcp
+        let answer = mcp
             .call(
                 &["social.metrics"],
                 "social.metrics",
                 json!({"post_ids": ids, "at": at}),
             )
             .await
-            .context("social.metrics")?;
-        let report: Report = output.parse().context("social.metrics answered")?;
+            .map_err(anyhow::Error::new)
+            .and_then(|output| output.parse::<Report>().map_err(anyhow::Error::new));
+        let report = match answer {
+            Ok(report) => report,
+            Err(err) => {
+                // One bad answer costs its batch, not the run.
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    posts = ids.len(),
+                    "social.metrics gave nothing usable"
+                );
+                collected.failed_batches += 1;
+                continue;
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
         let measured: Vec<Measured> = report
             .metrics
             .into_iter()
+            // Only posts asked about, each once.
+            .filter(|m| seen.insert(m.post_id))
             .filter_map(|m| {
                 let post = asked.get(&m.post_id)?;
                 Some(Measured {
@@ -87,10 +110,10 @@ pub async fn collect(
                     agent_id: post.agent_id,
                     platform: post.platform.clone(),
                     post_id: m.post_id,
-                    views: m.views.into(),
-                    likes: m.likes.into(),
-                    replies: m.replies.into(),
-                    shares: m.shares.into(),
+                    views: count(m.views),
+                    likes: count(m.likes),
+                    replies: count(m.replies),
+                    shares: count(m.shares),
                 })
             })
             .collect();
@@ -106,6 +129,7 @@ pub async fn collect(
         measured = collected.measured,
         rows = collected.rows,
         partitions_created = collected.partitions_created,
+        failed_batches = collected.failed_batches,
         "engagement collected"
     );
     Ok(collected)

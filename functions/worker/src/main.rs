@@ -49,6 +49,7 @@ async fn main() -> Result<(), Error> {
                     "measured": collected.measured,
                     "rows": collected.rows,
                     "partitions_created": collected.partitions_created,
+                    "failed_batches": collected.failed_batches,
                 }))
             }
         }
