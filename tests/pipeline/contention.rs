@@ -4,11 +4,10 @@
 //! back off instead of burning attempts on a hot key, and bulk approval's dry run predicting
 //! the real run.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chimera_core::domain::GoalId;
-use chimera_core::routing::{Policy, Quota};
+use chimera_core::routing::Policy;
 use chimera_tests::eventually;
 use chimera_tests::hot;
 use chimera_tests::swarm::{Swarm, SwarmOptions};
@@ -22,16 +21,7 @@ const SETTLE: Duration = Duration::from_secs(90);
 
 /// A policy allowing `replies` replies an hour on x.
 fn x_replies_per_hour(replies: u32) -> Policy {
-    Policy {
-        quotas: BTreeMap::from([(
-            "x".to_owned(),
-            Quota {
-                posts_per_day: None,
-                replies_per_hour: Some(replies),
-            },
-        )]),
-        ..Policy::default()
-    }
+    hot::policy(replies, Policy::default().max_attempts)
 }
 
 /// Approves `item` (a queue entry): the answer's status and body.

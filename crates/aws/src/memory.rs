@@ -72,10 +72,6 @@ impl Memory {
         Ok(embedder.map(|e| Self::new(pool.clone(), e)))
     }
 
-    pub fn model_id(&self) -> &str {
-        self.embedder.model_id()
-    }
-
     /// The vector of `text`, within `within` and at most [`EMBED_WITHIN`].
     async fn embed(&self, text: &str, within: Duration) -> Result<Embeddings, LlmError> {
         let texts = [text.to_owned()];

@@ -219,6 +219,4 @@ pub async fn week_summary(
 }
 
 /// The window the collector looks back over: posts older than this stop being measured.
-pub fn lookback() -> Duration {
-    Duration::days(7)
-}
+pub const LOOKBACK: Duration = Duration::days(7);

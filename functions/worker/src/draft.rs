@@ -38,7 +38,7 @@ pub fn instruction(feedback: &str) -> Option<&str> {
 const DEFAULT_LIMIT: usize = 500;
 
 /// What a draft is written from.
-pub struct Said<'a> {
+pub struct Brief<'a> {
     pub brief: &'a str,
     pub platform: &'a str,
     pub persona: &'a Value,
@@ -64,10 +64,10 @@ fn user_message(brief: &str, memories: &[String]) -> String {
 pub async fn with_model(
     mind: &Mind,
     task: &Task,
-    said: &Said<'_>,
+    what: &Brief<'_>,
     by: Instant,
 ) -> Result<Option<Drafted>, MindError> {
-    let (brief, platform, persona) = (said.brief, said.platform, said.persona);
+    let (brief, platform, persona) = (what.brief, what.platform, what.persona);
     let limit = content::platform_limit(platform).unwrap_or(DEFAULT_LIMIT);
     let field = |name: &str| {
         persona
@@ -97,7 +97,7 @@ pub async fn with_model(
         ),
         messages: vec![
             Message::system(system),
-            Message::user(user_message(brief, said.memories)),
+            Message::user(user_message(brief, what.memories)),
         ],
         output: None,
         max_tokens: u32::try_from(limit / 3 + 16).unwrap_or(160).min(160),

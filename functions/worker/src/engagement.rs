@@ -64,7 +64,7 @@ pub async fn collect(
     mcp: &McpClient,
     at: DateTime<Utc>,
 ) -> anyhow::Result<Collected> {
-    let posts = engagement::recent_posts(pool, at - engagement::lookback(), PER_RUN)
+    let posts = engagement::recent_posts(pool, at - engagement::LOOKBACK, PER_RUN)
         .await
         .context("reading the week's posts")?;
     let mut collected = Collected {

@@ -299,14 +299,14 @@ async fn draft_text(
     persona: Value,
     memories: &[String],
 ) -> Result<(String, Draft, Call), ExecError> {
-    let said = draft::Said {
+    let what = draft::Brief {
         brief,
         platform,
         persona: &persona,
         memories,
     };
     if let Some(mind) = runner.mind
-        && let Some(drafted) = draft::with_model(mind, task, &said, runner.answer_by).await?
+        && let Some(drafted) = draft::with_model(mind, task, &what, runner.answer_by).await?
     {
         let call = Call {
             tool: "llm.chat".into(),
