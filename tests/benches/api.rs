@@ -3,7 +3,9 @@
 //! list) on loopback, each client asking again as soon as it has its answer, for `BENCH_SECS`
 //! seconds (5), against a tenant of `BENCH_AGENTS` agents (50) with `BENCH_HELD` items held
 //! for review (200) that went through the swarm on the local stack. It prints p50, p99 and
-//! the maximum latency per endpoint and concurrency, and requests per second.
+//! the maximum latency per endpoint and concurrency, and requests per second; then each at the
+//! most clients again while a held review is written 20 times a second (`+churn`), so the API's
+//! kept answers (`chimera_hitl_api::cache`) of it are dropped and read again throughout.
 //! Target: p99 < 20 ms for each at 50 clients, on this build profile (optimized).
 
 use std::sync::Arc;
@@ -82,9 +84,35 @@ async fn main() {
         "{:<26} {:>7} {:>9} {:>9} {:>9} {:>9}",
         "endpoint", "clients", "p50 ms", "p99 ms", "max ms", "req/s"
     );
+    // Each endpoint at each level, then at the most clients while the reviews change
+    // (`+churn`): one held review written every 50 ms, as 20 decisions a second elsewhere
+    // would, drops the API's kept answers of it (its card, the queue and the fleet view).
+    let plan = levels
+        .iter()
+        .map(|&c| (c, false))
+        .chain([(clients, true)])
+        .collect::<Vec<_>>();
     for endpoint in ["GET /reviews?limit=25", "GET /reviews/{id}", "GET /fleet"] {
-        for &clients in &levels {
+        for &(clients, churn) in &plan {
             let until = Instant::now() + Duration::from_secs(secs);
+            let changes = churn.then(|| {
+                let (pool, reviews) = (swarm.db.pool.clone(), reviews.clone());
+                tokio::spawn(async move {
+                    let mut sent = 0usize;
+                    let mut every = tokio::time::interval(Duration::from_millis(50));
+                    while Instant::now() < until {
+                        every.tick().await;
+                        // A real write of a held review: its trigger notifies every API.
+                        sqlx::query("update reviews set priority = priority where id = $1")
+                            .bind(reviews[sent % reviews.len()])
+                            .execute(&pool)
+                            .await
+                            .expect("a review written");
+                        sent += 1;
+                    }
+                    sent
+                })
+            });
             let runs: Vec<Vec<Duration>> = futures::future::join_all((0..clients).map(|c| {
                 let (http, api, token, reviews) =
                     (http.clone(), api.clone(), token.clone(), reviews.clone());
@@ -120,14 +148,22 @@ async fn main() {
                 }
             }))
             .await;
+            let changed = match changes {
+                Some(changes) => format!(" ({} changes)", changes.await.unwrap()),
+                None => String::new(),
+            };
             let mut all: Vec<Duration> = runs.into_iter().flatten().collect();
             all.sort();
             let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             println!(
-                "{:<26} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.0}",
+                "{:<26} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.0}{changed}",
                 endpoint,
-                clients,
+                if churn {
+                    format!("{clients}+churn")
+                } else {
+                    clients.to_string()
+                },
                 ms(at(0.50)),
                 ms(at(0.99)),
                 ms(*all.last().unwrap()),

@@ -5,6 +5,7 @@
 mod agents;
 mod browser;
 mod cli;
+mod console_cache;
 mod contention;
 mod engagement;
 mod errors;

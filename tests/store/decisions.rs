@@ -1,46 +1,11 @@
 use std::sync::Arc;
 
-use chimera_core::domain::{
-    DecisionKind, ReviewId, StateKey, StateVersion, Task, TaskId, TaskKind, TaskResult,
-};
+use chimera_core::domain::{DecisionKind, ReviewId, Task, TaskId, TaskKind, TaskResult};
 use chimera_core::routing::Policy;
 use chimera_store::decisions::{self, Decision, Refused, Verdict};
-use chimera_store::judging::{self, Decided, NewReview};
-use chimera_store::records;
 use chimera_tests::TestDb;
-use chimera_tests::seed::{Seeded, result, seed_agent};
+use chimera_tests::seed::{Seeded, held};
 use tokio::sync::Barrier;
-
-/// A result of the seeded task held for a human, as the judge holds one.
-async fn held(db: &TestDb) -> (Seeded, TaskResult, ReviewId) {
-    let seed = seed_agent(&db.pool).await;
-    let key = StateKey::parse("drafts:x").unwrap();
-    let r = result(
-        &seed,
-        [(key.clone(), StateVersion::INITIAL)].into(),
-        [key].into(),
-        "a draft",
-    );
-    records::record_result(&db.pool, &r).await.unwrap();
-    let policy = Policy::default();
-    let (due_at, final_deadline) = NewReview::deadlines(&policy);
-    let review = NewReview {
-        id: ReviewId::random(),
-        policy_version: policy.version,
-        reasoning: "medium confidence".into(),
-        reasons: vec![],
-        risk_types: vec!["medium_confidence"],
-        financial: false,
-        due_at,
-        final_deadline,
-        summary: Some("thanks for the kind words".into()),
-    };
-    assert_eq!(
-        judging::hold(&db.pool, &r, &review).await.unwrap(),
-        Decided::Done(())
-    );
-    (seed, r, review.id)
-}
 
 fn approval(seed: &Seeded, r: &TaskResult, review: ReviewId, hash: &str, policy: i32) -> Decision {
     let execute = Task {
@@ -78,7 +43,7 @@ fn approval(seed: &Seeded, r: &TaskResult, review: ReviewId, hash: &str, policy:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_approvals_release_the_effect_once() {
     let db = TestDb::migrated().await;
-    let (seed, r, review) = held(&db).await;
+    let (seed, r, review) = held(&db.pool).await;
     let start = Arc::new(Barrier::new(20));
     let reviewers: Vec<_> = (0..20)
         .map(|i| {
@@ -130,7 +95,7 @@ async fn twenty_concurrent_approvals_release_the_effect_once() {
 #[tokio::test]
 async fn a_decision_on_another_artifact_or_policy_is_stale_and_only_the_new_policy_decides_first() {
     let db = TestDb::migrated().await;
-    let (seed, r, review) = held(&db).await;
+    let (seed, r, review) = held(&db.pool).await;
     // Another hash than the one held.
     let other = "f".repeat(64);
     assert!(matches!(
@@ -226,7 +191,7 @@ async fn a_decision_on_another_artifact_or_policy_is_stale_and_only_the_new_poli
 #[tokio::test]
 async fn a_rejection_fails_the_task_and_releases_nothing() {
     let db = TestDb::migrated().await;
-    let (seed, r, review) = held(&db).await;
+    let (seed, r, review) = held(&db.pool).await;
     let reject = Decision {
         verdict: Verdict::Reject {
             reason: "off brand".into(),

@@ -5,10 +5,11 @@ use chimera_core::domain::TaskStatus;
 use std::collections::BTreeSet;
 
 use chimera_core::domain::{
-    AgentId, ArtifactRef, CommitHash, Confidence, Goal, GoalId, ReadSet, ResultId, Task, TaskId,
-    TaskKind, TaskResult, TenantId, WriteSet,
+    AgentId, ArtifactRef, CommitHash, Confidence, Goal, GoalId, ReadSet, ResultId, ReviewId,
+    StateKey, StateVersion, Task, TaskId, TaskKind, TaskResult, TenantId, WriteSet,
 };
 use chimera_core::routing::Policy;
+use chimera_store::judging::{self, Decided, NewReview};
 use chimera_store::records;
 use sqlx::PgPool;
 
@@ -84,6 +85,37 @@ pub async fn seed_agent(pool: &PgPool) -> Seeded {
         goal: goal.id,
         task: task.id,
     }
+}
+
+/// A seeded agent whose task's result is held for a human, as the judge holds one.
+pub async fn held(pool: &PgPool) -> (Seeded, TaskResult, ReviewId) {
+    let seed = seed_agent(pool).await;
+    let key = StateKey::parse("drafts:x").unwrap();
+    let r = result(
+        &seed,
+        [(key.clone(), StateVersion::INITIAL)].into(),
+        [key].into(),
+        "a draft",
+    );
+    records::record_result(pool, &r).await.unwrap();
+    let policy = Policy::default();
+    let (due_at, final_deadline) = NewReview::deadlines(&policy);
+    let review = NewReview {
+        id: ReviewId::random(),
+        policy_version: policy.version,
+        reasoning: "medium confidence".into(),
+        reasons: vec![],
+        risk_types: vec!["medium_confidence"],
+        financial: false,
+        due_at,
+        final_deadline,
+        summary: Some("thanks for the kind words".into()),
+    };
+    assert_eq!(
+        judging::hold(pool, &r, &review).await.unwrap(),
+        Decided::Done(())
+    );
+    (seed, r, review.id)
 }
 
 /// A result of `seed.task` with the given read and write sets; `content` makes it unique.

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use crate::auth::Caller;
+use crate::cache::Shows;
 use crate::{ApiError, AppState, json_body};
 
 /// The body of `POST /agents`.
@@ -283,8 +284,9 @@ pub struct FleetQuery {
 pub async fn fleet(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    uri: axum::http::Uri,
     query: Result<Query<FleetQuery>, QueryRejection>,
-) -> Result<Json<FleetPage>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let principal = caller.require(Permission::Read)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let sort = match query.sort.as_deref() {
@@ -303,14 +305,26 @@ pub async fn fleet(
         offset: query.offset,
     };
     let filter = filter(&list)?;
-    let items = chimera_store::fleet::view(&state.pool, principal.tenant, &filter, sort)
+    state
+        .reads
+        .json(
+            &state.pool,
+            principal.tenant,
+            Shows::List,
+            &uri.to_string(),
+            || async {
+                let items =
+                    chimera_store::fleet::view(&state.pool, principal.tenant, &filter, sort)
+                        .await
+                        .map_err(ApiError::dependency)?;
+                Ok(FleetPage {
+                    items,
+                    limit: filter.limit,
+                    offset: filter.offset,
+                })
+            },
+        )
         .await
-        .map_err(ApiError::dependency)?;
-    Ok(Json(FleetPage {
-        items,
-        limit: filter.limit,
-        offset: filter.offset,
-    }))
 }
 
 /// The body of `PUT /agents/{id}/persona` and `/policy`.

@@ -20,6 +20,7 @@
 pub mod agents;
 pub mod auth;
 pub mod budgets;
+pub mod cache;
 pub mod goals;
 pub mod openapi;
 pub mod published;
@@ -68,6 +69,8 @@ pub struct AppState {
     /// Artifacts: review cards read them, edits write new versions.
     pub artifacts: ArtifactStore,
     pub auth: Auth,
+    /// The console's reads, kept for a moment ([`cache`]).
+    pub reads: cache::ReadCache,
 }
 
 impl AppState {
@@ -79,11 +82,13 @@ impl AppState {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             clients,
             auth,
+            reads: cache::ReadCache::default(),
         }
     }
 }
 
 pub fn router(state: AppState) -> Router {
+    let reads = state.reads.clone();
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::document))
@@ -112,6 +117,10 @@ pub fn router(state: AppState) -> Router {
         .route("/published", get(published::list))
         .merge(ui::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            reads,
+            cache::invalidate_after_writes,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(uri_limit))
         .with_state(Arc::new(state))

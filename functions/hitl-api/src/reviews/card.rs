@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use chimera_core::auth::{Permission, Principal};
 use chimera_core::domain::{
@@ -18,6 +17,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::cache::Shows;
 use crate::{ApiError, AppState};
 
 /// Text artifacts up to this size are shown inline on the card; larger ones and media get a
@@ -110,13 +110,33 @@ pub async fn card(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<ReviewCard>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let principal = caller.require(Permission::Read)?;
-    let card = load(&state, principal, &id).await?;
+    let review = crate::path_id(&id)?;
+    state
+        .reads
+        .json(
+            &state.pool,
+            principal.tenant,
+            Shows::Review(review),
+            &format!("/reviews/{review}"),
+            || assemble(&state, principal, &id),
+        )
+        .await
+}
+
+/// The card of review `id`: the stored card, its artifacts (text inline, media presigned) and
+/// what a decision would do.
+async fn assemble(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<ReviewCard, ApiError> {
+    let card = load(state, principal, id).await?;
     let refs = artifact_refs(&card)?;
     let mut artifacts = Vec::with_capacity(refs.len());
     for r in &refs {
-        artifacts.push(view(&state, r).await?);
+        artifacts.push(view(state, r).await?);
     }
     let proposal = match expected_proposal(&card) {
         Some(_) => artifacts
@@ -130,11 +150,11 @@ pub async fn card(
         .as_ref()
         .and_then(|p| p.arguments.get("media_sha256"))
         .and_then(Value::as_str)
-        && let Some(media) = media_view(&state, sha256).await?
+        && let Some(media) = media_view(state, sha256).await?
     {
         artifacts.push(media);
     }
-    Ok(Json(ReviewCard {
+    Ok(ReviewCard {
         id: card.id.0,
         status: card.status,
         goal_id: card.goal_id.0,
@@ -181,7 +201,7 @@ pub async fn card(
             action: p.action,
             arguments: p.arguments,
         }),
-    }))
+    })
 }
 
 /// The review `id` of the caller's tenant; a malformed, unknown or foreign id is 404.

@@ -2,15 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::Uri;
+use axum::response::Response;
 use chimera_core::auth::Permission;
 use chimera_store::reviews::{self as store, QueueFilter, QueueItem, Sort};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
+use crate::cache::Shows;
 use crate::{ApiError, AppState};
 
 /// Risk types a reviewer filters by.
@@ -67,8 +69,9 @@ pub struct ReviewPage {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    uri: Uri,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<ReviewPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let principal = caller.require(Permission::Read)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if let Some(risk) = &query.risk
@@ -100,21 +103,32 @@ pub async fn list(
         agent_name,
         goal: query.goal,
     };
-    let page = store::queue(
-        &state.pool,
-        principal.tenant,
-        &filter,
-        sort,
-        descending,
-        limit,
-        offset,
-    )
-    .await
-    .map_err(ApiError::dependency)?;
-    Ok(Json(ReviewPage {
-        items: page.items,
-        total: page.total,
-        limit,
-        offset,
-    }))
+    state
+        .reads
+        .json(
+            &state.pool,
+            principal.tenant,
+            Shows::List,
+            &uri.to_string(),
+            || async {
+                let page = store::queue(
+                    &state.pool,
+                    principal.tenant,
+                    &filter,
+                    sort,
+                    descending,
+                    limit,
+                    offset,
+                )
+                .await
+                .map_err(ApiError::dependency)?;
+                Ok(ReviewPage {
+                    items: page.items,
+                    total: page.total,
+                    limit,
+                    offset,
+                })
+            },
+        )
+        .await
 }
