@@ -75,7 +75,10 @@ impl Memory {
     /// The vector of `text`, within `within` and at most [`EMBED_WITHIN`].
     async fn embed(&self, text: &str, within: Duration) -> Result<Embeddings, LlmError> {
         let texts = [text.to_owned()];
-        match tokio::time::timeout(within.min(EMBED_WITHIN), self.embedder.embed(&texts)).await {
+        // The embedding model's own time, as a span of its own (what a trace shows of it).
+        let span = tracing::debug_span!("embed", model = self.embedder.model_id());
+        let embedded = tracing::Instrument::instrument(self.embedder.embed(&texts), span);
+        match tokio::time::timeout(within.min(EMBED_WITHIN), embedded).await {
             Ok(answer) => answer,
             Err(_) => Err(LlmError::Timeout(within.min(EMBED_WITHIN))),
         }

@@ -286,7 +286,10 @@ impl McpClient {
         let mut request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
         request.meta = request_meta();
         let after = self.config.call_timeout;
-        let answer = match tokio::time::timeout(after, session.service.call_tool(request)).await {
+        // The tool's own time, as a span of its own (what a trace shows of the call).
+        let span = tracing::debug_span!("tool_call", tool, server = %server);
+        let call = tracing::Instrument::instrument(session.service.call_tool(request), span);
+        let answer = match tokio::time::timeout(after, call).await {
             Err(_) => {
                 tracing::warn!(tool, server, ?after, "tool call timed out");
                 return Err(ToolError::Timeout {

@@ -2,28 +2,33 @@
 //! asked for again and again by every open console, and the database's answer rarely changes
 //! between two asks.
 //!
-//! An answer is kept, as the JSON it was sent as, per tenant and URI, for at most [`READ_TTL`].
-//! It is dropped sooner when anything could have changed it:
-//! - a request of this process that may write (any method but GET and HEAD) drops everything
-//!   once it has answered, so a caller reads its own writes;
+//! An answer is kept, as the JSON it was sent as, per tenant and URI, for at most [`READ_TTL`]
+//! from when its read began. It is dropped sooner when anything could have changed it:
+//! - a request of this process that may write (any method but GET and HEAD, unless it was
+//!   refused with a 4xx) drops everything before it answers, so a caller reads its own writes
+//!   from the process that made them;
 //! - a row written by any process (the judge holding an item, another reviewer's decision, the
-//!   sweep, an API instance elsewhere) drops what it shows when its transaction commits: the
+//!   sweep, another API instance) drops what it shows when its transaction commits: the
 //!   database sends `console_changed` (migration 11) and each process listens on a connection
 //!   of its own. A review's change drops its card and its tenant's lists (queue and fleet); an
 //!   agent's change drops everything of its tenant; anything else everything.
 //!
-//! While that connection is not listening (not yet connected, lost, the database restarting)
-//! nothing is kept: every read goes to the database. Figures that move with the swarm's work
-//! and send no notification (goals in flight, spend, quota use, a deferral's time) are at most
-//! [`READ_TTL`] old. Concurrent asks for an answer that is not kept wait for one read of it.
+//! Nothing is kept while the listener is not known to hear: until a notification it sent
+//! itself came back through the database, after its connection is lost, and when a ping
+//! (every [`PING_EVERY`] without other news) does not come back within [`PING_WITHIN`]. So
+//! a proxy that does not pass notifications on, or a connection that died silently, means
+//! reading through, not stale answers. Figures that move with the swarm's work and send no
+//! notification (goals in flight, spend, quota use, a deferral's time, writes to goals and
+//! budgets by another instance) are at most [`READ_TTL`] old. Concurrent asks for an answer
+//! that is not kept wait for one read of it. At most [`MAX_BYTES`] of answers are kept.
 //!
-//! Under Lambda an execution environment is frozen between invocations, its listener too: it
-//! reads the notifications that arrived meanwhile when thawed, and an answer kept from before
-//! is never older than [`READ_TTL`] either way.
+//! Under Lambda an execution environment is frozen between invocations, its listener too: an
+//! environment thawed within a second of its last answer may serve it once before it has read
+//! the notifications that arrived meanwhile; never one older than [`READ_TTL`].
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,22 +38,32 @@ use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use chimera_core::domain::TenantId;
 use chimera_store::PgPool;
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::ApiError;
 
-/// The longest an answer is kept.
+/// The longest an answer is kept, from when its read began.
 pub const READ_TTL: Duration = Duration::from_secs(1);
 
 /// The channel migration 11's triggers notify.
 pub const CHANNEL: &str = "console_changed";
 
-/// At most this many answers are kept; past it, expired ones are dropped and, if none is,
-/// a new answer is sent without being kept.
+/// After this long without a notification, the listener sends itself one.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+
+/// A ping that has not come back within this is a connection that no longer hears.
+pub const PING_WITHIN: Duration = Duration::from_secs(5);
+
+/// At most this many bytes of answers are kept; past it, answers no longer fresh are dropped
+/// and, if that is not enough, a new answer is sent without being kept.
+pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// At most this many answers are kept (each slot costs a little even when empty).
 const MAX_ENTRIES: usize = 4096;
 
-/// How long the listener waits before connecting again after losing its connection.
-const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+/// The listener's wait before connecting again: doubled after each failure, up to the most.
+const RECONNECT_AFTER: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(30));
 
 /// What an answer shows, so a change drops only the answers it may have changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +92,13 @@ struct Inner {
     /// Bumped by a change that may touch anything; an answer read under an older one is not
     /// served.
     generation: AtomicU64,
-    /// The listener is connected and listening: only then are answers kept.
+    /// The listener hears notifications: only then are answers kept.
     listening: AtomicBool,
     /// The listener was started (once, on the first read).
     started: AtomicBool,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// The bytes of the answers kept.
+    bytes: AtomicUsize,
     /// Dropped with the cache: ends the listener.
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -100,6 +117,7 @@ struct Kept {
     body: Bytes,
     /// The cache's and the slot's generations when the read began.
     generations: (u64, u64),
+    /// When the read began.
     at: Instant,
 }
 
@@ -113,6 +131,7 @@ impl ReadCache {
                 listening: AtomicBool::new(false),
                 started: AtomicBool::new(false),
                 slots: Mutex::default(),
+                bytes: AtomicUsize::new(0),
                 stop: Mutex::default(),
             }),
         }
@@ -134,7 +153,7 @@ impl ReadCache {
         Fut: Future<Output = Result<T, ApiError>>,
     {
         self.start(pool);
-        let slot = if self.inner.listening.load(Ordering::Acquire) {
+        let slot = if self.is_listening() {
             self.slot(tenant, shows, uri)
         } else {
             None
@@ -142,23 +161,28 @@ impl ReadCache {
         let Some(slot) = slot else {
             return Ok(json_response(serialize(&load().await?)?));
         };
-        if let Some(body) = self.fresh(&slot) {
+        // What this ask knows of: an answer read since then will do.
+        let known = self.generations(&slot);
+        if let Some(body) = self.inner.fresh(&slot, known) {
             return Ok(json_response(body));
         }
         let _loading = slot.loading.lock().await;
         // Another ask may have read it while this one waited.
-        if let Some(body) = self.fresh(&slot) {
+        if let Some(body) = self.inner.fresh(&slot, known) {
             return Ok(json_response(body));
         }
         // Taken before the read: a change committed during it makes the answer stale at once.
-        let generations = self.generations(&slot);
+        let (generations, at) = (self.generations(&slot), Instant::now());
         let body = serialize(&load().await?)?;
-        if self.inner.listening.load(Ordering::Acquire) {
-            *slot.kept.lock().expect("cache slot") = Some(Kept {
-                body: body.clone(),
-                generations,
-                at: Instant::now(),
-            });
+        if self.is_listening() {
+            self.inner.keep(
+                &slot,
+                Kept {
+                    body: body.clone(),
+                    generations,
+                    at,
+                },
+            );
         }
         Ok(json_response(body))
     }
@@ -168,7 +192,7 @@ impl ReadCache {
         self.inner.invalidate();
     }
 
-    /// Whether answers are being kept (the listener is listening).
+    /// Whether answers are being kept (the listener hears notifications).
     pub fn is_listening(&self) -> bool {
         self.inner.listening.load(Ordering::Acquire)
     }
@@ -180,16 +204,6 @@ impl ReadCache {
         )
     }
 
-    fn fresh(&self, slot: &Slot) -> Option<Bytes> {
-        let generations = self.generations(slot);
-        slot.kept
-            .lock()
-            .expect("cache slot")
-            .as_ref()
-            .filter(|kept| kept.generations == generations && kept.at.elapsed() < self.inner.ttl)
-            .map(|kept| kept.body.clone())
-    }
-
     /// The slot for `uri` of `tenant`, made if there is room.
     fn slot(&self, tenant: TenantId, shows: Shows, uri: &str) -> Option<Arc<Slot>> {
         let key = format!("{tenant} {uri}");
@@ -198,7 +212,7 @@ impl ReadCache {
             return Some(slot.clone());
         }
         if slots.len() >= MAX_ENTRIES {
-            slots.retain(|_, slot| Arc::strong_count(slot) > 1 || self.fresh(slot).is_some());
+            self.inner.prune(&mut slots);
             if slots.len() >= MAX_ENTRIES {
                 return None;
             }
@@ -214,21 +228,85 @@ impl ReadCache {
         Some(slot)
     }
 
-    /// Starts the listener once, on a connection of its own (not one of the pool's).
+    /// Starts the listener once.
     fn start(&self, pool: &PgPool) {
         if self.inner.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
         *self.inner.stop.lock().expect("cache stop") = Some(stop);
-        let options = (*pool.connect_options()).clone();
-        tokio::spawn(listen(Arc::downgrade(&self.inner), options, stopped));
+        tokio::spawn(listen(Arc::downgrade(&self.inner), pool.clone(), stopped));
     }
 }
 
 impl Inner {
     fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The listener hears: answers may be kept from now on (none from before).
+    fn hears(&self) {
+        self.invalidate();
+        self.listening.store(true, Ordering::Release);
+    }
+
+    /// The listener does not hear: nothing is kept, nor served.
+    fn deaf(&self) {
+        self.listening.store(false, Ordering::Release);
+        self.invalidate();
+    }
+
+    /// The body kept in `slot`, if read since `known` (the generations an ask knew of) and
+    /// within the TTL. An expired body is freed.
+    fn fresh(&self, slot: &Slot, known: (u64, u64)) -> Option<Bytes> {
+        let mut kept = slot.kept.lock().expect("cache slot");
+        let current = kept.as_ref()?;
+        if current.at.elapsed() >= self.ttl {
+            let freed = kept.take().map_or(0, |k| k.body.len());
+            self.bytes.fetch_sub(freed, Ordering::AcqRel);
+            return None;
+        }
+        (current.generations.0 >= known.0 && current.generations.1 >= known.1)
+            .then(|| current.body.clone())
+    }
+
+    /// Keeps `answer` in `slot` if the bytes allow, dropping stale answers to make room.
+    fn keep(&self, slot: &Slot, answer: Kept) {
+        let size = answer.body.len();
+        if self.bytes.load(Ordering::Acquire) + size > MAX_BYTES {
+            self.prune(&mut self.slots.lock().expect("cache slots"));
+            if self.bytes.load(Ordering::Acquire) + size > MAX_BYTES {
+                return;
+            }
+        }
+        let replaced = slot
+            .kept
+            .lock()
+            .expect("cache slot")
+            .replace(answer)
+            .map_or(0, |k| k.body.len());
+        self.bytes.fetch_add(size, Ordering::AcqRel);
+        self.bytes.fetch_sub(replaced, Ordering::AcqRel);
+    }
+
+    /// Drops the answers that would not be served now, and the slots nobody uses that keep
+    /// nothing.
+    fn prune(&self, slots: &mut HashMap<String, Arc<Slot>>) {
+        let generation = self.generation.load(Ordering::Acquire);
+        slots.retain(|_, slot| {
+            let known = (generation, slot.generation.load(Ordering::Acquire));
+            let fresh = self.fresh(slot, known).is_some();
+            if !fresh {
+                let freed = slot
+                    .kept
+                    .lock()
+                    .expect("cache slot")
+                    .take()
+                    .map_or(0, |k| k.body.len());
+                self.bytes.fetch_sub(freed, Ordering::AcqRel);
+            }
+            fresh || Arc::strong_count(slot) > 1
+        });
     }
 
     /// Drops what a notification's `payload` names (migration 11): `review <tenant> <id>`
@@ -257,83 +335,143 @@ impl Inner {
     }
 }
 
-/// Listens on [`CHANNEL`] until the cache is dropped: every notification drops what it names,
-/// and every lost or regained connection drops everything.
-async fn listen(
-    cache: Weak<Inner>,
-    options: sqlx::postgres::PgConnectOptions,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let bump = |cache: &Weak<Inner>, listening: Option<bool>| -> bool {
-        let Some(inner) = cache.upgrade() else {
-            return false;
-        };
-        if let Some(listening) = listening {
-            inner.listening.store(listening, Ordering::Release);
-        }
-        inner.invalidate();
-        true
-    };
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .min_connections(0)
-        .connect_lazy_with(options);
-    loop {
-        let connected = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = tokio::select! {
-            _ = &mut stopped => return,
-            connected = connected => match connected {
-                Ok(listener) => listener,
-                Err(err) => {
-                    tracing::warn!(error = %err, "console cache: cannot listen for changes; reading through");
-                    tokio::select! {
-                        _ = &mut stopped => return,
-                        _ = tokio::time::sleep(RECONNECT_AFTER) => continue,
-                    }
-                }
-            },
-        };
-        if !bump(&cache, Some(true)) {
-            return;
-        }
-        loop {
-            let next = tokio::select! {
-                _ = &mut stopped => return,
-                next = listener.try_recv() => next,
-            };
-            match next {
-                Ok(Some(change)) => match cache.upgrade() {
-                    Some(inner) => inner.changed(change.payload()),
-                    None => return,
-                },
-                // The connection was lost and made again: changes may have been missed.
-                Ok(None) => {
-                    if !bump(&cache, None) {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "console cache: lost the change listener; reading through");
-                    break;
-                }
+/// Why one listening connection ended.
+enum Ended {
+    /// The cache was dropped.
+    Stopped,
+    /// Lost, or never heard; `heard` when it had heard before.
+    Lost { heard: bool, why: String },
+}
+
+/// Listens on [`CHANNEL`] until the cache is dropped, connecting again (with a growing wait)
+/// whenever a connection ends.
+async fn listen(cache: Weak<Inner>, pool: PgPool, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    // A panic here must not leave the cache keeping answers nobody drops.
+    struct Deaf(Weak<Inner>);
+    impl Drop for Deaf {
+        fn drop(&mut self) {
+            if let Some(inner) = self.0.upgrade() {
+                inner.deaf();
             }
         }
-        if !bump(&cache, Some(false)) {
-            return;
+    }
+    let _deaf = Deaf(cache.clone());
+    let mut wait = RECONNECT_AFTER.0;
+    loop {
+        match listen_once(&cache, &pool, &mut stopped).await {
+            Ended::Stopped => return,
+            Ended::Lost { heard, why } => {
+                if heard {
+                    wait = RECONNECT_AFTER.0;
+                }
+                tracing::warn!(why, retry_in = ?wait, "console cache: not hearing changes; reading through");
+            }
         }
-        drop(listener);
+        match cache.upgrade() {
+            Some(inner) => inner.deaf(),
+            None => return,
+        }
         tokio::select! {
             _ = &mut stopped => return,
-            _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(RECONNECT_AFTER.1);
+    }
+}
+
+/// One listening connection, of its own (a pool of one, made anew each time, so a broken
+/// connection is never waited for), until it ends. It hears once a ping it sent through `pool`
+/// came back.
+async fn listen_once(
+    cache: &Weak<Inner>,
+    pool: &PgPool,
+    stopped: &mut tokio::sync::oneshot::Receiver<()>,
+) -> Ended {
+    let lost = |heard: bool, why: String| Ended::Lost { heard, why };
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(PING_WITHIN)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let connected = async {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+        listener.eager_reconnect(false);
+        listener.listen(CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    let listener = tokio::select! {
+        _ = &mut *stopped => return Ended::Stopped,
+        connected = connected => match connected {
+            Ok(listener) => listener,
+            Err(err) => return lost(false, err.to_string()),
+        },
+    };
+    // `into_stream` would connect again by itself and hide the loss: each notification is
+    // taken with `try_recv`, whose `None` is a lost connection (no reconnecting: see above).
+    // The stream keeps the pending receive across the select's other branches.
+    let mut notifications = Box::pin(futures::stream::unfold(listener, |mut listener| async {
+        match listener.try_recv().await {
+            Ok(Some(change)) => Some((Ok(change), listener)),
+            Ok(None) => None,
+            Err(err) => Some((Err(err), listener)),
+        }
+    }));
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let mut pings = 0u64;
+    // The ping awaited (its payload and when it was sent), and when anything was last heard.
+    let mut awaited: Option<(String, Instant)> = None;
+    let mut heard_at: Option<Instant> = None;
+    let mut heard = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = &mut *stopped => return Ended::Stopped,
+            _ = tick.tick() => {
+                if let Some((_, sent)) = &awaited {
+                    if sent.elapsed() > PING_WITHIN {
+                        return lost(heard, format!("a ping did not come back within {PING_WITHIN:?}"));
+                    }
+                } else if heard_at.is_none_or(|at| at.elapsed() >= PING_EVERY) {
+                    pings += 1;
+                    let payload = format!("ping {nonce} {pings}");
+                    let sent = sqlx::query("select pg_notify($1, $2)")
+                        .bind(CHANNEL)
+                        .bind(&payload)
+                        .execute(pool)
+                        .await;
+                    if let Err(err) = sent {
+                        return lost(heard, format!("sending a ping: {err}"));
+                    }
+                    awaited = Some((payload, Instant::now()));
+                }
+            }
+            next = notifications.next() => {
+                let change = match next {
+                    Some(Ok(change)) => change,
+                    Some(Err(err)) => return lost(heard, err.to_string()),
+                    None => return lost(heard, "the connection was lost".into()),
+                };
+                let Some(inner) = cache.upgrade() else {
+                    return Ended::Stopped;
+                };
+                heard_at = Some(Instant::now());
+                let payload = change.payload();
+                if awaited.as_ref().is_some_and(|(ping, _)| ping == payload) {
+                    awaited = None;
+                    if !heard {
+                        heard = true;
+                        inner.hears();
+                    }
+                } else if !payload.starts_with("ping ") {
+                    inner.changed(payload);
+                }
+            }
         }
     }
 }
 
-/// Drops every kept answer after a request that may have written, once it has answered.
+/// Drops every kept answer after a request that may have written, before it answers (a
+/// request refused with a 4xx wrote nothing).
 pub async fn invalidate_after_writes(
     axum::extract::State(cache): axum::extract::State<ReadCache>,
     request: axum::extract::Request,
@@ -341,7 +479,7 @@ pub async fn invalidate_after_writes(
 ) -> Response {
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
     let response = next.run(request).await;
-    if writes {
+    if writes && !response.status().is_client_error() {
         cache.invalidate();
     }
     response
