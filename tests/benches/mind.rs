@@ -1,13 +1,20 @@
 //! The swarm with the local model (`scripts/bench mind`): `BENCH_GOALS` reply goals (12), one
 //! at a time through the whole pipeline (the model plans, the worker drafts with it, the judge
 //! checks and scores with it, the effect is performed or held). For each goal the clock runs
-//! from the goal's creation until its last change (the database's clock); the model's own time is the sum of its calls'
-//! latencies, measured around the model port; the handlers' time is what the runner measured
-//! around each invocation (what Lambda would bill); the CPU time is this process's (the runner
-//! and the handlers), less what it burns idle. It prints, per goal and per task: the
-//! model's time, Chimera's time beyond it (target <= 10 ms median per task), split into the
-//! time in Chimera's handlers beyond the model and the time between handlers (queue hops: the
-//! relay's send, the long poll's receive, the delete), Chimera's CPU time, and the tokens.
+//! from the goal's creation until its last change (the database's clock). It prints, per goal
+//! and per task:
+//! - the model's time: its calls' latencies, measured around the model port;
+//! - the wall time beyond it, split into the time in Chimera's handlers (each message's span,
+//!   as Lambda would bill it) and the time between them (queue hops: the relay's send, the
+//!   long poll's receive, the delete);
+//! - in the handlers, what they waited on, from tracing: PostgreSQL (sqlx's statements), SQS,
+//!   DynamoDB and S3 (the SDK's operation spans), the MCP tools and the embedding model (their
+//!   spans), each counted once however many were outstanding at a moment;
+//! - Chimera's own time: in a handler with none of those outstanding (its code, and the runtime
+//!   scheduling it), the overhead the target (<= 10 ms median per task) is about; the services'
+//!   times are the local stack's (LocalStack, DynamoDB Local, PostgreSQL on two shared cores),
+//!   not Chimera's;
+//! - the process's CPU time less what it burns idle, and the tokens.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +26,13 @@ use chimera_tests::bench_setting;
 use chimera_tests::swarm::{SETTLED, Swarm, SwarmOptions, local_model};
 use futures::future::BoxFuture;
 use serde_json::json;
+use tracing::Instrument;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The model, with each call's latency and tokens recorded.
 struct Timed {
@@ -37,7 +51,11 @@ impl LanguageModel for Timed {
     ) -> BoxFuture<'a, Result<ChatResponse, LlmError>> {
         Box::pin(async move {
             let started = Instant::now();
-            let answer = self.inner.chat(request).await;
+            let answer = self
+                .inner
+                .chat(request)
+                .instrument(tracing::info_span!("model_call"))
+                .await;
             let tokens = answer
                 .as_ref()
                 .map_or(0, |a| a.usage.input_tokens + a.usage.output_tokens);
@@ -47,6 +65,166 @@ impl LanguageModel for Timed {
             answer
         })
     }
+}
+
+/// What a handler waited on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Postgres,
+    Sqs,
+    DynamoDb,
+    S3,
+    OtherAws,
+    Tool,
+    Embedding,
+    Model,
+}
+
+const SERVICES: [(Wait, &str); 7] = [
+    (Wait::Postgres, "PostgreSQL"),
+    (Wait::Sqs, "SQS"),
+    (Wait::DynamoDb, "DynamoDB"),
+    (Wait::S3, "S3"),
+    (Wait::OtherAws, "other AWS"),
+    (Wait::Tool, "MCP tools"),
+    (Wait::Embedding, "embeddings"),
+];
+
+type Interval = (Instant, Instant);
+
+/// The handlers' spans and what they waited on, as they happened.
+#[derive(Default)]
+struct Timeline {
+    handlers: Vec<Interval>,
+    waits: Vec<(Wait, Interval)>,
+}
+
+/// A tracing layer filling a [`Timeline`]: `sqs_message` spans are handlers; SDK operation
+/// spans, `tool_call`, `embed` and `model_call` spans and sqlx's statement events are waits,
+/// counted only inside a handler (the relay's tick and this bench's polls are not a task's).
+struct Recorder(Arc<Mutex<Timeline>>);
+
+/// When a recorded span opened, and what it is (`None`: a handler).
+struct Opened(Option<Wait>, Instant);
+
+fn wait_of(name: &str, target: &str) -> Option<Wait> {
+    match name {
+        "tool_call" => return Some(Wait::Tool),
+        "embed" => return Some(Wait::Embedding),
+        "model_call" => return Some(Wait::Model),
+        _ => {}
+    }
+    if !(target.starts_with("aws_sdk_") && name.contains('.')) {
+        return None;
+    }
+    Some(if target.starts_with("aws_sdk_sqs") {
+        Wait::Sqs
+    } else if target.starts_with("aws_sdk_dynamodb") {
+        Wait::DynamoDb
+    } else if target.starts_with("aws_sdk_s3") {
+        Wait::S3
+    } else {
+        Wait::OtherAws
+    })
+}
+
+impl<S> Layer<S> for Recorder
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let meta = attrs.metadata();
+        let Some(span) = ctx.span(id) else { return };
+        let opened = if meta.name() == "sqs_message" {
+            Opened(None, Instant::now())
+        } else if let Some(wait) = wait_of(meta.name(), meta.target())
+            && span.scope().skip(1).any(|s| s.name() == "sqs_message")
+        {
+            Opened(Some(wait), Instant::now())
+        } else {
+            return;
+        };
+        span.extensions_mut().insert(opened);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let extensions = span.extensions();
+        let Some(Opened(what, start)) = extensions.get::<Opened>() else {
+            return;
+        };
+        let interval = (*start, Instant::now());
+        let mut timeline = self.0.lock().unwrap();
+        match what {
+            None => timeline.handlers.push(interval),
+            Some(wait) => timeline.waits.push((*wait, interval)),
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if event.metadata().target() != "sqlx::query"
+            || !ctx
+                .event_scope(event)
+                .is_some_and(|mut scope| scope.any(|s| s.name() == "sqs_message"))
+        {
+            return;
+        }
+        struct Elapsed(Option<f64>);
+        impl Visit for Elapsed {
+            fn record_f64(&mut self, field: &Field, value: f64) {
+                if field.name() == "elapsed_secs" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut elapsed = Elapsed(None);
+        event.record(&mut elapsed);
+        if let Some(secs) = elapsed.0 {
+            let end = Instant::now();
+            let start = end - Duration::from_secs_f64(secs);
+            self.0
+                .lock()
+                .unwrap()
+                .waits
+                .push((Wait::Postgres, (start, end)));
+        }
+    }
+}
+
+/// `intervals` merged, sorted, each moment once.
+fn union(mut intervals: Vec<Interval>) -> Vec<Interval> {
+    intervals.sort();
+    let mut merged: Vec<Interval> = Vec::with_capacity(intervals.len());
+    for (start, end) in intervals {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+fn length(intervals: &[Interval]) -> Duration {
+    intervals
+        .iter()
+        .map(|(s, e)| e.saturating_duration_since(*s))
+        .sum()
+}
+
+/// How long two merged lists overlap.
+fn overlap(a: &[Interval], b: &[Interval]) -> Duration {
+    let (mut i, mut j, mut total) = (0, 0, Duration::ZERO);
+    while i < a.len() && j < b.len() {
+        let (start, end) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
+        total += end.saturating_duration_since(start);
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    total
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -79,16 +257,37 @@ struct Figures {
     model_ms: f64,
     beyond_ms: f64,
     handlers_ms: f64,
+    own_ms: f64,
+    waiting_ms: f64,
+    /// Per entry of [`SERVICES`].
+    services_ms: Vec<f64>,
     hops_ms: f64,
     cpu_ms: f64,
 }
 
 #[tokio::main]
 async fn main() {
-    // RUST_LOG=sqlx::query=debug (for one goal) shows where a task's time goes.
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    let timeline = Arc::new(Mutex::new(Timeline::default()));
+    // What the recorder needs, at the levels the spans and events are made at.
+    let recorded = tracing_subscriber::filter::Targets::new()
+        .with_target("chimera_aws", tracing::Level::DEBUG)
+        .with_target("chimera_mcp", tracing::Level::DEBUG)
+        .with_target("aws_sdk_sqs", tracing::Level::DEBUG)
+        .with_target("aws_sdk_dynamodb", tracing::Level::DEBUG)
+        .with_target("aws_sdk_s3", tracing::Level::DEBUG)
+        .with_target("aws_sdk_secretsmanager", tracing::Level::DEBUG)
+        .with_target("aws_sdk_bedrockruntime", tracing::Level::DEBUG)
+        .with_target("sqlx::query", tracing::Level::DEBUG)
+        .with_target("mind", tracing::Level::INFO);
+    // RUST_LOG=sqlx::query=debug (for one goal) also prints where a task's time goes.
+    let printed = tracing_subscriber::EnvFilter::try_from_default_env()
+        .ok()
+        .map(|filter| tracing_subscriber::fmt::layer().with_filter(filter));
+    tracing_subscriber::registry()
+        .with(Recorder(timeline.clone()).with_filter(recorded))
+        .with(printed)
+        .try_init()
+        .expect("the bench's tracing subscriber");
     let goals = bench_setting("BENCH_GOALS", 12);
     let timed = Arc::new(Timed {
         inner: local_model(),
@@ -112,55 +311,78 @@ async fn main() {
     );
     let mut figures = Vec::new();
     for i in 0..goals {
-        let f = one_goal(&swarm, &timed, i, idle_rate).await;
+        let f = one_goal(&swarm, &timed, &timeline, i, idle_rate).await;
         println!(
-            "  goal {i:>2}: {} tasks, {} model calls, {} tokens; per task: {:>6.0} ms in the model, {:>5.0} ms beyond it ({:>4.0} in handlers, {:>4.0} between them), {:>5.1} ms of CPU",
-            f.tasks, f.calls, f.tokens, f.model_ms, f.beyond_ms, f.handlers_ms, f.hops_ms, f.cpu_ms
+            "  goal {i:>2}: {} tasks, {} model calls, {} tokens; per task: {:>6.0} ms in the model, {:>5.0} ms beyond it: {:>5.1} Chimera's own, {:>5.1} waiting on services, {:>4.0} between handlers; {:>5.1} ms of CPU",
+            f.tasks,
+            f.calls,
+            f.tokens,
+            f.model_ms,
+            f.beyond_ms,
+            f.own_ms,
+            f.waiting_ms,
+            f.hops_ms,
+            f.cpu_ms
         );
         figures.push(f);
     }
-    let column = |pick: fn(&Figures) -> f64| median(figures.iter().map(pick).collect());
+    let column = |pick: &dyn Fn(&Figures) -> f64| median(figures.iter().map(pick).collect());
     let calls: usize = figures.iter().map(|f| f.calls).sum();
     let tasks: usize = figures.iter().map(|f| f.tasks).sum();
     println!("model calls: {calls} for {tasks} tasks; medians per task:");
     println!(
         "  the model's time:                 {:>8.1} ms",
-        column(|f| f.model_ms)
+        column(&|f| f.model_ms)
     );
     println!(
         "  wall time beyond the model:       {:>8.1} ms",
-        column(|f| f.beyond_ms)
+        column(&|f| f.beyond_ms)
     );
     println!(
-        "    in Chimera's handlers:          {:>8.1} ms (mostly awaiting SQS, DynamoDB, S3, PostgreSQL, MCP)",
-        column(|f| f.handlers_ms)
+        "    in Chimera's handlers:          {:>8.1} ms",
+        column(&|f| f.handlers_ms)
     );
+    println!(
+        "      Chimera's own time:           {:>8.1} ms (target <= 10 ms: no call outstanding)",
+        column(&|f| f.own_ms)
+    );
+    println!(
+        "      waiting on services:          {:>8.1} ms, of which (each counted once, they overlap):",
+        column(&|f| f.waiting_ms)
+    );
+    for (i, (_, name)) in SERVICES.iter().enumerate() {
+        println!(
+            "        {name:<28} {:>8.1} ms",
+            column(&|f| f.services_ms[i])
+        );
+    }
     println!(
         "    between handlers:               {:>8.1} ms (the relay's send, the long poll)",
-        column(|f| f.hops_ms)
+        column(&|f| f.hops_ms)
     );
     println!(
-        "  Chimera's CPU beyond idle:        {:>8.1} ms (target <= 10 ms)",
-        column(|f| f.cpu_ms)
+        "  Chimera's CPU beyond idle:        {:>8.1} ms",
+        column(&|f| f.cpu_ms)
     );
     println!(
         "  tokens:                           {:>8.0}",
-        column(|f| f64::from(f.tokens) / f.tasks as f64)
+        column(&|f| f64::from(f.tokens) / f.tasks as f64)
     );
     swarm.stop().await;
 }
 
 /// Submits reply goal `i`, waits until it is settled and every invocation it caused returned,
 /// and measures it.
-async fn one_goal(swarm: &Swarm, timed: &Timed, i: usize, idle_rate: f64) -> Figures {
-    let busy = || -> Duration {
-        [Queue::Goal, Queue::Task, Queue::Review]
-            .into_iter()
-            .map(|q| swarm.running().counts(q).busy)
-            .sum()
-    };
+async fn one_goal(
+    swarm: &Swarm,
+    timed: &Timed,
+    timeline: &Mutex<Timeline>,
+    i: usize,
+    idle_rate: f64,
+) -> Figures {
     timed.calls.lock().unwrap().clear();
-    let (started, busy_before, cpu_before) = (Instant::now(), busy(), cpu_time());
+    *timeline.lock().unwrap() = Timeline::default();
+    let (started, cpu_before) = (Instant::now(), cpu_time());
     let goal = swarm
         .submit(
             0,
@@ -170,16 +392,29 @@ async fn one_goal(swarm: &Swarm, timed: &Timed, i: usize, idle_rate: f64) -> Fig
         )
         .await;
     let (tasks, elapsed) = settled(swarm, goal).await;
-    // The runner counts an invocation's time when it returns, before it deletes the messages.
+    // A handler's span closes when it returns, before the runner deletes the messages.
     for queue in [Queue::Goal, Queue::Task, Queue::Review] {
         swarm
             .wait_depth(queue, false, 0, Duration::from_secs(60))
             .await;
     }
     let cpu = (cpu_time() - cpu_before).as_secs_f64() - idle_rate * started.elapsed().as_secs_f64();
-    let in_handlers = busy() - busy_before;
     let calls = std::mem::take(&mut *timed.calls.lock().unwrap());
-    let model: Duration = calls.iter().map(|(d, _)| *d).sum();
+    let Timeline { handlers, waits } = std::mem::take(&mut *timeline.lock().unwrap());
+    let handlers = union(handlers);
+    let of = |kind: Option<Wait>| {
+        union(
+            waits
+                .iter()
+                .filter(|(w, _)| kind.is_none_or(|k| k == *w))
+                .map(|(_, i)| *i)
+                .collect(),
+        )
+    };
+    let model = length(&of(Some(Wait::Model)));
+    let in_handlers = length(&handlers);
+    let waiting = overlap(&handlers, &of(None));
+    let model_in_handlers = overlap(&handlers, &of(Some(Wait::Model)));
     let per_task = |d: Duration| d.as_secs_f64() * 1000.0 / tasks as f64;
     Figures {
         tasks,
@@ -187,7 +422,13 @@ async fn one_goal(swarm: &Swarm, timed: &Timed, i: usize, idle_rate: f64) -> Fig
         tokens: calls.iter().map(|(_, t)| *t).sum(),
         model_ms: per_task(model),
         beyond_ms: per_task(elapsed.saturating_sub(model)),
-        handlers_ms: per_task(in_handlers.saturating_sub(model)),
+        handlers_ms: per_task(in_handlers.saturating_sub(model_in_handlers)),
+        own_ms: per_task(in_handlers.saturating_sub(waiting)),
+        waiting_ms: per_task(waiting.saturating_sub(model_in_handlers)),
+        services_ms: SERVICES
+            .iter()
+            .map(|(kind, _)| per_task(overlap(&handlers, &of(Some(*kind)))))
+            .collect(),
         hops_ms: per_task(elapsed.saturating_sub(in_handlers)),
         cpu_ms: cpu.max(0.0) * 1000.0 / tasks as f64,
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chimera_aws::Clients;
 use chimera_core::names::ResourceNames;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 // Database names are generated here (`t_` + a UUID), never taken from input.
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgPool};
 
@@ -76,8 +76,7 @@ impl TestDb {
             .expect("creating a test database");
         conn.close().await.ok();
         let options = admin.clone().database(&name);
-        let pool = PgPoolOptions::new()
-            .max_connections(80)
+        let pool = chimera_store::pool_options(80)
             .connect_with(options.clone())
             .await
             .expect("connecting to the test database");

@@ -92,22 +92,38 @@ pub fn migration_hint(err: &sqlx::migrate::MigrateError) -> Option<&'static str>
     }
 }
 
-/// A pool that connects lazily: building it does no network round trip, so a Lambda's init
-/// stays short and the first query opens the first connection.
-pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+/// A connection idle at least this long is pinged before it is handed out; one used more
+/// recently is not (a round trip per acquire was a third of a task's own time).
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The pool's options: at most `max_connections`, 10 s to get one, and a connection idle
+/// [`PING_IDLE_AFTER`] or more pinged before use (a dead one is replaced, as after a database
+/// restart; a connection that dies in between fails its statement, which the callers treat as
+/// the database being unavailable: retried or redelivered).
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy(database_url)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// A pool that connects lazily: building it does no network round trip, so a Lambda's init
+/// stays short and the first query opens the first connection.
+pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    pool_options(max_connections).connect_lazy(database_url)
 }
 
 /// A pool with one connection opened, so a wrong URL or an unreachable server fails here.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(database_url)
-        .await
+    pool_options(max_connections).connect(database_url).await
 }
 
 /// How many migrations the database has applied successfully.
