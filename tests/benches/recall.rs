@@ -17,7 +17,7 @@ use chimera_core::routing::Policy;
 use chimera_store::memories;
 use chimera_store::records;
 use chimera_tests::{bench_setting, stack_env};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 const DB: &str = "chimera_bench_recall";
@@ -72,8 +72,7 @@ async fn fresh_database() -> PgPool {
             .unwrap();
     }
     conn.close().await.unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
+    let pool = chimera_store::pool_options(4)
         .connect_with(admin.database(DB))
         .await
         .unwrap();
@@ -88,8 +87,7 @@ async fn seed(total: i64, own: i64) -> (PgPool, TenantId, AgentId) {
     // A table built by this bench at this size, with every migration applied, is kept.
     let kept = async {
         let admin = PgConnectOptions::from_str(&stack_env("DATABASE_URL")).ok()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
+        let pool = chimera_store::pool_options(4)
             .connect_with(admin.database(DB))
             .await
             .ok()?;

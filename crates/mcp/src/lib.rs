@@ -377,7 +377,10 @@ impl McpClient {
             .servers
             .get(server)
             .ok_or_else(|| ToolError::UnknownTool(format!("(server {server})")))?;
-        let service = open(spec).await.map_err(|reason| ToolError::Unavailable {
+        // Starting the server and its handshake are the tool's time, as its calls are.
+        let opening = tracing::debug_span!("tool_session", server);
+        let opened = tracing::Instrument::instrument(open(spec), opening).await;
+        let service = opened.map_err(|reason| ToolError::Unavailable {
             server: server.to_owned(),
             reason,
         })?;
@@ -393,7 +396,17 @@ impl McpClient {
     }
 }
 
+/// Opens a session on a task of its own: the session outlives the call that opened it, and its
+/// service loop would otherwise carry that call's span (a message's goal and task ids) for the
+/// life of the process.
 async fn open(spec: &ServerSpec) -> Result<RunningService<RoleClient, ()>, String> {
+    let spec = spec.clone();
+    tokio::spawn(async move { open_here(&spec).await })
+        .await
+        .map_err(|err| format!("opening the session: {err}"))?
+}
+
+async fn open_here(spec: &ServerSpec) -> Result<RunningService<RoleClient, ()>, String> {
     match spec {
         ServerSpec::Stdio { command, args, env } => {
             let command = tokio::process::Command::new(command).configure(|cmd| {

@@ -388,7 +388,18 @@ impl Source {
         // Spawned, so a panic fails this batch only, as an invocation error would.
         let handler = handler.clone();
         let started = Instant::now();
-        let response = tokio::spawn(async move { handler.handle(&event, deadline).await }).await;
+        // One span per invocation, as Lambda's runtime gives one (the messages' spans are its
+        // children): what a trace shows of the function's run, and what benches time.
+        let span = tracing::info_span!(
+            "invocation",
+            function = self.function.name(),
+            messages = messages.len()
+        );
+        let response = tokio::spawn(tracing::Instrument::instrument(
+            async move { handler.handle(&event, deadline).await },
+            span,
+        ))
+        .await;
         let busy = started.elapsed();
         let failed: HashSet<String> = match response {
             Ok(response) => response

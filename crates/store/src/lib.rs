@@ -93,13 +93,15 @@ pub fn migration_hint(err: &sqlx::migrate::MigrateError) -> Option<&'static str>
 }
 
 /// A connection idle at least this long is pinged before it is handed out; one used more
-/// recently is not (a round trip per acquire was a third of a task's own time).
-pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// recently, as the statements of one handler use theirs, is not (a round trip per acquire
+/// was a third of a task's own time). A restart of the database takes longer than this (0.6 s
+/// or more), so every connection it broke is pinged, found dead and replaced.
+pub const PING_IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// The pool's options: at most `max_connections`, 10 s to get one, and a connection idle
-/// [`PING_IDLE_AFTER`] or more pinged before use (a dead one is replaced, as after a database
-/// restart; a connection that dies in between fails its statement, which the callers treat as
-/// the database being unavailable: retried or redelivered).
+/// [`PING_IDLE_AFTER`] or more pinged before use. A connection that dies between two uses
+/// closer together than that fails its statement, which callers treat as the database being
+/// unavailable (retried or redelivered).
 pub fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
