@@ -1,8 +1,8 @@
 //! The swarm with the local model (`scripts/bench mind`): `BENCH_GOALS` reply goals (12), one
-//! at a time through the whole pipeline, after one that warms it up (the model plans, the worker drafts with it, the judge
-//! checks and scores with it, the effect is performed or held). For each goal the clock runs
-//! from the goal's creation until its last change (the database's clock). It prints, per goal
-//! and per task:
+//! at a time through the whole pipeline after one that warms it up (the model plans, the
+//! worker drafts with it, the judge checks and scores with it, the effect is performed or
+//! held). For each goal the clock runs from the goal's creation until its last change (the
+//! database's clock). It prints, per goal and per task:
 //! - the model's time: its calls' latencies, measured around the model port;
 //! - the wall time beyond it, split into the time in the functions' invocations (the runner's
 //!   `invocation` span: the batch's lease, each message's handler, the relay's flush, the

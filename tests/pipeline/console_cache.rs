@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chimera_core::domain::TenantId;
+use chimera_core::domain::{AgentId, TenantId};
 use chimera_hitl_api::ApiError;
 use chimera_hitl_api::cache::{ReadCache, Shows};
 use chimera_tests::seed::held;
@@ -29,15 +29,11 @@ impl Answer {
 }
 
 /// Reads `answer` through `cache`; the answer is how many times the database was read for it.
-async fn read(cache: &ReadCache, db: &TestDb, answer: Answer, loads: &AtomicUsize) -> usize {
+async fn read(cache: &ReadCache, answer: Answer, loads: &AtomicUsize) -> usize {
     let response = cache
-        .json(
-            &db.pool,
-            answer.tenant,
-            answer.shows,
-            &answer.uri(),
-            || async { Ok::<_, ApiError>(loads.fetch_add(1, Ordering::SeqCst) + 1) },
-        )
+        .json(answer.tenant, answer.shows, &answer.uri(), || async {
+            Ok::<_, ApiError>(loads.fetch_add(1, Ordering::SeqCst) + 1)
+        })
         .await
         .expect("a read");
     let body = axum::body::to_bytes(response.into_body(), 1024)
@@ -49,14 +45,13 @@ async fn read(cache: &ReadCache, db: &TestDb, answer: Answer, loads: &AtomicUsiz
 /// Reads until the answer is a new read of the database, not `kept`.
 async fn read_again(
     cache: &ReadCache,
-    db: &TestDb,
     answer: Answer,
     loads: &AtomicUsize,
     kept: usize,
     why: &str,
 ) -> usize {
     eventually(Duration::from_secs(10), why, || async {
-        let now = read(cache, db, answer, loads).await;
+        let now = read(cache, answer, loads).await;
         if now > kept {
             Ok(now)
         } else {
@@ -67,7 +62,7 @@ async fn read_again(
 }
 
 /// Waits until the cache listens, then reads each answer once more: those answers are kept.
-async fn kept(cache: &ReadCache, db: &TestDb, answers: &[(Answer, &AtomicUsize)]) -> Vec<usize> {
+async fn kept(cache: &ReadCache, answers: &[(Answer, &AtomicUsize)]) -> Vec<usize> {
     eventually(Duration::from_secs(10), "the cache listening", || async {
         if cache.is_listening() {
             Ok(())
@@ -78,9 +73,9 @@ async fn kept(cache: &ReadCache, db: &TestDb, answers: &[(Answer, &AtomicUsize)]
     .await;
     let mut kept = Vec::new();
     for &(answer, loads) in answers {
-        let first = read(cache, db, answer, loads).await;
+        let first = read(cache, answer, loads).await;
         assert_eq!(
-            read(cache, db, answer, loads).await,
+            read(cache, answer, loads).await,
             first,
             "the answer is kept"
         );
@@ -89,11 +84,21 @@ async fn kept(cache: &ReadCache, db: &TestDb, answers: &[(Answer, &AtomicUsize)]
     kept
 }
 
+/// Another connection sets the agent's status (a write the trigger notifies).
+async fn set_status(db: &TestDb, agent: AgentId, status: &str) {
+    sqlx::query("update agents set status = $2::text::agent_status where id = $1")
+        .bind(agent.0)
+        .bind(status)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_answer_is_read_again_when_what_it_shows_changes_or_the_listener_is_lost() {
     let db = TestDb::migrated().await;
     let (seed, _, review) = held(&db.pool).await;
-    let cache = ReadCache::new(Duration::from_secs(3600));
+    let cache = ReadCache::new(db.pool.clone(), Duration::from_secs(3600));
     let list = Answer {
         tenant: seed.tenant,
         shows: Shows::List,
@@ -119,9 +124,9 @@ async fn a_kept_answer_is_read_again_when_what_it_shows_changes_or_the_listener_
     ];
 
     // Reads before the listener listens are not kept.
-    assert_eq!(read(&cache, &db, list, &counts[0]).await, 1);
-    assert_eq!(read(&cache, &db, list, &counts[0]).await, 2);
-    let before = kept(&cache, &db, &all).await;
+    assert_eq!(read(&cache, list, &counts[0]).await, 1);
+    assert_eq!(read(&cache, list, &counts[0]).await, 2);
+    let before = kept(&cache, &all).await;
 
     // Another connection changes the held review: its card and the tenant's lists are read
     // again; another card and another tenant's list are not.
@@ -132,7 +137,6 @@ async fn a_kept_answer_is_read_again_when_what_it_shows_changes_or_the_listener_
         .unwrap();
     read_again(
         &cache,
-        &db,
         list,
         &counts[0],
         before[0],
@@ -141,26 +145,20 @@ async fn a_kept_answer_is_read_again_when_what_it_shows_changes_or_the_listener_
     .await;
     read_again(
         &cache,
-        &db,
         card,
         &counts[1],
         before[1],
         "the card after the review changed",
     )
     .await;
-    assert_eq!(read(&cache, &db, other_card, &counts[2]).await, before[2]);
-    assert_eq!(read(&cache, &db, foreign_list, &counts[3]).await, before[3]);
+    assert_eq!(read(&cache, other_card, &counts[2]).await, before[2]);
+    assert_eq!(read(&cache, foreign_list, &counts[3]).await, before[3]);
 
     // An agent changes: everything of its tenant is read again.
-    let before = kept(&cache, &db, &all).await;
-    sqlx::query("update agents set status = 'paused' where id = $1")
-        .bind(seed.agent.0)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let before = kept(&cache, &all).await;
+    set_status(&db, seed.agent, "paused").await;
     read_again(
         &cache,
-        &db,
         list,
         &counts[0],
         before[0],
@@ -169,22 +167,21 @@ async fn a_kept_answer_is_read_again_when_what_it_shows_changes_or_the_listener_
     .await;
     read_again(
         &cache,
-        &db,
         other_card,
         &counts[2],
         before[2],
         "a card after the agent changed",
     )
     .await;
-    assert_eq!(read(&cache, &db, foreign_list, &counts[3]).await, before[3]);
+    assert_eq!(read(&cache, foreign_list, &counts[3]).await, before[3]);
 
     // A local write (a POST answered by this process) drops everything at once.
-    let before = kept(&cache, &db, &all).await;
+    let before = kept(&cache, &all).await;
     cache.invalidate();
-    assert!(read(&cache, &db, foreign_list, &counts[3]).await > before[3]);
+    assert!(read(&cache, foreign_list, &counts[3]).await > before[3]);
 
     // The listener's connection is lost: answers kept before are not served.
-    let before = kept(&cache, &db, &all).await;
+    let before = kept(&cache, &all).await;
     let terminated: Vec<bool> = sqlx::query_scalar(
         "select pg_terminate_backend(pid) from pg_stat_activity
           where datname = current_database() and query like 'LISTEN%'",
@@ -195,7 +192,6 @@ async fn a_kept_answer_is_read_again_when_what_it_shows_changes_or_the_listener_
     assert_eq!(terminated, [true], "one listener connection");
     read_again(
         &cache,
-        &db,
         list,
         &counts[0],
         before[0],
@@ -204,15 +200,10 @@ async fn a_kept_answer_is_read_again_when_what_it_shows_changes_or_the_listener_
     .await;
 
     // Listening again, it hears the next change.
-    let before = kept(&cache, &db, &all).await;
-    sqlx::query("update agents set status = 'active' where id = $1")
-        .bind(seed.agent.0)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let before = kept(&cache, &all).await;
+    set_status(&db, seed.agent, "active").await;
     read_again(
         &cache,
-        &db,
         card,
         &counts[1],
         before[1],

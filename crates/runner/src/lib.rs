@@ -80,8 +80,6 @@ pub struct Counters {
     pub received: AtomicU64,
     pub succeeded: AtomicU64,
     pub failed: AtomicU64,
-    /// Time spent in the handler, in microseconds (what Lambda would bill).
-    pub busy_micros: AtomicU64,
 }
 
 /// A snapshot of one function's counters.
@@ -91,7 +89,6 @@ pub struct Counts {
     pub received: u64,
     pub succeeded: u64,
     pub failed: u64,
-    pub busy: Duration,
 }
 
 impl Counters {
@@ -101,7 +98,6 @@ impl Counters {
             received: self.received.load(Ordering::Relaxed),
             succeeded: self.succeeded.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            busy: Duration::from_micros(self.busy_micros.load(Ordering::Relaxed)),
         }
     }
 }
@@ -387,7 +383,6 @@ impl Source {
         let deadline = SystemTime::now() + Duration::from_secs(self.function.timeout_secs().into());
         // Spawned, so a panic fails this batch only, as an invocation error would.
         let handler = handler.clone();
-        let started = Instant::now();
         // One span per invocation, as Lambda's runtime gives one (the messages' spans are its
         // children): what a trace shows of the function's run, and what benches time.
         let span = tracing::info_span!(
@@ -400,7 +395,6 @@ impl Source {
             span,
         ))
         .await;
-        let busy = started.elapsed();
         let failed: HashSet<String> = match response {
             Ok(response) => response
                 .batch_item_failures
@@ -424,8 +418,6 @@ impl Source {
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         c.succeeded.fetch_add(done.len() as u64, Ordering::Relaxed);
         c.failed.fetch_add(retry.len() as u64, Ordering::Relaxed);
-        c.busy_micros
-            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
         if let Err(err) = self.delete(&done).await {
             // They reappear and are handled again: every handler is idempotent.
             tracing::warn!(queue = %self.url, error = %format!("{err:#}"), "deleting handled messages failed");

@@ -307,23 +307,16 @@ pub async fn fleet(
     let filter = filter(&list)?;
     state
         .reads
-        .json(
-            &state.pool,
-            principal.tenant,
-            Shows::List,
-            &uri.to_string(),
-            || async {
-                let items =
-                    chimera_store::fleet::view(&state.pool, principal.tenant, &filter, sort)
-                        .await
-                        .map_err(ApiError::dependency)?;
-                Ok(FleetPage {
-                    items,
-                    limit: filter.limit,
-                    offset: filter.offset,
-                })
-            },
-        )
+        .json(principal.tenant, Shows::List, &uri.to_string(), || async {
+            let items = chimera_store::fleet::view(&state.pool, principal.tenant, &filter, sort)
+                .await
+                .map_err(ApiError::dependency)?;
+            Ok(FleetPage {
+                items,
+                limit: filter.limit,
+                offset: filter.offset,
+            })
+        })
         .await
 }
 

@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -80,13 +80,9 @@ pub struct ReadCache {
     inner: Arc<Inner>,
 }
 
-impl Default for ReadCache {
-    fn default() -> Self {
-        Self::new(READ_TTL)
-    }
-}
-
 struct Inner {
+    /// Where answers are read, and where the listener sends its pings.
+    pool: PgPool,
     /// The longest an answer is kept ([`READ_TTL`] but in tests).
     ttl: Duration,
     /// Bumped by a change that may touch anything; an answer read under an older one is not
@@ -94,13 +90,11 @@ struct Inner {
     generation: AtomicU64,
     /// The listener hears notifications: only then are answers kept.
     listening: AtomicBool,
-    /// The listener was started (once, on the first read).
-    started: AtomicBool,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     /// The bytes of the answers kept.
     bytes: AtomicUsize,
-    /// Dropped with the cache: ends the listener.
-    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Set when the listener starts (on the first read); dropped with the cache, it ends it.
+    stop: OnceLock<tokio::sync::oneshot::Sender<()>>,
 }
 
 struct Slot {
@@ -122,17 +116,17 @@ struct Kept {
 }
 
 impl ReadCache {
-    /// A cache keeping answers at most `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    /// A cache of answers read from `pool`, keeping each at most `ttl` ([`READ_TTL`]).
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
+                pool,
                 ttl,
                 generation: AtomicU64::new(0),
                 listening: AtomicBool::new(false),
-                started: AtomicBool::new(false),
                 slots: Mutex::default(),
                 bytes: AtomicUsize::new(0),
-                stop: Mutex::default(),
+                stop: OnceLock::new(),
             }),
         }
     }
@@ -141,7 +135,6 @@ impl ReadCache {
     /// what it shows: the kept one if fresh, else `load`'s, serialized once and kept.
     pub async fn json<T, F, Fut>(
         &self,
-        pool: &PgPool,
         tenant: TenantId,
         shows: Shows,
         uri: &str,
@@ -152,7 +145,7 @@ impl ReadCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        self.start(pool);
+        self.start();
         let slot = if self.is_listening() {
             self.slot(tenant, shows, uri)
         } else {
@@ -229,13 +222,12 @@ impl ReadCache {
     }
 
     /// Starts the listener once.
-    fn start(&self, pool: &PgPool) {
-        if self.inner.started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        *self.inner.stop.lock().expect("cache stop") = Some(stop);
-        tokio::spawn(listen(Arc::downgrade(&self.inner), pool.clone(), stopped));
+    fn start(&self) {
+        self.inner.stop.get_or_init(|| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            tokio::spawn(listen(Arc::downgrade(&self.inner), stopped));
+            stop
+        });
     }
 }
 
@@ -262,12 +254,18 @@ impl Inner {
         let mut kept = slot.kept.lock().expect("cache slot");
         let current = kept.as_ref()?;
         if current.at.elapsed() >= self.ttl {
-            let freed = kept.take().map_or(0, |k| k.body.len());
-            self.bytes.fetch_sub(freed, Ordering::AcqRel);
+            self.free(&mut kept);
             return None;
         }
         (current.generations.0 >= known.0 && current.generations.1 >= known.1)
             .then(|| current.body.clone())
+    }
+
+    /// Drops the body kept in a slot, counting its bytes out.
+    fn free(&self, kept: &mut Option<Kept>) {
+        if let Some(old) = kept.take() {
+            self.bytes.fetch_sub(old.body.len(), Ordering::AcqRel);
+        }
     }
 
     /// Keeps `answer` in `slot` if the bytes allow, dropping stale answers to make room.
@@ -279,14 +277,10 @@ impl Inner {
                 return;
             }
         }
-        let replaced = slot
-            .kept
-            .lock()
-            .expect("cache slot")
-            .replace(answer)
-            .map_or(0, |k| k.body.len());
+        let mut kept = slot.kept.lock().expect("cache slot");
+        self.free(&mut kept);
         self.bytes.fetch_add(size, Ordering::AcqRel);
-        self.bytes.fetch_sub(replaced, Ordering::AcqRel);
+        *kept = Some(answer);
     }
 
     /// Drops the answers that would not be served now, and the slots nobody uses that keep
@@ -297,13 +291,7 @@ impl Inner {
             let known = (generation, slot.generation.load(Ordering::Acquire));
             let fresh = self.fresh(slot, known).is_some();
             if !fresh {
-                let freed = slot
-                    .kept
-                    .lock()
-                    .expect("cache slot")
-                    .take()
-                    .map_or(0, |k| k.body.len());
-                self.bytes.fetch_sub(freed, Ordering::AcqRel);
+                self.free(&mut slot.kept.lock().expect("cache slot"));
             }
             fresh || Arc::strong_count(slot) > 1
         });
@@ -345,7 +333,7 @@ enum Ended {
 
 /// Listens on [`CHANNEL`] until the cache is dropped, connecting again (with a growing wait)
 /// whenever a connection ends.
-async fn listen(cache: Weak<Inner>, pool: PgPool, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+async fn listen(cache: Weak<Inner>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
     // A panic here must not leave the cache keeping answers nobody drops.
     struct Deaf(Weak<Inner>);
     impl Drop for Deaf {
@@ -356,6 +344,10 @@ async fn listen(cache: Weak<Inner>, pool: PgPool, mut stopped: tokio::sync::ones
         }
     }
     let _deaf = Deaf(cache.clone());
+    // The pool, not the cache: the listener must not keep the cache alive.
+    let Some(pool) = cache.upgrade().map(|inner| inner.pool.clone()) else {
+        return;
+    };
     let mut wait = RECONNECT_AFTER.0;
     loop {
         match listen_once(&cache, &pool, &mut stopped).await {

@@ -78,11 +78,11 @@ impl AppState {
         let bucket = names.artifact_bucket();
         Self {
             relay: Relay::new(pool.clone(), Queues::new(clients.clone(), names)),
+            reads: cache::ReadCache::new(pool.clone(), cache::READ_TTL),
             pool,
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             clients,
             auth,
-            reads: cache::ReadCache::default(),
         }
     }
 }

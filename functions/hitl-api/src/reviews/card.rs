@@ -116,7 +116,6 @@ pub async fn card(
     state
         .reads
         .json(
-            &state.pool,
             principal.tenant,
             Shows::Review(review),
             &format!("/reviews/{review}"),

@@ -105,30 +105,24 @@ pub async fn list(
     };
     state
         .reads
-        .json(
-            &state.pool,
-            principal.tenant,
-            Shows::List,
-            &uri.to_string(),
-            || async {
-                let page = store::queue(
-                    &state.pool,
-                    principal.tenant,
-                    &filter,
-                    sort,
-                    descending,
-                    limit,
-                    offset,
-                )
-                .await
-                .map_err(ApiError::dependency)?;
-                Ok(ReviewPage {
-                    items: page.items,
-                    total: page.total,
-                    limit,
-                    offset,
-                })
-            },
-        )
+        .json(principal.tenant, Shows::List, &uri.to_string(), || async {
+            let page = store::queue(
+                &state.pool,
+                principal.tenant,
+                &filter,
+                sort,
+                descending,
+                limit,
+                offset,
+            )
+            .await
+            .map_err(ApiError::dependency)?;
+            Ok(ReviewPage {
+                items: page.items,
+                total: page.total,
+                limit,
+                offset,
+            })
+        })
         .await
 }
