@@ -98,7 +98,7 @@ async fn main() {
     }
     let http = reqwest::Client::new();
     let api = swarm.api().to_owned();
-    let operator = swarm.token("fleet-operator", &["operator"]);
+    let operator = swarm.token("fleet-operator", &["operator", "admin"]);
     println!(
         "fleet: {agents} agents x {per_agent} goals, {clients} clients, {pollers} pollers per function"
     );

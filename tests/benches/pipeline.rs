@@ -214,7 +214,7 @@ async fn enqueue(swarm: &Swarm, n: usize) {
             body: "retro gaming night".into(),
             constraints: Default::default(),
         };
-        chimera_store::goals::submit(pool, &goal, None)
+        chimera_store::goals::submit(pool, &goal, None, "bench")
             .await
             .unwrap();
         sqlx::query("update goals set status = 'in_progress' where id = $1")

@@ -540,6 +540,26 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
     let ivy = created["agent_id"].as_str().unwrap().to_owned();
     let budget = format!("/agents/{ivy}/budget");
     let open = json!({"currency": "USD", "balance_cents": 1000});
+    // Money is the tenant admin's: an operator can neither open a budget nor top one up.
+    let (status, body) = call(
+        &swarm,
+        Method::PUT,
+        &budget,
+        Some(&token),
+        Some(open.clone()),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call_with_key(
+        &swarm,
+        &format!("/agents/{ivy}/budget/top-ups"),
+        &token,
+        "op-1",
+        json!({"amount_cents": 500}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let token = swarm.token("ada", &["admin"]);
     let (status, body) = call(
         &swarm,
         Method::PUT,
@@ -564,6 +584,19 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
     let (status, body) = call_with_key(&swarm, &top_ups, &token, "nov-1", add.clone()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"balance_cents": 1500, "duplicate": true}));
+    let audited: Vec<(String, String)> = sqlx::query_as(
+        "select actor, reasoning from audit_log where action = 'budget.topped_up' and tenant_id = $1",
+    )
+    .bind(swarm.tenant.0)
+    .fetch_all(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 1, "once per key: {audited:?}");
+    assert_eq!(audited[0].0, "ada");
+    assert!(
+        audited[0].1.contains("500 cents added (november)"),
+        "{audited:?}"
+    );
     let (status, _) = call_with_key(
         &swarm,
         &top_ups,
@@ -643,7 +676,7 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
     )
     .await;
     assert_eq!(status, 400);
-    let stranger = swarm.token_for(TenantId::random(), "op", &["operator"]);
+    let stranger = swarm.token_for(TenantId::random(), "ad", &["admin"]);
     let (status, _) = call(&swarm, Method::GET, &ledger, Some(&stranger), None).await;
     assert_eq!(status, 404);
     let (status, _) = call_with_key(&swarm, &top_ups, &stranger, "nov-9", add).await;
@@ -668,10 +701,37 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_admin_creates_tenants_whose_operators_see_only_their_own_agents() {
+async fn the_platform_admin_creates_tenants_whose_admins_and_operators_see_only_their_own() {
     let mut swarm = Swarm::new(SwarmOptions::default()).await;
     swarm.run().await;
-    let admin = swarm.token("ada", &["admin"]);
+    let admin = swarm.token("pat", &["platform_admin"]);
+    // A tenant's admin creates no tenant, and lists only its own.
+    let tenant_admin = swarm.token("ada", &["admin"]);
+    let (status, _) = call(
+        &swarm,
+        Method::POST,
+        "/tenants",
+        Some(&tenant_admin),
+        Some(json!({"name": "mine"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, own) = call(
+        &swarm,
+        Method::GET,
+        "/tenants?limit=200",
+        Some(&tenant_admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{own}");
+    let ids: Vec<&str> = own
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![swarm.tenant.0.to_string()], "{own}");
     let name = format!("acme-{}", uuid::Uuid::new_v4());
     let (status, body) = call(
         &swarm,

@@ -74,12 +74,12 @@ async fn an_operator_and_a_reviewer_run_an_agent_from_the_command_line() {
     assert_eq!(run.code, 4, "a taken handle is a conflict: {}", run.stderr);
     let run = chimera(&swarm, &op, &["agents", "show", "ghost"]).await;
     assert_eq!(run.code, 3, "{}", run.stderr);
-    let run = chimera(
-        &swarm,
-        &op,
-        &["budgets", "set", "nova", "--balance-cents", "5000"],
-    )
-    .await;
+    // Money is the tenant admin's: the operator is refused, the admin opens the budget.
+    let budget = ["budgets", "set", "nova", "--balance-cents", "5000"];
+    let run = chimera(&swarm, &op, &budget).await;
+    assert_ne!(run.code, 0, "an operator opens no budget: {}", run.stdout);
+    let admin = swarm.token("ada", &["admin"]);
+    let run = chimera(&swarm, &admin, &budget).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let run = chimera(&swarm, &op, &["agents", "show", "nova"]).await;
     assert!(

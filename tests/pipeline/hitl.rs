@@ -2,14 +2,16 @@
 //! listed, read, approved, edited, rejected and bulk-approved by reviewers with tokens, and the
 //! approved effects reach the world (the MCP server's posts and transfers) exactly once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chimera_core::content;
 use chimera_core::domain::{Confidence, GoalId, TenantId};
-use chimera_core::routing::{Policy, ScoreRule};
+use chimera_core::routing::Policy;
 use chimera_store::records;
 use chimera_tests::eventually;
-use chimera_tests::swarm::{Swarm, SwarmOptions, local_model};
+use chimera_tests::scripted::{Draft, Reading, Scripted};
+use chimera_tests::swarm::{Swarm, SwarmOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -673,7 +675,7 @@ async fn an_approval_naming_a_regenerated_artifact_is_stale() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_policy_releases_what_it_approves_holds_the_rest_anew_and_refuses_old_approvals() {
+async fn a_new_policy_never_releases_held_work_rejects_what_breaks_it_and_refuses_old_approvals() {
     let mut swarm = Swarm::new(SwarmOptions::default()).await;
     swarm.run().await;
     // Both held at 0.80 (within 0.70..=0.90); the second is also about an election (on
@@ -731,27 +733,44 @@ async fn a_new_policy_releases_what_it_approves_holds_the_rest_anew_and_refuses_
         (body["version"].clone(), body["rejudging"].clone()),
         (json!(2), json!(3))
     );
+    // The relaxed policy would let the plain reply go out alone, but a policy change releases
+    // nothing: it stays held, under v2, saying so, and the audit names the version.
     let plain_id = plain_item["id"].as_str().unwrap().to_owned();
-    assert_eq!(effect_of(&swarm, &plain_id).await.len(), 1);
-    let (status, decided_by): (String, String) =
-        sqlx::query_as("select status::text, decided_by from reviews where id = $1")
-            .bind(uuid::Uuid::parse_str(&plain_id).unwrap())
-            .fetch_one(&swarm.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        (status.as_str(), decided_by.as_str()),
-        ("approved", "policy v2")
+    let held = eventually(SETTLE, "the plain reply held again under v2", || async {
+        let item = pending_of(&swarm, plain).await;
+        if item["policy_version"] == 2 {
+            Ok(item)
+        } else {
+            Err(item.to_string())
+        }
+    })
+    .await;
+    assert_eq!(held["id"], plain_id.as_str());
+    let (_, card) = call(
+        &swarm,
+        Method::GET,
+        &format!("/reviews/{plain_id}"),
+        Some(&reviewer(&swarm)),
+        None,
+    )
+    .await;
+    assert!(
+        card["judge_reasoning"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a policy change never releases held work"),
+        "{card}"
     );
     let audited: i64 = sqlx::query_scalar(
         "select count(*) from audit_log where review_id = $1 and actor = 'policy v2'
-           and action = 'review.approve' and policy_version = 2",
+           and action = 'review.rejudged' and policy_version = 2",
     )
     .bind(uuid::Uuid::parse_str(&plain_id).unwrap())
     .fetch_one(&swarm.db.pool)
     .await
     .unwrap();
     assert_eq!(audited, 1);
+    assert!(posts_of(&swarm, &plain_id).await.is_empty());
     let promo_id = uuid::Uuid::parse_str(promo_item["id"].as_str().unwrap()).unwrap();
     let (decision, by): (String, String) = eventually(SETTLE, "the promotion rejected", || async {
         sqlx::query_as::<_, (Option<String>, Option<String>)>(
@@ -980,7 +999,12 @@ async fn bulk_approval_reports_each_item() {
         .collect();
     assert_eq!(
         actions,
-        ["judge.hold", "review.conflict", "judge.hold"],
+        [
+            "goal.submitted",
+            "judge.hold",
+            "review.conflict",
+            "judge.hold"
+        ],
         "{trail}"
     );
 
@@ -1243,17 +1267,19 @@ async fn a_task_failed_after_its_attempts_is_acknowledged_not_approved() {
 
 /// The scenario first seen as "[revised: state moved while the item waited for review ...]" in a
 /// published reply: the approval of a held reply finds the state moved, the reply is replanned
-/// and drafted again (by the local model here), and what is approved and published carries no
-/// internal text.
+/// and drafted again (by a model that writes whatever its data says, so anything Chimera put in
+/// the prompt would show), and what is approved and published carries no internal text. (The
+/// toy local model's drafts are too often degenerate to pass the judge three times running.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reply_replanned_after_its_approval_found_the_state_moved_publishes_no_internal_text() {
-    // Nothing auto-approves (0.95 is not above 0.99): a human approves every reply. The claim
-    // routes: the tiny local model's scores are noise, and this is about the text.
+    // Nothing auto-approves (0.95 is not above 0.99): a human approves every reply.
     let mut swarm = Swarm::new(SwarmOptions {
-        model: Some(local_model()),
+        model: Some(Arc::new(Scripted::new(
+            Draft::Obedient,
+            Reading::Score(1.0),
+        ))),
         policy: Policy {
             auto_approve_above: Confidence::try_from(0.99).unwrap(),
-            score_rule: ScoreRule::Claim,
             ..Policy::default()
         },
         ..SwarmOptions::default()
@@ -1609,6 +1635,7 @@ async fn transfers_keep_to_the_policys_spend_limits_when_judged_and_when_approve
             spend: chimera_core::routing::SpendLimits {
                 per_transfer_cents: Some(1_000),
                 per_day_cents: Some(1_500),
+                auto_pay_per_day_cents: None,
             },
             ..Policy::default()
         },

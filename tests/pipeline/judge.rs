@@ -29,7 +29,7 @@ pub(crate) async fn reply_and_result(
             .cloned()
             .unwrap(),
     };
-    chimera_store::goals::submit(&swarm.db.pool, &goal, None)
+    chimera_store::goals::submit(&swarm.db.pool, &goal, None, "test")
         .await
         .unwrap();
     sqlx::query("update goals set status = 'in_progress' where id = $1")
@@ -110,7 +110,8 @@ async fn count(swarm: &Swarm, sql: &'static str, task: TaskId) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_result_delivered_three_times_is_decided_once() {
     let swarm = Swarm::new(SwarmOptions::default()).await;
-    let (task, result) = reply_and_result(&swarm, 0.95, "Thank you!").await;
+    let (task, result) =
+        reply_and_result(&swarm, 0.95, "Thank you so much for the kind words!").await;
     let body = chimera_core::envelope::encode(&chimera_core::envelope::ResultMessage::Inline {
         result: result.clone(),
     });
@@ -165,7 +166,8 @@ async fn a_result_delivered_three_times_is_decided_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_and_unknown_results_are_refused_and_change_nothing() {
     let swarm = Swarm::new(SwarmOptions::default()).await;
-    let (task, result) = reply_and_result(&swarm, 0.95, "Thank you!").await;
+    let (task, result) =
+        reply_and_result(&swarm, 0.95, "Thank you so much for the kind words!").await;
     let encode = |r: &TaskResult| {
         chimera_core::envelope::encode(&chimera_core::envelope::ResultMessage::Inline {
             result: r.clone(),

@@ -11,6 +11,7 @@ mod engagement;
 mod errors;
 mod events;
 mod fleet;
+mod gate;
 mod hitl;
 mod intake;
 mod judge;

@@ -73,7 +73,12 @@ async fn the_judge_checks_what_the_worker_only_claims() {
     assert!(why.contains("leaks"), "{why}");
 
     // An election reply the worker tagged nothing: the judge's lexicon holds it.
-    let (task, result) = reply_and_result(&swarm, 0.99, "Vote early in the city elections!").await;
+    let (task, result) = reply_and_result(
+        &swarm,
+        0.99,
+        "Thanks for the kind words! And vote early in the city elections!",
+    )
+    .await;
     judge_one(&swarm, &result).await;
     let (tags, reasoning, status): (Vec<String>, String, String) = sqlx::query_as(
         "select risk_tags, judge_reasoning, status::text from reviews where task_id = $1",
@@ -441,8 +446,8 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         .unwrap();
     assert_eq!(charged, after, "a call that failed is not charged");
 
-    // A model the agent's policy chose: charged at its own price when the table has none; one
-    // nobody priced is refused before it is sent.
+    // A model the agent's policy chose: charged at the stage's price whatever price the choice
+    // carries; one the stage does not price is refused before it is sent.
     let pricey = ChatRequest {
         model: chimera_aws::mind::choice(Some(&chimera_core::routing::ModelChoice {
             id: "smollm2-135m-instruct".into(),
@@ -465,12 +470,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         )
         .await
         .unwrap();
-    assert!(
-        chosen.cents > first.cents,
-        "{} > {}",
-        chosen.cents,
-        first.cents
-    );
+    assert_eq!(chosen.cents, first.cents, "the stage's price table wins");
     let unpriced = ChatRequest {
         model: chimera_aws::mind::choice(Some(&chimera_core::routing::ModelChoice {
             id: "no-such-model".into(),

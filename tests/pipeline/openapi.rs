@@ -424,6 +424,7 @@ async fn every_documented_constraint_is_enforced_and_every_enforced_one_document
     let op = operator(&swarm);
     let rev = swarm.token("rita", &["reviewer"]);
     let admin = swarm.token("ada", &["admin"]);
+    let platform = swarm.token("pat", &["platform_admin"]);
     let (_, doc) = crate::hitl::call(&swarm, Method::GET, "/openapi.json", None, None).await;
     let agent = swarm.agents[0].0.to_string();
     // A held reply: what the review endpoints decide on (each probe that passes validation
@@ -482,7 +483,7 @@ async fn every_documented_constraint_is_enforced_and_every_enforced_one_document
             "/tenants",
             "/tenants".into(),
             Some(json!({"name": fresh("t-")})),
-            &admin,
+            &platform,
         ),
         endpoint(
             Method::POST,
@@ -512,7 +513,7 @@ async fn every_documented_constraint_is_enforced_and_every_enforced_one_document
             "/agents/{id}/budget",
             format!("/agents/{agent}/budget"),
             Some(json!({"currency": "USD", "balance_cents": 100})),
-            &op,
+            &admin,
         ),
         endpoint(
             Method::POST,
@@ -555,7 +556,7 @@ async fn every_documented_constraint_is_enforced_and_every_enforced_one_document
         endpoint(Method::GET, "/goals", "/goals".into(), None, &op),
         endpoint(Method::GET, "/reviews", "/reviews".into(), None, &op),
         endpoint(Method::GET, "/audit", "/audit".into(), None, &op),
-        endpoint(Method::GET, "/tenants", "/tenants".into(), None, &admin),
+        endpoint(Method::GET, "/tenants", "/tenants".into(), None, &platform),
         endpoint(
             Method::GET,
             "/agents/{id}/ledger",
@@ -569,7 +570,7 @@ async fn every_documented_constraint_is_enforced_and_every_enforced_one_document
         "/agents/{id}/budget/top-ups",
         format!("/agents/{agent}/budget/top-ups"),
         Some(json!({"amount_cents": 1, "memo": "probe"})),
-        &op,
+        &admin,
     );
     top_up
         .headers

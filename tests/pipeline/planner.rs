@@ -62,7 +62,7 @@ impl Setup {
             body: "launch the spring collection".into(),
             constraints: constraints.as_object().cloned().unwrap_or_default(),
         };
-        chimera_store::goals::submit(&self.db.pool, &goal, None)
+        chimera_store::goals::submit(&self.db.pool, &goal, None, "test")
             .await
             .unwrap();
         goal.id

@@ -172,6 +172,7 @@ async fn racing_transfers_keep_to_the_daily_limit_and_a_repeated_key_is_a_duplic
     let limits = chimera_core::routing::SpendLimits {
         per_transfer_cents: Some(500),
         per_day_cents: Some(1_500),
+        auto_pay_per_day_cents: None,
     };
     let spends = (0..10).map(|i| {
         let pool = db.pool.clone();

@@ -72,7 +72,7 @@ pub async fn seed_agent(pool: &PgPool) -> Seeded {
         body: "launch the spring collection".into(),
         constraints: Default::default(),
     };
-    chimera_store::goals::submit(pool, &goal, None)
+    chimera_store::goals::submit(pool, &goal, None, "test")
         .await
         .unwrap();
     let task = draft_task(tenant, agent, goal.id);

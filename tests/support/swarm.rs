@@ -50,6 +50,9 @@ pub struct SwarmOptions {
     /// The embedder of semantic memory (e.g. [`local_embedder`]): the judge remembers committed
     /// posts and the planner recalls them; nothing is remembered when `None`.
     pub embedder: Option<Arc<dyn Embedder>>,
+    /// The embedder the judge scores similarity with (default: [`local_embedder`]); with
+    /// `None` and no model, nothing independent scores an effect and each goes to a person.
+    pub scorer: Option<Arc<dyn Embedder>>,
 }
 
 /// The local stack's embedding model (`CHIMERA_EMBED_BASE_URL`, all-MiniLM-L6-v2).
@@ -99,6 +102,7 @@ impl Default for SwarmOptions {
             sweep_every: None,
             model: None,
             embedder: None,
+            scorer: Some(local_embedder()),
         }
     }
 }
@@ -204,7 +208,8 @@ impl Swarm {
             judge: Arc::new(
                 Judge::new(clients.clone(), db.pool.clone(), names.clone())
                     .with_mind(mind)
-                    .with_memory(memory),
+                    .with_memory(memory)
+                    .with_embedder(options.scorer),
             ),
             relay: Arc::new(Relay::new(
                 db.pool.clone(),

@@ -51,6 +51,11 @@ impl Memory {
         Self { pool, embedder }
     }
 
+    /// The embedder behind it (the judge scores similarity with the same model).
+    pub fn embedder(&self) -> Arc<dyn Embedder> {
+        self.embedder.clone()
+    }
+
     /// The memory of the configured embedder (`CHIMERA_EMBED`), or `None` when there is none.
     pub fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option<Self>> {
         let embedder = chimera_llm::embed::from_env(&clients.config, None)

@@ -73,16 +73,25 @@ impl Meter for Observed {
     }
 }
 
-/// The model an agent's policy chose, as a call asks for it.
+/// The models an agent's policy may choose: those the stage prices (`CHIMERA_LLM_PRICES`, or
+/// the local model's table), read once. `Err` says why the table does not read.
+pub fn stage_models() -> Result<&'static [String], &'static str> {
+    static MODELS: std::sync::LazyLock<Result<Vec<String>, String>> =
+        std::sync::LazyLock::new(|| Prices::from_env().map(|p| p.0.into_keys().collect()));
+    match &*MODELS {
+        Ok(models) => Ok(models),
+        Err(why) => Err(why),
+    }
+}
+
+/// The model an agent's policy chose, as a call asks for it: by id only, priced by the stage's
+/// table (a policy's own price is never read).
 pub fn choice(
     chosen: Option<&chimera_core::routing::ModelChoice>,
 ) -> Option<chimera_llm::ModelChoice> {
     chosen.map(|m| chimera_llm::ModelChoice {
         id: m.id.clone(),
-        price: m.price.map(|p| chimera_llm::mind::Price {
-            input_cents_per_mtok: p.input_cents_per_mtok,
-            output_cents_per_mtok: p.output_cents_per_mtok,
-        }),
+        price: None,
     })
 }
 

@@ -95,15 +95,15 @@ async fn call(
     Ok(body)
 }
 
-/// A new tenant (as an admin) with the example agents and their budgets (as its operator), all
-/// through the API.
+/// A new tenant (as the platform's admin) with the example agents (as its operator) and their
+/// budgets (as its admin), all through the API.
 async fn onboard(http: &reqwest::Client, api: &str) -> Result<(TenantId, Vec<Agent>)> {
-    let admin = mint("demo-admin", uuid::Uuid::nil(), &["admin"], 600)?;
+    let platform = mint("demo-platform", uuid::Uuid::nil(), &["platform_admin"], 600)?;
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     let created = call(
         http,
         http.post(format!("{api}/tenants"))
-            .bearer_auth(&admin)
+            .bearer_auth(&platform)
             .json(&json!({"name": format!("demo-{stamp}")})),
         "POST /tenants",
     )
@@ -113,6 +113,7 @@ async fn onboard(http: &reqwest::Client, api: &str) -> Result<(TenantId, Vec<Age
         .and_then(|s| s.parse().ok())
         .context("the answer has no tenant_id")?;
     let operator = mint("demo-operator", tenant, &["operator"], 600)?;
+    let admin = mint("demo-admin", tenant, &["admin"], 600)?;
     let mut agents = Vec::new();
     for (handle, display_name, platforms, soul, policy) in EXAMPLES {
         let created = call(
@@ -133,7 +134,7 @@ async fn onboard(http: &reqwest::Client, api: &str) -> Result<(TenantId, Vec<Age
         call(
             http,
             http.put(format!("{api}/agents/{id}/budget"))
-                .bearer_auth(&operator)
+                .bearer_auth(&admin)
                 .json(&json!({"currency": "USD", "balance_cents": 5_000})),
             "PUT /agents/{id}/budget",
         )
@@ -341,15 +342,19 @@ async fn reviewer_at_work(
             .map(|(id, _)| *id)
     };
     println!("\na reviewer at work (the HITL API, as Mission Control calls it):");
-    // The medium-confidence item if there is one, or else any held post that names no
-    // sensitive topic and moves no money.
+    // The medium-confidence item if there is one, or else any held post that passed the
+    // judge's checks (a failed one is surfaced as failed), names no sensitive topic, was not
+    // shaped by suspicious inputs and moves no money.
     let mut approved = pick("medium_confidence").or_else(|| {
         pending
             .iter()
             .find(|(_, types)| {
-                !types
-                    .iter()
-                    .any(|t| t == "sensitive" || t == "financial" || t == "failed_after_retries")
+                !types.iter().any(|t| {
+                    matches!(
+                        t.as_str(),
+                        "sensitive" | "financial" | "failed_after_retries" | "suspicious_input"
+                    )
+                })
             })
             .map(|(id, _)| *id)
     });

@@ -27,7 +27,10 @@ use crate::domain::TenantId;
 pub enum Role {
     Operator,
     Reviewer,
+    /// A tenant's administrator: budgets, spend and auto-pay limits, the tenant's own record.
     Admin,
+    /// The platform's administrator: creates and lists tenants; no role inside any of them.
+    PlatformAdmin,
 }
 
 impl Role {
@@ -36,6 +39,7 @@ impl Role {
             "operator" => Some(Self::Operator),
             "reviewer" => Some(Self::Reviewer),
             "admin" => Some(Self::Admin),
+            "platform_admin" => Some(Self::PlatformAdmin),
             _ => None,
         }
     }
@@ -45,6 +49,7 @@ impl Role {
             Self::Operator => "operator",
             Self::Reviewer => "reviewer",
             Self::Admin => "admin",
+            Self::PlatformAdmin => "platform_admin",
         }
     }
 }
@@ -58,8 +63,11 @@ pub enum Permission {
     Submit,
     /// Approve, reject or edit: reviewer or admin.
     Decide,
-    /// Create and list tenants: admin.
+    /// Money and the tenant's own settings (budgets, top-ups, spend and auto-pay limits): a
+    /// tenant's admin.
     Administer,
+    /// Create tenants and list them all: the platform's admin.
+    ManageTenants,
 }
 
 /// An authenticated caller.
@@ -74,10 +82,11 @@ impl Principal {
     pub fn may(&self, permission: Permission) -> bool {
         let any = |roles: &[Role]| roles.iter().any(|r| self.roles.contains(r));
         match permission {
-            Permission::Read => !self.roles.is_empty(),
+            Permission::Read => any(&[Role::Operator, Role::Reviewer, Role::Admin]),
             Permission::Submit => any(&[Role::Operator, Role::Admin]),
             Permission::Decide => any(&[Role::Reviewer, Role::Admin]),
             Permission::Administer => any(&[Role::Admin]),
+            Permission::ManageTenants => any(&[Role::PlatformAdmin]),
         }
     }
 

@@ -132,48 +132,132 @@ pub fn banned_phrases<'a>(text: &str, banned: &'a [String]) -> Vec<&'a str> {
         .collect()
 }
 
-/// The links in `text`: anything that starts with a URL scheme or `www.`.
-pub fn links(text: &str) -> Vec<&str> {
-    text.split_whitespace()
-        .map(|w| {
-            let w = w.trim_end_matches(['.', ',', '!', '?', ';', ':']);
-            // A closing parenthesis ends the link unless the link opened one.
-            match w.strip_suffix(')') {
-                Some(inner) if !inner.contains('(') => inner,
-                _ => w,
-            }
-        })
-        .filter(|w| {
-            let lower = w.to_ascii_lowercase();
-            lower.starts_with("www.")
-                || lower
-                    .split_once(':')
-                    .is_some_and(|(scheme, rest)| is_scheme(scheme) && !rest.is_empty())
-        })
-        .collect()
+/// A link found in a text: what was written, the host it points to (lowercase), and whether it
+/// is a web link a platform would open over `https` (an `https://` URL, or a bare domain or
+/// `www.` host, which platforms link as such).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link<'a> {
+    pub raw: &'a str,
+    pub host: Option<String>,
+    pub secure: bool,
 }
 
-fn is_scheme(s: &str) -> bool {
-    matches!(
-        s,
-        "http" | "https" | "javascript" | "data" | "file" | "ftp" | "mailto" | "vbscript"
-    )
+/// Schemes that open something without `//` (`javascript:alert(1)`, `data:...`).
+const BARE_SCHEMES: [&str; 5] = ["javascript", "data", "mailto", "vbscript", "file"];
+
+/// Endings of file names and code that read like domains (`node.js`, `notes.txt`) and are not.
+const NOT_TLDS: [&str; 14] = [
+    "js", "ts", "jsx", "tsx", "txt", "json", "yaml", "yml", "toml", "exe", "png", "jpg", "jpeg",
+    "gif",
+];
+
+/// Every link in `text`, in any form a reader or a browser would follow: URLs with a scheme
+/// wherever they stand (inside `src="..."`, a Markdown `[..](..)`, after `=`), `www.` hosts,
+/// bare domains (`shop.example/a`, punycode `xn--...`), and the scheme-only kinds
+/// (`javascript:`, `data:`). A handle or an address with `@` is not a link.
+pub fn links(text: &str) -> Vec<Link<'_>> {
+    let delimiters = |c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '"' | '\'' | '`' | '<' | '>' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '\\'
+            )
+    };
+    let mut found = Vec::new();
+    for token in text.split(delimiters) {
+        let token = token
+            .trim_matches(|c: char| matches!(c, '.' | ',' | '!' | '?' | ';' | ':' | '*' | '_'));
+        if token.is_empty() {
+            continue;
+        }
+        if let Some(link) = scheme_link(token).or_else(|| bare_link(token)) {
+            found.push(link);
+        }
+    }
+    found
 }
 
-/// The host of an `https://` link, lowercase; `None` for any other scheme.
-pub fn https_host(link: &str) -> Option<String> {
-    let rest = link
-        .get(..8)
-        .filter(|p| p.eq_ignore_ascii_case("https://"))
-        .map(|_| &link[8..])?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = host.rsplit('@').next().unwrap_or_default();
-    let host = host
-        .split(':')
+/// A link with a scheme anywhere in `token` (`href=https://x`), or `None`.
+fn scheme_link(token: &str) -> Option<Link<'_>> {
+    let lower = token.to_ascii_lowercase();
+    if let Some(at) = lower.find("://") {
+        let start = lower[..at]
+            .rfind(|c: char| !c.is_ascii_alphanumeric() && c != '+' && c != '-' && c != '.')
+            .map_or(0, |i| i + 1);
+        let scheme = &lower[start..at];
+        let raw = &token[start..];
+        let host = host_of(&raw[at - start + 3..]);
+        return Some(Link {
+            raw,
+            secure: scheme == "https" && host.is_some(),
+            host,
+        });
+    }
+    for scheme in BARE_SCHEMES {
+        let marker = format!("{scheme}:");
+        let Some(at) = lower.find(&marker) else {
+            continue;
+        };
+        let boundary = at == 0 || !lower.as_bytes()[at - 1].is_ascii_alphanumeric();
+        if boundary && lower.len() > at + marker.len() {
+            return Some(Link {
+                raw: &token[at..],
+                host: None,
+                secure: false,
+            });
+        }
+    }
+    None
+}
+
+/// A `www.` host or a bare domain (`evil.example`, `shop.example/a`), or `None`.
+fn bare_link(token: &str) -> Option<Link<'_>> {
+    if token.contains('@') {
+        return None;
+    }
+    let token = token.rsplit_once('=').map_or(token, |(_, value)| value);
+    let host = host_of(token)?;
+    let labels: Vec<&str> = host.split('.').collect();
+    let written_tld = token
+        .split(['/', '?', '#', ':'])
         .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+        .and_then(|h| h.rsplit('.').next())
+        .unwrap_or_default();
+    let tld = labels.last().copied().unwrap_or_default();
+    let tld_like = (tld.len() >= 2
+        && tld.len() <= 24
+        && tld.chars().all(|c| c.is_ascii_lowercase())
+        // A capital after a full stop is a new sentence ("today.Thanks"), not a domain.
+        && written_tld.chars().all(|c| !c.is_ascii_uppercase())
+        && !NOT_TLDS.contains(&tld))
+        || tld.starts_with("xn--");
+    let labels_ok = labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_alphanumeric() || c == '-'))
+        && !labels[0].chars().all(|c| c.is_ascii_digit());
+    (labels_ok && (tld_like || host.starts_with("www."))).then_some(Link {
+        raw: token,
+        host: Some(host),
+        secure: true,
+    })
+}
+
+/// The host of what follows a scheme's `//` (or of a bare domain), lowercase.
+fn host_of(rest: &str) -> Option<String> {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = host.split(':').next().unwrap_or_default().to_lowercase();
+    let host = host.trim_end_matches('.');
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// Whether `host` is one of `allowed` or a subdomain of one.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|h| {
+        let h = h.trim().trim_end_matches('.').to_lowercase();
+        host == h || host.ends_with(&format!(".{h}"))
+    })
 }
 
 /// Internal text found in `text`: what the pipeline says to itself (feedback markers, ids,
@@ -182,30 +266,33 @@ pub fn https_host(link: &str) -> Option<String> {
 pub fn leaks(text: &str) -> Vec<String> {
     let lower = text.to_lowercase();
     let mut found = Vec::new();
+    // Chimera's own markers and identifiers, not ordinary words: "idempotency" or
+    // "feedback" in a post are fine, `idempotency_key` or "[revised ...]" are not.
     const MARKERS: &[&str] = &[
         "[revised",
         "[feedback",
-        "feedback:",
-        "state moved",
+        "state moved since",
         "while the item waited",
-        "idempotency",
+        "idempotency_key",
         "task_id",
         "result_id",
         "goal_id",
+        "review_id",
         "commit_hash",
-        "read set",
-        "write set",
+        "read_set",
+        "write_set",
         "panicked at",
         "stack backtrace",
         "traceback (most recent call last)",
         "internal server error",
         "messageerror",
         "sqlx::",
-        "confidence 0.",
         "<|im_start|>",
         "<|im_end|>",
         "<untrusted",
         "</untrusted",
+        "<data>",
+        "</data>",
     ];
     for marker in MARKERS {
         if lower.contains(marker) {
@@ -277,15 +364,52 @@ mod tests {
             vec!["guaranteed returns", "risk-free"]
         );
         assert!(banned_phrases("returns are never guaranteed", &banned).is_empty());
+        let raw = |text| links(text).into_iter().map(|l| l.raw).collect::<Vec<_>>();
         assert_eq!(
-            links("see https://shop.example/a, or javascript:alert(1) and www.x.io."),
-            vec!["https://shop.example/a", "javascript:alert(1)", "www.x.io"]
+            raw("see https://shop.example/a, or javascript:alert(1) and www.x.io."),
+            vec!["https://shop.example/a", "javascript:alert", "www.x.io"]
+        );
+        let hosts = |text| {
+            links(text)
+                .into_iter()
+                .map(|l| l.host.unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            hosts("https://user@Shop.Example:443/a?b"),
+            vec!["shop.example"]
+        );
+        assert!(!links("http://shop.example")[0].secure);
+    }
+
+    #[test]
+    fn links_are_found_in_every_form() {
+        let hosts = |text| {
+            links(text)
+                .into_iter()
+                .map(|l| (l.host.unwrap_or_default(), l.secure))
+                .collect::<Vec<_>>()
+        };
+        let evil = || vec![("evil.example".to_owned(), true)];
+        assert_eq!(hosts(r#"<img src="https://evil.example/x.png">"#), evil());
+        assert_eq!(hosts("[our shop](https://evil.example)"), evil());
+        assert_eq!(hosts("visit evil.example today"), evil());
+        assert_eq!(hosts("visit evil.example/deals."), evil());
+        assert_eq!(hosts("href=https://evil.example"), evil());
+        assert_eq!(
+            hosts("see xn--80ak6aa92e.com now"),
+            vec![("xn--80ak6aa92e.com".to_owned(), true)]
         );
         assert_eq!(
-            https_host("https://user@Shop.Example:443/a?b").as_deref(),
-            Some("shop.example")
+            hosts("<a href='data:text/html;base64,xx'>"),
+            vec![(String::new(), false)]
         );
-        assert_eq!(https_host("http://shop.example"), None);
+        // Not links: sentences run together, versions, files, handles and addresses.
+        assert!(links("What a day.Thanks for coming").is_empty());
+        assert!(links("version 3.5 of Node.js and notes.txt").is_empty());
+        assert!(links("thanks @nova.bsky.social, mail me at a@b.example").is_empty());
+        assert!(host_allowed("www.shop.example", &["shop.example".into()]));
+        assert!(!host_allowed("shop.example.evil", &["shop.example".into()]));
         assert_eq!(platform_limit("x"), Some(280));
         assert_eq!(platform_limit("fax"), None);
     }
@@ -300,5 +424,8 @@ mod tests {
         assert!(!leaks("task 0f8fad5b-d9cb-469f-a165-70867728950e failed").is_empty());
         assert!(leaks("Spring is here: fresh colours, new shoes. #spring").is_empty());
         assert!(leaks("Scores went 3 - 1 tonight").is_empty());
+        // Ordinary words are not Chimera's markers.
+        assert!(leaks("Why idempotency matters: feedback: welcome").is_empty());
+        assert!(!leaks("the idempotency_key was reused").is_empty());
     }
 }

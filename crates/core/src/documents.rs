@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::content::Lexicon;
 use crate::domain::{Confidence, DisclosureLevel, RiskTag};
-use crate::routing::{ModelChoice, Policy, Quota, ScoreRule, SpendLimits};
+use crate::routing::{ModelChoice, Policy, Quota, SimilarityPolicy, SpendLimits};
 
 /// Largest document accepted, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 24 * 1024;
@@ -64,6 +64,58 @@ impl std::error::Error for DocError {}
 /// The hex SHA-256 of a document as written: what plans, reviews and decisions name.
 pub fn content_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The deepest the front matter may nest (mappings, sequences, flow brackets).
+pub const MAX_DEPTH: usize = 32;
+
+/// The first line (1-based) at which `yaml` nests deeper than `max`, or `None`: block nesting by
+/// indentation and `- ` items, flow nesting by brackets outside quotes. Linear in the text; it
+/// may count a level the parser would not (a bracket inside a plain scalar), never fewer.
+fn too_deep(yaml: &str, max: usize) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (n, line) in yaml.lines().enumerate() {
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let mut depth = 0;
+        if flow == 0 {
+            let indent = line.len() - content.len();
+            while indents.last().is_some_and(|top| *top >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            let mut rest = content;
+            while let Some(more) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("-\t")) {
+                depth += 1;
+                rest = more.trim_start();
+            }
+            depth += indents.len();
+        }
+        let mut quote: Option<char> = None;
+        for c in content.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') if flow == 0 => break,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    if depth + flow > max {
+                        return Some(n + 1);
+                    }
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if depth + flow > max {
+            return Some(n + 1);
+        }
+    }
+    None
 }
 
 /// A document split at its front matter.
@@ -121,6 +173,15 @@ impl<'a> Parts<'a> {
     fn front<T: DeserializeOwned>(&self) -> Result<T, DocError> {
         if self.front.trim().is_empty() {
             return Err(self.error(Some(self.front_line), None, "the front matter is empty"));
+        }
+        // The parser recurses per level: a deep document is refused before it reaches it, in
+        // one pass over the text.
+        if let Some(line) = too_deep(self.front, MAX_DEPTH) {
+            return Err(self.error(
+                Some(line + self.front_line - 1),
+                None,
+                &format!("nested deeper than {MAX_DEPTH} levels"),
+            ));
         }
         let deserializer = yaml_serde::Deserializer::from_str(self.front);
         serde_path_to_error::deserialize(deserializer).map_err(|err| {
@@ -308,7 +369,10 @@ struct PolicyFront {
     banned_phrases: Option<Vec<String>>,
     disclosure: Option<DisclosureLevel>,
     link_hosts: Option<Vec<String>>,
-    score_rule: Option<ScoreRule>,
+    /// Gone: read only to say so (the worker's claim can no longer decide).
+    score_rule: Option<yaml_serde::Value>,
+    similarity: Option<SimilarityPolicy>,
+    disclosure_text: Option<String>,
     #[serde(default)]
     quotas: BTreeMap<String, Quota>,
     #[serde(default)]
@@ -485,10 +549,22 @@ pub fn parse_policy(text: &str, version: i32) -> Result<Policy, DocError> {
             "must not exceed spend.per_day_cents",
         ));
     }
-    if let Some(model) = &front.model
-        && (model.id.trim().is_empty() || model.id.len() > 200)
-    {
-        return Err(parts.field_error("model.id", "must be 1..=200 characters"));
+    if front.score_rule.is_some() {
+        return Err(parts.field_error(
+            "score_rule",
+            "is no longer read: the judge scores every effect from its own signals, and the worker's claim can only lower that score (remove the line)",
+        ));
+    }
+    if let Some(model) = &front.model {
+        if model.id.trim().is_empty() || model.id.len() > 200 {
+            return Err(parts.field_error("model.id", "must be 1..=200 characters"));
+        }
+        if model.price.is_some() {
+            return Err(parts.field_error(
+                "model.price",
+                "prices come from the stage's price table, not from an agent's policy (remove it)",
+            ));
+        }
     }
     for (i, schedule) in front.schedules.iter().enumerate() {
         schedule
@@ -506,8 +582,9 @@ pub fn parse_policy(text: &str, version: i32) -> Result<Policy, DocError> {
         banned_phrases,
         topic_lexicon: Lexicon(lexicon),
         link_hosts: front.link_hosts,
-        score_rule: front.score_rule.unwrap_or_default(),
+        similarity: front.similarity.unwrap_or_default(),
         disclosure: front.disclosure.unwrap_or(defaults.disclosure),
+        disclosure_text: front.disclosure_text,
         quotas: front.quotas,
         spend: front.spend,
         model: front.model,
@@ -550,7 +627,7 @@ mod tests {
                 "{handle}"
             );
             let policy = parse_policy(agents, 1).unwrap_or_else(|e| panic!("{handle}: {e}"));
-            assert_eq!(policy.score_rule, ScoreRule::Claim, "{handle}");
+            assert_eq!(policy.spend.auto_pay_per_day_cents, None, "{handle}");
         }
         let nova = Soul::parse(EXAMPLES[0].1).unwrap();
         assert_eq!(nova.persona()["voice"], "warm and curious");
@@ -675,6 +752,35 @@ mod tests {
             e.to_string(),
             "AGENTS.md line 2, field `max_attempts`: must be from 1 to 20"
         );
+    }
+
+    #[test]
+    fn a_deeply_nested_document_is_refused_before_it_is_parsed() {
+        for nested in [
+            format!("{}{}", "[".repeat(12_000), "]".repeat(12_000)),
+            format!("\n{}x", "- ".repeat(12_000)),
+            format!("{}1{}", "{a: ".repeat(4_000), "}".repeat(4_000)),
+        ] {
+            let text = format!("---\nmax_attempts: {nested}\n---\n");
+            assert!(text.len() <= MAX_DOCUMENT_BYTES, "{}", text.len());
+            let err = parse_policy(&text, 1).unwrap_err();
+            assert!(err.message.contains("nested deeper"), "{err}");
+        }
+        // Ordinary nesting is fine.
+        let ok = "---\nquotas:\n  x: {posts_per_day: 2}\nschedules:\n  - name: a\n    cron: \"0 9 * * *\"\n    timezone: UTC\n    kind: campaign\n    text: hello there\n    constraints: {platforms: [x]}\n---\n";
+        parse_policy(ok, 1).unwrap();
+    }
+
+    #[test]
+    fn a_tenant_cannot_price_its_model_or_keep_the_claim_rule() {
+        let priced = "---\nmodel: {id: m, price: {input_cents_per_mtok: 0, output_cents_per_mtok: 0}}\n---\n";
+        let err = parse_policy(priced, 1).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("model.price"), "{err}");
+        let claim = "---\nscore_rule: claim\n---\n";
+        let err = parse_policy(claim, 1).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("score_rule"), "{err}");
+        let auto = "---\nspend: {per_day_cents: 100, auto_pay_per_day_cents: -5}\n---\n";
+        assert!(parse_policy(auto, 1).is_err());
     }
 
     #[test]

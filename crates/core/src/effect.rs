@@ -267,6 +267,12 @@ pub fn amount_cents(proposal: &Proposal) -> Option<i64> {
         .and_then(Value::as_i64)
 }
 
+/// The wallet an agent pays from: one per agent id (a handle is unique only within its tenant,
+/// so two tenants' "nova" never share one).
+pub fn wallet_of(agent: crate::domain::AgentId) -> String {
+    format!("agent-{}", agent.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,8 @@
 //! - [`effect`]: proposed effects, the `execute` task an approval releases, and what an edit
 //!   may change.
 //! - [`auth`]: JWT claims, roles and permissions.
+//! - [`gate`]: the judge's own signals: deterministic text checks, suspicious inputs, and
+//!   the independent score the worker's claim can only lower.
 //! - [`routing`]: the judge's routing policy, a pure function of a result and the agent's
 //!   versioned policy.
 //!
@@ -25,6 +27,7 @@ pub mod documents;
 pub mod domain;
 pub mod effect;
 pub mod envelope;
+pub mod gate;
 pub mod goal;
 #[cfg(feature = "logs")]
 pub mod logs;

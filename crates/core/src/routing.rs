@@ -5,11 +5,16 @@
 //! | a failed policy/quality check, or score < review threshold          | retry, or fail and surface to humans once attempts are spent |
 //! | intermediate work (research, draft, render)                         | auto-approve      |
 //! | any risk tag among the policy's sensitive topics                    | human review      |
+//! | no independent score (no embedder, no model, or their reading failed) | human review    |
 //! | score <= auto-approve threshold (0.70..=0.90 by default)            | human review      |
 //! | a publishing action without a disclosure level                      | human review      |
+//! | untrusted inputs that read as instructions or spam                  | human review      |
+//! | a payment beyond the admin's auto-pay limit (none by default)       | human review      |
 //! | otherwise (score > 0.90, not sensitive, disclosed)                  | auto-approve      |
 //!
-//! The score is the worker's claim combined with the judge's own score ([`ScoreRule`]).
+//! The score is the judge's own ([`crate::gate::Signals`]): similarity to the brief and the
+//! persona, and the model's rubric where one is configured; the worker's claim can only lower
+//! it.
 //! Humans approve effects, not intermediate work: research, drafts and renders are never held;
 //! their risk tags travel with the work to the effect proposal (publish, reply, transfer),
 //! which is routed here. A low-scoring result is retried before anyone sees it, even when it
@@ -25,33 +30,63 @@ use crate::content::Lexicon;
 use crate::domain::{Confidence, DisclosureLevel, Invalid, RiskTag, TaskKind};
 use crate::effect::expected_action;
 
-/// How the worker's claimed confidence and the judge's own score make the score that routes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ScoreRule {
-    /// The lower of the two (the default): a claim can lower a score, never raise it.
-    #[default]
-    Min,
-    /// The judge's score alone (the claim when the judge has no score).
-    Judge,
-    /// The worker's claim alone (the judge's checks still apply).
-    Claim,
+/// A similarity threshold: below `min` a text fails; at `sure` and above it scores 1.0.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Similarity {
+    pub min: f64,
+    pub sure: f64,
 }
 
-impl ScoreRule {
-    /// The score that routes: `judge` is `None` when no model scored the result.
-    pub fn combine(self, claim: Confidence, judge: Option<Confidence>) -> Confidence {
-        match (self, judge) {
-            (Self::Claim, _) | (_, None) => claim,
-            (Self::Judge, Some(score)) => score,
-            (Self::Min, Some(score)) => {
-                if score < claim {
-                    score
-                } else {
-                    claim
-                }
-            }
+/// The similarity thresholds the judge's embeddings are held to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimilarityPolicy {
+    /// The text against its brief. all-MiniLM-L6-v2 puts a post on its brief's subject at
+    /// about 0.3-0.8 and an unrelated one below 0.15.
+    #[serde(default = "default_on_topic")]
+    pub on_topic: Similarity,
+    /// The text against the persona's examples (when it has some). Topic dominates these
+    /// models' similarity, so the default minimum only catches a text in no way like them.
+    #[serde(default = "default_on_voice")]
+    pub on_voice: Similarity,
+}
+
+fn default_on_topic() -> Similarity {
+    Similarity {
+        min: 0.20,
+        sure: 0.45,
+    }
+}
+
+fn default_on_voice() -> Similarity {
+    Similarity {
+        min: 0.0,
+        sure: 0.25,
+    }
+}
+
+impl Default for SimilarityPolicy {
+    fn default() -> Self {
+        Self {
+            on_topic: default_on_topic(),
+            on_voice: default_on_voice(),
         }
+    }
+}
+
+impl Similarity {
+    fn validate(&self, what: &str) -> Result<(), String> {
+        let ok = |v: f64| v.is_finite() && (-1.0..=1.0).contains(&v);
+        if !ok(self.min) || !ok(self.sure) {
+            return Err(format!(
+                "{what}: min and sure are similarities from -1 to 1"
+            ));
+        }
+        if self.min >= self.sure {
+            return Err(format!("{what}: min must be below sure"));
+        }
+        Ok(())
     }
 }
 
@@ -83,12 +118,16 @@ pub struct Policy {
     /// any other scheme always fails the check.
     #[serde(default)]
     pub link_hosts: Option<Vec<String>>,
-    /// How the worker's claim and the judge's score combine.
+    /// The similarity thresholds of the judge's own score.
     #[serde(default)]
-    pub score_rule: ScoreRule,
+    pub similarity: SimilarityPolicy,
     /// The disclosure every post the agent publishes carries.
     #[serde(default = "default_disclosure")]
     pub disclosure: DisclosureLevel,
+    /// The text every post must carry to disclose automation (`#automated`, "AI-assisted"):
+    /// the drafter adds it, the judge checks it is there (case-insensitive).
+    #[serde(default)]
+    pub disclosure_text: Option<String>,
     /// Posting limits per platform (`x`, `instagram`...); a platform not named has the
     /// platform's own defaults.
     #[serde(default)]
@@ -121,7 +160,14 @@ pub struct Quota {
 pub struct SpendLimits {
     pub per_transfer_cents: Option<u64>,
     pub per_day_cents: Option<u64>,
+    /// What the agent may pay in a day without a person's approval; `None` (the default):
+    /// every payment waits for a person. Only a tenant's admin sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_pay_per_day_cents: Option<u64>,
 }
+
+/// The most any limit may say, in cents (a million dollars): a larger one is a mistake.
+pub const MAX_LIMIT_CENTS: u64 = 100_000_000;
 
 /// A model chosen by an agent's policy, with its price when the stage's table lacks it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -173,6 +219,40 @@ impl Policy {
         if self.review_final_secs < self.review_due_secs {
             return fail("review_final_secs must be >= review_due_secs");
         }
+        let limits = [
+            ("spend.per_transfer_cents", self.spend.per_transfer_cents),
+            ("spend.per_day_cents", self.spend.per_day_cents),
+            (
+                "spend.auto_pay_per_day_cents",
+                self.spend.auto_pay_per_day_cents,
+            ),
+        ];
+        for (field, limit) in limits {
+            if limit.is_some_and(|c| c > MAX_LIMIT_CENTS) {
+                return fail(&format!("{field} must be at most {MAX_LIMIT_CENTS}"));
+            }
+        }
+        if let (Some(auto), Some(day)) =
+            (self.spend.auto_pay_per_day_cents, self.spend.per_day_cents)
+            && auto > day
+        {
+            return fail("spend.auto_pay_per_day_cents must not exceed spend.per_day_cents");
+        }
+        self.similarity
+            .on_topic
+            .validate("similarity.on_topic")
+            .or_else(|reason| fail(&reason))?;
+        self.similarity
+            .on_voice
+            .validate("similarity.on_voice")
+            .or_else(|reason| fail(&reason))?;
+        if self
+            .disclosure_text
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty() || t.chars().count() > 40)
+        {
+            return fail("disclosure_text must be 1-40 characters");
+        }
         if let Some(price) = self.model.as_ref().and_then(|m| m.price) {
             let fine = |v: f64| v.is_finite() && v >= 0.0;
             if !fine(price.input_cents_per_mtok) || !fine(price.output_cents_per_mtok) {
@@ -213,8 +293,9 @@ impl Default for Policy {
             banned_phrases: default_banned_phrases(),
             topic_lexicon: Lexicon::default(),
             link_hosts: None,
-            score_rule: ScoreRule::Min,
+            similarity: SimilarityPolicy::default(),
             disclosure: default_disclosure(),
+            disclosure_text: None,
             quotas: BTreeMap::new(),
             spend: SpendLimits::default(),
             model: None,
@@ -227,8 +308,15 @@ impl Default for Policy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assessment<'a> {
     pub task_kind: TaskKind,
-    /// The score that routes (see [`ScoreRule`]).
+    /// The score that routes: the judge's own (see [`crate::gate::Signals`]), or the worker's
+    /// claim where nothing independent scored (then `scored` is false).
     pub confidence: Confidence,
+    /// Whether a signal the worker does not control scored the result.
+    pub scored: bool,
+    /// Instruction-like text or spam found in the untrusted inputs that shaped the result.
+    pub suspicious: &'a [String],
+    /// A payment within the admin's auto-pay limit for the day.
+    pub auto_pay: bool,
     pub risk_tags: &'a BTreeSet<RiskTag>,
     pub disclosure_level: Option<DisclosureLevel>,
     /// The attempt that produced the result (1-based).
@@ -241,9 +329,19 @@ pub struct Assessment<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum ReviewReason {
-    Sensitive { tags: Vec<String> },
+    Sensitive {
+        tags: Vec<String>,
+    },
     MediumConfidence,
     MissingDisclosure,
+    /// Nothing but the worker's claim scored the effect.
+    Unscored,
+    /// The untrusted inputs read as instructions or spam.
+    Suspicious {
+        found: Vec<String>,
+    },
+    /// A payment: a person approves it (beyond the auto-pay limit).
+    Payment,
 }
 
 /// Where the judge sends a result.
@@ -296,11 +394,23 @@ pub fn route(policy: &Policy, a: &Assessment<'_>) -> Route {
     if !sensitive.is_empty() {
         reasons.push(ReviewReason::Sensitive { tags: sensitive });
     }
-    if a.confidence <= policy.auto_approve_above {
+    // A payment has no text to score: beyond the auto-pay limit a person approves it anyway
+    // (`Payment`, below).
+    if !a.scored && !a.task_kind.is_financial() {
+        reasons.push(ReviewReason::Unscored);
+    } else if a.confidence <= policy.auto_approve_above {
         reasons.push(ReviewReason::MediumConfidence);
     }
     if a.task_kind.is_publishing() && a.disclosure_level.is_none() {
         reasons.push(ReviewReason::MissingDisclosure);
+    }
+    if !a.suspicious.is_empty() {
+        reasons.push(ReviewReason::Suspicious {
+            found: a.suspicious.to_vec(),
+        });
+    }
+    if a.task_kind.is_financial() && !a.auto_pay {
+        reasons.push(ReviewReason::Payment);
     }
     if reasons.is_empty() {
         Route::AutoApprove
@@ -335,6 +445,9 @@ mod tests {
             disclosure_level: None,
             attempt: 1,
             failed_checks: failed,
+            scored: true,
+            suspicious: &[],
+            auto_pay: true,
         }
     }
 
@@ -451,19 +564,14 @@ mod tests {
             a.confidence = c(0.5);
             assert!(matches!(route(&policy, &a), Route::Retry { .. }));
         }
-        let rule = ScoreRule::Min;
-        assert_eq!(rule.combine(c(0.99), Some(c(0.4))), c(0.4));
-        assert_eq!(rule.combine(c(0.3), Some(c(0.9))), c(0.3));
-        assert_eq!(rule.combine(c(0.8), None), c(0.8));
-        assert_eq!(ScoreRule::Judge.combine(c(0.3), Some(c(0.9))), c(0.9));
-        assert_eq!(ScoreRule::Claim.combine(c(0.3), Some(c(0.9))), c(0.3));
         // A policy stored before these fields existed reads with their defaults.
         let mut old = serde_json::to_value(Policy::default()).unwrap();
         for field in [
             "banned_phrases",
             "topic_lexicon",
             "link_hosts",
-            "score_rule",
+            "similarity",
+            "disclosure_text",
         ] {
             old.as_object_mut().unwrap().remove(field);
         }
@@ -495,6 +603,53 @@ mod tests {
         };
         assert!(unordered.validate().is_err());
         assert!(Policy::default().validate().is_ok());
+    }
+
+    #[test]
+    fn an_effect_without_an_independent_score_or_with_suspicious_inputs_goes_to_a_person() {
+        let policy = Policy::default();
+        let none = tags(&[]);
+        let mut a = assess(1.0, &none, &[]);
+        a.task_kind = TaskKind::Reply;
+        a.disclosure_level = Some(DisclosureLevel::Automated);
+        assert_eq!(route(&policy, &a), Route::AutoApprove);
+        a.scored = false;
+        assert_eq!(
+            route(&policy, &a),
+            Route::HumanReview {
+                reasons: vec![ReviewReason::Unscored]
+            }
+        );
+        a.scored = true;
+        let found = vec!["the brief: instruction-like text".to_owned()];
+        a.suspicious = &found;
+        assert!(matches!(route(&policy, &a), Route::HumanReview { .. }));
+        // A payment beyond the auto-pay limit waits for a person.
+        let mut pay = assess(1.0, &none, &[]);
+        pay.auto_pay = false;
+        assert_eq!(
+            route(&policy, &pay),
+            Route::HumanReview {
+                reasons: vec![ReviewReason::Payment]
+            }
+        );
+    }
+
+    #[test]
+    fn limits_and_similarities_are_validated() {
+        let mut policy = Policy::default();
+        policy.spend.auto_pay_per_day_cents = Some(MAX_LIMIT_CENTS + 1);
+        assert!(policy.validate().is_err());
+        policy.spend.auto_pay_per_day_cents = Some(500);
+        policy.spend.per_day_cents = Some(100);
+        assert!(policy.validate().is_err());
+        policy.spend.per_day_cents = Some(1000);
+        assert!(policy.validate().is_ok());
+        policy.similarity.on_topic = Similarity {
+            min: 0.5,
+            sure: 0.4,
+        };
+        assert!(policy.validate().is_err());
     }
 
     fn any_kind() -> impl Strategy<Value = TaskKind> {
@@ -529,6 +684,9 @@ mod tests {
                 disclosure_level: disclosed.then_some(DisclosureLevel::Assisted),
                 attempt,
                 failed_checks: &failed_checks,
+                scored: true,
+                suspicious: &[],
+                auto_pay: true,
             };
             let sensitive = risk_tags.iter().any(|t| policy.sensitive_topics.contains(t));
             match route(&policy, &a) {

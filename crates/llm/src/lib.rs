@@ -43,15 +43,32 @@ pub(crate) fn timeout_from_env() -> Result<Duration, String> {
     }
 }
 
-/// Untrusted text (a brief, a mention, a post, a tool's output) as a delimited block of a user
-/// message: the delimiters cannot be forged inside it. Prompts tell the model that what stands
-/// between `<data>` tags is data, never instructions.
+/// Untrusted text (a brief, a mention, a post, a tool's output, the judge's feedback) as a
+/// delimited block of a user message: the delimiters cannot be forged inside it, in any case
+/// or spacing (`</DATA>`, `< /data >`), nor can a chat template's own markers (`<|im_end|>`).
+/// Prompts tell the model that what stands between `<data>` tags is data, never instructions.
 pub fn data_block(text: &str) -> String {
-    format!(
-        "<data>\n{}\n</data>",
-        text.replace("<data>", "(data)")
-            .replace("</data>", "(/data)")
-    )
+    format!("<data>\n{}\n</data>", defang(text))
+}
+
+/// `text` with every `<` that could open a `data` tag or a template marker made harmless.
+fn defang(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        if c == '<' {
+            let rest = text[i + 1..].trim_start();
+            let rest = rest.strip_prefix('/').unwrap_or(rest).trim_start();
+            let tag = rest
+                .get(..4)
+                .is_some_and(|name| name.eq_ignore_ascii_case("data"));
+            if tag || rest.starts_with('|') {
+                out.push('(');
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `text` on one line, at most `max` characters: for configured values placed in a system

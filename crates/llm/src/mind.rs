@@ -155,9 +155,7 @@ pub enum MindError {
     #[error("model call refused: it may cost {needed} cents and the budget has {balance} left")]
     OverBudget { needed: i64, balance: i64 },
     /// A call chose a model nobody priced: it is not sent.
-    #[error(
-        "model call refused: no price for model {0} (the policy's model.price or CHIMERA_LLM_PRICES)"
-    )]
+    #[error("model call refused: model {0} is not in the stage's price table (CHIMERA_LLM_PRICES)")]
     Unpriced(String),
     #[error(transparent)]
     Meter(#[from] MeterError),
@@ -225,15 +223,20 @@ impl Mind {
     }
 
     /// The price of the model `request` asks: the configured one's, or the chosen one's from
-    /// the choice itself or the price table.
+    /// the stage's price table, which wins over any price the choice carries.
     fn price_of(&self, request: &ChatRequest) -> Result<Price, MindError> {
         match &request.model {
             None => Ok(self.price),
-            Some(choice) => choice
-                .price
-                .or_else(|| self.prices.get(&choice.id))
+            Some(choice) => self
+                .prices
+                .get(&choice.id)
                 .ok_or_else(|| MindError::Unpriced(choice.id.clone())),
         }
+    }
+
+    /// Whether the stage prices (and so allows) model `id`.
+    pub fn offers(&self, id: &str) -> bool {
+        self.model.model_id() == id || self.prices.get(id).is_some()
     }
 
     pub fn model_id(&self) -> &str {

@@ -266,6 +266,11 @@ pub enum UpdateError {
     VersionMoved { current: i32, expected: i32 },
     #[error("the agent is retired")]
     Retired,
+    /// Spend and auto-pay limits are a tenant admin's to change.
+    #[error(
+        "changing the spend limits (spend: per_transfer_cents, per_day_cents, auto_pay_per_day_cents) needs the admin role"
+    )]
+    SpendNeedsAdmin,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -361,6 +366,9 @@ pub async fn new_persona(
 
 /// Stores AGENTS.md as the agent's next policy version (`policy` is what it states; its
 /// `version` is set here) and sends every held item of the agent to be judged again under it.
+/// A change of the spend limits (auto-pay included) needs `may_change_spend` (a tenant's
+/// admin) and is audited as `budget.limits_changed`.
+#[allow(clippy::too_many_arguments)]
 pub async fn new_policy(
     pool: &PgPool,
     tenant: TenantId,
@@ -369,10 +377,33 @@ pub async fn new_policy(
     policy: &Policy,
     expected: Option<i32>,
     by: &str,
+    may_change_spend: bool,
 ) -> Result<NewVersion, UpdateError> {
     let mut tx = pool.begin().await?;
     let current = lock_versions(&mut tx, tenant, id).await?.policy;
     check_expected(current, expected)?;
+    let before = sqlx::query_scalar!(
+        "select document from policies where agent_id = $1 and version = $2",
+        id.0,
+        current
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let before: Policy =
+        serde_json::from_value(before).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    if before.spend != policy.spend {
+        if !may_change_spend {
+            return Err(UpdateError::SpendNeedsAdmin);
+        }
+        let mut record = AuditRecord::new(tenant, by, "budget.limits_changed", Utc::now());
+        record.reasoning = Some(format!(
+            "agent {}: spend limits {} -> {}",
+            id.0,
+            serde_json::to_string(&before.spend).unwrap_or_default(),
+            serde_json::to_string(&policy.spend).unwrap_or_default()
+        ));
+        audit::append(&mut *tx, &record).await?;
+    }
     let version = current + 1;
     let policy = Policy {
         version,

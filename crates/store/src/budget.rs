@@ -4,7 +4,7 @@
 //! balance, decrements and writes the ledger row, so whatever the concurrency the balance never
 //! goes below zero and the ledger always sums to what left the budget.
 
-use chimera_core::domain::{AgentId, TaskId};
+use chimera_core::domain::{AgentId, AuditRecord, TaskId, TenantId};
 use chimera_core::routing::SpendLimits;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
@@ -279,13 +279,15 @@ pub async fn top_up(
     key: &str,
     amount_cents: i64,
     memo: Option<&str>,
+    by: &str,
 ) -> Result<TopUp, BudgetError> {
     if amount_cents <= 0 {
         return Err(BudgetError::InvalidAmount(amount_cents));
     }
     let mut tx = pool.begin().await?;
-    let Some(balance) = sqlx::query_scalar!(
-        "select balance_cents from budgets where agent_id = $1 for update",
+    let Some(row) = sqlx::query!(
+        "select b.balance_cents, a.tenant_id from budgets b join agents a on a.id = b.agent_id
+         where b.agent_id = $1 for update of b",
         agent.0
     )
     .fetch_optional(&mut *tx)
@@ -293,6 +295,7 @@ pub async fn top_up(
     else {
         return Err(BudgetError::NoBudget);
     };
+    let balance = row.balance_cents;
     let prior = sqlx::query!(
         r#"select kind::text as "kind!", amount_cents from ledger
            where agent_id = $1 and idempotency_key = $2"#,
@@ -332,6 +335,18 @@ pub async fn top_up(
     )
     .execute(&mut *tx)
     .await?;
+    let mut entry = AuditRecord::new(
+        TenantId(row.tenant_id),
+        by,
+        "budget.topped_up",
+        chrono::Utc::now(),
+    );
+    entry.reasoning = Some(format!(
+        "agent {}: {amount_cents} cents added ({}), balance {after} cents",
+        agent.0,
+        memo.unwrap_or("no memo")
+    ));
+    crate::audit::append(&mut *tx, &entry).await?;
     tx.commit().await?;
     Ok(TopUp {
         balance_cents: after,

@@ -39,13 +39,15 @@ pub enum SubmitError {
     Database(#[from] sqlx::Error),
 }
 
-/// Stores `goal` as received, with its message to the planner in the outbox (one
-/// transaction). With an idempotency key (and the hash of the request it came with), a
-/// repeated request returns the goal stored the first time.
+/// Stores `goal` as received, with its message to the planner in the outbox and its audit
+/// record naming who submitted it (`by`), in one transaction. With an idempotency key (and the
+/// hash of the request it came with), a repeated request returns the goal stored the first
+/// time.
 pub async fn submit(
     pool: &PgPool,
     goal: &Goal,
     idempotency: Option<(&str, &str)>,
+    by: &str,
 ) -> Result<Submitted, SubmitError> {
     let (key, hash) = idempotency.unzip();
     let mut tx = pool.begin().await?;
@@ -79,6 +81,15 @@ pub async fn submit(
                 return Err(SubmitError::AgentNotActive(status));
             }
             outbox::enqueue(&mut tx, &outbox::Message::goal(GoalId(id), "submit")).await?;
+            let entry = AuditRecord {
+                goal_id: Some(GoalId(id)),
+                reasoning: Some(format!(
+                    "a {} goal for agent {}",
+                    goal.kind, goal.agent_id.0
+                )),
+                ..AuditRecord::new(goal.tenant_id, by, "goal.submitted", chrono::Utc::now())
+            };
+            crate::audit::append(&mut *tx, &entry).await?;
             tx.commit().await?;
             return Ok(Submitted::Created(GoalId(id)));
         }

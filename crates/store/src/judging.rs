@@ -52,6 +52,10 @@ pub struct TaskState {
     pub constraints: serde_json::Value,
     /// The task's inputs (its platform, brief...).
     pub inputs: serde_json::Value,
+    /// The goal's text: what every task of the goal is about.
+    pub goal_text: String,
+    /// The agent's persona (name, voice, and from SOUL.md its bio and examples).
+    pub persona: serde_json::Value,
 }
 
 impl TaskState {
@@ -70,7 +74,7 @@ pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>
     let Some(row) = sqlx::query!(
         r#"select t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.status as "status: TaskStatus",
                   t.attempt, t.conflicts, t.feedback, t.read_set, t.write_set, p.document as policy, g.constraints,
-                  t.inputs
+                  t.inputs, g.body as goal_text, a.persona
            from tasks t
            join goals g on g.id = t.goal_id
            join agents a on a.id = t.agent_id
@@ -98,6 +102,8 @@ pub async fn task_state(pool: &PgPool, task: TaskId) -> Result<Option<TaskState>
         policy: serde_json::from_value(row.policy).map_err(|e| decode(e.to_string()))?,
         constraints: row.constraints,
         inputs: row.inputs,
+        goal_text: row.goal_text,
+        persona: row.persona,
     }))
 }
 

@@ -94,7 +94,8 @@ pub async fn run(pool: &PgPool, now: DateTime<Utc>) -> Result<Scheduled, sqlx::E
                 };
                 let key = schedule.key(AgentId(agent.id), occurrence);
                 let hash = request_hash(&schedule);
-                match goals::submit(pool, &goal, Some((&key, &hash))).await {
+                let by = format!("schedule {}", schedule.name);
+                match goals::submit(pool, &goal, Some((&key, &hash)), &by).await {
                     Ok(Submitted::Created(id)) => done.submitted.push(id),
                     Ok(Submitted::Existing { .. }) => done.already += 1,
                     // The schedule's goal changed since this occurrence was submitted.

@@ -27,15 +27,22 @@ pub async fn create(pool: &PgPool, name: &str) -> Result<Option<TenantId>, sqlx:
     Ok((inserted == 1).then_some(id))
 }
 
-/// Tenants by name.
-pub async fn list(pool: &PgPool, limit: i64, offset: i64) -> Result<Vec<Tenant>, sqlx::Error> {
+/// Tenants by name: all of them, or only `only` (a tenant admin sees its own).
+pub async fn list(
+    pool: &PgPool,
+    only: Option<TenantId>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Tenant>, sqlx::Error> {
     sqlx::query_as!(
         Tenant,
         r#"select t.id, t.name, t.created_at,
                   (select count(*) from agents a where a.tenant_id = t.id) as "agents!"
-           from tenants t order by t.name limit $1 offset $2"#,
+           from tenants t where ($3::uuid is null or t.id = $3)
+           order by t.name limit $1 offset $2"#,
         limit,
-        offset
+        offset,
+        only.map(|t| t.0)
     )
     .fetch_all(pool)
     .await

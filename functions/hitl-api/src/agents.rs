@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use chimera_core::auth::Permission;
 use chimera_core::documents::{self, Soul};
 use chimera_core::domain::AgentId;
+use chimera_core::routing::Policy;
 use chimera_store::agents::{
     self, AgentSummary, AgentView, CreateError, Filter, NewAgent, UpdateError,
 };
@@ -107,6 +108,12 @@ pub async fn create(
     let soul = Soul::parse(&request.soul_md).map_err(ApiError::InvalidDocument)?;
     let policy =
         documents::parse_policy(&request.agents_md, 1).map_err(ApiError::InvalidDocument)?;
+    offered(&policy)?;
+    if policy.spend.auto_pay_per_day_cents.is_some() && !principal.may(Permission::Administer) {
+        return Err(ApiError::Forbidden(
+            "spend.auto_pay_per_day_cents (payments without a person) needs the admin role".into(),
+        ));
+    }
     let persona = soul.persona();
     let id = agents::create(
         &state.pool,
@@ -164,12 +171,35 @@ fn agent_id(raw: &str) -> Result<AgentId, ApiError> {
     crate::path_id(raw).map(AgentId)
 }
 
+/// A policy may choose only a model the stage offers (and prices): its allowlist.
+fn offered(policy: &Policy) -> Result<(), ApiError> {
+    let Some(model) = &policy.model else {
+        return Ok(());
+    };
+    let models = chimera_aws::mind::stage_models()
+        .map_err(|why| ApiError::internal(anyhow::anyhow!("the stage's price table: {why}")))?;
+    if models.contains(&model.id) {
+        return Ok(());
+    }
+    Err(ApiError::InvalidDocument(documents::DocError {
+        document: "AGENTS.md",
+        line: None,
+        field: Some("model.id".into()),
+        message: format!(
+            "{:?} is not one of the stage's models ({})",
+            model.id,
+            models.join(", ")
+        ),
+    }))
+}
+
 fn update_error(err: UpdateError) -> ApiError {
     match err {
         UpdateError::NotFound => ApiError::NotFound,
         UpdateError::VersionMoved { .. } | UpdateError::Retired => {
             ApiError::Conflict(err.to_string())
         }
+        UpdateError::SpendNeedsAdmin => ApiError::Forbidden(err.to_string()),
         UpdateError::Database(e) => ApiError::dependency(e),
     }
 }
@@ -356,7 +386,7 @@ pub struct Versioned {
     responses((status = 200, description = "The new persona version", body = Versioned),
               (status = 400, description = "Malformed request"),
               (status = 401, description = "No valid token"),
-              (status = 403, description = "Not an operator"),
+              (status = 403, description = "Not an operator, or a change of the spend limits by someone not an admin"),
               (status = 404, description = "No such agent for the caller's tenant"),
               (status = 409, description = "`base_version` is not the current version"),
               (status = 422, description = "SOUL.md does not read: `error.line` and `error.field` say where")),
@@ -396,7 +426,7 @@ pub async fn put_persona(
     responses((status = 200, description = "The new policy version", body = Versioned),
               (status = 400, description = "Malformed request"),
               (status = 401, description = "No valid token"),
-              (status = 403, description = "Not an operator"),
+              (status = 403, description = "Not an operator, or a change of the spend limits by someone not an admin"),
               (status = 404, description = "No such agent for the caller's tenant"),
               (status = 409, description = "`base_version` is not the current version"),
               (status = 422, description = "AGENTS.md does not read: `error.line` and `error.field` say where")),
@@ -414,6 +444,7 @@ pub async fn put_policy(
     // The version is set when it is stored.
     let policy =
         documents::parse_policy(&request.document, 1).map_err(ApiError::InvalidDocument)?;
+    offered(&policy)?;
     let stored = agents::new_policy(
         &state.pool,
         principal.tenant,
@@ -422,6 +453,7 @@ pub async fn put_policy(
         &policy,
         request.base_version,
         &principal.subject,
+        principal.may(Permission::Administer),
     )
     .await
     .map_err(update_error)?;

@@ -95,10 +95,11 @@ impl Caller {
             Ok(&self.0)
         } else {
             let needs = match permission {
-                Permission::Read => "any role",
+                Permission::Read => "the operator, reviewer or admin role",
                 Permission::Submit => "the operator or admin role",
                 Permission::Decide => "the reviewer or admin role",
                 Permission::Administer => "the admin role",
+                Permission::ManageTenants => "the platform_admin role",
             };
             Err(ApiError::Forbidden(format!("this needs {needs}")))
         }

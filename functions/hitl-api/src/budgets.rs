@@ -98,7 +98,7 @@ pub async fn open(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BudgetAnswer>), ApiError> {
-    let principal = caller.require(Permission::Submit)?;
+    let principal = caller.require(Permission::Administer)?;
     let agent = agent_of(&state, principal.tenant, &id).await?;
     let request: BudgetRequest = json_body(body)?;
     let currency_ok = (3..=5).contains(&request.currency.len())
@@ -181,7 +181,7 @@ pub async fn top_up(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TopUpAnswer>, ApiError> {
-    let principal = caller.require(Permission::Submit)?;
+    let principal = caller.require(Permission::Administer)?;
     let agent = agent_of(&state, principal.tenant, &id).await?;
     let key = idempotency_key(&headers)?
         .ok_or_else(|| ApiError::BadRequest("a top-up needs an Idempotency-Key header".into()))?;
@@ -206,6 +206,7 @@ pub async fn top_up(
         &ledger_key(&key),
         request.amount_cents,
         request.memo.as_deref(),
+        &principal.subject,
     )
     .await
     .map_err(budget_error)?;

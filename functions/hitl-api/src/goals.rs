@@ -100,6 +100,7 @@ pub async fn submit(
         &state.pool,
         &goal,
         key.as_deref().map(|k| (k, hash.as_str())),
+        &principal.subject,
     )
     .await
     .map_err(|err| match err {

@@ -1,4 +1,5 @@
-//! Tenants (admin): `POST /tenants` creates one, `GET /tenants` lists them.
+//! Tenants: the platform's admin creates them (`POST /tenants`) and lists them all
+//! (`GET /tenants`); a tenant's admin lists only its own.
 
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ pub struct TenantCreated {
     responses((status = 201, description = "Created", body = TenantCreated),
               (status = 400, description = "Malformed request"),
               (status = 401, description = "No valid token"),
-              (status = 403, description = "Not an admin"),
+              (status = 403, description = "Not the platform's admin"),
               (status = 409, description = "The name is taken")),
     security(("bearer" = [])))]
 pub async fn create(
@@ -42,7 +43,7 @@ pub async fn create(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<TenantCreated>), ApiError> {
-    let principal = caller.require(Permission::Administer)?;
+    let principal = caller.require(Permission::ManageTenants)?;
     let request: TenantRequest = json_body(body)?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -76,7 +77,7 @@ pub struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/tenants", tag = "tenants", params(ListQuery),
-    responses((status = 200, description = "Tenants by name", body = [Tenant]),
+    responses((status = 200, description = "Tenants by name: all for the platform's admin, its own for a tenant's admin", body = [Tenant]),
               (status = 400, description = "Bad paging"),
               (status = 401, description = "No valid token"),
               (status = 403, description = "Not an admin")),
@@ -86,10 +87,13 @@ pub async fn list(
     caller: Caller,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
-    caller.require(Permission::Administer)?;
+    let only = match caller.require(Permission::ManageTenants) {
+        Ok(_) => None,
+        Err(_) => Some(caller.require(Permission::Administer)?.tenant),
+    };
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (limit, offset) = crate::page(query.limit, query.offset, 50, 200)?;
-    tenants::list(&state.pool, limit, offset)
+    tenants::list(&state.pool, only, limit, offset)
         .await
         .map(Json)
         .map_err(ApiError::dependency)

@@ -8,17 +8,19 @@
 //!   checks the amount against the goal's budget and the agent's budget ledger. The CFO's
 //!   refusal is final (a re-run cannot make money appear); other failures are feedback for a
 //!   retry.
-//! - the text of a draft or a post, whatever the worker claimed about it: the platform's length
-//!   limit, the policy's banned phrases, links (`https` only, to the policy's hosts when it
-//!   names any), and internal text (feedback markers, ids, error strings) that must never be
-//!   content; and the sensitive topics it touches, by the policy's lexicon.
+//! - the text of a draft or a post, whatever the worker claimed about it: the deterministic
+//!   checks of [`chimera_core::gate::check_text`] (length, banned phrases, links in every form,
+//!   disclosure, internal text, degenerate text, echoed feedback, instructions and spam), and
+//!   the sensitive topics the text itself touches, by the policy's lexicon;
+//! - the untrusted inputs that shaped it (the goal's text, recalled memories): instruction-like
+//!   text or spam there sends the effect to a person ([`chimera_core::gate::suspicious`]).
 
 use std::collections::BTreeSet;
 
 use chimera_aws::artifacts::{ArtifactStore, StorageError};
-use chimera_core::content;
 use chimera_core::domain::{ArtifactRef, TaskKind, TaskResult};
 use chimera_core::effect::{MAX_POST_CHARS, Proposal, expected_action};
+use chimera_core::gate::{self, Context};
 use chimera_core::routing::Policy;
 use chimera_store::PgPool;
 use chimera_store::budget;
@@ -40,6 +42,8 @@ pub struct Findings {
     pub text: Option<String>,
     /// Sensitive topics the judge found in the text itself (the policy's lexicon).
     pub topics: BTreeSet<String>,
+    /// Instruction-like text or spam in the inputs that shaped the result.
+    pub suspicious: Vec<String>,
     /// The content checks that ran and passed, in words, for the review card.
     pub passed: Vec<String>,
 }
@@ -124,7 +128,7 @@ pub async fn inspect(
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => {
                     let platform = task.inputs.get("platform").and_then(Value::as_str);
-                    check_text(&task.policy, &text, platform, &mut findings);
+                    check_text(task, &text, platform, &mut findings);
                     findings.text = Some(text);
                 }
                 Err(_) => findings.failed.push("the draft is not UTF-8 text".into()),
@@ -134,12 +138,7 @@ pub async fn inspect(
                 .push(format!("the draft is unreadable: {reason}")),
         }
     }
-    // The brief the text was written from is untrusted user text too: its topics count.
-    if let Some(brief) = task.inputs.get("brief").and_then(Value::as_str) {
-        findings
-            .topics
-            .extend(task.policy.topic_lexicon.classify(brief));
-    }
+    findings.suspicious = suspicious_inputs(task);
     let Some(action) = expected_action(result.task_kind) else {
         return Ok(findings);
     };
@@ -176,7 +175,7 @@ pub async fn inspect(
             findings.failed.push("the post names no platform".into());
         }
         if let Some(post) = text("text") {
-            check_text(&task.policy, post, text("platform"), &mut findings);
+            check_text(task, post, text("platform"), &mut findings);
             findings.text = Some(post.to_owned());
         }
     }
@@ -230,56 +229,74 @@ async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<Stri
     })
 }
 
-/// The deterministic content checks on `text` under `policy`, and its topics by the lexicon.
-pub fn check_text(policy: &Policy, text: &str, platform: Option<&str>, findings: &mut Findings) {
-    let chars = text.chars().count();
-    match platform.and_then(content::platform_limit) {
-        Some(limit) if chars > limit => findings.failed.push(format!(
-            "the text is {chars} characters; {} allows {limit}",
-            platform.unwrap_or_default()
-        )),
-        Some(limit) => findings.passed.push(format!("length {chars}/{limit}")),
-        None => {}
+/// The brief a text of `task` was written from: its own, or its goal's.
+pub fn brief(task: &TaskState) -> &str {
+    task.inputs
+        .get("brief")
+        .and_then(Value::as_str)
+        .unwrap_or(&task.goal_text)
+}
+
+/// Instruction-like text or spam in the untrusted inputs of `task`.
+fn suspicious_inputs(task: &TaskState) -> Vec<String> {
+    let mut inputs = vec![("the goal's text", task.goal_text.as_str())];
+    if let Some(brief) = task.inputs.get("brief").and_then(Value::as_str)
+        && brief != task.goal_text
+    {
+        inputs.push(("the brief", brief));
     }
-    let banned = content::banned_phrases(text, &policy.banned_phrases);
-    if banned.is_empty() {
-        findings.passed.push("no banned phrase".into());
-    } else {
-        findings
-            .failed
-            .push(format!("banned phrases: {}", banned.join(", ")));
+    let memories: Vec<&str> = task
+        .inputs
+        .get("memories")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for memory in memories {
+        inputs.push(("a recalled memory", memory));
     }
-    let mut bad_links = Vec::new();
-    let links = content::links(text);
-    for link in &links {
-        let allowed = content::https_host(link).is_some_and(|host| match &policy.link_hosts {
-            None => true,
-            Some(hosts) => hosts.iter().any(|h| {
-                let h = h.to_ascii_lowercase();
-                host == h || host.ends_with(&format!(".{h}"))
-            }),
-        });
-        if !allowed {
-            bad_links.push(*link);
-        }
-    }
-    if bad_links.is_empty() {
-        findings.passed.push(format!("links {}", links.len()));
-    } else {
-        findings.failed.push(format!(
-            "links not allowed by the policy: {}",
-            bad_links.join(" ")
-        ));
-    }
-    let leaks = content::leaks(text);
-    if leaks.is_empty() {
-        findings.passed.push("no internal text".into());
-    } else {
-        findings
-            .failed
-            .push(format!("the text leaks {}", leaks.join(", ")));
-    }
-    findings.topics.extend(policy.topic_lexicon.classify(text));
+    gate::suspicious(&inputs, &gate::persona_words(&task.persona))
+}
+
+/// Whether a payment of `amount` fits the agent's auto-pay limit for today (an admin's
+/// setting; none: every payment waits for a person). The commit checks it again under the
+/// budget's lock ([`auto_pay_limits`]).
+pub async fn within_auto_pay(
+    pool: &PgPool,
+    task: &TaskState,
+    amount: i64,
+) -> Result<bool, sqlx::Error> {
+    let Some(limits) = auto_pay_limits(&task.policy) else {
+        return Ok(false);
+    };
+    let mut conn = pool.acquire().await?;
+    let today = budget::transfers_today(&mut conn, task.agent_id, "").await?;
+    Ok(budget::over_limits(amount, today, &limits).is_none())
+}
+
+/// The spend limits a payment approved without a person commits under: the policy's, with
+/// the day's limit lowered to the auto-pay limit. `None` when the policy sets no auto-pay.
+pub fn auto_pay_limits(policy: &Policy) -> Option<chimera_core::routing::SpendLimits> {
+    let auto = policy.spend.auto_pay_per_day_cents?;
+    let mut limits = policy.spend;
+    limits.per_day_cents = Some(limits.per_day_cents.map_or(auto, |day| day.min(auto)));
+    Some(limits)
+}
+
+/// The deterministic checks on `text`, and its topics by the policy's lexicon.
+fn check_text(task: &TaskState, text: &str, platform: Option<&str>, findings: &mut Findings) {
+    let persona = gate::persona_words(&task.persona);
+    let checks = gate::check_text(
+        &task.policy,
+        text,
+        &Context {
+            platform,
+            persona: &persona,
+            feedback: task.feedback.as_deref(),
+        },
+    );
+    findings.passed.extend(checks.passed);
+    findings.failed.extend(checks.failed);
+    findings.topics.extend(checks.topics);
 }
 
 async fn read_proposal(

@@ -45,13 +45,14 @@ use chimera_aws::memory::{Memory, Said};
 use chimera_aws::telemetry::{self, Emf, Unit};
 use chimera_aws::visibility::Lease;
 use chimera_core::domain::{
-    Confidence, GoalId, ReadSet, ReviewId, RiskTag, TaskId, TaskKind, TaskResult, TaskStatus,
-    derived_uuid,
+    GoalId, ReadSet, ReviewId, RiskTag, TaskId, TaskKind, TaskResult, TaskStatus, derived_uuid,
 };
 use chimera_core::effect::{Origin, Proposal, execute_task, expected_action};
 use chimera_core::envelope::ResultMessage;
+use chimera_core::gate::{self, Signals, Similar};
 use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::{self, Assessment, Policy, ReviewReason, Route};
+use chimera_llm::embed::Embedder;
 use chimera_llm::mind::{Charge, Mind};
 use chimera_planner::PlannerService;
 use chimera_planner::plan::TemplatePlanner;
@@ -76,6 +77,8 @@ pub struct Judge {
     mind: Option<Arc<Mind>>,
     /// Where committed posts and replies are remembered, when an embedder is configured.
     memory: Option<Memory>,
+    /// The embedding model the judge scores similarity with (to the brief, to the persona).
+    embedder: Option<Arc<dyn Embedder>>,
 }
 
 /// A failed call to the database or a queue (see [`MessageError::dependency`]).
@@ -105,9 +108,18 @@ impl Judge {
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
         let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
         let memory = Memory::from_env(&clients, &pool)?;
+        let embedder = memory.as_ref().map(Memory::embedder);
         Ok(Self::new(clients, pool, names)
             .with_mind(mind)
-            .with_memory(memory))
+            .with_memory(memory)
+            .with_embedder(embedder))
+    }
+
+    /// Scores similarity with `embedder` (with no embedder and no model, nothing independent
+    /// scores an effect: a person decides each one).
+    pub fn with_embedder(mut self, embedder: Option<Arc<dyn Embedder>>) -> Self {
+        self.embedder = embedder;
+        self
     }
 
     /// Remembers each committed post and reply in `memory` (nothing is remembered when `None`).
@@ -130,6 +142,7 @@ impl Judge {
             pool,
             mind: None,
             memory: None,
+            embedder: None,
         }
     }
 
@@ -232,7 +245,28 @@ impl Judge {
                 checks::InspectError::Storage(err) => storage(err),
                 checks::InspectError::Database(err) => retryable(err),
             })?;
-        let (judged, model_note) = self.assess(&result, &state, &findings, by).await?;
+        let Assessed {
+            result: judged,
+            scored,
+            signals,
+            mut failed,
+            notes: model_note,
+        } = self.assess(&result, &state, &findings, by).await?;
+        let auto_pay = match findings.amount_cents {
+            Some(amount) if result.task_kind.is_financial() => {
+                checks::within_auto_pay(&self.pool, &state, amount)
+                    .await
+                    .map_err(retryable)?
+            }
+            _ => false,
+        };
+        failed.splice(0..0, findings.failed.iter().cloned());
+        // A payment is money by nature: within the admin's auto-pay limit, that decision was
+        // taken; any other topic still counts.
+        let mut tags = judged.risk_tags.clone();
+        if auto_pay {
+            tags.retain(|t| t.as_str() != "finance");
+        }
         let route = match &findings.cfo_refusal {
             Some(refusal) => Route::Fail {
                 feedback: refusal.clone(),
@@ -242,18 +276,23 @@ impl Judge {
                 &Assessment {
                     task_kind: judged.task_kind,
                     confidence: judged.confidence_score,
-                    risk_tags: &judged.risk_tags,
+                    scored: scored || auto_pay,
+                    suspicious: &findings.suspicious,
+                    auto_pay,
+                    risk_tags: &tags,
                     disclosure_level: judged.disclosure_level,
                     attempt: state.counted(judged.attempt),
-                    failed_checks: &findings.failed,
+                    failed_checks: &failed,
                 },
             ),
         };
         tracing::info!(result_id = %result.id, task_id = %result.task_id, kind = result.task_kind.as_str(),
                        claim = result.confidence_score.value(), score = judged.confidence_score.value(),
-                       route = ?route, "result judged");
-        let mut notes = judge_notes(&result, &judged, &findings);
-        if let Some(note) = model_note {
+                       scored, route = ?route, "result judged");
+        let mut notes = judge_notes(&result, &judged, &findings, &failed);
+        notes.push_str("; ");
+        notes.push_str(&signals.describe(&state.policy));
+        for note in model_note {
             notes.push_str("; ");
             notes.push_str(&note);
         }
@@ -280,21 +319,30 @@ impl Judge {
         }
     }
 
-    /// The result as the judge sees it: the risk tags the worker claimed, those the judge found
-    /// in the text (by the lexicon and, when configured, the model), and for an effect proposal
-    /// those of the committed work it builds on; and the score that routes, from the worker's
-    /// claim and the model's score. With it, what the model said, for the card.
+    /// The result as the judge sees it: the risk tags the worker claimed and those the judge
+    /// found in the text itself (by the lexicon and, when configured, the model); the topics
+    /// of the committed work it builds on are context on the card, not a verdict. The score
+    /// that routes is the judge's own ([`Signals`]): similarity to the brief and to the
+    /// persona's examples, the model's rubric; the worker's claim can only lower it, and is
+    /// the score only where nothing independent scored (the routing then sends an effect to a
+    /// person).
     async fn assess(
         &self,
         result: &TaskResult,
         state: &TaskState,
         findings: &Findings,
         by: Instant,
-    ) -> Result<(TaskResult, Option<String>), MessageError> {
+    ) -> Result<Assessed, MessageError> {
         let mut judged = result.clone();
         let mut found: Vec<String> = findings.topics.iter().cloned().collect();
-        let mut score = None;
-        let mut note = None;
+        let mut signals = Signals {
+            claim: Some(result.confidence_score),
+            ..Signals::default()
+        };
+        let mut notes = Vec::new();
+        if let Some(text) = &findings.text {
+            self.similarity(text, state, &mut signals, by).await;
+        }
         if let (Some(mind), Some(text)) = (&self.mind, &findings.text) {
             let voice = state
                 .inputs
@@ -310,8 +358,8 @@ impl Judge {
             };
             match rubric::read(mind, &state.policy, voice, text, &charge, by).await {
                 Ok(reading) => {
-                    score = Confidence::try_from(reading.score).ok();
-                    note = Some(format!(
+                    signals.rubric = Some(reading.score);
+                    notes.push(format!(
                         "model {} scored {:.2} ({}); model topics: {}",
                         reading.model,
                         reading.score,
@@ -334,25 +382,94 @@ impl Judge {
                 }
                 Err(why) => {
                     tracing::warn!(result_id = %result.id, why, "no model reading");
-                    note = Some(format!("no model reading: {why}"));
+                    signals.missing.push(format!("no model reading: {why}"));
                 }
             }
         }
         if expected_action(result.task_kind).is_some() {
-            found.extend(
-                judging::inherited_risk_tags(&self.pool, result.task_id)
-                    .await
-                    .map_err(retryable)?,
-            );
+            let inherited = judging::inherited_risk_tags(&self.pool, result.task_id)
+                .await
+                .map_err(retryable)?;
+            if !inherited.is_empty() {
+                notes.push(format!(
+                    "topics of the work it builds on (context, not a verdict): {}",
+                    inherited.join(", ")
+                ));
+            }
         }
         judged
             .risk_tags
             .extend(found.iter().filter_map(|t| RiskTag::parse(t.as_str()).ok()));
-        judged.confidence_score = state
-            .policy
-            .score_rule
-            .combine(result.confidence_score, score);
-        Ok((judged, note))
+        // A model was asked and gave no reading: the effect does not route on what is left.
+        let model_failed =
+            self.mind.is_some() && findings.text.is_some() && signals.rubric.is_none();
+        let score = signals.score(&state.policy).filter(|_| !model_failed);
+        judged.confidence_score = score.unwrap_or(result.confidence_score);
+        let failed = signals.failed();
+        Ok(Assessed {
+            result: judged,
+            scored: score.is_some(),
+            signals,
+            failed,
+            notes,
+        })
+    }
+
+    /// Similarity of `text` to its brief and to the persona's examples, through the embedder;
+    /// what failed goes to `signals.missing`.
+    async fn similarity(&self, text: &str, state: &TaskState, signals: &mut Signals, by: Instant) {
+        let Some(embedder) = &self.embedder else {
+            return;
+        };
+        let brief = checks::brief(state).trim().to_owned();
+        let examples: Vec<String> = gate::examples(&state.persona)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut texts = vec![text.to_owned()];
+        if !brief.is_empty() {
+            texts.push(brief.clone());
+        }
+        texts.extend(examples.iter().cloned());
+        if texts.len() < 2 {
+            return;
+        }
+        let within = by
+            .saturating_duration_since(Instant::now())
+            .min(chimera_aws::memory::EMBED_WITHIN);
+        let embedded = tokio::time::timeout(within, embedder.embed(&texts)).await;
+        let vectors = match embedded {
+            Ok(Ok(embedded)) => embedded.vectors,
+            Ok(Err(err)) => {
+                signals.missing.push(format!("no similarity: {err}"));
+                return;
+            }
+            Err(_) => {
+                signals
+                    .missing
+                    .push(format!("no similarity: the embedder took over {within:?}"));
+                return;
+            }
+        };
+        let policy = &state.policy.similarity;
+        let mut rest = vectors[1..].iter();
+        if !brief.is_empty()
+            && let Some(b) = rest.next()
+        {
+            signals.on_topic = Some(Similar {
+                value: gate::cosine(&vectors[0], b),
+                threshold: policy.on_topic,
+            });
+        }
+        let voice = rest
+            .map(|e| gate::cosine(&vectors[0], e))
+            .fold(None, |best: Option<f64>, v| {
+                Some(best.map_or(v, |b| b.max(v)))
+            });
+        signals.on_voice = voice.map(|value| Similar {
+            value,
+            threshold: policy.on_voice,
+        });
     }
 
     /// Commits an approved result (and its effect); a conflict replans the task.
@@ -364,6 +481,7 @@ impl Judge {
         findings: Findings,
     ) -> Result<(), MessageError> {
         let amount = findings.amount_cents;
+        let summary = findings.proposal.as_ref().map(Proposal::summary);
         let effect = findings
             .proposal
             .map(|p| effect(result, state, reasoning, p, amount));
@@ -421,6 +539,15 @@ impl Judge {
                     .await
             }
             Err(CommitRefused::Budget(BudgetError::Database(err))) => Err(retryable(err)),
+            // Other payments took the day's auto-pay meanwhile: a person decides this one.
+            Err(CommitRefused::Budget(BudgetError::OverLimit(why)))
+                if result.task_kind.is_financial()
+                    && state.policy.spend.auto_pay_per_day_cents.is_some() =>
+            {
+                let notes = format!("the auto-pay limit was reached meanwhile: {why}");
+                self.hold(result, state, vec![ReviewReason::Payment], summary, &notes)
+                    .await
+            }
             Err(CommitRefused::Budget(err)) => {
                 self.fail(result, state, &format!("CFO: {err}")).await
             }
@@ -484,7 +611,7 @@ impl Judge {
         notes: &str,
     ) -> Result<(), MessageError> {
         let mut risk_types: Vec<&'static str> = reasons.iter().map(risk_type).collect();
-        if result.task_kind.is_financial() {
+        if result.task_kind.is_financial() && !risk_types.contains(&"financial") {
             risk_types.push("financial");
         }
         let review = NewReview {
@@ -609,6 +736,17 @@ impl QueueHandler for Judge {
     }
 }
 
+/// What the judge made of a result: the result with the judge's score and topics, the
+/// signals behind the score, the checks its signals failed, and notes for the card.
+struct Assessed {
+    result: TaskResult,
+    /// Whether an independent signal made the score (else it is the worker's claim).
+    scored: bool,
+    signals: Signals,
+    failed: Vec<String>,
+    notes: Vec<String>,
+}
+
 /// The metrics line of a routing: the judge routed `result` to `outcome` (`commit`,
 /// `auto_approve`, `hold`, `retry`, `conflict` or `fail`, as its audit record names it).
 fn routed(result: &TaskResult, outcome: &'static str) -> Emf {
@@ -681,7 +819,13 @@ fn effect(
     let execute = execute_task(&origin, approval.id, &proposal);
     Effect {
         spend_cents: if financial { amount_cents } else { None },
-        limits: state.policy.spend,
+        // Approved without a person: a payment commits under the auto-pay limit, checked
+        // again under the budget's lock.
+        limits: if financial {
+            checks::auto_pay_limits(&state.policy).unwrap_or(state.policy.spend)
+        } else {
+            state.policy.spend
+        },
         quotas: state.policy.quotas.clone(),
         approval,
         execute,
@@ -693,12 +837,20 @@ fn risk_type(reason: &ReviewReason) -> &'static str {
         ReviewReason::Sensitive { .. } => "sensitive",
         ReviewReason::MediumConfidence => "medium_confidence",
         ReviewReason::MissingDisclosure => "missing_disclosure",
+        ReviewReason::Unscored => "unscored",
+        ReviewReason::Suspicious { .. } => "suspicious_input",
+        ReviewReason::Payment => "financial",
     }
 }
 
 /// What the judge found, for the review card and the audit record: the checks, the topics and
 /// where they came from, the claim and the score.
-fn judge_notes(claimed: &TaskResult, judged: &TaskResult, findings: &Findings) -> String {
+fn judge_notes(
+    claimed: &TaskResult,
+    judged: &TaskResult,
+    findings: &Findings,
+    failed: &[String],
+) -> String {
     let mut parts = vec![format!(
         "worker claimed {:.2}, judged {:.2}",
         claimed.confidence_score.value(),
@@ -707,8 +859,14 @@ fn judge_notes(claimed: &TaskResult, judged: &TaskResult, findings: &Findings) -
     if !findings.passed.is_empty() {
         parts.push(format!("checks passed: {}", findings.passed.join(", ")));
     }
-    if !findings.failed.is_empty() {
-        parts.push(format!("checks failed: {}", findings.failed.join("; ")));
+    if !failed.is_empty() {
+        parts.push(format!("checks failed: {}", failed.join("; ")));
+    }
+    if !findings.suspicious.is_empty() {
+        parts.push(format!(
+            "suspicious inputs: {}",
+            findings.suspicious.join("; ")
+        ));
     }
     let claimed_tags: Vec<&str> = claimed.risk_tags.iter().map(|t| t.as_str()).collect();
     let judged_tags: Vec<&str> = judged.risk_tags.iter().map(|t| t.as_str()).collect();
@@ -772,6 +930,19 @@ fn hold_reasoning(result: &TaskResult, policy: &Policy, reasons: &[ReviewReason]
             ),
             ReviewReason::MissingDisclosure => {
                 "a publishing action without a disclosure level".to_owned()
+            }
+            ReviewReason::Unscored => {
+                "nothing but the worker's own claim scored it (no embedder or model reading)"
+                    .to_owned()
+            }
+            ReviewReason::Suspicious { found } => {
+                format!(
+                    "its inputs read as instructions or spam: {}",
+                    found.join("; ")
+                )
+            }
+            ReviewReason::Payment => {
+                "a payment: a person approves it (beyond the admin's auto-pay limit)".to_owned()
             }
         })
         .collect();

@@ -2,10 +2,11 @@
 //!
 //! The judge runs its own checks on the item again (the new banned phrases, lexicon, links,
 //! limits) and routes it under the new version with the score and topics it found when it held
-//! it, without calling the model again:
-//! - no human needed any more: approved by the policy (`decided_by` is `policy vN`, audited),
-//!   its effect released as a person's approval would;
-//! - still needs a human: held again with the new version's reasons (`review.rejudged`);
+//! it, without calling the model again. A policy change may hold or reject held work, never
+//! release it: releasing needs a person's decision (separation of duties: whoever edits a
+//! policy must not be able to publish or pay through it).
+//! - the new policy would need no human: held again, saying so (`review.rejudged`);
+//! - still needs a human: held again with the new version's reasons only (`review.rejudged`);
 //! - now fails a check: rejected by the policy, with the check as the reason.
 //!
 //! A message for a version that is no longer the agent's, or for an item decided meanwhile,
@@ -15,7 +16,6 @@ use std::collections::BTreeSet;
 
 use chimera_aws::batch::MessageError;
 use chimera_core::domain::{GoalId, ReviewId, RiskTag};
-use chimera_core::effect::{self, Origin};
 use chimera_core::routing::{self, Assessment, Route};
 use chimera_store::decisions::{self, Decision, Refused, Verdict};
 use chimera_store::rejudge::{self, Pending, Rehold};
@@ -81,15 +81,19 @@ impl Judge {
                     disclosure_level: result.disclosure_level,
                     attempt: result.attempt,
                     failed_checks: &findings.failed,
+                    // It was scored when it was held; payments and suspicious inputs keep
+                    // their reasons.
+                    scored: true,
+                    suspicious: &findings.suspicious,
+                    auto_pay: false,
                 },
             ),
         };
         tracing::info!(review_id = %id.0, version, route = ?route, "item judged again");
         let verdict = match route {
-            // A paused agent's held items stay held: the policy releases nothing now.
-            Route::AutoApprove if !item.agent_active => {
+            Route::AutoApprove => {
                 let reasoning = format!(
-                    "policy v{version} would release this item, but the agent is paused; a person decides"
+                    "policy v{version} would release this item, but a policy change never releases held work; a person decides"
                 );
                 return self
                     .hold_again(
@@ -102,28 +106,9 @@ impl Judge {
                     )
                     .await;
             }
-            Route::AutoApprove => {
-                let execute = findings.proposal.as_ref().map(|proposal| {
-                    let origin = Origin {
-                        task_id: item.task,
-                        goal_id: item.goal,
-                        tenant_id: item.tenant,
-                        agent_id: item.agent,
-                        disclosure_level: result.disclosure_level,
-                    };
-                    Box::new(effect::execute_task(&origin, item.review, proposal))
-                });
-                Verdict::Approve {
-                    execute,
-                    spend_cents: findings
-                        .amount_cents
-                        .filter(|_| result.task_kind.is_financial()),
-                    edited_hash: None,
-                }
-            }
             Route::HumanReview { reasons } => {
                 let mut risk_types: Vec<&str> = reasons.iter().map(risk_type).collect();
-                if result.task_kind.is_financial() {
+                if result.task_kind.is_financial() && !risk_types.contains(&"financial") {
                     risk_types.push("financial");
                 }
                 let judged = chimera_core::domain::TaskResult {

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
 use chimera_core::domain::{Goal, StateKey, StateVersion, Task, TaskId, TaskKind};
+use chimera_core::effect::wallet_of;
 use chimera_core::goal::Constraints;
 use chimera_core::routing::Policy;
 pub use chimera_store::dag::Post;
@@ -269,7 +270,7 @@ impl TemplatePlanner {
             "paid_action" => {
                 b.add(
                     TaskKind::Transact,
-                    json!({"from": agent.handle, "to": constraints.pay_to,
+                    json!({"from": wallet_of(goal.agent_id), "to": constraints.pay_to,
                            "amount_cents": constraints.amount_cents, "memo": goal.body}),
                     &[],
                     &[],

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use chimera_core::domain::{Confidence, DisclosureLevel, RiskTag, Task, TaskKind};
-use chimera_core::effect::{EffectAction, tools};
+use chimera_core::effect::{EffectAction, tools, wallet_of};
 use chimera_llm::mind::{Mind, MindError};
 use chimera_mcp::{McpClient, ToolError, ToolOutput, allowed_tools};
 
@@ -437,6 +437,15 @@ async fn propose_transfer(runner: &Runner<'_>, task: &Task) -> Result<Outcome, E
         return Err(ExecError::InvalidInputs(
             "amount_cents must be positive".into(),
         ));
+    }
+    // Wallets are per agent id (handles repeat across tenants): a plan pays from its own
+    // agent's wallet or not at all.
+    if i.from != wallet_of(task.agent_id) {
+        return Err(ExecError::InvalidInputs(format!(
+            "a transfer pays from its own agent's wallet ({}), not {:?}",
+            wallet_of(task.agent_id),
+            i.from
+        )));
     }
     let (output, arguments) = runner
         .call(tools::WALLET_BALANCE, json!({"account": i.from}))

@@ -13,6 +13,7 @@ use chimera_aws::telemetry::{Emf, Unit};
 use chimera_core::auth::{Permission, Principal};
 use chimera_core::domain::{AgentId, CommitHash, DecisionKind, GoalId, ReviewId, TaskStatus};
 use chimera_core::effect::{self, EffectAction, Origin, Proposal};
+use chimera_core::gate;
 use chimera_core::trace::TraceContext;
 use chimera_store::decisions::{self, Decision, Refused, Taken, Verdict};
 use chimera_store::judging;
@@ -398,6 +399,7 @@ pub(super) async fn prepare(
                     effect::EditRefused::Forbidden { .. } => ApiError::Forbidden(e.to_string()),
                     effect::EditRefused::Invalid(_) => ApiError::BadRequest(e.to_string()),
                 })?;
+                edited_text_passes(state, &card, &edited).await?;
                 // The edited artifact is a new, content-addressed version beside the original,
                 // stored once the decision is won (a losing racer leaves nothing behind).
                 let bytes = edited.to_bytes();
@@ -444,6 +446,56 @@ pub(super) async fn prepare(
         decision,
         edited_bytes,
     })
+}
+
+/// A reviewer's text is judged as a drafter's is: the same deterministic checks under the
+/// agent's policy (length, banned phrases, links, disclosure, internal text, degenerate text,
+/// instructions and spam). A failing edit is refused (422, the checks named) and nothing is
+/// decided.
+async fn edited_text_passes(
+    state: &AppState,
+    card: &Card,
+    edited: &Proposal,
+) -> Result<(), ApiError> {
+    let field = |name: &str| {
+        edited
+            .arguments
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+    };
+    let Some(text) = field("text") else {
+        return Ok(());
+    };
+    let task = judging::task_state(&state.pool, card.task_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("review {} has no task", card.id.0)))?;
+    let persona = gate::persona_words(&task.persona);
+    let mut failed = Vec::new();
+    if text.trim().is_empty() || text.chars().count() > effect::MAX_POST_CHARS {
+        failed.push(format!(
+            "the post text must be 1..={} characters",
+            effect::MAX_POST_CHARS
+        ));
+    }
+    let checks = gate::check_text(
+        &task.policy,
+        text,
+        &gate::Context {
+            platform: field("platform"),
+            persona: &persona,
+            feedback: None,
+        },
+    );
+    failed.extend(checks.failed);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::UnprocessableEntity(format!(
+            "the edited text fails the judge's checks: {}",
+            failed.join("; ")
+        )))
+    }
 }
 
 /// Stores the edited artifact of a decision that was taken (its hash is in the decision and

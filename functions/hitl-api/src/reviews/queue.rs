@@ -16,22 +16,24 @@ use crate::cache::Shows;
 use crate::{ApiError, AppState};
 
 /// Risk types a reviewer filters by.
-pub const RISK_TYPES: [&str; 5] = [
+pub const RISK_TYPES: [&str; 7] = [
     "sensitive",
     "medium_confidence",
     "missing_disclosure",
     "financial",
     "failed_after_retries",
+    "unscored",
+    "suspicious_input",
 ];
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// `sensitive`, `medium_confidence`, `missing_disclosure`, `financial` or
-    /// `failed_after_retries`.
+    /// `sensitive`, `medium_confidence`, `missing_disclosure`, `financial`,
+    /// `failed_after_retries`, `unscored` or `suspicious_input`.
     #[param(
-        pattern = "^(sensitive|medium_confidence|missing_disclosure|financial|failed_after_retries)$"
+        pattern = "^(sensitive|medium_confidence|missing_disclosure|financial|failed_after_retries|unscored|suspicious_input)$"
     )]
     pub risk: Option<String>,
     /// The agent's id.
