@@ -188,6 +188,19 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
             })
         };
         assert!(allows("bedrock:InvokeModel"), "{role}");
+        // Only the stage's models (LlmModel, EmbedModel, LlmAllowedModels), never any model.
+        let models = statements
+            .iter()
+            .find(|s| s["Sid"].as_str() == Some("LanguageModel"))
+            .unwrap();
+        let resource = serde_json::to_string(&models["Resource"]).unwrap();
+        assert!(
+            !resource.contains("foundation-model/*"),
+            "{role}: {resource}"
+        );
+        for parameter in ["LlmModel", "EmbedModel", "LlmAllowedModels"] {
+            assert!(resource.contains(parameter), "{role}: {resource}");
+        }
         assert!(
             statements
                 .iter()
