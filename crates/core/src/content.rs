@@ -151,10 +151,19 @@ const NOT_TLDS: [&str; 14] = [
     "gif",
 ];
 
+/// Common top-level domains: a capitalised one (`Evil.Com`) is a domain, where another
+/// capitalised word after a full stop (`today.Thanks`) starts a sentence.
+const COMMON_TLDS: [&str; 40] = [
+    "com", "net", "org", "io", "co", "ai", "app", "dev", "xyz", "info", "biz", "me", "ly", "gg",
+    "tv", "us", "uk", "de", "fr", "ru", "cn", "jp", "es", "it", "nl", "eu", "ca", "au", "in", "br",
+    "shop", "store", "online", "site", "link", "click", "top", "example", "test", "xn",
+];
+
 /// Every link in `text`, in any form a reader or a browser would follow: URLs with a scheme
-/// wherever they stand (inside `src="..."`, a Markdown `[..](..)`, after `=`), `www.` hosts,
-/// bare domains (`shop.example/a`, punycode `xn--...`), and the scheme-only kinds
-/// (`javascript:`, `data:`). A handle or an address with `@` is not a link.
+/// wherever they stand (inside `src="..."`, a Markdown `[..](..)`, after `=`), protocol-relative
+/// (`//host`) and malformed ones (`https:/host`), `www.` hosts, bare domains (`shop.example/a`,
+/// `EVIL.COM`, punycode `xn--...`, Unicode), and the scheme-only kinds (`javascript:`,
+/// `data:`). A handle or an address (`@` before any path) is not a link.
 pub fn links(text: &str) -> Vec<Link<'_>> {
     let delimiters = |c: char| {
         c.is_whitespace()
@@ -166,7 +175,8 @@ pub fn links(text: &str) -> Vec<Link<'_>> {
     let mut found = Vec::new();
     for token in text.split(delimiters) {
         let token = token
-            .trim_matches(|c: char| matches!(c, '.' | ',' | '!' | '?' | ';' | ':' | '*' | '_'));
+            .trim_start_matches(|c: char| !c.is_alphanumeric() && c != '/' && c != '@')
+            .trim_end_matches(|c: char| !c.is_alphanumeric() && c != '/');
         if token.is_empty() {
             continue;
         }
@@ -177,21 +187,47 @@ pub fn links(text: &str) -> Vec<Link<'_>> {
     found
 }
 
-/// A link with a scheme anywhere in `token` (`href=https://x`), or `None`.
+/// A link with a scheme anywhere in `token` (`href=https://x`, `//x`, `https:/x`), or `None`.
 fn scheme_link(token: &str) -> Option<Link<'_>> {
     let lower = token.to_ascii_lowercase();
     if let Some(at) = lower.find("://") {
+        // The scheme: the ASCII letters (and + - .) right before `://`.
         let start = lower[..at]
-            .rfind(|c: char| !c.is_ascii_alphanumeric() && c != '+' && c != '-' && c != '.')
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            .last()
+            .map_or(at, |(i, _)| i);
         let scheme = &lower[start..at];
         let raw = &token[start..];
-        let host = host_of(&raw[at - start + 3..]);
+        let host = host_of(&token[at + 3..]);
         return Some(Link {
             raw,
             secure: scheme == "https" && host.is_some(),
             host,
         });
+    }
+    if let Some(rest) = token.strip_prefix("//") {
+        // Protocol-relative: whatever scheme the page has; never trusted as https.
+        return Some(Link {
+            raw: token,
+            host: host_of(rest),
+            secure: false,
+        });
+    }
+    for scheme in ["https", "http"] {
+        let marker = format!("{scheme}:");
+        if let Some(at) = lower.find(&marker)
+            && (at == 0 || !lower.as_bytes()[at - 1].is_ascii_alphanumeric())
+        {
+            // `https:/host` or `https:host`: malformed, refused whatever the host.
+            let rest = token[at + marker.len()..].trim_start_matches('/');
+            return Some(Link {
+                raw: &token[at..],
+                host: host_of(rest),
+                secure: false,
+            });
+        }
     }
     for scheme in BARE_SCHEMES {
         let marker = format!("{scheme}:");
@@ -212,10 +248,16 @@ fn scheme_link(token: &str) -> Option<Link<'_>> {
 
 /// A `www.` host or a bare domain (`evil.example`, `shop.example/a`), or `None`.
 fn bare_link(token: &str) -> Option<Link<'_>> {
-    if token.contains('@') {
+    let path_at = token.find(['/', '?', '#']).unwrap_or(token.len());
+    // `name@host`: an address or a handle, not a link (an `@` in a path is).
+    if token[..path_at].contains('@') {
         return None;
     }
-    let token = token.rsplit_once('=').map_or(token, |(_, value)| value);
+    // `key=host`: the value is the link (an `=` in a query is part of it).
+    let token = match token.find('=') {
+        Some(eq) if eq < path_at && !token[..eq].contains('.') => &token[eq + 1..],
+        _ => token,
+    };
     let host = host_of(token)?;
     let labels: Vec<&str> = host.split('.').collect();
     let written_tld = token
@@ -224,11 +266,16 @@ fn bare_link(token: &str) -> Option<Link<'_>> {
         .and_then(|h| h.rsplit('.').next())
         .unwrap_or_default();
     let tld = labels.last().copied().unwrap_or_default();
-    let tld_like = (tld.len() >= 2
-        && tld.len() <= 24
-        && tld.chars().all(|c| c.is_ascii_lowercase())
-        // A capital after a full stop is a new sentence ("today.Thanks"), not a domain.
-        && written_tld.chars().all(|c| !c.is_ascii_uppercase())
+    let letters = tld.chars().count();
+    let mut chars = written_tld.chars();
+    // A capital then small letters after a full stop is a new sentence ("today.Thanks"),
+    // unless it is a common top-level domain ("Evil.Com").
+    let sentence = chars.next().is_some_and(char::is_uppercase)
+        && chars.any(char::is_lowercase)
+        && !COMMON_TLDS.contains(&tld);
+    let tld_like = ((2..=24).contains(&letters)
+        && tld.chars().all(char::is_alphabetic)
+        && !sentence
         && !NOT_TLDS.contains(&tld))
         || tld.starts_with("xn--");
     let labels_ok = labels.len() >= 2
@@ -245,7 +292,13 @@ fn bare_link(token: &str) -> Option<Link<'_>> {
 
 /// The host of what follows a scheme's `//` (or of a bare domain), lowercase.
 fn host_of(rest: &str) -> Option<String> {
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // The authority ends at the first character no host, port or user name has.
+    let authority = rest
+        .split(|c: char| {
+            !(c.is_alphanumeric() || matches!(c, '-' | '.' | ':' | '@' | '_' | '%' | '~'))
+        })
+        .next()
+        .unwrap_or_default();
     let host = authority.rsplit('@').next().unwrap_or_default();
     let host = host.split(':').next().unwrap_or_default().to_lowercase();
     let host = host.trim_end_matches('.');
@@ -408,6 +461,31 @@ mod tests {
         assert!(links("What a day.Thanks for coming").is_empty());
         assert!(links("version 3.5 of Node.js and notes.txt").is_empty());
         assert!(links("thanks @nova.bsky.social, mail me at a@b.example").is_empty());
+        for (text, host) in [
+            ("“https://evil.example”", "evil.example"),
+            ("→https://evil.example", "evil.example"),
+            ("éhttps://evil.example", "evil.example"),
+            ("EVIL.COM", "evil.com"),
+            ("Evil.Com!", "evil.com"),
+            ("evil.example/?ref=1", "evil.example"),
+            ("evil.example/@deal", "evil.example"),
+            ("evil.example…", "evil.example"),
+            ("evil.example’s shop", "evil.example"),
+            ("пример.рф", "пример.рф"),
+        ] {
+            assert_eq!(hosts(text), vec![(host.to_owned(), true)], "{text}");
+        }
+        for text in [
+            "//evil.example",
+            "https:/evil.example",
+            "https:evil.example",
+        ] {
+            assert_eq!(
+                hosts(text),
+                vec![("evil.example".to_owned(), false)],
+                "{text}"
+            );
+        }
         assert!(host_allowed("www.shop.example", &["shop.example".into()]));
         assert!(!host_allowed("shop.example.evil", &["shop.example".into()]));
         assert_eq!(platform_limit("x"), Some(280));

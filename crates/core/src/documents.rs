@@ -70,46 +70,66 @@ pub fn content_hash(text: &str) -> String {
 pub const MAX_DEPTH: usize = 32;
 
 /// The first line (1-based) at which `yaml` nests deeper than `max`, or `None`: block nesting by
-/// indentation and `- ` items, flow nesting by brackets outside quotes. Linear in the text; it
-/// may count a level the parser would not (a bracket inside a plain scalar), never fewer.
+/// indentation and `- `/`? ` markers, flow nesting by brackets outside quoted scalars (a quote
+/// opens a scalar only where one may start, escapes and doubled quotes stay inside, and a
+/// quoted scalar may span lines). Linear in the text; it may count a level the parser would not
+/// (a bracket inside a plain scalar), never fewer.
 fn too_deep(yaml: &str, max: usize) -> Option<usize> {
     let mut indents: Vec<usize> = Vec::new();
     let mut flow = 0usize;
+    let mut quote: Option<char> = None;
     for (n, line) in yaml.lines().enumerate() {
         let content = line.trim_start_matches(' ');
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
         let mut depth = 0;
-        if flow == 0 {
+        if flow == 0 && quote.is_none() {
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
             let indent = line.len() - content.len();
             while indents.last().is_some_and(|top| *top >= indent) {
                 indents.pop();
             }
             indents.push(indent);
             let mut rest = content;
-            while let Some(more) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("-\t")) {
+            while let Some(more) = ["- ", "? ", "-\t", "?\t"]
+                .iter()
+                .find_map(|marker| rest.strip_prefix(marker))
+            {
                 depth += 1;
                 rest = more.trim_start();
             }
             depth += indents.len();
         }
-        let mut quote: Option<char> = None;
-        for c in content.chars() {
-            match (quote, c) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                (None, '"' | '\'') => quote = Some(c),
-                (None, '#') if flow == 0 => break,
-                (None, '[' | '{') => {
-                    flow += 1;
-                    if depth + flow > max {
-                        return Some(n + 1);
-                    }
+        let mut previous = ' ';
+        let mut chars = content.chars().peekable();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
                 }
-                (None, ']' | '}') => flow = flow.saturating_sub(1),
-                _ => {}
+                Some('\'') if c == '\'' && chars.peek() == Some(&'\'') => {
+                    chars.next();
+                }
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '"' | '\''
+                        if matches!(previous, ' ' | '\t' | '[' | '{' | ',' | ':' | '-' | '?') =>
+                    {
+                        quote = Some(c)
+                    }
+                    '#' if matches!(previous, ' ' | '\t') && flow == 0 => break,
+                    '[' | '{' => {
+                        flow += 1;
+                        if depth + flow > max {
+                            return Some(n + 1);
+                        }
+                    }
+                    ']' | '}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
             }
+            previous = c;
         }
         if depth + flow > max {
             return Some(n + 1);
@@ -760,6 +780,11 @@ mod tests {
             format!("{}{}", "[".repeat(12_000), "]".repeat(12_000)),
             format!("\n{}x", "- ".repeat(12_000)),
             format!("{}1{}", "{a: ".repeat(4_000), "}".repeat(4_000)),
+            // Quotes that do not open a scalar, escaped and spanning lines hide nothing.
+            format!("[a'b, {}]", "[".repeat(12_000)),
+            format!("[\"\\\"\", {}]", "[".repeat(12_000)),
+            format!("[\"a\n b\", {}]", "[".repeat(12_000)),
+            format!("\n{}x", "? ".repeat(12_000)),
         ] {
             let text = format!("---\nmax_attempts: {nested}\n---\n");
             assert!(text.len() <= MAX_DOCUMENT_BYTES, "{}", text.len());

@@ -75,16 +75,22 @@ impl Default for SimilarityPolicy {
     }
 }
 
+/// The lowest `similarity.on_topic.min` a policy may set: below it, any text would pass as on
+/// its brief and the similarity would score on the worker's claim alone.
+pub const MIN_ON_TOPIC: f64 = 0.1;
+
 impl Similarity {
-    fn validate(&self, what: &str) -> Result<(), String> {
-        let ok = |v: f64| v.is_finite() && (-1.0..=1.0).contains(&v);
+    /// `floor`: the lowest `min` allowed.
+    fn validate(&self, what: &str, floor: f64) -> Result<(), String> {
+        let ok = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
         if !ok(self.min) || !ok(self.sure) {
-            return Err(format!(
-                "{what}: min and sure are similarities from -1 to 1"
-            ));
+            return Err(format!("{what}: min and sure are similarities from 0 to 1"));
         }
-        if self.min >= self.sure {
-            return Err(format!("{what}: min must be below sure"));
+        if self.min < floor {
+            return Err(format!("{what}.min must be at least {floor}"));
+        }
+        if self.sure < self.min + 0.1 {
+            return Err(format!("{what}.sure must be at least min + 0.1"));
         }
         Ok(())
     }
@@ -240,11 +246,11 @@ impl Policy {
         }
         self.similarity
             .on_topic
-            .validate("similarity.on_topic")
+            .validate("similarity.on_topic", MIN_ON_TOPIC)
             .or_else(|reason| fail(&reason))?;
         self.similarity
             .on_voice
-            .validate("similarity.on_voice")
+            .validate("similarity.on_voice", 0.0)
             .or_else(|reason| fail(&reason))?;
         if self
             .disclosure_text
@@ -645,11 +651,10 @@ mod tests {
         assert!(policy.validate().is_err());
         policy.spend.per_day_cents = Some(1000);
         assert!(policy.validate().is_ok());
-        policy.similarity.on_topic = Similarity {
-            min: 0.5,
-            sure: 0.4,
-        };
-        assert!(policy.validate().is_err());
+        for (min, sure) in [(0.5, 0.4), (-1.0, -0.99), (0.0, 0.5), (0.3, 0.35)] {
+            policy.similarity.on_topic = Similarity { min, sure };
+            assert!(policy.validate().is_err(), "{min} {sure}");
+        }
     }
 
     fn any_kind() -> impl Strategy<Value = TaskKind> {

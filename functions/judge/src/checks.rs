@@ -198,6 +198,26 @@ pub async fn inspect(
                 .failed
                 .push("the transfer names no recipient".into());
         }
+        // The memo travels with the money: what the checks find in it is for a person to see
+        // (it comes from the goal, so a new attempt would not change it).
+        if let Some(memo) = text("memo").filter(|m| !m.trim().is_empty()) {
+            let persona = gate::persona_words(&task.persona);
+            let checks = gate::check_text(
+                &task.policy,
+                memo,
+                &Context {
+                    platform: None,
+                    persona: &persona,
+                    feedback: None,
+                },
+            );
+            findings.suspicious.extend(
+                checks
+                    .failed
+                    .into_iter()
+                    .map(|why| format!("the transfer's memo: {why}")),
+            );
+        }
     }
     findings.proposal = Some(proposal);
     Ok(findings)

@@ -400,10 +400,11 @@ impl Judge {
         judged
             .risk_tags
             .extend(found.iter().filter_map(|t| RiskTag::parse(t.as_str()).ok()));
-        // A model was asked and gave no reading: the effect does not route on what is left.
-        let model_failed =
-            self.mind.is_some() && findings.text.is_some() && signals.rubric.is_none();
-        let score = signals.score(&state.policy).filter(|_| !model_failed);
+        // A signal that was asked for and is missing (the model gave no reading, the embedder
+        // failed): the effect does not route on what is left.
+        let score = signals
+            .score(&state.policy)
+            .filter(|_| signals.missing.is_empty());
         judged.confidence_score = score.unwrap_or(result.confidence_score);
         let failed = signals.failed();
         Ok(Assessed {

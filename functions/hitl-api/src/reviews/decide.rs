@@ -448,8 +448,8 @@ pub(super) async fn prepare(
     })
 }
 
-/// A reviewer's text is judged as a drafter's is: the same deterministic checks under the
-/// agent's policy (length, banned phrases, links, disclosure, internal text, degenerate text,
+/// A reviewer's text (a post's, or a transfer's memo) is judged as a drafter's is: the same
+/// deterministic checks under the agent's policy (length, banned phrases, links, disclosure, internal text, degenerate text,
 /// instructions and spam). A failing edit is refused (422, the checks named) and nothing is
 /// decided.
 async fn edited_text_passes(
@@ -463,16 +463,18 @@ async fn edited_text_passes(
             .get(name)
             .and_then(serde_json::Value::as_str)
     };
-    let Some(text) = field("text") else {
+    // A post's text, or a transfer's memo.
+    let Some(text) = field("text").or_else(|| field("memo")) else {
         return Ok(());
     };
+    let is_post = field("text").is_some();
     let task = judging::task_state(&state.pool, card.task_id)
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("review {} has no task", card.id.0)))?;
     let persona = gate::persona_words(&task.persona);
     let mut failed = Vec::new();
-    if text.trim().is_empty() || text.chars().count() > effect::MAX_POST_CHARS {
+    if is_post && (text.trim().is_empty() || text.chars().count() > effect::MAX_POST_CHARS) {
         failed.push(format!(
             "the post text must be 1..={} characters",
             effect::MAX_POST_CHARS
