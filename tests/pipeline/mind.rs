@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chimera_core::content;
-use chimera_core::domain::{Goal, GoalId, TaskId, TaskResult};
+use chimera_core::domain::{AgentId, Goal, GoalId, TaskId, TaskResult};
 use chimera_core::names::Queue;
-use chimera_llm::mind::{Charge, MindError, answer_by};
+use chimera_llm::mind::{Charge, MindError, Prices, answer_by, worst_case};
 use chimera_llm::openai::{OpenAiCompatible, OpenAiConfig};
-use chimera_llm::{ChatRequest, Message};
+use chimera_llm::{ChatRequest, Message, OutputSchema};
 use chimera_planner::llm::LlmPlanner;
 use chimera_planner::plan::{AgentContext, Planner, validate};
 use chimera_store::budget;
+use chimera_tests::scripted::{Draft, Reading, Scripted};
 use chimera_tests::swarm::{Swarm, SwarmOptions, local_mind, local_model, metered};
 use serde_json::{Value, json};
 
@@ -341,6 +342,118 @@ async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once()
     swarm.stop().await;
 }
 
+/// The agent's inference spend as its ledger has it: reservations, less what was given back,
+/// plus what calls cost beyond them.
+async fn inference_spent(swarm: &Swarm, agent: AgentId) -> i64 {
+    sqlx::query_scalar(
+        "select coalesce(sum(case kind when 'release' then -amount_cents else amount_cents end), 0)::bigint
+         from ledger where agent_id = $1 and category = 'inference'",
+    )
+    .bind(agent.0)
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_calls_against_a_balance_for_ten_run_exactly_ten() {
+    let swarm = Swarm::new(SwarmOptions::default()).await;
+    let agent = swarm.agents[0];
+    let model = Arc::new(Scripted::new(
+        Draft::Fixed("Hello there.".into()),
+        Reading::Timeout,
+    ));
+    let mind = metered(&swarm.db.pool, model.clone());
+    let request = ChatRequest {
+        model: None,
+        messages: vec![Message::user("Say hello.")],
+        output: None,
+        max_tokens: 8,
+        temperature: 0.0,
+        seed: Some(7),
+    };
+    let worst = Prices::local()
+        .get(mind.model_id())
+        .unwrap()
+        .cents(worst_case(&request));
+    assert!(worst >= 1);
+    sqlx::query("update budgets set balance_cents = $2 where agent_id = $1")
+        .bind(agent.0)
+        .bind(10 * worst)
+        .execute(&swarm.db.pool)
+        .await
+        .unwrap();
+    let charge = |i: usize| Charge {
+        agent_id: agent.0,
+        task_id: None,
+        key: format!("llm:test:fifty:{i}"),
+        purpose: "test",
+        memo: "one of fifty".into(),
+    };
+    let calls = (0..50).map(|i| {
+        let (mind, request) = (mind.clone(), request.clone());
+        async move { mind.call(&charge(i), &request, in_time()).await }
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    let answered: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().map(|a| a.cents))
+        .collect();
+    assert_eq!(answered.len(), 10, "exactly the ten the balance covers ran");
+    assert_eq!(model.calls.load(std::sync::atomic::Ordering::SeqCst), 10);
+    assert!(
+        outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err())
+            .all(|e| matches!(e, MindError::OverBudget { .. })),
+        "the rest were refused before they were sent"
+    );
+    let balance = budget::balance(&swarm.db.pool, agent)
+        .await
+        .unwrap()
+        .unwrap();
+    let settled: i64 = answered.iter().sum();
+    assert!(balance >= 0);
+    assert_eq!(balance, 10 * worst - settled);
+    assert_eq!(
+        inference_spent(&swarm, agent).await,
+        settled,
+        "ledger == settled usage"
+    );
+
+    // A call that got no answer in time keeps its reservation; one refused is given back.
+    sqlx::query("update budgets set balance_cents = 1000 where agent_id = $1")
+        .bind(agent.0)
+        .execute(&swarm.db.pool)
+        .await
+        .unwrap();
+    let before = inference_spent(&swarm, agent).await;
+    let reading = ChatRequest {
+        output: Some(OutputSchema {
+            name: "review".into(),
+            schema: json!({"type": "object"}),
+        }),
+        ..request.clone()
+    };
+    let timed_out = mind.call(&charge(100), &reading, in_time()).await;
+    assert!(matches!(timed_out, Err(MindError::Model(_))));
+    let kept = Prices::local()
+        .get(mind.model_id())
+        .unwrap()
+        .cents(worst_case(&reading));
+    assert_eq!(inference_spent(&swarm, agent).await, before + kept);
+    let plan = ChatRequest {
+        output: Some(OutputSchema {
+            name: "plan".into(),
+            schema: json!({"type": "object"}),
+        }),
+        ..request.clone()
+    };
+    assert!(mind.call(&charge(101), &plan, in_time()).await.is_err());
+    assert_eq!(inference_spent(&swarm, agent).await, before + kept);
+    swarm.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates() {
     let swarm = Swarm::new(SwarmOptions::default()).await;
@@ -444,7 +557,10 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(charged, after, "a call that failed is not charged");
+    // A call that got no answer in time keeps its reservation (the provider may have used the
+    // tokens); the ledger is the balance's history all the same.
+    assert!(charged < after, "{charged} < {after}");
+    assert_eq!(inference_spent(&swarm, agent).await, before - charged);
 
     // A model the agent's policy chose: charged at the stage's price whatever price the choice
     // carries; one the stage does not price is refused before it is sent.

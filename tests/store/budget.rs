@@ -186,6 +186,7 @@ async fn racing_transfers_keep_to_the_daily_limit_and_a_repeated_key_is_a_duplic
                 None,
                 None,
                 &limits,
+                false,
             )
             .await;
             tx.commit().await.unwrap();
@@ -211,6 +212,7 @@ async fn racing_transfers_keep_to_the_daily_limit_and_a_repeated_key_is_a_duplic
         None,
         None,
         &limits,
+        false,
     )
     .await
     .unwrap();
@@ -224,9 +226,85 @@ async fn racing_transfers_keep_to_the_daily_limit_and_a_repeated_key_is_a_duplic
         None,
         None,
         &limits,
+        false,
     )
     .await;
     assert!(matches!(big, Err(BudgetError::OverLimit(why)) if why.contains("per transfer")));
     tx.rollback().await.unwrap();
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_daily_limit_covers_inference_and_transfers_and_a_settled_reservation_gives_back_the_rest()
+ {
+    let db = TestDb::migrated().await;
+    let seed = seed_agent(&db.pool).await;
+    budget::open_budget(&db.pool, seed.agent, "USD", BUDGET_CENTS)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update policies set document = jsonb_set(document, '{spend}', '{\"per_day_cents\": 1000}')
+         where agent_id = $1",
+    )
+    .bind(seed.agent.0)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let limits = chimera_core::routing::SpendLimits {
+        per_transfer_cents: None,
+        per_day_cents: Some(1_000),
+        auto_pay_per_day_cents: None,
+    };
+    let transfer = |key: &'static str, cents: i64| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let outcome =
+                budget::spend_transfer(&mut tx, seed.agent, key, cents, None, None, &limits, false)
+                    .await;
+            tx.commit().await.unwrap();
+            outcome
+        }
+    };
+    // A model call's worst case, reserved: 600 of the day's 1,000.
+    let reserved =
+        budget::reserve_inference(&db.pool, seed.agent, "llm:a", 600, None, "a call").await;
+    assert_eq!(reserved.unwrap(), 600);
+    let refused = transfer("approval:1", 500).await;
+    assert!(
+        matches!(&refused, Err(BudgetError::OverLimit(why)) if why.contains("transfers and inference")),
+        "{refused:?}"
+    );
+    // The call cost 100: 500 go back, and the transfer fits.
+    let charged = budget::settle_inference(&db.pool, seed.agent, "llm:a", 100).await;
+    assert_eq!(charged.unwrap(), 100);
+    assert_eq!(
+        budget::settle_inference(&db.pool, seed.agent, "llm:a", 100)
+            .await
+            .unwrap(),
+        0,
+        "settled once"
+    );
+    assert!(transfer("approval:2", 500).await.is_ok());
+    // 600 spent today: a call that may cost 500 would make 1,100.
+    let over = budget::reserve_inference(&db.pool, seed.agent, "llm:b", 500, None, "b").await;
+    assert!(matches!(over, Err(BudgetError::OverLimit(_))), "{over:?}");
+    // More than the balance: refused before anything is reserved.
+    sqlx::query("update policies set document = document - 'spend' where agent_id = $1")
+        .bind(seed.agent.0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let broke =
+        budget::reserve_inference(&db.pool, seed.agent, "llm:c", BUDGET_CENTS, None, "c").await;
+    assert!(
+        matches!(broke, Err(BudgetError::Insufficient { .. })),
+        "{broke:?}"
+    );
+    let balance = budget::balance(&db.pool, seed.agent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(balance, BUDGET_CENTS - 100 - 500);
     db.drop_db().await;
 }

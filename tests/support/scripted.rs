@@ -3,6 +3,7 @@
 //! carries), and whose rubric readings are out of range, invalid or late. Plans are refused,
 //! so the planner's templates plan.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chimera_llm::{ChatRequest, ChatResponse, LanguageModel, LlmError, Usage};
@@ -36,6 +37,8 @@ pub struct Scripted {
     pub model_id: String,
     pub draft: Draft,
     pub reading: Reading,
+    /// Calls it received.
+    pub calls: AtomicUsize,
 }
 
 impl Scripted {
@@ -45,6 +48,7 @@ impl Scripted {
             model_id: crate::stack_env("CHIMERA_LLM_MODEL"),
             draft,
             reading,
+            calls: AtomicUsize::new(0),
         }
     }
 }
@@ -87,6 +91,7 @@ impl LanguageModel for Scripted {
         &'a self,
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatResponse, LlmError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             match request.output.as_ref().map(|o| o.name.as_str()) {
                 Some("review") => match self.reading {

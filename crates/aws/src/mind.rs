@@ -42,16 +42,20 @@ pub fn meter(pool: &PgPool) -> Arc<dyn Meter> {
 struct Observed(LedgerMeter);
 
 impl Meter for Observed {
-    fn balance(&self, agent: uuid::Uuid) -> BoxFuture<'_, Result<i64, MeterError>> {
-        self.0.balance(agent)
-    }
-
-    fn charge<'a>(
+    fn reserve<'a>(
         &'a self,
         charge: &'a Charge,
         cents: i64,
     ) -> BoxFuture<'a, Result<i64, MeterError>> {
-        self.0.charge(charge, cents)
+        self.0.reserve(charge, cents)
+    }
+
+    fn settle<'a>(
+        &'a self,
+        charge: &'a Charge,
+        cents: i64,
+    ) -> BoxFuture<'a, Result<i64, MeterError>> {
+        self.0.settle(charge, cents)
     }
 
     /// Tokens and latency per call; spend as charged (a call charged before under its key, as

@@ -545,14 +545,16 @@ async fn summary(
     let planners: Vec<String> = planners.iter().map(|(p, n)| format!("{p}: {n}")).collect();
     println!("  plans made by         {}", planners.join(", "));
     let (calls, cents): (i64, Option<i64>) = sqlx::query_as(
-        "select count(*), sum(amount_cents)::bigint from ledger l join agents a on a.id = l.agent_id
+        "select count(*) filter (where l.kind = 'spend' and l.idempotency_key not like '%:over'),
+                sum(case l.kind when 'release' then -l.amount_cents else l.amount_cents end)::bigint
+         from ledger l join agents a on a.id = l.agent_id
          where a.tenant_id = $1 and l.category = 'inference'",
     )
     .bind(tenant)
     .fetch_one(pool)
     .await?;
     println!(
-        "  model calls charged   {calls} ({} cents in the agents' ledgers)",
+        "  model calls charged   {calls} ({} cents in the agents' ledgers, reservations settled)",
         cents.unwrap_or(0)
     );
     let (memories, recalled): (i64, i64) = sqlx::query_as(

@@ -126,18 +126,30 @@ pub struct Charge {
 pub enum MeterError {
     #[error("the agent has no budget")]
     NoBudget,
+    /// The balance cannot cover the call's worst case.
+    #[error("the budget has {balance} cents left, the call may cost {needed}")]
+    Insufficient { needed: i64, balance: i64 },
+    /// The call would take the day's spend over the agent's limit.
+    #[error("{0}")]
+    OverLimit(String),
     #[error("the budget ledger is unavailable: {0}")]
     Unavailable(String),
 }
 
-/// The budget ledger, as the mind needs it.
+/// The budget ledger, as the mind needs it: a call's worst case is reserved before it is sent
+/// and the reservation settled at what it cost.
 pub trait Meter: Send + Sync {
-    /// The agent's balance in cents.
-    fn balance(&self, agent: uuid::Uuid) -> BoxFuture<'_, Result<i64, MeterError>>;
+    /// Reserves `cents` (> 0, the call's worst case) under the budget's lock, once per
+    /// `charge.key`; returns what it reserved (0 when the key was reserved before).
+    fn reserve<'a>(
+        &'a self,
+        charge: &'a Charge,
+        cents: i64,
+    ) -> BoxFuture<'a, Result<i64, MeterError>>;
 
-    /// Charges `cents` (> 0) for a model call, once per `charge.key` (a second charge under
-    /// the key charges nothing); returns what it charged.
-    fn charge<'a>(
+    /// Settles the reservation of `charge.key` at `cents`, what the call cost (the rest goes
+    /// back; more is charged as far as the balance goes); returns what the call was charged.
+    fn settle<'a>(
         &'a self,
         charge: &'a Charge,
         cents: i64,
@@ -167,9 +179,11 @@ impl MindError {
     /// Whether the same call can succeed later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::OverBudget { .. } | Self::Unpriced(_) | Self::Meter(MeterError::NoBudget) => {
-                false
-            }
+            Self::OverBudget { .. }
+            | Self::Unpriced(_)
+            | Self::Meter(
+                MeterError::NoBudget | MeterError::Insufficient { .. } | MeterError::OverLimit(_),
+            ) => false,
             Self::Meter(MeterError::Unavailable(_)) => true,
             Self::Model(err) => err.is_retryable(),
         }
@@ -243,8 +257,11 @@ impl Mind {
         self.model.model_id()
     }
 
-    /// One call, authorized against the budget first and charged after; it gives up (a
-    /// timeout, not charged) when no answer came `by` then.
+    /// One call: its worst case reserved under the budget's lock before it is sent (refused
+    /// when the balance or the day's limit cannot cover it), the reservation settled at what
+    /// the answer used. A call that fails after it may have used tokens (no answer in time, an
+    /// answer too large or unusable) keeps its reservation; one refused or never answered gives
+    /// it back. It gives up when no answer came `by` then.
     pub async fn call(
         &self,
         charge: &Charge,
@@ -254,18 +271,39 @@ impl Mind {
         let price = self.price_of(request)?;
         let needed = price.cents(worst_case(request));
         if needed > 0 {
-            let balance = self.meter.balance(charge.agent_id).await?;
-            if balance < needed {
-                return Err(MindError::OverBudget { needed, balance });
-            }
+            self.meter
+                .reserve(charge, needed)
+                .await
+                .map_err(|err| match err {
+                    MeterError::Insufficient { needed, balance } => {
+                        MindError::OverBudget { needed, balance }
+                    }
+                    other => MindError::Meter(other),
+                })?;
         }
         let left = by.saturating_duration_since(Instant::now());
-        let response = tokio::time::timeout(left, self.model.chat(request))
+        let answered = tokio::time::timeout(left, self.model.chat(request))
             .await
-            .map_err(|_| LlmError::Timeout(left))??;
+            .map_err(|_| LlmError::Timeout(left))
+            .and_then(|answer| answer);
+        let response = match answered {
+            Ok(response) => response,
+            Err(err) => {
+                if needed > 0 {
+                    let used = match err {
+                        LlmError::Timeout(_)
+                        | LlmError::TooLarge { .. }
+                        | LlmError::InvalidOutput(_) => needed,
+                        _ => 0,
+                    };
+                    self.meter.settle(charge, used).await?;
+                }
+                return Err(err.into());
+            }
+        };
         let cents = price.cents(response.usage);
-        let charged = if cents > 0 {
-            self.meter.charge(charge, cents).await?
+        let charged = if needed > 0 || cents > 0 {
+            self.meter.settle(charge, cents).await?
         } else {
             0
         };

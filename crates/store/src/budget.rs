@@ -116,26 +116,48 @@ pub async fn spend<'e>(
     }
 }
 
-/// Transfers the agent paid today (UTC), in cents, other than under `key`.
-pub async fn transfers_today(
+/// What the agent spent today (UTC), in cents, other than under `key`: its transfers, and its
+/// inference net of what settled reservations gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Today {
+    pub transfers: i64,
+    pub inference: i64,
+}
+
+impl Today {
+    pub fn total(&self) -> i64 {
+        self.transfers.saturating_add(self.inference)
+    }
+}
+
+pub async fn spent_today(
     conn: &mut PgConnection,
     agent: AgentId,
     key: &str,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"select coalesce(sum(amount_cents), 0)::bigint as "cents!" from ledger
-           where agent_id = $1 and kind = 'spend' and category = 'transfer'
-             and idempotency_key <> $2
+) -> Result<Today, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select
+               coalesce(sum(amount_cents) filter (where category = 'transfer' and kind = 'spend'), 0)::bigint as "transfers!",
+               coalesce(sum(case kind when 'spend' then amount_cents when 'release' then -amount_cents else 0 end)
+                        filter (where category = 'inference'), 0)::bigint as "inference!"
+           from ledger
+           where agent_id = $1 and idempotency_key <> $2
              and created_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'"#,
         agent.0,
         key
     )
     .fetch_one(&mut *conn)
-    .await
+    .await?;
+    Ok(Today {
+        transfers: row.transfers,
+        inference: row.inference,
+    })
 }
 
-/// Why a transfer of `amount` breaks `limits`, given what was transferred today.
-pub fn over_limits(amount: i64, today: i64, limits: &SpendLimits) -> Option<String> {
+/// Why a transfer of `amount` breaks `limits`, given what was spent today: per transfer, per
+/// day (inference and transfers together), and for a payment approved without a person
+/// (`auto`), the day's auto-pay limit (transfers only; none set: nothing goes alone).
+pub fn over_limits(amount: i64, today: Today, limits: &SpendLimits, auto: bool) -> Option<String> {
     let cents = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
     if let Some(max) = limits.per_transfer_cents
         && cents(amount) > max
@@ -144,21 +166,34 @@ pub fn over_limits(amount: i64, today: i64, limits: &SpendLimits) -> Option<Stri
             "{amount} cents is over the policy's limit of {max} cents per transfer"
         ));
     }
-    let total = today.saturating_add(amount);
+    let total = today.total().saturating_add(amount);
     if let Some(max) = limits.per_day_cents
         && cents(total) > max
     {
         return Some(format!(
-            "{amount} cents would make {total} today, over the policy's limit of {max} cents a day"
+            "{amount} cents would make {total} spent today (transfers and inference), over the policy's limit of {max} cents a day"
         ));
+    }
+    if auto {
+        let paid = today.transfers.saturating_add(amount);
+        match limits.auto_pay_per_day_cents {
+            Some(max) if cents(paid) > max => {
+                return Some(format!(
+                    "{amount} cents would make {paid} paid today without a person, over the auto-pay limit of {max} cents"
+                ));
+            }
+            None => return Some("the policy sets no auto-pay limit".to_owned()),
+            Some(_) => {}
+        }
     }
     None
 }
 
-/// A transfer's spend within the policy's `limits`: under the budget row's lock (so
-/// concurrent approvals of one agent see each other's transfers), refused with
-/// [`BudgetError::OverLimit`] when it breaks one; a key charged before is a duplicate whatever
-/// the limits say now.
+/// A transfer's spend within the policy's `limits` (and its auto-pay limit when it goes
+/// without a person, `auto`): under the budget row's lock (so concurrent approvals and model
+/// calls of one agent see each other's spend), refused with [`BudgetError::OverLimit`] when it
+/// breaks one; a key charged before is a duplicate whatever the limits say now.
+#[allow(clippy::too_many_arguments)]
 pub async fn spend_transfer(
     tx: &mut PgConnection,
     agent: AgentId,
@@ -167,6 +202,7 @@ pub async fn spend_transfer(
     task: Option<TaskId>,
     memo: Option<&str>,
     limits: &SpendLimits,
+    auto: bool,
 ) -> Result<SpendOutcome, BudgetError> {
     let locked = sqlx::query_scalar!(
         "select balance_cents from budgets where agent_id = $1 for update",
@@ -185,19 +221,20 @@ pub async fn spend_transfer(
     .fetch_one(&mut *tx)
     .await?;
     if !charged_before {
-        let today = transfers_today(tx, agent, key).await?;
-        if let Some(why) = over_limits(amount, today, limits) {
+        let today = spent_today(tx, agent, key).await?;
+        if let Some(why) = over_limits(amount, today, limits, auto) {
             return Err(BudgetError::OverLimit(why));
         }
     }
     spend(&mut *tx, agent, key, amount, task, memo).await
 }
 
-/// Charges a model call's `cents` (> 0) once per `key`, as inference, and returns what it
-/// charged (0 when the key was charged before). The call was authorized against its worst case
-/// before it was sent; if concurrent calls spent the rest meanwhile, what is left is charged
-/// (the balance never goes below zero) and the shortfall logged.
-pub async fn charge_inference(
+/// Reserves a model call's worst case, `cents` (> 0), under the budget row's lock and the key
+/// `key`, as inference: refused when the balance cannot cover it
+/// ([`BudgetError::Insufficient`]) or when it would take the day's spend (inference and
+/// transfers) over the agent's policy's `spend.per_day_cents` ([`BudgetError::OverLimit`]).
+/// Returns what it reserved: 0 when `key` was reserved before (a redelivered call).
+pub async fn reserve_inference(
     pool: &PgPool,
     agent: AgentId,
     key: &str,
@@ -209,6 +246,78 @@ pub async fn charge_inference(
         return Err(BudgetError::InvalidAmount(cents));
     }
     let mut tx = pool.begin().await?;
+    let Some(locked) = sqlx::query!(
+        r#"select b.balance_cents, (p.document -> 'spend' ->> 'per_day_cents')::bigint as per_day
+           from budgets b
+           join agents a on a.id = b.agent_id
+           join policies p on p.agent_id = a.id and p.version = a.policy_version
+           where b.agent_id = $1 for update of b"#,
+        agent.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Err(BudgetError::NoBudget);
+    };
+    let before = sqlx::query_scalar!(
+        r#"select exists (select 1 from ledger where agent_id = $1 and idempotency_key = $2) as "found!""#,
+        agent.0,
+        key
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if before {
+        return Ok(0);
+    }
+    if locked.balance_cents < cents {
+        return Err(BudgetError::Insufficient {
+            balance_cents: locked.balance_cents,
+            requested_cents: cents,
+        });
+    }
+    if let Some(max) = locked.per_day {
+        let total = spent_today(&mut tx, agent, key).await?.total() + cents;
+        if total > max {
+            return Err(BudgetError::OverLimit(format!(
+                "a model call that may cost {cents} cents would make {total} spent today, over the policy's limit of {max} cents a day"
+            )));
+        }
+    }
+    sqlx::query!(
+        "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, task_id, memo)
+         values ($1, $2, 'spend', 'inference', $3, $4, $5, $6)",
+        agent.0,
+        key,
+        cents,
+        locked.balance_cents - cents,
+        task.map(|t| t.0),
+        memo
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "update budgets set balance_cents = balance_cents - $2, updated_at = now() where agent_id = $1",
+        agent.0,
+        cents
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(cents)
+}
+
+/// Settles the reservation under `key` at what the call cost, `cents`: the rest goes back to
+/// the balance (a `release` row); a call that cost more than its reservation is charged the
+/// difference, as far as the balance goes (an `:over` row, the shortfall logged). Settling
+/// twice changes nothing. Returns what the call was charged in all, or 0 when it was settled
+/// before (a redelivered call: its spend was counted then).
+pub async fn settle_inference(
+    pool: &PgPool,
+    agent: AgentId,
+    key: &str,
+    cents: i64,
+) -> Result<i64, BudgetError> {
+    let mut tx = pool.begin().await?;
     let Some(balance) = sqlx::query_scalar!(
         "select balance_cents from budgets where agent_id = $1 for update",
         agent.0
@@ -218,39 +327,82 @@ pub async fn charge_inference(
     else {
         return Err(BudgetError::NoBudget);
     };
-    let charged = cents.min(balance);
-    if charged < cents {
-        tracing::warn!(agent_id = %agent.0, key, cents, balance, "model call cost more than the budget had left");
-    }
-    if charged == 0 {
-        return Ok(0);
-    }
-    let inserted = sqlx::query!(
-        "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, task_id, memo)
-         values ($1, $2, 'spend', 'inference', $3, $4, $5, $6)
-         on conflict (agent_id, idempotency_key) do nothing",
+    let rows = sqlx::query!(
+        r#"select idempotency_key as "key!", kind::text as "kind!", amount_cents, task_id, memo from ledger
+           where agent_id = $1 and idempotency_key in ($2, $2 || ':release', $2 || ':over')"#,
         agent.0,
-        key,
-        charged,
-        balance - charged,
-        task.map(|t| t.0),
-        memo
+        key
     )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(0);
-    }
-    sqlx::query!(
-        "update budgets set balance_cents = balance_cents - $2, updated_at = now() where agent_id = $1",
-        agent.0,
-        charged
-    )
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    let Some(reserved) = rows.iter().find(|r| r.key == key) else {
+        return Ok(0);
+    };
+    let settled_before = rows.iter().any(|r| r.key != key);
+    let charged_before = reserved.amount_cents
+        - rows
+            .iter()
+            .filter(|r| r.kind == "release")
+            .map(|r| r.amount_cents)
+            .sum::<i64>()
+        + rows
+            .iter()
+            .filter(|r| r.key.ends_with(":over"))
+            .map(|r| r.amount_cents)
+            .sum::<i64>();
+    let cents = cents.max(0);
+    if settled_before {
+        tracing::debug!(agent_id = %agent.0, key, charged_before, "reservation settled before");
+        return Ok(0);
+    }
+    if cents == reserved.amount_cents {
+        return Ok(cents);
+    }
+    let (kind, suffix, amount) = if cents < reserved.amount_cents {
+        ("release", "release", reserved.amount_cents - cents)
+    } else {
+        (
+            "spend",
+            "over",
+            (cents - reserved.amount_cents).min(balance),
+        )
+    };
+    if kind == "spend" && amount < cents - reserved.amount_cents {
+        tracing::warn!(agent_id = %agent.0, key, cents, balance, "model call cost more than its reservation and the budget had left");
+    }
+    if amount > 0 {
+        let after = if kind == "release" {
+            balance + amount
+        } else {
+            balance - amount
+        };
+        sqlx::query!(
+            "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, task_id, memo)
+             values ($1, $2, $3::text::ledger_kind, 'inference', $4, $5, $6, $7)",
+            agent.0,
+            format!("{key}:{suffix}"),
+            kind,
+            amount,
+            after,
+            reserved.task_id,
+            reserved.memo
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "update budgets set balance_cents = $2, updated_at = now() where agent_id = $1",
+            agent.0,
+            after
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
-    Ok(charged)
+    Ok(if kind == "release" {
+        cents
+    } else {
+        reserved.amount_cents + amount
+    })
 }
 
 /// The current balance, if the agent has a budget.
@@ -358,7 +510,7 @@ pub async fn top_up(
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub id: i64,
-    /// `spend` or `top_up`.
+    /// `spend`, `top_up`, or `release` (what a settled model call gave back of its reservation).
     pub kind: String,
     /// `top_up`, `transfer`, `inference` or `tool`.
     pub category: String,

@@ -441,6 +441,7 @@ async fn approve_in(
                 Some(held.task),
                 Some("approved by a reviewer"),
                 &spend.unwrap_or_default(),
+                false,
             )
             .await
             .map_err(Refused::Budget)?;

@@ -174,6 +174,8 @@ pub struct Effect {
     /// policy's spend limits.
     pub spend_cents: Option<i64>,
     pub limits: chimera_core::routing::SpendLimits,
+    /// The payment goes without a person: the policy's auto-pay limit applies too.
+    pub auto_pay: bool,
     /// The policy's platform quotas the effect reserves from ([`crate::quotas`]).
     pub quotas: BTreeMap<String, Quota>,
     /// The `execute` task (status `queued`); its message is written to the outbox with it, both
@@ -280,6 +282,7 @@ pub async fn commit(
                 Some(result.task_id),
                 Some("approved action"),
                 &effect.limits,
+                effect.auto_pay,
             )
             .await
             {

@@ -1,5 +1,6 @@
-//! The budget ledger as the language-model port's meter: a model call is authorized against
-//! the agent's balance and charged as inference ([`budget::charge_inference`]).
+//! The budget ledger as the language-model port's meter: a model call's worst case is reserved
+//! under the budget's lock ([`budget::reserve_inference`]) and settled at what it cost
+//! ([`budget::settle_inference`]), as inference.
 
 use chimera_core::domain::{AgentId, TaskId};
 use chimera_llm::mind::{Charge, Meter, MeterError};
@@ -23,23 +24,29 @@ fn unavailable(err: impl std::fmt::Display) -> MeterError {
     MeterError::Unavailable(err.to_string())
 }
 
-impl Meter for LedgerMeter {
-    fn balance(&self, agent: uuid::Uuid) -> BoxFuture<'_, Result<i64, MeterError>> {
-        Box::pin(async move {
-            budget::balance(&self.pool, AgentId(agent))
-                .await
-                .map_err(unavailable)?
-                .ok_or(MeterError::NoBudget)
-        })
+fn refused(err: BudgetError) -> MeterError {
+    match err {
+        BudgetError::NoBudget => MeterError::NoBudget,
+        BudgetError::Insufficient {
+            balance_cents,
+            requested_cents,
+        } => MeterError::Insufficient {
+            needed: requested_cents,
+            balance: balance_cents,
+        },
+        BudgetError::OverLimit(why) => MeterError::OverLimit(why),
+        other => unavailable(other),
     }
+}
 
-    fn charge<'a>(
+impl Meter for LedgerMeter {
+    fn reserve<'a>(
         &'a self,
         charge: &'a Charge,
         cents: i64,
     ) -> BoxFuture<'a, Result<i64, MeterError>> {
         Box::pin(async move {
-            budget::charge_inference(
+            budget::reserve_inference(
                 &self.pool,
                 AgentId(charge.agent_id),
                 &charge.key,
@@ -48,10 +55,19 @@ impl Meter for LedgerMeter {
                 &charge.memo,
             )
             .await
-            .map_err(|err| match err {
-                BudgetError::NoBudget => MeterError::NoBudget,
-                other => unavailable(other),
-            })
+            .map_err(refused)
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        charge: &'a Charge,
+        cents: i64,
+    ) -> BoxFuture<'a, Result<i64, MeterError>> {
+        Box::pin(async move {
+            budget::settle_inference(&self.pool, AgentId(charge.agent_id), &charge.key, cents)
+                .await
+                .map_err(refused)
         })
     }
 }

@@ -21,7 +21,6 @@ use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_core::domain::{ArtifactRef, TaskKind, TaskResult};
 use chimera_core::effect::{MAX_POST_CHARS, Proposal, expected_action};
 use chimera_core::gate::{self, Context};
-use chimera_core::routing::Policy;
 use chimera_store::PgPool;
 use chimera_store::budget;
 use chimera_store::judging::TaskState;
@@ -235,9 +234,9 @@ async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<Stri
         )));
     }
     let mut conn = pool.acquire().await?;
-    let today = budget::transfers_today(&mut conn, task.agent_id, "").await?;
+    let today = budget::spent_today(&mut conn, task.agent_id, "").await?;
     drop(conn);
-    if let Some(why) = budget::over_limits(amount, today, &task.policy.spend) {
+    if let Some(why) = budget::over_limits(amount, today, &task.policy.spend, false) {
         return Ok(Some(format!("CFO: {why}")));
     }
     Ok(match budget::balance(pool, task.agent_id).await? {
@@ -278,28 +277,19 @@ fn suspicious_inputs(task: &TaskState) -> Vec<String> {
 }
 
 /// Whether a payment of `amount` fits the agent's auto-pay limit for today (an admin's
-/// setting; none: every payment waits for a person). The commit checks it again under the
-/// budget's lock ([`auto_pay_limits`]).
+/// setting; none: every payment waits for a person) and its other limits. The commit checks
+/// them again under the budget's lock.
 pub async fn within_auto_pay(
     pool: &PgPool,
     task: &TaskState,
     amount: i64,
 ) -> Result<bool, sqlx::Error> {
-    let Some(limits) = auto_pay_limits(&task.policy) else {
+    if task.policy.spend.auto_pay_per_day_cents.is_none() {
         return Ok(false);
-    };
+    }
     let mut conn = pool.acquire().await?;
-    let today = budget::transfers_today(&mut conn, task.agent_id, "").await?;
-    Ok(budget::over_limits(amount, today, &limits).is_none())
-}
-
-/// The spend limits a payment approved without a person commits under: the policy's, with
-/// the day's limit lowered to the auto-pay limit. `None` when the policy sets no auto-pay.
-pub fn auto_pay_limits(policy: &Policy) -> Option<chimera_core::routing::SpendLimits> {
-    let auto = policy.spend.auto_pay_per_day_cents?;
-    let mut limits = policy.spend;
-    limits.per_day_cents = Some(limits.per_day_cents.map_or(auto, |day| day.min(auto)));
-    Some(limits)
+    let today = budget::spent_today(&mut conn, task.agent_id, "").await?;
+    Ok(budget::over_limits(amount, today, &task.policy.spend, true).is_none())
 }
 
 /// The deterministic checks on `text`, and its topics by the policy's lexicon.

@@ -820,13 +820,10 @@ fn effect(
     let execute = execute_task(&origin, approval.id, &proposal);
     Effect {
         spend_cents: if financial { amount_cents } else { None },
-        // Approved without a person: a payment commits under the auto-pay limit, checked
+        limits: state.policy.spend,
+        // Approved without a person: a payment commits under the auto-pay limit too, checked
         // again under the budget's lock.
-        limits: if financial {
-            checks::auto_pay_limits(&state.policy).unwrap_or(state.policy.spend)
-        } else {
-            state.policy.spend
-        },
+        auto_pay: financial,
         quotas: state.policy.quotas.clone(),
         approval,
         execute,
