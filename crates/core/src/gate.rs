@@ -503,7 +503,7 @@ impl Signals {
             },
         ];
         parts.extend(self.missing.iter().cloned());
-        match self.score(policy) {
+        match self.score(policy).filter(|_| self.missing.is_empty()) {
             Some(score) => parts.push(format!("score {:.2}", score.value())),
             None => parts.push("no independent score".to_owned()),
         }

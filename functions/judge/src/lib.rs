@@ -108,11 +108,9 @@ impl Judge {
         let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
         let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
         let memory = Memory::from_env(&clients, &pool)?;
-        let embedder = memory.as_ref().map(Memory::embedder);
         Ok(Self::new(clients, pool, names)
             .with_mind(mind)
-            .with_memory(memory)
-            .with_embedder(embedder))
+            .with_memory(memory))
     }
 
     /// Scores similarity with `embedder` (with no embedder and no model, nothing independent
@@ -122,8 +120,12 @@ impl Judge {
         self
     }
 
-    /// Remembers each committed post and reply in `memory` (nothing is remembered when `None`).
+    /// Remembers each committed post and reply in `memory` (nothing is remembered when `None`),
+    /// and scores similarity with its embedder ([`Judge::with_embedder`] sets another).
     pub fn with_memory(mut self, memory: Option<Memory>) -> Self {
+        if let Some(memory) = &memory {
+            self.embedder = Some(memory.embedder());
+        }
         self.memory = memory;
         self
     }
