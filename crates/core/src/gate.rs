@@ -457,9 +457,10 @@ impl Signals {
     /// The score that routes: the lowest of the independent scores and the claim. The model's
     /// rubric can send an item to a person, never back to the drafter on its own (its reading
     /// is untrusted: at worst it counts as the review threshold). `None` when nothing
-    /// independent scored.
+    /// independent scored, or when a signal that was asked for is missing (the model gave no
+    /// reading, the embedder failed): what is left does not route an effect.
     pub fn score(&self, policy: &Policy) -> Option<Confidence> {
-        if !self.independent() {
+        if !self.independent() || !self.missing.is_empty() {
             return None;
         }
         let review_at = policy.review_at_or_above.value();
@@ -503,7 +504,7 @@ impl Signals {
             },
         ];
         parts.extend(self.missing.iter().cloned());
-        match self.score(policy).filter(|_| self.missing.is_empty()) {
+        match self.score(policy) {
             Some(score) => parts.push(format!("score {:.2}", score.value())),
             None => parts.push("no independent score".to_owned()),
         }
@@ -637,5 +638,8 @@ mod tests {
         signals.on_topic = Some(on_topic(0.9));
         signals.rubric = Some(0.0);
         assert!((signals.score(&policy).unwrap().value() - 0.70).abs() < 1e-9);
+        // A signal that was asked for and is missing: no score, whatever is left.
+        signals.missing.push("no model reading: timeout".into());
+        assert_eq!(signals.score(&policy), None);
     }
 }

@@ -328,7 +328,7 @@ pub async fn settle_inference(
         return Err(BudgetError::NoBudget);
     };
     let rows = sqlx::query!(
-        r#"select idempotency_key as "key!", kind::text as "kind!", amount_cents, task_id, memo from ledger
+        r#"select idempotency_key as "key!", amount_cents, task_id, memo from ledger
            where agent_id = $1 and idempotency_key in ($2, $2 || ':release', $2 || ':over')"#,
         agent.0,
         key
@@ -339,20 +339,8 @@ pub async fn settle_inference(
         return Ok(0);
     };
     let settled_before = rows.iter().any(|r| r.key != key);
-    let charged_before = reserved.amount_cents
-        - rows
-            .iter()
-            .filter(|r| r.kind == "release")
-            .map(|r| r.amount_cents)
-            .sum::<i64>()
-        + rows
-            .iter()
-            .filter(|r| r.key.ends_with(":over"))
-            .map(|r| r.amount_cents)
-            .sum::<i64>();
     let cents = cents.max(0);
     if settled_before {
-        tracing::debug!(agent_id = %agent.0, key, charged_before, "reservation settled before");
         return Ok(0);
     }
     if cents == reserved.amount_cents {

@@ -37,6 +37,10 @@ pub struct Findings {
     pub proposal: Option<Proposal>,
     /// The amount of a financial proposal.
     pub amount_cents: Option<i64>,
+    /// The payment fits the agent's auto-pay limit for today (an admin's setting; none:
+    /// every payment waits for a person) and its other limits. The commit checks them again
+    /// under the budget's lock.
+    pub auto_pay: bool,
     /// The text the result says (a draft's, a post's).
     pub text: Option<String>,
     /// Sensitive topics the judge found in the text itself (the policy's lexicon).
@@ -186,7 +190,7 @@ pub async fn inspect(
         match amount {
             Some(a) if a > 0 => {
                 findings.amount_cents = Some(a);
-                findings.cfo_refusal = cfo(pool, task, a).await?;
+                (findings.cfo_refusal, findings.auto_pay) = cfo(pool, task, a).await?;
             }
             _ => findings
                 .failed
@@ -225,27 +229,35 @@ pub async fn inspect(
 /// The CFO: a financial action must fit the goal's budget, the policy's spend limits and the
 /// agent's balance. The spend itself happens, under the approval's key and the budget's lock
 /// (the limits checked again there), in the transaction that approves the action.
-async fn cfo(pool: &PgPool, task: &TaskState, amount: i64) -> Result<Option<String>, sqlx::Error> {
+/// Returns the CFO's refusal, if any, and whether the payment may go without a person (within
+/// the auto-pay limit, from the same reading of the day's spend).
+async fn cfo(
+    pool: &PgPool,
+    task: &TaskState,
+    amount: i64,
+) -> Result<(Option<String>, bool), sqlx::Error> {
     if let Some(limit) = task.constraints.get("budget_cents").and_then(Value::as_i64)
         && amount > limit
     {
-        return Ok(Some(format!(
-            "CFO: {amount} cents exceeds the goal's budget of {limit} cents"
-        )));
+        let why = format!("CFO: {amount} cents exceeds the goal's budget of {limit} cents");
+        return Ok((Some(why), false));
     }
     let mut conn = pool.acquire().await?;
     let today = budget::spent_today(&mut conn, task.agent_id, "").await?;
     drop(conn);
-    if let Some(why) = budget::over_limits(amount, today, &task.policy.spend, false) {
-        return Ok(Some(format!("CFO: {why}")));
+    let limits = &task.policy.spend;
+    if let Some(why) = budget::over_limits(amount, today, limits, false) {
+        return Ok((Some(format!("CFO: {why}")), false));
     }
-    Ok(match budget::balance(pool, task.agent_id).await? {
+    let refusal = match budget::balance(pool, task.agent_id).await? {
         None => Some("CFO: the agent has no budget".into()),
         Some(balance) if balance < amount => Some(format!(
             "CFO: insufficient budget: {balance} cents left, {amount} requested"
         )),
         Some(_) => None,
-    })
+    };
+    let auto_pay = refusal.is_none() && budget::over_limits(amount, today, limits, true).is_none();
+    Ok((refusal, auto_pay))
 }
 
 /// The brief a text of `task` was written from: its own, or its goal's.
@@ -274,22 +286,6 @@ fn suspicious_inputs(task: &TaskState) -> Vec<String> {
         inputs.push(("a recalled memory", memory));
     }
     gate::suspicious(&inputs, &gate::persona_words(&task.persona))
-}
-
-/// Whether a payment of `amount` fits the agent's auto-pay limit for today (an admin's
-/// setting; none: every payment waits for a person) and its other limits. The commit checks
-/// them again under the budget's lock.
-pub async fn within_auto_pay(
-    pool: &PgPool,
-    task: &TaskState,
-    amount: i64,
-) -> Result<bool, sqlx::Error> {
-    if task.policy.spend.auto_pay_per_day_cents.is_none() {
-        return Ok(false);
-    }
-    let mut conn = pool.acquire().await?;
-    let today = budget::spent_today(&mut conn, task.agent_id, "").await?;
-    Ok(budget::over_limits(amount, today, &task.policy.spend, true).is_none())
 }
 
 /// The deterministic checks on `text`, and its topics by the policy's lexicon.

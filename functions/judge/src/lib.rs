@@ -254,14 +254,7 @@ impl Judge {
             mut failed,
             notes: model_note,
         } = self.assess(&result, &state, &findings, by).await?;
-        let auto_pay = match findings.amount_cents {
-            Some(amount) if result.task_kind.is_financial() => {
-                checks::within_auto_pay(&self.pool, &state, amount)
-                    .await
-                    .map_err(retryable)?
-            }
-            _ => false,
-        };
+        let auto_pay = findings.auto_pay;
         failed.splice(0..0, findings.failed.iter().cloned());
         // A payment is money by nature: within the admin's auto-pay limit, that decision was
         // taken; any other topic still counts.
@@ -402,11 +395,7 @@ impl Judge {
         judged
             .risk_tags
             .extend(found.iter().filter_map(|t| RiskTag::parse(t.as_str()).ok()));
-        // A signal that was asked for and is missing (the model gave no reading, the embedder
-        // failed): the effect does not route on what is left.
-        let score = signals
-            .score(&state.policy)
-            .filter(|_| signals.missing.is_empty());
+        let score = signals.score(&state.policy);
         judged.confidence_score = score.unwrap_or(result.confidence_score);
         let failed = signals.failed();
         Ok(Assessed {
