@@ -10,13 +10,14 @@ use chimera_core::routing::{Policy, SpendLimits};
 use chimera_llm::embed::OpenAiEmbedder;
 use chimera_llm::openai::OpenAiConfig;
 use chimera_store::{budget, records};
-use chimera_tests::eventually;
 use chimera_tests::scripted::{Draft, Reading, Scripted};
 use chimera_tests::swarm::{SETTLED, Swarm, SwarmOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::hitl::{call, held_reply, operator, pending_of, posts_of, reviewer, seen};
+use crate::hitl::{
+    call, card_of, held_reply, held_under, operator, pending_of, posts_of, reviewer, seen,
+};
 
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -168,14 +169,7 @@ async fn an_effect_nothing_independent_scored_waits_for_a_person() {
     assert_eq!(risk, vec![vec!["unscored".to_owned()]]);
     assert_eq!(posts, 0);
     let item = pending_of(&swarm, goal).await;
-    let (_, card) = call(
-        &swarm,
-        Method::GET,
-        &format!("/reviews/{}", item["id"].as_str().unwrap()),
-        Some(&reviewer(&swarm)),
-        None,
-    )
-    .await;
+    let card = card_of(&swarm, item["id"].as_str().unwrap()).await;
     let reasoning = card["judge_reasoning"].as_str().unwrap_or_default();
     assert!(
         reasoning.contains("nothing but the worker's own claim scored it")
@@ -326,14 +320,7 @@ async fn an_obedient_model_changes_no_effect_and_publishes_nothing_without_a_per
     // The payment waits for a person, with the arguments of the goal and the agent's wallet.
     assert_eq!(statuses[1], "awaiting_review");
     let item = pending_of(&swarm, pay).await;
-    let (_, card) = call(
-        &swarm,
-        Method::GET,
-        &format!("/reviews/{}", item["id"].as_str().unwrap()),
-        Some(&reviewer(&swarm)),
-        None,
-    )
-    .await;
+    let card = card_of(&swarm, item["id"].as_str().unwrap()).await;
     let arguments = &card["proposal"]["arguments"];
     assert_eq!(arguments["to"], "studio", "{card}");
     assert_eq!(arguments["amount_cents"], 500, "{card}");
@@ -449,15 +436,7 @@ async fn payments_go_alone_only_within_the_admins_auto_pay_limit_from_each_agent
     .await;
     assert_eq!(status, 200, "{body}");
     let id = item["id"].as_str().unwrap().to_owned();
-    let again = eventually(SETTLE, "the payment held again under v2", || async {
-        let item = pending_of(&swarm, more).await;
-        if item["policy_version"] == 2 {
-            Ok(item)
-        } else {
-            Err(item.to_string())
-        }
-    })
-    .await;
+    let again = held_under(&swarm, more, 2).await;
     assert_eq!(again["id"], id.as_str());
     // Nor may an operator raise the auto-pay limit: that is the tenant admin's.
     let (status, body) = call(

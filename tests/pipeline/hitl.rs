@@ -81,6 +81,33 @@ pub(crate) fn seen(item: &Value) -> Value {
     json!({"artifact_hash": item["artifact_hash"], "policy_version": item["policy_version"]})
 }
 
+/// The pending review of `goal` once it is held under policy `version`.
+pub(crate) async fn held_under(swarm: &Swarm, goal: GoalId, version: i32) -> Value {
+    eventually(SETTLE, &format!("held under policy v{version}"), || async {
+        let item = pending_of(swarm, goal).await;
+        if item["policy_version"] == version {
+            Ok(item)
+        } else {
+            Err(item.to_string())
+        }
+    })
+    .await
+}
+
+/// The review card `id`, as a reviewer reads it.
+pub(crate) async fn card_of(swarm: &Swarm, id: &str) -> Value {
+    let (status, card) = call(
+        swarm,
+        Method::GET,
+        &format!("/reviews/{id}"),
+        Some(&reviewer(swarm)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{card}");
+    card
+}
+
 /// The texts posted in the world under the approval of `review`.
 pub(crate) async fn posts_of(swarm: &Swarm, review: &str) -> Vec<String> {
     sqlx::query_scalar("select text from world.posts where idempotency_key = $1")
@@ -736,24 +763,9 @@ async fn a_new_policy_never_releases_held_work_rejects_what_breaks_it_and_refuse
     // The relaxed policy would let the plain reply go out alone, but a policy change releases
     // nothing: it stays held, under v2, saying so, and the audit names the version.
     let plain_id = plain_item["id"].as_str().unwrap().to_owned();
-    let held = eventually(SETTLE, "the plain reply held again under v2", || async {
-        let item = pending_of(&swarm, plain).await;
-        if item["policy_version"] == 2 {
-            Ok(item)
-        } else {
-            Err(item.to_string())
-        }
-    })
-    .await;
+    let held = held_under(&swarm, plain, 2).await;
     assert_eq!(held["id"], plain_id.as_str());
-    let (_, card) = call(
-        &swarm,
-        Method::GET,
-        &format!("/reviews/{plain_id}"),
-        Some(&reviewer(&swarm)),
-        None,
-    )
-    .await;
+    let card = card_of(&swarm, &plain_id).await;
     assert!(
         card["judge_reasoning"]
             .as_str()
@@ -787,15 +799,7 @@ async fn a_new_policy_never_releases_held_work_rejects_what_breaks_it_and_refuse
     assert_eq!(goal_status(&swarm, promo).await, "failed");
 
     // The election reply still needs a person, now for its topic alone, under v2.
-    let again = eventually(SETTLE, "the election reply held under v2", || async {
-        let item = pending_of(&swarm, vote).await;
-        if item["policy_version"] == 2 {
-            Ok(item)
-        } else {
-            Err(item.to_string())
-        }
-    })
-    .await;
+    let again = held_under(&swarm, vote, 2).await;
     assert_eq!(again["risk_types"], json!(["sensitive"]), "{again}");
     let id = again["id"].as_str().unwrap().to_owned();
     let (_, card) = call(
