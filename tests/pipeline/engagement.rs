@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use chimera_tests::eventually;
 use chimera_tests::swarm::{Swarm, SwarmOptions, local_embedder};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -61,6 +62,26 @@ async fn published_posts_are_measured_into_their_weekly_partition_and_the_planne
         swarm.settle(&goals, Duration::from_secs(120)).await,
         ["completed", "completed"]
     );
+    // The judge remembers a committed reply after it settles the goal (a memory whose
+    // embedding failed is written on the result's redelivery): wait for both.
+    eventually(
+        Duration::from_secs(90),
+        "both replies remembered",
+        || async {
+            let remembered: i64 =
+                sqlx::query_scalar("select count(*) from memories where agent_id = $1")
+                    .bind(swarm.agents[0].0)
+                    .fetch_one(&swarm.db.pool)
+                    .await
+                    .unwrap();
+            if remembered == 2 {
+                Ok(())
+            } else {
+                Err(format!("{remembered} memories"))
+            }
+        },
+    )
+    .await;
 
     // Simulated time on the platform's side: the posts went out half a day ago.
     sqlx::query("update world.posts set created_at = created_at - interval '12 hours'")
