@@ -208,7 +208,7 @@ async fn a_busy_provider_is_retried_after_its_retry_after_and_a_bad_answer_is_re
                         "properties": {"score": {"type": "number"}}});
     let err = model.chat(&ask(Some(schema))).await.unwrap_err();
     assert!(
-        matches!(&err, LlmError::InvalidOutput(m) if m.contains("$.score")),
+        matches!(&err, LlmError::InvalidOutput { why: m, .. } if m.contains("$.score")),
         "{err}"
     );
     // An answer larger than the bound is refused before it is parsed.
@@ -218,7 +218,10 @@ async fn a_busy_provider_is_retried_after_its_retry_after_and_a_bad_answer_is_re
         ..OpenAiConfig::new(url, "m")
     });
     let err = model.chat(&ask(None)).await.unwrap_err();
-    assert!(matches!(err, LlmError::TooLarge { limit: 1024 }), "{err}");
+    assert!(
+        matches!(err, LlmError::TooLarge { limit: 1024, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]

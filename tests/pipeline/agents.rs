@@ -580,10 +580,16 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
     let add = json!({"amount_cents": 500, "memo": "november"});
     let (status, body) = call_with_key(&swarm, &top_ups, &token, "nov-1", add.clone()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"balance_cents": 1500, "duplicate": false}));
+    assert_eq!(
+        body,
+        json!({"balance_cents": 1500, "balance_micros": 15_000_000, "duplicate": false})
+    );
     let (status, body) = call_with_key(&swarm, &top_ups, &token, "nov-1", add.clone()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"balance_cents": 1500, "duplicate": true}));
+    assert_eq!(
+        body,
+        json!({"balance_cents": 1500, "balance_micros": 15_000_000, "duplicate": true})
+    );
     let audited: Vec<(String, String)> = sqlx::query_as(
         "select actor, reasoning from audit_log where action = 'budget.topped_up' and tenant_id = $1",
     )
@@ -633,7 +639,10 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
         None,
     )
     .await;
-    assert_eq!(view["balance_cents"], 1500);
+    assert_eq!(
+        (&view["balance_cents"], &view["balance_micros"]),
+        (&json!(1500), &json!(15_000_000))
+    );
 
     // The ledger, newest first, by page and by category.
     let ledger = format!("/agents/{ivy}/ledger");
@@ -646,7 +655,7 @@ async fn a_budget_is_opened_topped_up_once_per_key_and_its_ledger_read_by_page()
     )
     .await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(page["items"][0]["amount_cents"], 500);
+    assert_eq!(page["items"][0]["amount_micros"], 5_000_000);
     assert_eq!(page["items"][0]["memo"], "november");
     let before = page["next_before"].as_i64().unwrap();
     let (_, page) = call(

@@ -1710,7 +1710,7 @@ async fn transfers_keep_to_the_policys_spend_limits_when_judged_and_when_approve
     );
     assert_eq!(pending_of(&swarm, second).await["id"], second_item["id"]);
     let spent: i64 = sqlx::query_scalar(
-        "select coalesce(sum(amount_cents), 0)::bigint from ledger
+        "select coalesce(sum(amount_micros) / 10000, 0)::bigint from ledger
          where agent_id = $1 and kind = 'spend' and category = 'transfer'",
     )
     .bind(swarm.agents[0].0)

@@ -9,11 +9,11 @@ use chimera_core::domain::{AgentId, Goal, GoalId, TaskId, TaskResult};
 use chimera_core::names::Queue;
 use chimera_llm::mind::{Charge, MindError, Prices, answer_by, worst_case};
 use chimera_llm::openai::{OpenAiCompatible, OpenAiConfig};
-use chimera_llm::{ChatRequest, Message, OutputSchema};
+use chimera_llm::{ChatRequest, LlmError, Message, OutputSchema};
 use chimera_planner::llm::LlmPlanner;
 use chimera_planner::plan::{AgentContext, Planner, validate};
 use chimera_store::budget;
-use chimera_tests::scripted::{Draft, Reading, Scripted};
+use chimera_tests::scripted::{Draft, Reading, Scripted, USED};
 use chimera_tests::swarm::{Swarm, SwarmOptions, local_mind, local_model, metered};
 use serde_json::{Value, json};
 
@@ -159,8 +159,8 @@ async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once()
         ..SwarmOptions::default()
     })
     .await;
-    // Agent 1 can pay for one call at most.
-    sqlx::query("update budgets set balance_cents = 1 where agent_id = $1")
+    // Agent 1 cannot pay for a single call: one micro.
+    sqlx::query("update budgets set balance_micros = 1 where agent_id = $1")
         .bind(swarm.agents[1].0)
         .execute(&swarm.db.pool)
         .await
@@ -227,7 +227,7 @@ async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once()
         let agent = swarm.agents[0].0;
         async move {
             sqlx::query_as::<_, (i64, i64)>(
-                "select count(*), coalesce(sum(amount_cents), 0)::bigint from ledger
+                "select count(*), coalesce(sum(amount_micros), 0)::bigint from ledger
                  where agent_id = $1 and category = 'inference'",
             )
             .bind(agent)
@@ -316,8 +316,8 @@ async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once()
     .unwrap();
     assert!(flagged.contains(&"finance".to_owned()), "{flagged:?}");
 
-    // One cent: the calls it cannot pay for are refused before they are sent, and the draft
-    // fails visibly with the reason.
+    // One micro: the calls it cannot pay for are refused before they are sent (the templates
+    // plan), and the draft fails visibly with the reason.
     let (status, feedback): (String, Option<String>) = sqlx::query_as(
         "select status::text, feedback from tasks where goal_id = $1 and kind = 'reply'",
     )
@@ -330,7 +330,7 @@ async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once()
     let balance = budget::balance(&swarm.db.pool, swarm.agents[1])
         .await
         .unwrap();
-    assert_eq!(balance, Some(0));
+    assert_eq!(balance, Some(1), "nothing was charged");
     let audited: i64 = sqlx::query_scalar(
         "select count(*) from audit_log where goal_id = $1 and action = 'worker.refused'",
     )
@@ -346,7 +346,7 @@ async fn the_local_model_plans_drafts_and_judges_and_each_call_is_charged_once()
 /// plus what calls cost beyond them.
 async fn inference_spent(swarm: &Swarm, agent: AgentId) -> i64 {
     sqlx::query_scalar(
-        "select coalesce(sum(case kind when 'release' then -amount_cents else amount_cents end), 0)::bigint
+        "select coalesce(sum(case kind when 'release' then -amount_micros else amount_micros end), 0)::bigint
          from ledger where agent_id = $1 and category = 'inference'",
     )
     .bind(agent.0)
@@ -364,20 +364,20 @@ async fn fifty_concurrent_calls_against_a_balance_for_ten_run_exactly_ten() {
         Reading::Timeout,
     ));
     let mind = metered(&swarm.db.pool, model.clone());
+    // A request whose worst case is what the double reports using: every call costs its
+    // reservation, so the balance pays for exactly ten.
     let request = ChatRequest {
         model: None,
-        messages: vec![Message::user("Say hello.")],
+        messages: vec![Message::user("Say hello. ".repeat(10))],
         output: None,
-        max_tokens: 8,
+        max_tokens: USED.output_tokens,
         temperature: 0.0,
         seed: Some(7),
     };
-    let worst = Prices::local()
-        .get(mind.model_id())
-        .unwrap()
-        .cents(worst_case(&request));
-    assert!(worst >= 1);
-    sqlx::query("update budgets set balance_cents = $2 where agent_id = $1")
+    let price = Prices::local().get(mind.model_id()).unwrap();
+    let worst = price.micros(worst_case(&request));
+    assert_eq!(worst, price.micros(USED));
+    sqlx::query("update budgets set balance_micros = $2 where agent_id = $1")
         .bind(agent.0)
         .bind(10 * worst)
         .execute(&swarm.db.pool)
@@ -397,7 +397,7 @@ async fn fifty_concurrent_calls_against_a_balance_for_ten_run_exactly_ten() {
     let outcomes = futures::future::join_all(calls).await;
     let answered: Vec<i64> = outcomes
         .iter()
-        .filter_map(|o| o.as_ref().ok().map(|a| a.cents))
+        .filter_map(|o| o.as_ref().ok().map(|a| a.micros))
         .collect();
     assert_eq!(answered.len(), 10, "exactly the ten the balance covers ran");
     assert_eq!(model.calls.load(std::sync::atomic::Ordering::SeqCst), 10);
@@ -422,7 +422,7 @@ async fn fifty_concurrent_calls_against_a_balance_for_ten_run_exactly_ten() {
     );
 
     // A call that got no answer in time keeps its reservation; one refused is given back.
-    sqlx::query("update budgets set balance_cents = 1000 where agent_id = $1")
+    sqlx::query("update budgets set balance_micros = 10000000 where agent_id = $1")
         .bind(agent.0)
         .execute(&swarm.db.pool)
         .await
@@ -437,10 +437,7 @@ async fn fifty_concurrent_calls_against_a_balance_for_ten_run_exactly_ten() {
     };
     let timed_out = mind.call(&charge(100), &reading, in_time()).await;
     assert!(matches!(timed_out, Err(MindError::Model(_))));
-    let kept = Prices::local()
-        .get(mind.model_id())
-        .unwrap()
-        .cents(worst_case(&reading));
+    let kept = price.micros(worst_case(&reading));
     assert_eq!(inference_spent(&swarm, agent).await, before + kept);
     let plan = ChatRequest {
         output: Some(OutputSchema {
@@ -451,6 +448,30 @@ async fn fifty_concurrent_calls_against_a_balance_for_ten_run_exactly_ten() {
     };
     assert!(mind.call(&charge(101), &plan, in_time()).await.is_err());
     assert_eq!(inference_spent(&swarm, agent).await, before + kept);
+    // One answered unusably (not of the schema) is charged the tokens the model reported for
+    // it, to the micro, not its reservation.
+    let unusable = metered(
+        &swarm.db.pool,
+        Arc::new(Scripted::new(
+            Draft::Fixed("Hello there.".into()),
+            Reading::Invalid,
+        )),
+    );
+    let generous = ChatRequest {
+        max_tokens: 200,
+        ..reading.clone()
+    };
+    let invalid = unusable.call(&charge(102), &generous, in_time()).await;
+    assert!(
+        matches!(
+            &invalid,
+            Err(MindError::Model(LlmError::InvalidOutput { .. }))
+        ),
+        "{invalid:?}"
+    );
+    let used = price.micros(USED);
+    assert!(used < price.micros(worst_case(&generous)));
+    assert_eq!(inference_spent(&swarm, agent).await, before + kept + used);
     swarm.stop().await;
 }
 
@@ -484,8 +505,8 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(before - after, first.cents, "charged once for the key");
-    assert!(first.cents >= 1);
+    assert_eq!(before - after, first.micros, "charged once for the key");
+    assert!(first.micros >= 1);
 
     // A server that accepts and never answers: the planner gives up after its bounded timeout
     // and retries and the templates plan; the plan says so.
@@ -586,7 +607,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
         )
         .await
         .unwrap();
-    assert_eq!(chosen.cents, first.cents, "the stage's price table wins");
+    assert_eq!(chosen.micros, first.micros, "the stage's price table wins");
     let unpriced = ChatRequest {
         model: chimera_aws::mind::choice(Some(&chimera_core::routing::ModelChoice {
             id: "no-such-model".into(),
@@ -605,7 +626,7 @@ async fn a_charge_is_taken_once_per_key_and_a_stalled_model_plans_with_templates
     );
 
     // Over budget: refused before anything is sent.
-    sqlx::query("update budgets set balance_cents = 0 where agent_id = $1")
+    sqlx::query("update budgets set balance_micros = 0 where agent_id = $1")
         .bind(agent.0)
         .execute(&swarm.db.pool)
         .await

@@ -1,13 +1,17 @@
 use std::collections::HashMap;
 
+use chimera_core::money::from_cents;
 use chimera_store::budget::{self, BudgetError, SpendOutcome};
 use chimera_tests::TestDb;
 use chimera_tests::seed::seed_agent;
 
 const BUDGET_CENTS: i64 = 10_000;
+/// The same budget in the ledger's micros.
+const BUDGET_MICROS: i64 = BUDGET_CENTS * 10_000;
 const SPENDS: usize = 200;
 
-/// Deterministic pseudo-random sizes (no RNG dependency; reproducible failures).
+/// Deterministic pseudo-random sizes in micros, most with a fraction of a cent (no RNG
+/// dependency; reproducible failures).
 fn sizes() -> Vec<i64> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..SPENDS)
@@ -15,7 +19,7 @@ fn sizes() -> Vec<i64> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            1 + (x % 200) as i64
+            1 + (x % 2_000_000) as i64
         })
         .collect()
 }
@@ -43,7 +47,7 @@ async fn concurrent_spends_never_overdraw_and_a_duplicate_is_charged_once() {
         .collect();
     let requested: i64 = spends.iter().map(|(_, a)| a).sum();
     assert!(
-        requested > BUDGET_CENTS,
+        requested > BUDGET_MICROS,
         "the test asks for more than the budget ({requested})"
     );
 
@@ -67,8 +71,8 @@ async fn concurrent_spends_never_overdraw_and_a_duplicate_is_charged_once() {
     let mut duplicates = 0;
     for (key, amount, outcome) in &outcomes {
         match outcome {
-            Ok(SpendOutcome::Spent { balance_cents }) => {
-                assert!(*balance_cents >= 0);
+            Ok(SpendOutcome::Spent { balance_micros }) => {
+                assert!(*balance_micros >= 0);
                 assert!(
                     charged.insert(key.clone(), *amount).is_none(),
                     "key {key} charged twice"
@@ -76,10 +80,10 @@ async fn concurrent_spends_never_overdraw_and_a_duplicate_is_charged_once() {
             }
             Ok(SpendOutcome::Duplicate { .. }) => duplicates += 1,
             Err(BudgetError::Insufficient {
-                balance_cents,
-                requested_cents,
+                balance_micros,
+                requested_micros,
             }) => {
-                assert!(balance_cents < requested_cents)
+                assert!(balance_micros < requested_micros)
             }
             Err(err) => panic!("unexpected spend error: {err:?}"),
         }
@@ -90,18 +94,18 @@ async fn concurrent_spends_never_overdraw_and_a_duplicate_is_charged_once() {
         .unwrap()
         .unwrap();
     let ledger_spent: i64 = sqlx::query_scalar::<_, Option<i64>>(
-        "select sum(amount_cents)::bigint from ledger where agent_id = $1 and kind = 'spend'",
+        "select sum(amount_micros)::bigint from ledger where agent_id = $1 and kind = 'spend'",
     )
     .bind(seed.agent.0)
     .fetch_one(&db.pool)
     .await
     .unwrap()
     .unwrap_or(0);
-    assert!(accepted <= BUDGET_CENTS, "accepted {accepted} > budget");
+    assert!(accepted <= BUDGET_MICROS, "accepted {accepted} > budget");
     assert!(balance >= 0);
     assert_eq!(
         ledger_spent,
-        BUDGET_CENTS - balance,
+        BUDGET_MICROS - balance,
         "ledger sum = budget - balance"
     );
     assert_eq!(
@@ -135,16 +139,18 @@ async fn a_spend_larger_than_the_balance_is_refused_and_a_reused_key_is_an_error
         .await
         .unwrap();
     assert_eq!(
-        budget::spend(&db.pool, seed.agent, "k1", 60, None, Some("render"))
+        budget::spend(&db.pool, seed.agent, "k1", 600_037, None, Some("render"))
             .await
             .unwrap(),
-        SpendOutcome::Spent { balance_cents: 40 }
+        SpendOutcome::Spent {
+            balance_micros: 399_963
+        }
     );
     assert!(matches!(
-        budget::spend(&db.pool, seed.agent, "k2", 41, None, None).await,
+        budget::spend(&db.pool, seed.agent, "k2", 399_964, None, None).await,
         Err(BudgetError::Insufficient {
-            balance_cents: 40,
-            requested_cents: 41
+            balance_micros: 399_963,
+            requested_micros: 399_964
         })
     ));
     assert!(matches!(
@@ -157,7 +163,7 @@ async fn a_spend_larger_than_the_balance_is_refused_and_a_reused_key_is_an_error
     ));
     assert_eq!(
         budget::balance(&db.pool, seed.agent).await.unwrap(),
-        Some(40)
+        Some(399_963)
     );
     db.drop_db().await;
 }
@@ -266,29 +272,48 @@ async fn the_daily_limit_covers_inference_and_transfers_and_a_settled_reservatio
             outcome
         }
     };
-    // A model call's worst case, reserved: 600 of the day's 1,000.
-    let reserved =
-        budget::reserve_inference(&db.pool, seed.agent, "llm:a", 600, None, "a call").await;
-    assert_eq!(reserved.unwrap(), 600);
+    // A model call's worst case, reserved: 600 cents of the day's 1,000.
+    let reserved = budget::reserve_inference(
+        &db.pool,
+        seed.agent,
+        "llm:a",
+        from_cents(600),
+        None,
+        "a call",
+    )
+    .await;
+    assert_eq!(reserved.unwrap(), from_cents(600));
     let refused = transfer("approval:1", 500).await;
     assert!(
         matches!(&refused, Err(BudgetError::OverLimit(why)) if why.contains("transfers and inference")),
         "{refused:?}"
     );
-    // The call cost 100: 500 go back, and the transfer fits.
-    let charged = budget::settle_inference(&db.pool, seed.agent, "llm:a", 100).await;
-    assert_eq!(charged.unwrap(), 100);
+    // The call cost 100 cents and 37 micros: the rest goes back, and the transfer fits.
+    let cost = from_cents(100) + 37;
+    let charged = budget::settle_inference(&db.pool, seed.agent, "llm:a", cost).await;
+    assert_eq!(charged.unwrap(), cost);
     assert_eq!(
-        budget::settle_inference(&db.pool, seed.agent, "llm:a", 100)
+        budget::settle_inference(&db.pool, seed.agent, "llm:a", cost)
             .await
             .unwrap(),
         0,
         "settled once"
     );
     assert!(transfer("approval:2", 500).await.is_ok());
-    // 600 spent today: a call that may cost 500 would make 1,100.
-    let over = budget::reserve_inference(&db.pool, seed.agent, "llm:b", 500, None, "b").await;
-    assert!(matches!(over, Err(BudgetError::OverLimit(_))), "{over:?}");
+    // 600 cents and 37 micros spent today: a call that may cost 400 cents would go over 1,000
+    // by those 37 micros; one of 400 cents less 37 micros fits exactly.
+    let over =
+        budget::reserve_inference(&db.pool, seed.agent, "llm:b", from_cents(400), None, "b").await;
+    assert!(
+        matches!(&over, Err(BudgetError::OverLimit(why)) if why.contains("1000.0037 cents spent today")),
+        "{over:?}"
+    );
+    let exact = from_cents(400) - 37;
+    let fits = budget::reserve_inference(&db.pool, seed.agent, "llm:d", exact, None, "d").await;
+    assert_eq!(fits.unwrap(), exact);
+    budget::settle_inference(&db.pool, seed.agent, "llm:d", exact)
+        .await
+        .unwrap();
     // More than the balance: refused before anything is reserved.
     sqlx::query("update policies set document = document - 'spend' where agent_id = $1")
         .bind(seed.agent.0)
@@ -296,7 +321,7 @@ async fn the_daily_limit_covers_inference_and_transfers_and_a_settled_reservatio
         .await
         .unwrap();
     let broke =
-        budget::reserve_inference(&db.pool, seed.agent, "llm:c", BUDGET_CENTS, None, "c").await;
+        budget::reserve_inference(&db.pool, seed.agent, "llm:c", BUDGET_MICROS, None, "c").await;
     assert!(
         matches!(broke, Err(BudgetError::Insufficient { .. })),
         "{broke:?}"
@@ -305,6 +330,16 @@ async fn the_daily_limit_covers_inference_and_transfers_and_a_settled_reservatio
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(balance, BUDGET_CENTS - 100 - 500);
+    assert_eq!(balance, BUDGET_MICROS - cost - from_cents(500) - exact);
+    // The ledger is the balance's history, to the micro.
+    let spent: i64 = sqlx::query_scalar(
+        "select sum(case kind when 'top_up' then 0 when 'release' then -amount_micros else amount_micros end)::bigint
+         from ledger where agent_id = $1",
+    )
+    .bind(seed.agent.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(spent, BUDGET_MICROS - balance);
     db.drop_db().await;
 }

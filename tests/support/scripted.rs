@@ -27,7 +27,8 @@ pub enum Reading {
     Score(f64),
     /// A score of 2 on a 0..1 scale.
     OutOfRange,
-    /// Text that is not the schema's JSON.
+    /// Text that is not the schema's JSON: refused as the adapters refuse it, with the tokens
+    /// the model reported for it ([`USED`]).
     Invalid,
     /// No answer in time.
     Timeout,
@@ -68,14 +69,17 @@ fn first_data(request: &ChatRequest) -> String {
         .unwrap_or_default()
 }
 
+/// The tokens every answer of the double reports.
+pub const USED: Usage = Usage {
+    input_tokens: 50,
+    output_tokens: 20,
+};
+
 fn answer(text: String, json: Option<serde_json::Value>, model: &str) -> ChatResponse {
     ChatResponse {
         text,
         json,
-        usage: Usage {
-            input_tokens: 50,
-            output_tokens: 20,
-        },
+        usage: USED,
         model: model.to_owned(),
         latency: Duration::from_millis(1),
         truncated: false,
@@ -103,9 +107,10 @@ impl LanguageModel for Scripted {
                         let json = json!({"score": 2.0, "topics": [], "reasons": ["clear"]});
                         Ok(answer(json.to_string(), Some(json), &self.model_id))
                     }
-                    Reading::Invalid => {
-                        Ok(answer("Great post! 10/10".into(), None, &self.model_id))
-                    }
+                    Reading::Invalid => Err(LlmError::InvalidOutput {
+                        why: "not JSON: \"Great post! 10/10\"".into(),
+                        used: Some(USED),
+                    }),
                     Reading::Timeout => Err(LlmError::Timeout(Duration::from_millis(5))),
                 },
                 Some(_) => Err(LlmError::Refused {

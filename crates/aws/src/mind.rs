@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use chimera_core::money::MICROS_PER_CENT;
 use chimera_llm::ChatResponse;
 use chimera_llm::mind::{Charge, Meter, MeterError, Mind, Prices};
 use chimera_store::PgPool;
@@ -34,7 +35,7 @@ pub async fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option
 }
 
 /// The budget ledger as the model's meter, each answered call also counted in metrics (tokens,
-/// cents and latency by model and purpose).
+/// spend and latency by model and purpose).
 pub fn meter(pool: &PgPool) -> Arc<dyn Meter> {
     Arc::new(Observed(LedgerMeter::new(pool.clone())))
 }
@@ -45,29 +46,33 @@ impl Meter for Observed {
     fn reserve<'a>(
         &'a self,
         charge: &'a Charge,
-        cents: i64,
+        micros: i64,
     ) -> BoxFuture<'a, Result<i64, MeterError>> {
-        self.0.reserve(charge, cents)
+        self.0.reserve(charge, micros)
     }
 
     fn settle<'a>(
         &'a self,
         charge: &'a Charge,
-        cents: i64,
+        micros: i64,
     ) -> BoxFuture<'a, Result<i64, MeterError>> {
-        self.0.settle(charge, cents)
+        self.0.settle(charge, micros)
     }
 
     /// Tokens and latency per call; spend as charged (a call charged before under its key, as
-    /// a redelivered task's is, adds nothing).
-    fn observe(&self, charge: &Charge, response: &ChatResponse, cents: i64) {
+    /// a redelivered task's is, adds nothing), in cents with their fraction.
+    fn observe(&self, charge: &Charge, response: &ChatResponse, micros: i64) {
         let mut line = Emf::new("model")
             .dimension("Model", response.model.clone())
             .dimension("Purpose", charge.purpose)
             .count("ModelCalls", 1)
             .count("InputTokens", response.usage.input_tokens.into())
             .count("OutputTokens", response.usage.output_tokens.into())
-            .metric("SpendCents", cents as f64, Unit::None)
+            .metric(
+                "SpendCents",
+                micros as f64 / MICROS_PER_CENT as f64,
+                Unit::None,
+            )
             .millis("ModelLatency", response.latency)
             .property("agent_id", charge.agent_id.to_string());
         if let Some(task) = charge.task_id {

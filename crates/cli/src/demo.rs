@@ -544,9 +544,9 @@ async fn summary(
     .await?;
     let planners: Vec<String> = planners.iter().map(|(p, n)| format!("{p}: {n}")).collect();
     println!("  plans made by         {}", planners.join(", "));
-    let (calls, cents): (i64, Option<i64>) = sqlx::query_as(
+    let (calls, micros): (i64, Option<i64>) = sqlx::query_as(
         "select count(*) filter (where l.kind = 'spend' and l.idempotency_key not like '%:over'),
-                sum(case l.kind when 'release' then -l.amount_cents else l.amount_cents end)::bigint
+                sum(case l.kind when 'release' then -l.amount_micros else l.amount_micros end)::bigint
          from ledger l join agents a on a.id = l.agent_id
          where a.tenant_id = $1 and l.category = 'inference'",
     )
@@ -554,8 +554,8 @@ async fn summary(
     .fetch_one(pool)
     .await?;
     println!(
-        "  model calls charged   {calls} ({} cents in the agents' ledgers, reservations settled)",
-        cents.unwrap_or(0)
+        "  model calls charged   {calls} ({} in the agents' ledgers, reservations settled)",
+        chimera_core::money::show(micros.unwrap_or(0))
     );
     let (memories, recalled): (i64, i64) = sqlx::query_as(
         "select (select count(*) from memories m join agents a on a.id = m.agent_id

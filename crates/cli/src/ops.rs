@@ -428,15 +428,17 @@ pub async fn budgets(api: &Api, json_output: bool, command: Budgets) -> Result<(
                 ))
                 .await?;
             out(json_output, &page, |p| {
+                // Amounts are micros; shown as cents with their fraction.
+                let cents = |v: &Value| v.as_i64().map(chimera_core::money::show);
                 for e in p["items"].as_array().into_iter().flatten() {
                     println!(
-                        "{:>8} {} {:<9} {:<7} {:>9} -> {:>9}  {}",
+                        "{:>8} {} {:<9} {:<7} {:>16} -> {:>16}  {}",
                         e["id"],
                         s(&e["created_at"]),
                         s(&e["category"]),
                         s(&e["kind"]),
-                        e["amount_cents"],
-                        e["balance_after"],
+                        cents(&e["amount_micros"]).unwrap_or_default(),
+                        cents(&e["balance_after_micros"]).unwrap_or_default(),
                         e["memo"].as_str().unwrap_or("")
                     );
                 }

@@ -10,6 +10,7 @@
 //! - [`effect`]: proposed effects, the `execute` task an approval releases, and what an edit
 //!   may change.
 //! - [`auth`]: JWT claims, roles and permissions.
+//! - [`money`]: the ledger's unit (micros, 10,000 to the cent) and how people see it.
 //! - [`gate`]: the judge's own signals: deterministic text checks, suspicious inputs, and
 //!   the independent score the worker's claim can only lower.
 //! - [`routing`]: the judge's routing policy, a pure function of a result and the agent's
@@ -31,6 +32,7 @@ pub mod gate;
 pub mod goal;
 #[cfg(feature = "logs")]
 pub mod logs;
+pub mod money;
 pub mod names;
 pub mod routing;
 pub mod schedule;

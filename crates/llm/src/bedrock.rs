@@ -214,6 +214,12 @@ fn parse_output(
     config: &BedrockConfig,
     latency: Duration,
 ) -> Result<ChatResponse, LlmError> {
+    let tokens = |n: i32| u32::try_from(n).unwrap_or(0);
+    let usage = output.usage().map_or_else(Usage::default, |usage| Usage {
+        input_tokens: tokens(usage.input_tokens()),
+        output_tokens: tokens(usage.output_tokens()),
+    });
+    let used = output.usage().is_some().then_some(usage);
     let stop = output.stop_reason();
     let truncated = *stop == StopReason::MaxTokens;
     let content = match output.output() {
@@ -229,7 +235,7 @@ fn parse_output(
                 .map(String::as_str)
                 .collect();
             if text.len() > limit {
-                return Err(LlmError::TooLarge { limit });
+                return Err(LlmError::TooLarge { limit, used });
             }
             (text, None)
         }
@@ -238,33 +244,30 @@ fn parse_output(
                 .iter()
                 .filter_map(|block| block.as_tool_use().ok())
                 .find(|call| call.name() == shape.name)
-                .ok_or_else(|| {
-                    LlmError::InvalidOutput(format!(
+                .ok_or_else(|| LlmError::InvalidOutput {
+                    why: format!(
                         "no call of the tool {} in the answer (stop reason {})",
                         shape.name,
                         stop.as_str()
-                    ))
+                    ),
+                    used,
                 })?;
             let value = json_value(call.input());
             let text = value.to_string();
             if text.len() > limit {
-                return Err(LlmError::TooLarge { limit });
+                return Err(LlmError::TooLarge { limit, used });
             }
-            schema::validate(&shape.schema, &value).map_err(|m| {
-                LlmError::InvalidOutput(if truncated {
+            schema::validate(&shape.schema, &value).map_err(|m| LlmError::InvalidOutput {
+                why: if truncated {
                     format!("the answer was cut at max_tokens: {m}")
                 } else {
                     format!("not of the schema: {m}")
-                })
+                },
+                used,
             })?;
             (text, Some(value))
         }
     };
-    let tokens = |n: i32| u32::try_from(n).unwrap_or(0);
-    let usage = output.usage().map_or_else(Usage::default, |usage| Usage {
-        input_tokens: tokens(usage.input_tokens()),
-        output_tokens: tokens(usage.output_tokens()),
-    });
     Ok(ChatResponse {
         text,
         json,

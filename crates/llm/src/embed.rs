@@ -68,20 +68,20 @@ fn bounded(text: &str) -> &str {
 /// One vector per text, each `dimensions` long, finite, not all zero.
 fn check(vectors: &[Vec<f32>], texts: usize, dimensions: usize) -> Result<(), LlmError> {
     if vectors.len() != texts {
-        return Err(LlmError::InvalidOutput(format!(
+        return Err(LlmError::invalid(format!(
             "{} vectors for {texts} texts",
             vectors.len()
         )));
     }
     for (i, v) in vectors.iter().enumerate() {
         if v.len() != dimensions {
-            return Err(LlmError::InvalidOutput(format!(
+            return Err(LlmError::invalid(format!(
                 "vector {i} has {} dimensions, not the configured {dimensions}",
                 v.len()
             )));
         }
         if v.iter().any(|x| !x.is_finite()) || v.iter().all(|x| *x == 0.0) {
-            return Err(LlmError::InvalidOutput(format!(
+            return Err(LlmError::invalid(format!(
                 "vector {i} is not a direction (a non-finite value, or only zeros)"
             )));
         }
@@ -142,9 +142,7 @@ impl OpenAiEmbedder {
                 post_json(&self.http, &self.config, &url, &body).await?;
             answer.data.sort_by_key(|d| d.index);
             if answer.data.iter().enumerate().any(|(i, d)| d.index != i) {
-                return Err(LlmError::InvalidOutput(
-                    "the vectors' indexes are not 0..n".into(),
-                ));
+                return Err(LlmError::invalid("the vectors' indexes are not 0..n"));
             }
             let batch_vectors: Vec<Vec<f32>> =
                 answer.data.into_iter().map(|d| d.embedding).collect();
@@ -241,7 +239,7 @@ impl TitanEmbedder {
             "dimensions": self.dimensions,
             "normalize": true,
         }))
-        .map_err(|e| LlmError::InvalidOutput(e.to_string()))?;
+        .map_err(|e| LlmError::invalid(e.to_string()))?;
         let output = with_retries(self.retries, self.backoff, || async {
             self.client
                 .invoke_model()
@@ -255,7 +253,7 @@ impl TitanEmbedder {
         })
         .await?;
         let answer: TitanAnswer = serde_json::from_slice(output.body().as_ref())
-            .map_err(|e| LlmError::InvalidOutput(format!("not a Titan embedding: {e}")))?;
+            .map_err(|e| LlmError::invalid(format!("not a Titan embedding: {e}")))?;
         Ok((answer.embedding, answer.input_text_token_count))
     }
 

@@ -186,15 +186,32 @@ pub enum LlmError {
     /// The provider refused the request (a 4xx other than 429): the same request fails again.
     #[error("the model provider refused the request ({status}): {message}")]
     Refused { status: u16, message: String },
-    /// The answer is larger than the configured bound.
+    /// The answer is larger than the configured bound; `used`: the tokens the model reported
+    /// for it, when it reported them (what the call is charged).
     #[error("the answer is larger than {limit} bytes")]
-    TooLarge { limit: usize },
-    /// The answer is not what was asked for: not JSON, or not of the schema.
-    #[error("the answer is invalid: {0}")]
-    InvalidOutput(String),
+    TooLarge { limit: usize, used: Option<Usage> },
+    /// The answer is not what was asked for: not JSON, or not of the schema; `used` as above.
+    #[error("the answer is invalid: {why}")]
+    InvalidOutput { why: String, used: Option<Usage> },
 }
 
 impl LlmError {
+    /// An answer that is not what was asked for, its usage unknown.
+    pub fn invalid(why: impl Into<String>) -> Self {
+        Self::InvalidOutput {
+            why: why.into(),
+            used: None,
+        }
+    }
+
+    /// The tokens an answer that arrived but could not be used took, when the model said.
+    pub fn used(&self) -> Option<Usage> {
+        match self {
+            Self::TooLarge { used, .. } | Self::InvalidOutput { used, .. } => *used,
+            _ => None,
+        }
+    }
+
     /// Whether calling again later can succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Timeout(_) | Self::Unavailable(_))

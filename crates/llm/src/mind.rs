@@ -2,9 +2,11 @@
 //!
 //! [`Mind::call`] prices the call's worst case (the prompt's tokens, estimated from its length,
 //! plus `max_tokens` of answer) and refuses it, before anything is sent, when the agent's
-//! balance cannot cover it. After the answer it charges what the call cost, in whole cents
-//! rounded up, under the caller's idempotency key: a redelivered task that calls again under
-//! the same key is charged once. A call that fails is not charged.
+//! balance cannot cover it. After the answer it charges what the call cost, in micros
+//! (millionths of the currency unit, rounded up per call), under the caller's idempotency key:
+//! a redelivered task that calls again under the same key is charged once. A call refused or
+//! never answered is not charged; one answered unusably is charged the tokens it reported (its
+//! worst case when it reported none, or when no answer came in time).
 //!
 //! Every call has a time by which it must have answered ([`answer_by`] derives it from the
 //! invocation's deadline): a handler that waits on a slow model past its own deadline would be
@@ -82,11 +84,12 @@ impl Prices {
 }
 
 impl Price {
-    /// What `usage` costs, in whole cents, rounded up.
-    pub fn cents(&self, usage: Usage) -> i64 {
-        let micro = f64::from(usage.input_tokens) * self.input_cents_per_mtok
+    /// What `usage` costs, in micros (millionths of the currency unit: a cent per million
+    /// tokens is a hundredth of a micro per token), rounded up.
+    pub fn micros(&self, usage: Usage) -> i64 {
+        let hundredths = f64::from(usage.input_tokens) * self.input_cents_per_mtok
             + f64::from(usage.output_tokens) * self.output_cents_per_mtok;
-        (micro / 1_000_000.0).ceil() as i64
+        (hundredths / 100.0).ceil() as i64
     }
 }
 
@@ -126,8 +129,8 @@ pub struct Charge {
 pub enum MeterError {
     #[error("the agent has no budget")]
     NoBudget,
-    /// The balance cannot cover the call's worst case.
-    #[error("the budget has {balance} cents left, the call may cost {needed}")]
+    /// The balance cannot cover the call's worst case (micros).
+    #[error("the budget has {balance} micros left, the call may cost {needed}")]
     Insufficient { needed: i64, balance: i64 },
     /// The call would take the day's spend over the agent's limit.
     #[error("{0}")]
@@ -139,32 +142,32 @@ pub enum MeterError {
 /// The budget ledger, as the mind needs it: a call's worst case is reserved before it is sent
 /// and the reservation settled at what it cost.
 pub trait Meter: Send + Sync {
-    /// Reserves `cents` (> 0, the call's worst case) under the budget's lock, once per
+    /// Reserves `micros` (> 0, the call's worst case) under the budget's lock, once per
     /// `charge.key`; returns what it reserved (0 when the key was reserved before).
     fn reserve<'a>(
         &'a self,
         charge: &'a Charge,
-        cents: i64,
+        micros: i64,
     ) -> BoxFuture<'a, Result<i64, MeterError>>;
 
-    /// Settles the reservation of `charge.key` at `cents`, what the call cost (the rest goes
+    /// Settles the reservation of `charge.key` at `micros`, what the call cost (the rest goes
     /// back; more is charged as far as the balance goes); returns what the call was charged.
     fn settle<'a>(
         &'a self,
         charge: &'a Charge,
-        cents: i64,
+        micros: i64,
     ) -> BoxFuture<'a, Result<i64, MeterError>>;
 
-    /// Told of every answered call, after its charge, with what the charge took (0 for a call
-    /// charged before under its key): for metrics; nothing by default.
+    /// Told of every answered call, after its charge, with what the charge took in micros (0
+    /// for a call charged before under its key): for metrics; nothing by default.
     fn observe(&self, _charge: &Charge, _response: &ChatResponse, _charged: i64) {}
 }
 
 /// Why a metered call gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum MindError {
-    /// Refused before it was sent: the budget cannot cover the call's worst case.
-    #[error("model call refused: it may cost {needed} cents and the budget has {balance} left")]
+    /// Refused before it was sent: the budget cannot cover the call's worst case (micros).
+    #[error("model call refused: it may cost {needed} micros and the budget has {balance} left")]
     OverBudget { needed: i64, balance: i64 },
     /// A call chose a model nobody priced: it is not sent.
     #[error("model call refused: model {0} is not in the stage's price table (CHIMERA_LLM_PRICES)")]
@@ -208,11 +211,11 @@ pub struct Mind {
     meter: Arc<dyn Meter>,
 }
 
-/// A metered answer: the model's, and the cents it cost.
+/// A metered answer: the model's, and the micros it cost.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub response: ChatResponse,
-    pub cents: i64,
+    pub micros: i64,
 }
 
 impl Mind {
@@ -259,9 +262,10 @@ impl Mind {
 
     /// One call: its worst case reserved under the budget's lock before it is sent (refused
     /// when the balance or the day's limit cannot cover it), the reservation settled at what
-    /// the answer used. A call that fails after it may have used tokens (no answer in time, an
-    /// answer too large or unusable) keeps its reservation; one refused or never answered gives
-    /// it back. It gives up when no answer came `by` then.
+    /// the answer used. A call answered unusably (too large, not of the schema) is charged the
+    /// tokens the model reported for it, or keeps its reservation when it reported none; one
+    /// with no answer in time keeps its reservation (it may have used all of it); one refused
+    /// or unreachable gives it back. It gives up when no answer came `by` then.
     pub async fn call(
         &self,
         charge: &Charge,
@@ -269,7 +273,7 @@ impl Mind {
         by: Instant,
     ) -> Result<Answer, MindError> {
         let price = self.price_of(request)?;
-        let needed = price.cents(worst_case(request));
+        let needed = price.micros(worst_case(request));
         if needed > 0 {
             self.meter
                 .reserve(charge, needed)
@@ -290,28 +294,32 @@ impl Mind {
             Ok(response) => response,
             Err(err) => {
                 if needed > 0 {
-                    let used = match err {
-                        LlmError::Timeout(_)
-                        | LlmError::TooLarge { .. }
-                        | LlmError::InvalidOutput(_) => needed,
+                    let cost = match (&err, err.used()) {
+                        (_, Some(used)) => price.micros(used),
+                        (
+                            LlmError::Timeout(_)
+                            | LlmError::TooLarge { .. }
+                            | LlmError::InvalidOutput { .. },
+                            None,
+                        ) => needed,
                         _ => 0,
                     };
-                    self.meter.settle(charge, used).await?;
+                    self.meter.settle(charge, cost).await?;
                 }
                 return Err(err.into());
             }
         };
-        let cents = price.cents(response.usage);
-        let charged = if needed > 0 || cents > 0 {
-            self.meter.settle(charge, cents).await?
+        let micros = price.micros(response.usage);
+        let charged = if needed > 0 || micros > 0 {
+            self.meter.settle(charge, micros).await?
         } else {
             0
         };
         self.meter.observe(charge, &response, charged);
         tracing::info!(model = %response.model, key = %charge.key, input_tokens = response.usage.input_tokens,
-                       output_tokens = response.usage.output_tokens, cents,
+                       output_tokens = response.usage.output_tokens, micros,
                        latency_ms = response.latency.as_millis() as u64, "model call");
-        Ok(Answer { response, cents })
+        Ok(Answer { response, micros })
     }
 }
 
@@ -321,7 +329,7 @@ mod tests {
     use crate::Message;
 
     #[test]
-    fn calls_are_priced_in_whole_cents_rounded_up() {
+    fn calls_are_priced_in_micros_rounded_up() {
         let price = Price {
             input_cents_per_mtok: 300.0,
             output_cents_per_mtok: 1500.0,
@@ -330,10 +338,18 @@ mod tests {
             input_tokens: i,
             output_tokens: o,
         };
-        assert_eq!(price.cents(usage(0, 0)), 0);
-        assert_eq!(price.cents(usage(100, 10)), 1);
-        assert_eq!(price.cents(usage(1_000_000, 0)), 300);
-        assert_eq!(price.cents(usage(1_000_000, 1_000_000)), 1800);
+        // 300 cents per million input tokens: 3 micros a token.
+        assert_eq!(price.micros(usage(0, 0)), 0);
+        assert_eq!(price.micros(usage(100, 10)), 450);
+        assert_eq!(price.micros(usage(1, 0)), 3);
+        assert_eq!(price.micros(usage(1_000_000, 0)), 3_000_000);
+        assert_eq!(price.micros(usage(1_000_000, 1_000_000)), 18_000_000);
+        let cheap = Price {
+            input_cents_per_mtok: 10.0,
+            output_cents_per_mtok: 20.0,
+        };
+        // A tenth of a micro per token, rounded up per call.
+        assert_eq!(cheap.micros(usage(35, 0)), 4);
         let request = ChatRequest {
             model: None,
             messages: vec![Message::user("x".repeat(300))],

@@ -110,36 +110,37 @@ impl OpenAiCompatible {
         completion: Completion,
         latency: Duration,
     ) -> Result<ChatResponse, LlmError> {
+        let used = completion.usage.as_ref().map(|usage| Usage {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+        });
+        let invalid = |why: String| LlmError::InvalidOutput { why, used };
         let choice = completion
             .choices
             .into_iter()
             .next()
-            .ok_or_else(|| LlmError::InvalidOutput("no choice in the answer".into()))?;
+            .ok_or_else(|| invalid("no choice in the answer".into()))?;
         let text = choice.message.content.unwrap_or_default();
         let truncated = choice.finish_reason.as_deref() == Some("length");
         let json = match &request.output {
             None => None,
             Some(output) => {
                 let value: Value = serde_json::from_str(&text).map_err(|e| {
-                    LlmError::InvalidOutput(if truncated {
+                    invalid(if truncated {
                         format!("the answer was cut at max_tokens: {e}")
                     } else {
                         format!("not JSON: {e}")
                     })
                 })?;
                 schema::validate(&output.schema, &value)
-                    .map_err(|m| LlmError::InvalidOutput(format!("not of the schema: {m}")))?;
+                    .map_err(|m| invalid(format!("not of the schema: {m}")))?;
                 Some(value)
             }
         };
-        let usage = completion.usage.unwrap_or_default();
         Ok(ChatResponse {
             text,
             json,
-            usage: Usage {
-                input_tokens: usage.prompt_tokens,
-                output_tokens: usage.completion_tokens,
-            },
+            usage: used.unwrap_or_default(),
             model: completion
                 .model
                 .unwrap_or_else(|| self.config.model.clone()),
@@ -217,11 +218,8 @@ async fn attempt_once<T: serde::de::DeserializeOwned>(
             message: excerpt(&bytes),
         }));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Attempt::Final(LlmError::InvalidOutput(format!(
-            "not the answer asked for: {e}"
-        )))
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Attempt::Final(LlmError::invalid(format!("not the answer asked for: {e}"))))
 }
 
 #[derive(Deserialize)]
@@ -261,7 +259,7 @@ async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<V
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if bytes.len() + chunk.len() > limit {
-                    return Err(Attempt::Final(LlmError::TooLarge { limit }));
+                    return Err(Attempt::Final(LlmError::TooLarge { limit, used: None }));
                 }
                 bytes.extend_from_slice(&chunk);
             }

@@ -123,8 +123,10 @@ pub struct AgentView {
     /// Every version of each document, newest first.
     pub persona_versions: Vec<DocumentVersion>,
     pub policy_versions: Vec<DocumentVersion>,
-    /// The budget's balance in cents (absent when none was opened).
+    /// The budget's balance in whole cents, rounded down (absent when none was opened).
     pub balance_cents: Option<i64>,
+    /// The same balance exactly, in micros (10,000 to the cent), as the ledger keeps it.
+    pub balance_micros: Option<i64>,
     /// Goals not settled yet, and results waiting for a human.
     pub goals_in_flight: i64,
     pub held_items: i64,
@@ -140,7 +142,7 @@ pub async fn view(
         r#"select a.id, a.handle, a.display_name, a.status::text as "status!", a.platforms,
                   a.created_at, a.persona, a.persona_version, a.policy_version,
                   s.source as soul, p.source as agents, p.document as policy,
-                  (select balance_cents from budgets b where b.agent_id = a.id) as balance_cents,
+                  b.balance_cents as "balance_cents?", b.balance_micros as "balance_micros?",
                   (select count(*) from goals g where g.agent_id = a.id
                      and g.status in ('received', 'planning', 'in_progress', 'awaiting_review'))
                      as "goals_in_flight!",
@@ -149,6 +151,7 @@ pub async fn view(
            from agents a
            join personas s on s.agent_id = a.id and s.version = a.persona_version
            join policies p on p.agent_id = a.id and p.version = a.policy_version
+           left join budgets b on b.agent_id = a.id
            where a.id = $1 and a.tenant_id = $2"#,
         id.0,
         tenant.0
@@ -190,6 +193,7 @@ pub async fn view(
         persona_versions,
         policy_versions,
         balance_cents: row.balance_cents,
+        balance_micros: row.balance_micros,
         goals_in_flight: row.goals_in_flight,
         held_items: row.held_items,
     }))

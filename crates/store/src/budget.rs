@@ -3,26 +3,30 @@
 //! A spend is one statement (`budget_spend`): under the budget row's lock it checks the key, the
 //! balance, decrements and writes the ledger row, so whatever the concurrency the balance never
 //! goes below zero and the ledger always sums to what left the budget.
+//!
+//! Amounts in the ledger are integer micros ([`chimera_core::money`]): a model call's fraction
+//! of a cent is kept exactly. Transfers, limits and top-ups are whole cents, converted here.
 
 use chimera_core::domain::{AgentId, AuditRecord, TaskId, TenantId};
+use chimera_core::money::{self, from_cents};
 use chimera_core::routing::SpendLimits;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
 /// What a spend did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpendOutcome {
-    /// Charged; the balance after it.
-    Spent { balance_cents: i64 },
+    /// Charged; the balance after it, in micros.
+    Spent { balance_micros: i64 },
     /// This key was charged before (same amount); nothing charged now.
-    Duplicate { balance_cents: i64 },
+    Duplicate { balance_micros: i64 },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
-    #[error("insufficient budget: {balance_cents} cents left, {requested_cents} requested")]
+    #[error("insufficient budget: {} left, {} requested", money::show(*balance_micros), money::show(*requested_micros))]
     Insufficient {
-        balance_cents: i64,
-        requested_cents: i64,
+        balance_micros: i64,
+        requested_micros: i64,
     },
     #[error("the agent has no budget")]
     NoBudget,
@@ -50,20 +54,21 @@ pub async fn open_budget(
         return Err(BudgetError::InvalidAmount(balance_cents));
     }
     let mut tx = pool.begin().await?;
+    let micros = from_cents(balance_cents);
     sqlx::query!(
-        "insert into budgets (agent_id, currency, balance_cents) values ($1, $2, $3)",
+        "insert into budgets (agent_id, currency, balance_micros) values ($1, $2, $3)",
         agent.0,
         currency,
-        balance_cents
+        micros
     )
     .execute(&mut *tx)
     .await?;
-    if balance_cents > 0 {
+    if micros > 0 {
         sqlx::query!(
-            "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, memo)
+            "insert into ledger (agent_id, idempotency_key, kind, category, amount_micros, balance_after_micros, memo)
              values ($1, 'opening-balance', 'top_up', 'top_up', $2, $2, 'opening balance')",
             agent.0,
-            balance_cents
+            micros
         )
         .execute(&mut *tx)
         .await?;
@@ -72,43 +77,43 @@ pub async fn open_budget(
     Ok(())
 }
 
-/// Charges `amount_cents` to the agent's budget under `idempotency_key` (on a pool, or inside
-/// the caller's transaction with the writes the spend pays for).
+/// Charges `micros` to the agent's budget under `idempotency_key` (on a pool, or inside the
+/// caller's transaction with the writes the spend pays for).
 pub async fn spend<'e>(
     executor: impl PgExecutor<'e>,
     agent: AgentId,
     idempotency_key: &str,
-    amount_cents: i64,
+    micros: i64,
     task: Option<TaskId>,
     memo: Option<&str>,
 ) -> Result<SpendOutcome, BudgetError> {
-    if amount_cents <= 0 {
-        return Err(BudgetError::InvalidAmount(amount_cents));
+    if micros <= 0 {
+        return Err(BudgetError::InvalidAmount(micros));
     }
     let row = sqlx::query!(
-        r#"select outcome as "outcome!", balance_cents from budget_spend($1, $2, $3, $4, $5)"#,
+        r#"select outcome as "outcome!", balance_micros from budget_spend($1, $2, $3, $4, $5)"#,
         agent.0,
         idempotency_key,
-        amount_cents,
+        micros,
         task.map(|t| t.0),
         memo
     )
     .fetch_one(executor)
     .await?;
     let balance = || {
-        row.balance_cents
+        row.balance_micros
             .ok_or_else(|| BudgetError::Unreadable("no balance".into()))
     };
     match row.outcome.as_str() {
         "spent" => Ok(SpendOutcome::Spent {
-            balance_cents: balance()?,
+            balance_micros: balance()?,
         }),
         "duplicate" => Ok(SpendOutcome::Duplicate {
-            balance_cents: balance()?,
+            balance_micros: balance()?,
         }),
         "insufficient" => Err(BudgetError::Insufficient {
-            balance_cents: balance()?,
-            requested_cents: amount_cents,
+            balance_micros: balance()?,
+            requested_micros: micros,
         }),
         "no_budget" => Err(BudgetError::NoBudget),
         "key_reused" => Err(BudgetError::KeyReused(idempotency_key.to_owned())),
@@ -116,7 +121,7 @@ pub async fn spend<'e>(
     }
 }
 
-/// What the agent spent today (UTC), in cents, other than under `key`: its transfers, and its
+/// What the agent spent today (UTC), in micros, other than under `key`: its transfers, and its
 /// inference net of what settled reservations gave back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Today {
@@ -137,8 +142,8 @@ pub async fn spent_today(
 ) -> Result<Today, sqlx::Error> {
     let row = sqlx::query!(
         r#"select
-               coalesce(sum(amount_cents) filter (where category = 'transfer' and kind = 'spend'), 0)::bigint as "transfers!",
-               coalesce(sum(case kind when 'spend' then amount_cents when 'release' then -amount_cents else 0 end)
+               coalesce(sum(amount_micros) filter (where category = 'transfer' and kind = 'spend'), 0)::bigint as "transfers!",
+               coalesce(sum(case kind when 'spend' then amount_micros when 'release' then -amount_micros else 0 end)
                         filter (where category = 'inference'), 0)::bigint as "inference!"
            from ledger
            where agent_id = $1 and idempotency_key <> $2
@@ -154,32 +159,35 @@ pub async fn spent_today(
     })
 }
 
-/// Why a transfer of `amount` breaks `limits`, given what was spent today: per transfer, per
-/// day (inference and transfers together), and for a payment approved without a person
+/// Why a transfer of `amount` cents breaks `limits`, given what was spent today: per transfer,
+/// per day (inference and transfers together), and for a payment approved without a person
 /// (`auto`), the day's auto-pay limit (transfers only; none set: nothing goes alone).
 pub fn over_limits(amount: i64, today: Today, limits: &SpendLimits, auto: bool) -> Option<String> {
-    let cents = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
+    let limit = |cents: u64| from_cents(i64::try_from(cents).unwrap_or(i64::MAX));
+    let micros = from_cents(amount);
     if let Some(max) = limits.per_transfer_cents
-        && cents(amount) > max
+        && micros > limit(max)
     {
         return Some(format!(
             "{amount} cents is over the policy's limit of {max} cents per transfer"
         ));
     }
-    let total = today.total().saturating_add(amount);
+    let total = today.total().saturating_add(micros);
     if let Some(max) = limits.per_day_cents
-        && cents(total) > max
+        && total > limit(max)
     {
         return Some(format!(
-            "{amount} cents would make {total} spent today (transfers and inference), over the policy's limit of {max} cents a day"
+            "{amount} cents would make {} spent today (transfers and inference), over the policy's limit of {max} cents a day",
+            money::show(total)
         ));
     }
     if auto {
-        let paid = today.transfers.saturating_add(amount);
+        let paid = today.transfers.saturating_add(micros);
         match limits.auto_pay_per_day_cents {
-            Some(max) if cents(paid) > max => {
+            Some(max) if paid > limit(max) => {
                 return Some(format!(
-                    "{amount} cents would make {paid} paid today without a person, over the auto-pay limit of {max} cents"
+                    "{amount} cents would make {} paid today without a person, over the auto-pay limit of {max} cents",
+                    money::show(paid)
                 ));
             }
             None => return Some("the policy sets no auto-pay limit".to_owned()),
@@ -189,7 +197,7 @@ pub fn over_limits(amount: i64, today: Today, limits: &SpendLimits, auto: bool) 
     None
 }
 
-/// A transfer's spend within the policy's `limits` (and its auto-pay limit when it goes
+/// A transfer's spend of `amount` cents within the policy's `limits` (and its auto-pay limit when it goes
 /// without a person, `auto`): under the budget row's lock (so concurrent approvals and model
 /// calls of one agent see each other's spend), refused with [`BudgetError::OverLimit`] when it
 /// breaks one; a key charged before is a duplicate whatever the limits say now.
@@ -205,7 +213,7 @@ pub async fn spend_transfer(
     auto: bool,
 ) -> Result<SpendOutcome, BudgetError> {
     let locked = sqlx::query_scalar!(
-        "select balance_cents from budgets where agent_id = $1 for update",
+        "select balance_micros from budgets where agent_id = $1 for update",
         agent.0
     )
     .fetch_optional(&mut *tx)
@@ -226,10 +234,10 @@ pub async fn spend_transfer(
             return Err(BudgetError::OverLimit(why));
         }
     }
-    spend(&mut *tx, agent, key, amount, task, memo).await
+    spend(&mut *tx, agent, key, from_cents(amount), task, memo).await
 }
 
-/// Reserves a model call's worst case, `cents` (> 0), under the budget row's lock and the key
+/// Reserves a model call's worst case, `micros` (> 0), under the budget row's lock and the key
 /// `key`, as inference: refused when the balance cannot cover it
 /// ([`BudgetError::Insufficient`]) or when it would take the day's spend (inference and
 /// transfers) over the agent's policy's `spend.per_day_cents` ([`BudgetError::OverLimit`]).
@@ -238,16 +246,16 @@ pub async fn reserve_inference(
     pool: &PgPool,
     agent: AgentId,
     key: &str,
-    cents: i64,
+    micros: i64,
     task: Option<TaskId>,
     memo: &str,
 ) -> Result<i64, BudgetError> {
-    if cents <= 0 {
-        return Err(BudgetError::InvalidAmount(cents));
+    if micros <= 0 {
+        return Err(BudgetError::InvalidAmount(micros));
     }
     let mut tx = pool.begin().await?;
     let Some(locked) = sqlx::query!(
-        r#"select b.balance_cents, (p.document -> 'spend' ->> 'per_day_cents')::bigint as per_day
+        r#"select b.balance_micros, (p.document -> 'spend' ->> 'per_day_cents')::bigint as per_day
            from budgets b
            join agents a on a.id = b.agent_id
            join policies p on p.agent_id = a.id and p.version = a.policy_version
@@ -269,44 +277,49 @@ pub async fn reserve_inference(
     if before {
         return Ok(0);
     }
-    if locked.balance_cents < cents {
+    if locked.balance_micros < micros {
         return Err(BudgetError::Insufficient {
-            balance_cents: locked.balance_cents,
-            requested_cents: cents,
+            balance_micros: locked.balance_micros,
+            requested_micros: micros,
         });
     }
     if let Some(max) = locked.per_day {
-        let total = spent_today(&mut tx, agent, key).await?.total() + cents;
-        if total > max {
+        let total = spent_today(&mut tx, agent, key)
+            .await?
+            .total()
+            .saturating_add(micros);
+        if total > from_cents(max) {
             return Err(BudgetError::OverLimit(format!(
-                "a model call that may cost {cents} cents would make {total} spent today, over the policy's limit of {max} cents a day"
+                "a model call that may cost {} would make {} spent today, over the policy's limit of {max} cents a day",
+                money::show(micros),
+                money::show(total)
             )));
         }
     }
     sqlx::query!(
-        "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, task_id, memo)
+        "insert into ledger (agent_id, idempotency_key, kind, category, amount_micros, balance_after_micros, task_id, memo)
          values ($1, $2, 'spend', 'inference', $3, $4, $5, $6)",
         agent.0,
         key,
-        cents,
-        locked.balance_cents - cents,
+        micros,
+        locked.balance_micros - micros,
         task.map(|t| t.0),
         memo
     )
     .execute(&mut *tx)
     .await?;
     sqlx::query!(
-        "update budgets set balance_cents = balance_cents - $2, updated_at = now() where agent_id = $1",
+        "update budgets set balance_micros = balance_micros - $2, updated_at = now() where agent_id = $1",
         agent.0,
-        cents
+        micros
     )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(cents)
+    Ok(micros)
 }
 
-/// Settles the reservation under `key` at what the call cost, `cents`: the rest goes back to
+/// Settles the reservation under `key` at what the call cost, `micros`: the rest goes back to
 /// the balance (a `release` row); a call that cost more than its reservation is charged the
 /// difference, as far as the balance goes (an `:over` row, the shortfall logged). Settling
 /// twice changes nothing. Returns what the call was charged in all, or 0 when it was settled
@@ -315,11 +328,11 @@ pub async fn settle_inference(
     pool: &PgPool,
     agent: AgentId,
     key: &str,
-    cents: i64,
+    micros: i64,
 ) -> Result<i64, BudgetError> {
     let mut tx = pool.begin().await?;
     let Some(balance) = sqlx::query_scalar!(
-        "select balance_cents from budgets where agent_id = $1 for update",
+        "select balance_micros from budgets where agent_id = $1 for update",
         agent.0
     )
     .fetch_optional(&mut *tx)
@@ -328,7 +341,7 @@ pub async fn settle_inference(
         return Err(BudgetError::NoBudget);
     };
     let rows = sqlx::query!(
-        r#"select idempotency_key as "key!", amount_cents, task_id, memo from ledger
+        r#"select idempotency_key as "key!", amount_micros, task_id, memo from ledger
            where agent_id = $1 and idempotency_key in ($2, $2 || ':release', $2 || ':over')"#,
         agent.0,
         key
@@ -339,24 +352,24 @@ pub async fn settle_inference(
         return Ok(0);
     };
     let settled_before = rows.iter().any(|r| r.key != key);
-    let cents = cents.max(0);
+    let cost = micros.max(0);
     if settled_before {
         return Ok(0);
     }
-    if cents == reserved.amount_cents {
-        return Ok(cents);
+    if cost == reserved.amount_micros {
+        return Ok(cost);
     }
-    let (kind, suffix, amount) = if cents < reserved.amount_cents {
-        ("release", "release", reserved.amount_cents - cents)
+    let (kind, suffix, amount) = if cost < reserved.amount_micros {
+        ("release", "release", reserved.amount_micros - cost)
     } else {
         (
             "spend",
             "over",
-            (cents - reserved.amount_cents).min(balance),
+            (cost - reserved.amount_micros).min(balance),
         )
     };
-    if kind == "spend" && amount < cents - reserved.amount_cents {
-        tracing::warn!(agent_id = %agent.0, key, cents, balance, "model call cost more than its reservation and the budget had left");
+    if kind == "spend" && amount < cost - reserved.amount_micros {
+        tracing::warn!(agent_id = %agent.0, key, micros = cost, balance, "model call cost more than its reservation and the budget had left");
     }
     if amount > 0 {
         let after = if kind == "release" {
@@ -365,7 +378,7 @@ pub async fn settle_inference(
             balance - amount
         };
         sqlx::query!(
-            "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, task_id, memo)
+            "insert into ledger (agent_id, idempotency_key, kind, category, amount_micros, balance_after_micros, task_id, memo)
              values ($1, $2, $3::text::ledger_kind, 'inference', $4, $5, $6, $7)",
             agent.0,
             format!("{key}:{suffix}"),
@@ -378,7 +391,7 @@ pub async fn settle_inference(
         .execute(&mut *tx)
         .await?;
         sqlx::query!(
-            "update budgets set balance_cents = $2, updated_at = now() where agent_id = $1",
+            "update budgets set balance_micros = $2, updated_at = now() where agent_id = $1",
             agent.0,
             after
         )
@@ -387,16 +400,16 @@ pub async fn settle_inference(
     }
     tx.commit().await?;
     Ok(if kind == "release" {
-        cents
+        cost
     } else {
-        reserved.amount_cents + amount
+        reserved.amount_micros + amount
     })
 }
 
-/// The current balance, if the agent has a budget.
+/// The current balance in micros, if the agent has a budget.
 pub async fn balance(pool: &PgPool, agent: AgentId) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar!(
-        "select balance_cents from budgets where agent_id = $1",
+        "select balance_micros from budgets where agent_id = $1",
         agent.0
     )
     .fetch_optional(pool)
@@ -406,7 +419,7 @@ pub async fn balance(pool: &PgPool, agent: AgentId) -> Result<Option<i64>, sqlx:
 /// What a top-up did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopUp {
-    pub balance_cents: i64,
+    pub balance_micros: i64,
     /// This key topped the budget up before (by the same amount): nothing added now.
     pub duplicate: bool,
 }
@@ -424,9 +437,10 @@ pub async fn top_up(
     if amount_cents <= 0 {
         return Err(BudgetError::InvalidAmount(amount_cents));
     }
+    let micros = from_cents(amount_cents);
     let mut tx = pool.begin().await?;
     let Some(row) = sqlx::query!(
-        "select b.balance_cents, a.tenant_id from budgets b join agents a on a.id = b.agent_id
+        "select b.balance_micros, a.tenant_id from budgets b join agents a on a.id = b.agent_id
          where b.agent_id = $1 for update of b",
         agent.0
     )
@@ -435,9 +449,9 @@ pub async fn top_up(
     else {
         return Err(BudgetError::NoBudget);
     };
-    let balance = row.balance_cents;
+    let balance = row.balance_micros;
     let prior = sqlx::query!(
-        r#"select kind::text as "kind!", amount_cents from ledger
+        r#"select kind::text as "kind!", amount_micros from ledger
            where agent_id = $1 and idempotency_key = $2"#,
         agent.0,
         key
@@ -445,9 +459,9 @@ pub async fn top_up(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(prior) = prior {
-        return if prior.kind == "top_up" && prior.amount_cents == amount_cents {
+        return if prior.kind == "top_up" && prior.amount_micros == micros {
             Ok(TopUp {
-                balance_cents: balance,
+                balance_micros: balance,
                 duplicate: true,
             })
         } else {
@@ -455,21 +469,21 @@ pub async fn top_up(
         };
     }
     let after = balance
-        .checked_add(amount_cents)
+        .checked_add(micros)
         .ok_or(BudgetError::InvalidAmount(amount_cents))?;
     sqlx::query!(
-        "insert into ledger (agent_id, idempotency_key, kind, category, amount_cents, balance_after, memo)
+        "insert into ledger (agent_id, idempotency_key, kind, category, amount_micros, balance_after_micros, memo)
          values ($1, $2, 'top_up', 'top_up', $3, $4, $5)",
         agent.0,
         key,
-        amount_cents,
+        micros,
         after,
         memo
     )
     .execute(&mut *tx)
     .await?;
     sqlx::query!(
-        "update budgets set balance_cents = $2, updated_at = now() where agent_id = $1",
+        "update budgets set balance_micros = $2, updated_at = now() where agent_id = $1",
         agent.0,
         after
     )
@@ -482,19 +496,21 @@ pub async fn top_up(
         chrono::Utc::now(),
     );
     entry.reasoning = Some(format!(
-        "agent {}: {amount_cents} cents added ({}), balance {after} cents",
+        "agent {}: {amount_cents} cents added ({}), balance {}",
         agent.0,
-        memo.unwrap_or("no memo")
+        memo.unwrap_or("no memo"),
+        money::show(after)
     ));
     crate::audit::append(&mut *tx, &entry).await?;
     tx.commit().await?;
     Ok(TopUp {
-        balance_cents: after,
+        balance_micros: after,
         duplicate: false,
     })
 }
 
-/// One ledger row.
+/// One ledger row. Amounts are micros (10,000 to the cent): a model call's fraction of a cent
+/// is kept exactly.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub id: i64,
@@ -502,8 +518,8 @@ pub struct Entry {
     pub kind: String,
     /// `top_up`, `transfer`, `inference` or `tool`.
     pub category: String,
-    pub amount_cents: i64,
-    pub balance_after: i64,
+    pub amount_micros: i64,
+    pub balance_after_micros: i64,
     pub idempotency_key: String,
     pub task_id: Option<uuid::Uuid>,
     pub memo: Option<String>,
@@ -521,8 +537,8 @@ pub async fn ledger(
 ) -> Result<Vec<Entry>, sqlx::Error> {
     sqlx::query_as!(
         Entry,
-        r#"select id, kind::text as "kind!", category::text as "category!", amount_cents,
-                  balance_after, idempotency_key, task_id, memo, created_at
+        r#"select id, kind::text as "kind!", category::text as "category!", amount_micros,
+                  balance_after_micros, idempotency_key, task_id, memo, created_at
            from ledger
            where agent_id = $1 and ($2::text is null or category::text = $2)
              and ($3::bigint is null or id < $3)

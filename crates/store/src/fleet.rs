@@ -32,9 +32,11 @@ pub struct FleetAgent {
     pub goals_in_flight: i64,
     pub held: i64,
     pub failed_today: i64,
+    /// Whole cents, rounded down.
     pub balance_cents: Option<i64>,
     pub currency: Option<String>,
-    /// Spent since midnight UTC (transfers, tokens, tools).
+    /// Spent since midnight UTC (transfers, tokens, tools; what settled model calls gave back
+    /// of their reservations not counted), in whole cents rounded up.
     pub spent_today_cents: i64,
     /// The policy's daily spend limit, if it sets one.
     pub per_day_limit_cents: Option<i64>,
@@ -134,8 +136,10 @@ pub async fn view(
                group by t.agent_id
            ),
            spent as (
-               select l.agent_id, sum(l.amount_cents)::bigint as n from ledger l join agent on agent.id = l.agent_id
-               where l.kind = 'spend'
+               select l.agent_id,
+                      ((sum(case l.kind when 'release' then -l.amount_micros else l.amount_micros end) + 9999) / 10000)::bigint as n
+               from ledger l join agent on agent.id = l.agent_id
+               where l.kind in ('spend', 'release')
                  and l.created_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'
                group by l.agent_id
            ),

@@ -28,11 +28,11 @@ fn refused(err: BudgetError) -> MeterError {
     match err {
         BudgetError::NoBudget => MeterError::NoBudget,
         BudgetError::Insufficient {
-            balance_cents,
-            requested_cents,
+            balance_micros,
+            requested_micros,
         } => MeterError::Insufficient {
-            needed: requested_cents,
-            balance: balance_cents,
+            needed: requested_micros,
+            balance: balance_micros,
         },
         BudgetError::OverLimit(why) => MeterError::OverLimit(why),
         other => unavailable(other),
@@ -43,14 +43,14 @@ impl Meter for LedgerMeter {
     fn reserve<'a>(
         &'a self,
         charge: &'a Charge,
-        cents: i64,
+        micros: i64,
     ) -> BoxFuture<'a, Result<i64, MeterError>> {
         Box::pin(async move {
             budget::reserve_inference(
                 &self.pool,
                 AgentId(charge.agent_id),
                 &charge.key,
-                cents,
+                micros,
                 charge.task_id.map(TaskId),
                 &charge.memo,
             )
@@ -62,10 +62,10 @@ impl Meter for LedgerMeter {
     fn settle<'a>(
         &'a self,
         charge: &'a Charge,
-        cents: i64,
+        micros: i64,
     ) -> BoxFuture<'a, Result<i64, MeterError>> {
         Box::pin(async move {
-            budget::settle_inference(&self.pool, AgentId(charge.agent_id), &charge.key, cents)
+            budget::settle_inference(&self.pool, AgentId(charge.agent_id), &charge.key, micros)
                 .await
                 .map_err(refused)
         })

@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chimera_core::auth::Permission;
 use chimera_core::domain::{AgentId, TenantId};
+use chimera_core::money;
 use chimera_store::agents;
 use chimera_store::budget::{self, BudgetError, Entry};
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,8 @@ pub struct BudgetRequest {
 pub struct BudgetAnswer {
     pub agent_id: uuid::Uuid,
     pub balance_cents: i64,
+    /// The same balance in micros (10,000 to the cent), as the ledger keeps it.
+    pub balance_micros: i64,
 }
 
 #[utoipa::path(put, path = "/agents/{id}/budget", tag = "budgets", request_body = BudgetRequest,
@@ -140,6 +143,7 @@ pub async fn open(
         Json(BudgetAnswer {
             agent_id: agent.0,
             balance_cents: request.balance_cents,
+            balance_micros: money::from_cents(request.balance_cents),
         }),
     ))
 }
@@ -158,7 +162,10 @@ pub struct TopUpRequest {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TopUpAnswer {
+    /// The balance after it, in whole cents rounded down.
     pub balance_cents: i64,
+    /// The same balance exactly, in micros (10,000 to the cent).
+    pub balance_micros: i64,
     /// `true` when this key topped the budget up before: nothing was added now.
     pub duplicate: bool,
 }
@@ -212,7 +219,8 @@ pub async fn top_up(
     .map_err(budget_error)?;
     tracing::info!(agent_id = %agent.0, amount_cents = request.amount_cents, duplicate = done.duplicate, by = principal.subject, "budget topped up");
     Ok(Json(TopUpAnswer {
-        balance_cents: done.balance_cents,
+        balance_cents: done.balance_micros.div_euclid(money::MICROS_PER_CENT),
+        balance_micros: done.balance_micros,
         duplicate: done.duplicate,
     }))
 }

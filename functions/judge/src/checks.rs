@@ -21,6 +21,7 @@ use chimera_aws::artifacts::{ArtifactStore, StorageError};
 use chimera_core::domain::{ArtifactRef, TaskKind, TaskResult};
 use chimera_core::effect::{MAX_POST_CHARS, Proposal, expected_action};
 use chimera_core::gate::{self, Context};
+use chimera_core::money;
 use chimera_store::PgPool;
 use chimera_store::budget;
 use chimera_store::judging::TaskState;
@@ -251,8 +252,9 @@ async fn cfo(
     }
     let refusal = match budget::balance(pool, task.agent_id).await? {
         None => Some("CFO: the agent has no budget".into()),
-        Some(balance) if balance < amount => Some(format!(
-            "CFO: insufficient budget: {balance} cents left, {amount} requested"
+        Some(balance) if balance < money::from_cents(amount) => Some(format!(
+            "CFO: insufficient budget: {} left, {amount} cents requested",
+            money::show(balance)
         )),
         Some(_) => None,
     };

@@ -20,7 +20,8 @@ pub struct Reading {
     pub topics: BTreeSet<String>,
     pub reasons: Vec<String>,
     pub model: String,
-    pub cents: i64,
+    /// What the reading cost, in micros.
+    pub micros: i64,
 }
 
 /// The findings the model may name.
@@ -115,6 +116,6 @@ pub async fn read(
             .collect(),
         reasons,
         model: answer.response.model,
-        cents: answer.cents,
+        micros: answer.micros,
     })
 }

@@ -105,7 +105,7 @@ impl LlmPlanner {
                 Ok(answer) => {
                     meta.input_tokens += answer.response.usage.input_tokens;
                     meta.output_tokens += answer.response.usage.output_tokens;
-                    meta.cents += answer.cents;
+                    meta.micros += answer.micros;
                     let built = answer
                         .response
                         .json
@@ -127,7 +127,7 @@ impl LlmPlanner {
                         }
                     }
                 }
-                Err(MindError::Model(LlmError::InvalidOutput(why))) => {
+                Err(MindError::Model(LlmError::InvalidOutput { why, .. })) => {
                     format!("the answer was not a plan: {why}")
                 }
                 // Unreachable, over budget, refused: asking again now does not help.

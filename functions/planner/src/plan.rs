@@ -65,7 +65,8 @@ pub struct PlanMeta {
     pub prompt_sha256: Option<String>,
     pub input_tokens: u32,
     pub output_tokens: u32,
-    pub cents: i64,
+    /// What the model calls cost, in micros (10,000 to the cent).
+    pub micros: i64,
     /// Calls made to the model.
     pub attempts: u32,
     /// Why the model's plan was not used (the templates planned instead).

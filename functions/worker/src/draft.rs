@@ -123,7 +123,9 @@ pub async fn with_model(
     };
     let answer = match mind.call(&charge, &request, by).await {
         Ok(answer) => answer,
-        Err(MindError::Model(err @ (LlmError::InvalidOutput(_) | LlmError::TooLarge { .. }))) => {
+        Err(MindError::Model(
+            err @ (LlmError::InvalidOutput { .. } | LlmError::TooLarge { .. }),
+        )) => {
             tracing::warn!(task_id = %task.id.0, error = %err, "the model's draft is unusable: the tool drafts");
             return Ok(None);
         }
@@ -148,7 +150,7 @@ pub async fn with_model(
             "prompt_sha256": prompt_sha256,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
-            "cents": answer.cents,
+            "micros": answer.micros,
             "latency_ms": answer.response.latency.as_millis() as u64,
             "truncated": answer.response.truncated,
         }),

@@ -402,7 +402,7 @@ async fn a_tool_input_not_of_the_schema_is_invalid_output() {
     let err = quick(&endpoint).chat(&plan_request()).await.unwrap_err();
 
     assert!(
-        matches!(&err, LlmError::InvalidOutput(m) if m.contains("$.tasks[0].kind")),
+        matches!(&err, LlmError::InvalidOutput { why: m, .. } if m.contains("$.tasks[0].kind")),
         "{err}"
     );
     assert_eq!(endpoint.calls(), 1, "a bad answer is not retried here");
@@ -421,7 +421,7 @@ async fn a_text_answer_instead_of_the_tool_call_is_invalid_output() {
     let err = quick(&endpoint).chat(&plan_request()).await.unwrap_err();
 
     assert!(
-        matches!(&err, LlmError::InvalidOutput(m) if m.contains("no call of the tool plan")),
+        matches!(&err, LlmError::InvalidOutput { why: m, .. } if m.contains("no call of the tool plan")),
         "{err}"
     );
 }
@@ -442,7 +442,10 @@ async fn an_answer_larger_than_the_bound_is_too_large() {
 
     let err = model.chat(&plan_request()).await.unwrap_err();
 
-    assert!(matches!(err, LlmError::TooLarge { limit: 1024 }), "{err}");
+    assert!(
+        matches!(err, LlmError::TooLarge { limit: 1024, .. }),
+        "{err}"
+    );
 }
 
 #[test]

@@ -61,7 +61,7 @@ async fn titan_retries_throttling_and_refuses_what_is_not_a_vector_of_its_length
         TitanEmbedder::new(&sdk_config(&short), TITAN, 512, Duration::from_secs(5)).unwrap();
     let err = titan.embed(&["tea".to_owned()]).await.unwrap_err();
     assert!(
-        matches!(&err, LlmError::InvalidOutput(m) if m.contains("256 dimensions")),
+        matches!(&err, LlmError::InvalidOutput { why: m, .. } if m.contains("256 dimensions")),
         "{err}"
     );
 
