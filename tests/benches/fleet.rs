@@ -89,6 +89,8 @@ async fn main() {
             retry_after: Some(Duration::ZERO),
             ..SourceSettings::default()
         },
+        // The sweep runs as the runner runs it: the reconciler must wait out the backlog.
+        sweep_every: Some(Duration::from_secs(5)),
         ..SwarmOptions::default()
     })
     .await;
@@ -287,6 +289,20 @@ async fn main() {
         per_task(objects as f64),
         per_task(attempts as f64),
         per_task((after_db - before_db) as f64)
+    );
+    // The recovery path under load: re-sends by the reconciler, and task messages handled
+    // beyond one per attempt (stale copies dropped, results sent again), all 0 when healthy.
+    let resent: Vec<(String, i64)> = sqlx::query_as(
+        "select case when task_id is null then 'goals' else 'tasks and results' end, count(*)
+         from audit_log where action in ('system.redrive', 'system.give_up') group by 1 order by 1",
+    )
+    .fetch_all(&swarm.db.pool)
+    .await
+    .expect("re-sends");
+    let task_messages = swarm.running().counts(Queue::Task).received;
+    println!(
+        "reconciler re-sends: {resent:?}; task messages handled beyond one per attempt: {}",
+        task_messages.saturating_sub(attempts as u64)
     );
     for queue in Queue::ALL {
         println!(

@@ -30,6 +30,8 @@ pub struct Fleet {
     runner: Option<Runner>,
     /// Environment every runner of this fleet gets on top of the defaults.
     pub runner_env: Vec<(String, String)>,
+    /// The runner's pollers per queue (`--concurrency`).
+    pub concurrency: String,
     starts: usize,
     http: reqwest::Client,
 }
@@ -92,6 +94,7 @@ impl Fleet {
             agents: ids,
             runner: None,
             runner_env: Vec::new(),
+            concurrency: "planner=2,worker=4,judge=2".into(),
             starts: 0,
             http: reqwest::Client::new(),
         }
@@ -133,7 +136,7 @@ impl Fleet {
             "--sweep-every-secs",
             "5",
             "--concurrency",
-            "planner=2,worker=4,judge=2",
+            &self.concurrency,
         ])
         .env("DATABASE_URL", self.db.url())
         .env("CHIMERA_STAGE", self.names.stage())
@@ -403,6 +406,22 @@ impl Fleet {
         since.elapsed()
     }
 
+    /// What the queues hold, as the sweep reads it.
+    pub async fn backlog(&self) -> chimera_store::reconcile::Backlog {
+        let read_at = Some(chrono::Utc::now());
+        let queues = chimera_aws::queues::Queues::new(self.clients.clone(), self.names.clone());
+        let depth = |queue| {
+            let queues = &queues;
+            async move { Some(queues.backlog(queue).await.expect("a queue's depth")) }
+        };
+        chimera_store::reconcile::Backlog {
+            goal: depth(Queue::Goal).await,
+            task: depth(Queue::Task).await,
+            review: depth(Queue::Review).await,
+            read_at,
+        }
+    }
+
     /// Messages in `queue` or its DLQ: visible plus in flight.
     pub async fn depth(&self, queue: Queue, dead_letter: bool) -> i64 {
         let name = if dead_letter {
@@ -475,7 +494,8 @@ impl Fleet {
             commits: scalar("select count(*) from commits").await,
             committed_tasks: scalar("select count(*) from tasks where status = 'committed'").await,
             ledger_spent: scalar(
-                "select coalesce(sum(amount_cents), 0)::bigint from ledger where kind = 'spend'",
+                "select coalesce(sum(amount_micros) / 10000, 0)::bigint from ledger
+                 where kind = 'spend' and category = 'transfer'",
             )
             .await,
             transferred: scalar(

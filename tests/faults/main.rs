@@ -321,17 +321,37 @@ async fn duplicated_forged_and_altered_messages_change_nothing() {
     let mut orphan = result.clone();
     orphan.task_id = TaskId(uuid::Uuid::new_v4());
     orphan.commit_hash = orphan.compute_commit_hash();
-    let forged_results: Vec<String> = [tampered, orphan]
+    let mut forged_results: Vec<String> = [tampered, orphan]
         .into_iter()
         .map(|result| envelope::encode(&ResultMessage::Inline { result }))
         .collect();
+    // A re-judging of a held item that does not exist.
+    forged_results.push(envelope::encode(&ResultMessage::Rejudge {
+        review_id: chimera_core::domain::ReviewId(uuid::Uuid::new_v4()),
+        policy_version: 2,
+    }));
     for body in &forged_results {
         send(&fleet, Queue::Review, body).await;
     }
-    let forged_goal = envelope::encode(&PlannerMessage::Goal {
-        goal_id: GoalId(uuid::Uuid::new_v4()),
-    });
-    send(&fleet, Queue::Goal, &forged_goal).await;
+    let replan = |task_id, attempt| {
+        envelope::encode(&PlannerMessage::Replan {
+            task_id,
+            attempt: Some(attempt),
+            feedback: format!("{MARK} forged replan"),
+            fresh_versions: Default::default(),
+        })
+    };
+    let forged_goals = vec![
+        envelope::encode(&PlannerMessage::Goal {
+            goal_id: GoalId(uuid::Uuid::new_v4()),
+        }),
+        // A replan of a task that does not exist, and one after an attempt a task never made.
+        replan(TaskId(uuid::Uuid::new_v4()), 1),
+        replan(execute.task.id, 9),
+    ];
+    for body in &forged_goals {
+        send(&fleet, Queue::Goal, body).await;
+    }
 
     let statuses = fleet.run_to_the_end(&goals, SETTLE).await;
     assert!(
@@ -342,7 +362,7 @@ async fn duplicated_forged_and_altered_messages_change_nothing() {
     for (queue, expected) in [
         (Queue::Task, &forged_tasks),
         (Queue::Review, &forged_results),
-        (Queue::Goal, &vec![forged_goal.clone()]),
+        (Queue::Goal, &forged_goals),
     ] {
         let fleet = &fleet;
         let want = expected.len() as i64;
@@ -377,6 +397,18 @@ async fn duplicated_forged_and_altered_messages_change_nothing() {
         "no tool was called for a forged or altered message"
     );
     let logs = fleet.logs();
+    for reason in [
+        "a replan for task",
+        "which does not exist",
+        "a replan after attempt 9",
+        "a re-judging of review",
+    ] {
+        assert!(
+            logs.contains(reason),
+            "the refusal says why ({reason}):\n{}",
+            tail(&logs, 40)
+        );
+    }
     assert!(
         logs.matches("task message refused before any tool call")
             .count()
@@ -388,7 +420,11 @@ async fn duplicated_forged_and_altered_messages_change_nothing() {
     print_figures("every message three times, forgeries injected", &figures);
     assert_eq!(
         figures.dead_letters,
-        [1, forged_tasks.len() as i64, forged_results.len() as i64],
+        [
+            forged_goals.len() as i64,
+            forged_tasks.len() as i64,
+            forged_results.len() as i64
+        ],
         "only the forgeries are dead-lettered"
     );
     duplicator.abort();
@@ -446,7 +482,12 @@ async fn messages_lost_while_the_runner_was_down_are_sent_again_by_the_reconcile
     }
     // The reconciler, run as if its budgets had passed, finds the work that stopped moving.
     let later = chrono::Utc::now() + chrono::Duration::hours(1);
-    let reconciled = reconcile::reconcile(&fleet.db.pool, later, 1000)
+    let backlog = fleet.backlog().await;
+    assert_eq!(
+        (backlog.goal, backlog.task, backlog.review),
+        (Some(0), Some(0), Some(0))
+    );
+    let reconciled = reconcile::reconcile(&fleet.db.pool, later, 1000, backlog)
         .await
         .unwrap();
     eprintln!("[faults] reconciler after the loss: {reconciled:?}");
@@ -475,5 +516,125 @@ async fn messages_lost_while_the_runner_was_down_are_sent_again_by_the_reconcile
         [0, 0, 0],
         "no healthy message dead-lettered"
     );
+    fleet.stop().await;
+}
+
+/// Ages the work that waits in the queues past the reconciler's budgets, as a backlog of hours
+/// would: goals not planned, task attempts no worker took up since they were sent, and results
+/// not judged. What a worker took up keeps its time.
+const AGE: [&str; 4] = [
+    "update goals set updated_at = updated_at - interval '1 hour'
+         where status = 'received' and updated_at > now() - interval '30 minutes'",
+    "update tasks set updated_at = updated_at - interval '1 hour'
+         where status = 'queued' and (received_at is null or received_at < updated_at)
+           and updated_at > now() - interval '30 minutes'",
+    "update results r set created_at = created_at - interval '1 hour'
+         from tasks t
+         where t.id = r.task_id and t.attempt = r.attempt and t.status = 'queued'
+           and r.created_at > now() - interval '30 minutes'",
+    "update tasks t set updated_at = t.updated_at - interval '1 hour'
+         from results r
+         where r.task_id = t.id and r.attempt = t.attempt and t.status = 'queued'
+           and t.updated_at > now() - interval '30 minutes'",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backlog_older_than_the_redrive_threshold_is_waited_out_and_only_a_lost_message_is_sent_again()
+ {
+    let _serial = SERIAL.lock().await;
+    let mut fleet = Fleet::new(6).await;
+    // One poller per queue, sweeping every 5 s: a few hundred goals make a backlog.
+    fleet.concurrency = "planner=1,worker=1,judge=1".into();
+    fleet.start_runner().await;
+    let goals = fleet.submit_mix(240).await;
+    // One task message is lost from the middle of the backlog: received and deleted.
+    let url = chimera_aws::bootstrap::queue_url(&fleet.clients, &fleet.names.queue(Queue::Task))
+        .await
+        .unwrap();
+    let lost: TaskId = {
+        let (fleet, url) = (&fleet, &url);
+        chimera_tests::eventually(
+            Duration::from_secs(60),
+            "a task message taken",
+            || async move {
+                let got = fleet
+                    .clients
+                    .sqs
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(1)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(message) = got.messages().first() else {
+                    return Err("the task queue is empty".into());
+                };
+                fleet
+                    .clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let sent: TaskMessage = envelope::decode(message.body().unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
+                Ok(sent.task.id)
+            },
+        )
+        .await
+    };
+    // While the runner works through the backlog, everything waiting is older than the budgets.
+    let ager = {
+        let pool = fleet.db.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                for sql in AGE {
+                    sqlx::query(sql).execute(&pool).await.ok();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let deepest = fleet.depth(Queue::Task, false).await;
+    let statuses = fleet.run_to_the_end(&goals, SETTLE).await;
+    ager.abort();
+    assert!(
+        statuses.iter().all(|s| s == "completed"),
+        "every goal completes: {statuses:?}"
+    );
+    let redrives: Vec<(Option<uuid::Uuid>, String)> = sqlx::query_as(
+        "select task_id, reasoning from audit_log where action = 'system.redrive' order by id",
+    )
+    .fetch_all(&fleet.db.pool)
+    .await
+    .unwrap();
+    eprintln!(
+        "[faults] backlog: {} goals, task queue {deepest} deep after submission; re-sends: {redrives:?}",
+        goals.len()
+    );
+    assert_eq!(
+        redrives.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [Some(lost.0)],
+        "only the lost message was sent again: {redrives:?}"
+    );
+    assert!(
+        redrives[0]
+            .1
+            .contains("never taken up while its queue held nothing"),
+        "{redrives:?}"
+    );
+    let logs = fleet.logs();
+    for noise in [
+        "stale task message: dropped",
+        "already done: sending its result again",
+    ] {
+        assert_eq!(logs.matches(noise).count(), 0, "{noise}");
+    }
+    let figures = fleet.invariants(&goals).await;
+    print_figures("a backlog past the budgets, one message lost", &figures);
+    assert_eq!(figures.dead_letters, [0, 0, 0], "nothing dead-lettered");
     fleet.stop().await;
 }

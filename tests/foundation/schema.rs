@@ -120,6 +120,14 @@ const PINNED: &[(i64, &str)] = &[
         20261128000013,
         "233de72f895ff9636bb4e69db2ad4745b666a90d67e95a7fa8c27abd9d06c8403a85d703826d670987608e6dcc8c1167",
     ),
+    (
+        20261128000014,
+        "73f6954c287054345576fc29e5eba08aa6c7e10eaf033b6807a960088c68a5db05ce78d6aa432d897133c0a4bb6f0684",
+    ),
+    (
+        20261128000015,
+        "269a8d54b230abe6c1f2a531327b3d9a80a72a63e3d743a792bda1cab5ba73340f9aa6bfe9b4cac3242aa8eefe946345",
+    ),
 ];
 
 #[test]
@@ -249,13 +257,13 @@ async fn invalid_rows_are_rejected_by_the_schema() {
     let (code, constraint) = rejection(
         pool,
         &format!(
-            "insert into budgets (agent_id, currency, balance_cents) values ('{agent}', 'USD', -1)"
+            "insert into budgets (agent_id, currency, balance_micros) values ('{agent}', 'USD', -1)"
         ),
     )
     .await;
     assert_eq!(
         (code.as_str(), constraint.as_deref()),
-        ("23514", Some("budgets_balance_cents_check"))
+        ("23514", Some("budgets_balance_micros_check"))
     );
 
     // A dangling foreign key.

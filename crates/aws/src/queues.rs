@@ -92,4 +92,38 @@ impl Queues {
         }
         Ok(url)
     }
+
+    /// The messages `queue` holds now: waiting, taken by a consumer and not yet deleted, or
+    /// delayed (SQS's approximate counts). Zero means everything sent to it was received and
+    /// finished with; the reconciler re-sends work only then.
+    pub async fn backlog(&self, queue: Queue) -> anyhow::Result<u64> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let url = self.url(queue).await?;
+        let answer = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))
+            .with_context(|| format!("reading the depth of {url}"))?;
+        let attributes = answer.attributes.unwrap_or_default();
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+            A::ApproximateNumberOfMessagesDelayed,
+        ]
+        .iter()
+        .map(|name| {
+            attributes
+                .get(name)
+                .map_or(Ok(0), |v| v.parse::<u64>())
+                .with_context(|| format!("{name} of {url} is not a count"))
+        })
+        .sum()
+    }
 }

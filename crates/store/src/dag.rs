@@ -221,6 +221,38 @@ async fn stored_in(
     .transpose()
 }
 
+/// The stored task of `message`, and its status, as [`stored_in`] reads them; in the same
+/// statement, the task's current attempt is stamped as taken up (`received_at`) when the
+/// message names it and it waits for a worker: what tells the reconciler that the message left
+/// its queue.
+async fn taken_up(
+    conn: &mut PgConnection,
+    message: &Task,
+) -> Result<Option<(Task, TaskStatus)>, sqlx::Error> {
+    sqlx::query_as!(
+        TaskRow,
+        r#"with stamp as (
+               update tasks set received_at = now()
+               where id = $1 and attempt = $2 and status in ('queued', 'running')
+           )
+           select t.id, t.goal_id, g.tenant_id, t.agent_id, t.kind as "kind: TaskKind", t.attempt,
+                  t.inputs, t.read_set, t.write_set, t.feedback, t.approval_id, t.status as "status: TaskStatus",
+                  array(select d.depends_on from task_dependencies d where d.task_id = t.id
+                        order by d.depends_on) as "depends_on!"
+           from tasks t join goals g on g.id = t.goal_id
+           where t.id = $1"#,
+        message.id.0,
+        i32::try_from(message.attempt).unwrap_or(i32::MAX)
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| {
+        let status = row.status;
+        row.into_task().map(|task| (task, status))
+    })
+    .transpose()
+}
+
 /// The tasks of `ids` that exist, in the order given.
 pub async fn tasks(pool: &PgPool, ids: Vec<uuid::Uuid>) -> Result<Vec<Task>, sqlx::Error> {
     sqlx::query_as!(
@@ -398,6 +430,18 @@ pub async fn next_attempt(
     .transpose()
 }
 
+/// Where task `id` stands (its status and current attempt), or `None` when it does not exist:
+/// what tells a late message from a forged one.
+pub async fn standing(pool: &PgPool, id: TaskId) -> Result<Option<(TaskStatus, i32)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select status as "status: TaskStatus", attempt from tasks where id = $1"#,
+        id.0
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (r.status, r.attempt)))
+}
+
 /// What a worker may do with a task message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -414,7 +458,7 @@ pub enum Admission {
 /// Checks a task message against the database before any tool is called.
 pub async fn admit(pool: &PgPool, message: &Task) -> Result<Admission, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let Some((stored, status)) = stored_in(&mut conn, message.id).await? else {
+    let Some((stored, status)) = taken_up(&mut conn, message).await? else {
         return Ok(Admission::Refused(format!(
             "task {} does not exist",
             message.id.0

@@ -19,6 +19,15 @@
 //!
 //! Every action is one transaction with its audit record (`system.redrive`, or
 //! `system.give_up`), and the messages go through the outbox.
+//!
+//! Work that waits in a backlog is not lost: a queue that holds messages (waiting, taken and
+//! not finished, or delayed: the [`Backlog`] the sweep reads) is draining, and a message sent
+//! to it that no consumer has taken up yet may be among them. So a goal, a result or a replan
+//! older than its budget is sent again only when its queue holds nothing; a task only when it
+//! was taken up (`received_at`, stamped by the worker on admission) and not finished within
+//! its budget since, or, never taken up since it was sent, when the task queue holds nothing.
+//! Under a deep backlog nothing is sent again, and nothing healthy runs out of re-sends; a
+//! message truly lost meanwhile is sent again at the first sweep after the queue drained.
 
 use chimera_core::domain::{
     AuditRecord, GoalId, GoalStatus, ResultId, ReviewId, TaskId, TaskKind, TenantId,
@@ -48,6 +57,24 @@ pub fn decision_budget() -> Duration {
 /// Re-sends of one task attempt before the task is failed.
 pub const MAX_REDRIVES: i32 = 3;
 
+/// The messages each queue holds as the sweep read them (waiting, in flight or delayed), and
+/// when it read them: a message sent since may be waiting in a queue read empty, so it is not
+/// sent again on that reading. `None` when a queue could not be read: then the budgets alone
+/// decide, as if the queue were empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub goal: Option<u64>,
+    pub task: Option<u64>,
+    pub review: Option<u64>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl Backlog {
+    fn holds(depth: Option<u64>) -> bool {
+        depth.is_some_and(|d| d > 0)
+    }
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -67,26 +94,53 @@ pub struct Reconciled {
     pub settled: Vec<GoalId>,
     /// Held items judged under an older policy than their agent's, sent to be judged again.
     pub outdated: Vec<ReviewId>,
+    /// The queues' depths the pass went by (not part of what it did).
+    pub backlog: Backlog,
 }
 
 impl Reconciled {
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        *self
+            == Self {
+                backlog: self.backlog,
+                ..Self::default()
+            }
     }
 }
 
-/// One pass at time `now`, at most `limit` items of each kind.
+/// One pass at time `now`, at most `limit` items of each kind, with the queues holding
+/// `backlog`.
 pub async fn reconcile(
     pool: &PgPool,
     now: DateTime<Utc>,
     limit: i64,
+    backlog: Backlog,
 ) -> Result<Reconciled, sqlx::Error> {
-    let mut done = Reconciled::default();
-    unplanned(pool, now, limit, &mut done).await?;
-    stalled_tasks(pool, now, limit, &mut done).await?;
-    undecided_results(pool, now, limit, &mut done).await?;
-    lost_replans(pool, now, limit, &mut done).await?;
-    unreleased(pool, now, limit, &mut done).await?;
+    let mut done = Reconciled {
+        backlog,
+        ..Reconciled::default()
+    };
+    let goals_wait = Backlog::holds(backlog.goal);
+    let read = backlog.read_at.unwrap_or(now);
+    if !goals_wait {
+        unplanned(pool, now, read, limit, &mut done).await?;
+    }
+    stalled_tasks(
+        pool,
+        now,
+        read,
+        limit,
+        Backlog::holds(backlog.task),
+        &mut done,
+    )
+    .await?;
+    if !Backlog::holds(backlog.review) {
+        undecided_results(pool, now, read, limit, &mut done).await?;
+    }
+    if !goals_wait {
+        lost_replans(pool, now, read, limit, &mut done).await?;
+        unreleased(pool, now, limit, &mut done).await?;
+    }
     unsettled(pool, now, limit, &mut done).await?;
     done.outdated = crate::rejudge::outdated(pool, now, limit).await?;
     Ok(done)
@@ -125,6 +179,7 @@ fn record(
 async fn unplanned(
     pool: &PgPool,
     now: DateTime<Utc>,
+    read: DateTime<Utc>,
     limit: i64,
     done: &mut Reconciled,
 ) -> Result<(), sqlx::Error> {
@@ -132,13 +187,15 @@ async fn unplanned(
     let goals = sqlx::query!(
         r#"select g.id, g.tenant_id from goals g
            where g.status = 'received' and g.updated_at < $1
-             and not exists (select 1 from outbox o where o.goal_id = g.id and o.sent_at is null)
+             and not exists (select 1 from outbox o where o.goal_id = g.id
+                             and (o.sent_at is null or (o.dedup_key like 'goal:%' and o.sent_at >= $3)))
              and exists (select 1 from agents a where a.id = g.agent_id and a.status = 'active')
            order by g.updated_at
            limit $2
            for update skip locked"#,
         now - decision_budget(),
         limit,
+        read,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -162,29 +219,44 @@ async fn unplanned(
     tx.commit().await
 }
 
+/// Tasks with no result for their attempt past their budget: taken up by a worker and not
+/// finished since, or never taken up since they were sent while the task queue holds nothing
+/// (`queue_holds`: it does, so they may be waiting in it).
 async fn stalled_tasks(
     pool: &PgPool,
     now: DateTime<Utc>,
+    read: DateTime<Utc>,
     limit: i64,
+    queue_holds: bool,
     done: &mut Reconciled,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let stalled = sqlx::query!(
-        r#"select t.id, t.goal_id, g.tenant_id, t.kind as "kind: TaskKind", t.attempt, t.redrives, t.updated_at
-           from tasks t join goals g on g.id = t.goal_id
+        r#"with budget as (
+               select t.id, case when t.kind = 'render_media' then $1::timestamptz else $2::timestamptz end as cutoff,
+                      t.received_at is not null and t.received_at >= t.updated_at as taken_up
+               from tasks t
+               where t.status in ('queued', 'running')
+           )
+           select t.id, t.goal_id, g.tenant_id, t.kind as "kind: TaskKind", t.attempt, t.redrives, t.updated_at,
+                  b.taken_up as "taken_up!"
+           from tasks t join budget b on b.id = t.id join goals g on g.id = t.goal_id
            where t.status in ('queued', 'running')
-             and t.updated_at < case when t.kind = 'render_media' then $1::timestamptz else $2::timestamptz end
-             and coalesce(t.not_before, '-infinity')
-                 < case when t.kind = 'render_media' then $1::timestamptz else $2::timestamptz end
+             and case when b.taken_up then t.received_at < b.cutoff
+                      else t.updated_at < b.cutoff and not $4 end
+             and coalesce(t.not_before, '-infinity') < b.cutoff
              and not exists (select 1 from results r where r.task_id = t.id and r.attempt = t.attempt)
              and not exists (select 1 from outbox o
-                             where o.dedup_key = 'task:' || t.id || ':' || t.attempt and o.sent_at is null)
+                             where o.dedup_key = 'task:' || t.id || ':' || t.attempt
+                               and (o.sent_at is null or o.sent_at >= $5))
            order by t.updated_at
            limit $3
            for update of t skip locked"#,
         now - progress_budget(TaskKind::RenderMedia),
         now - progress_budget(TaskKind::Research),
         limit,
+        queue_holds,
+        read,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -231,14 +303,19 @@ async fn stalled_tasks(
         )
         .execute(&mut *tx)
         .await?;
+        let how = if row.taken_up {
+            "was taken up by a worker and not finished"
+        } else {
+            "was never taken up while its queue held nothing"
+        };
         redriven(&mut tx, row.tenant_id, now, goal, Some(task), format!(
-                    "{} task attempt {} made no progress for {idle} s: its message is sent again (re-send {})",
+                    "{} task attempt {} {how} ({idle} s since it was sent): its message is sent again (re-send {})",
                     row.kind,
                     row.attempt,
                     row.redrives + 1
                 ))
         .await?;
-        tracing::info!(task_id = %task.0, goal_id = %goal.0, attempt = row.attempt, idle_secs = idle, "task message sent again");
+        tracing::info!(task_id = %task.0, goal_id = %goal.0, attempt = row.attempt, idle_secs = idle, taken_up = row.taken_up, "task message sent again");
         done.redriven.push(task);
     }
     tx.commit().await
@@ -247,6 +324,7 @@ async fn stalled_tasks(
 async fn undecided_results(
     pool: &PgPool,
     now: DateTime<Utc>,
+    read: DateTime<Utc>,
     limit: i64,
     done: &mut Reconciled,
 ) -> Result<(), sqlx::Error> {
@@ -257,11 +335,14 @@ async fn undecided_results(
            join tasks t on t.id = r.task_id and t.attempt = r.attempt
            join goals g on g.id = t.goal_id
            where t.status in ('queued', 'running') and r.created_at < $1 and t.updated_at < $1
+             and not exists (select 1 from outbox o where o.dedup_key = 'result:' || r.id
+                             and (o.sent_at is null or o.sent_at >= $3))
            order by r.created_at
            limit $2
            for update of t skip locked"#,
         now - decision_budget(),
         limit,
+        read,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -307,6 +388,7 @@ async fn undecided_results(
 async fn lost_replans(
     pool: &PgPool,
     now: DateTime<Utc>,
+    read: DateTime<Utc>,
     limit: i64,
     done: &mut Reconciled,
 ) -> Result<(), sqlx::Error> {
@@ -316,12 +398,14 @@ async fn lost_replans(
            from tasks t join goals g on g.id = t.goal_id
            where t.status = 'retrying' and t.updated_at < $1 and coalesce(t.not_before, '-infinity') < $1
              and not exists (select 1 from outbox o
-                             where o.dedup_key = 'replan:' || t.id || ':' || t.attempt and o.sent_at is null)
+                             where o.dedup_key = 'replan:' || t.id || ':' || t.attempt
+                               and (o.sent_at is null or o.sent_at >= $3))
            order by t.updated_at
            limit $2
            for update of t skip locked"#,
         now - decision_budget(),
         limit,
+        read,
     )
     .fetch_all(&mut *tx)
     .await?;

@@ -75,6 +75,20 @@ pub async fn pending(pool: &PgPool, id: ReviewId) -> Result<Option<Pending>, sql
     }))
 }
 
+/// Review `id`'s status and its agent's current policy version, or `None` when there is no
+/// such review: what tells a late re-judging message from a forged one.
+pub async fn standing(pool: &PgPool, id: ReviewId) -> Result<Option<(String, i32)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select v.status::text as "status!", a.policy_version
+           from reviews v join tasks t on t.id = v.task_id join agents a on a.id = t.agent_id
+           where v.id = $1"#,
+        id.0
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (r.status, r.policy_version)))
+}
+
 /// Writes a re-judging message for every pending review of `agent` under `version`, in the
 /// caller's transaction (the one that stores the version); returns their goals.
 pub async fn enqueue_for_agent(

@@ -11,8 +11,9 @@
 //! - relays the outbox rows no handler sent (a flush that failed, a process that died between
 //!   its commit and its flush), and forgets rows sent more than a day ago.
 
+use chimera_core::names::Queue;
 use chimera_store::outbox;
-use chimera_store::reconcile::{self, Reconciled};
+use chimera_store::reconcile::{self, Backlog, Reconciled};
 use chimera_store::reviews::{self, Swept};
 use chimera_store::schedules::{self, Scheduled};
 
@@ -39,7 +40,7 @@ pub async fn run(state: &AppState) -> anyhow::Result<SweepReport> {
     for goal in &swept.goals {
         crate::reviews::settle(state, *goal).await;
     }
-    let reconciled = reconcile::reconcile(&state.pool, now, BATCH).await?;
+    let reconciled = reconcile::reconcile(&state.pool, now, BATCH, backlog(state).await).await?;
     let scheduled = schedules::run(&state.pool, now).await?;
     state.relay.flush(&scheduled.submitted).await;
     // Rows a handler wrote a moment ago are its own to flush; older ones are the sweep's.
@@ -65,6 +66,7 @@ pub async fn run(state: &AppState) -> anyhow::Result<SweepReport> {
             released = reconciled.released.len(),
             settled = reconciled.settled.len(),
             relayed,
+            backlog = ?reconciled.backlog,
             "sweep"
         );
     }
@@ -74,4 +76,27 @@ pub async fn run(state: &AppState) -> anyhow::Result<SweepReport> {
         scheduled,
         relayed,
     })
+}
+
+/// What the queues hold now; a queue whose depth cannot be read is `None` (logged).
+async fn backlog(state: &AppState) -> Backlog {
+    let read_at = Some(chrono::Utc::now());
+    let queues = state.relay.queues();
+    let depth = |queue: Queue| async move {
+        match queues.backlog(queue).await {
+            Ok(depth) => Some(depth),
+            Err(err) => {
+                tracing::warn!(%queue, error = format!("{err:#}"), "queue depth unknown: the reconciler goes by its budgets alone");
+                None
+            }
+        }
+    };
+    let (goal, task, review) =
+        tokio::join!(depth(Queue::Goal), depth(Queue::Task), depth(Queue::Review));
+    Backlog {
+        goal,
+        task,
+        review,
+        read_at,
+    }
 }

@@ -31,9 +31,15 @@ impl Judge {
         version: i32,
     ) -> Result<Option<GoalId>, MessageError> {
         let Some(item) = rejudge::pending(&self.pool, id).await.map_err(retryable)? else {
-            tracing::info!(review_id = %id.0, "re-judging: the item was decided meanwhile");
-            return Ok(None);
+            return self.late_or_forged(id, version).await.map(|()| None);
         };
+        if item.current_policy < version {
+            return Err(MessageError::Permanent(anyhow::anyhow!(
+                "a re-judging of review {} under policy version {version}, which its agent never had (it is at {})",
+                id.0,
+                item.current_policy
+            )));
+        }
         if item.current_policy != version || item.policy_version >= version {
             tracing::info!(review_id = %id.0, version, current = item.current_policy,
                            "re-judging: not for the agent's current policy, or done");
@@ -225,5 +231,30 @@ fn financial(item: &Pending) -> Vec<&'static str> {
         vec!["financial"]
     } else {
         Vec::new()
+    }
+}
+
+impl Judge {
+    /// A re-judging message for an item that is not pending: late when the item exists (decided
+    /// meanwhile: acknowledged, the log says so); refused when it does not, or when its agent
+    /// never had `version` (it was not written by a policy change: dead-lettered with the
+    /// reason).
+    async fn late_or_forged(&self, id: ReviewId, version: i32) -> Result<(), MessageError> {
+        match rejudge::standing(&self.pool, id).await.map_err(retryable)? {
+            None => Err(MessageError::Permanent(anyhow::anyhow!(
+                "a re-judging of review {}, which does not exist",
+                id.0
+            ))),
+            Some((_, current)) if current < version => {
+                Err(MessageError::Permanent(anyhow::anyhow!(
+                    "a re-judging of review {} under policy version {version}, which its agent never had (it is at {current})",
+                    id.0
+                )))
+            }
+            Some((status, _)) => {
+                tracing::info!(review_id = %id.0, status, version, "late re-judging: the item was decided meanwhile, nothing to do");
+                Ok(())
+            }
+        }
     }
 }

@@ -267,8 +267,8 @@ impl PlannerService {
             .await
             .map_err(retryable)?
         else {
-            tracing::info!(task_id = %task.0, "replan already applied or not wanted");
-            return Ok(None);
+            drop(tx);
+            return late_or_forged(&self.pool, task, after).await.map(|()| None);
         };
         // The versions the judge saw moved are at least this new; the attempt reads the current
         // ones of its whole read set, and the task row records what the message carries.
@@ -340,6 +340,33 @@ impl QueueHandler for PlannerService {
     ) -> BoxFuture<'a, SqsBatchResponse> {
         Box::pin(self.handle_batch(event, deadline))
     }
+}
+
+/// A replan that changed nothing: late (its task moved on to another attempt, was decided, or
+/// used its attempts) is acknowledged, and the log says so; one naming a task that does not
+/// exist, or an attempt it never reached, was never sent by the judge: refused, so it is
+/// dead-lettered with the reason.
+async fn late_or_forged(
+    pool: &PgPool,
+    task: TaskId,
+    after: Option<u32>,
+) -> Result<(), MessageError> {
+    let Some((status, attempt)) = dag::standing(pool, task).await.map_err(retryable)? else {
+        return Err(MessageError::Permanent(anyhow::anyhow!(
+            "a replan for task {}, which does not exist",
+            task.0
+        )));
+    };
+    if let Some(after) = after
+        && i64::from(after) > i64::from(attempt)
+    {
+        return Err(MessageError::Permanent(anyhow::anyhow!(
+            "a replan after attempt {after} of task {}, which is at attempt {attempt}",
+            task.0
+        )));
+    }
+    tracing::info!(task_id = %task.0, %status, attempt, replan_after = after, "late replan: the task moved on meanwhile, nothing to do");
+    Ok(())
 }
 
 /// The recalled memories' texts, as data for the tasks that write text (drafts and replies).
