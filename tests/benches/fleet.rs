@@ -293,7 +293,13 @@ async fn main() {
     // The recovery path under load: re-sends by the reconciler, and task messages handled
     // beyond one per attempt (stale copies dropped, results sent again), all 0 when healthy.
     let resent: Vec<(String, i64)> = sqlx::query_as(
-        "select case when task_id is null then 'goals' else 'tasks and results' end, count(*)
+        "select case when action = 'system.give_up' then 'tasks given up'
+                     when reasoning like '%was never planned%' then 'goals sent again'
+                     when reasoning like '%its message is sent again%' then 'tasks sent again'
+                     when reasoning like '%sent to the judge again%' then 'results sent again'
+                     when reasoning like '%replan is sent again%' then 'replans sent again'
+                     when reasoning like '%were never released%' then 'releases sent again'
+                     else 'goals settled (not a re-send)' end, count(*)
          from audit_log where action in ('system.redrive', 'system.give_up') group by 1 order by 1",
     )
     .fetch_all(&swarm.db.pool)
