@@ -13,7 +13,8 @@
 //! - blocked tasks whose dependencies are all committed: their goal goes to the planner again,
 //!   which releases them;
 //! - (the goals and tasks of a paused agent wait: resuming it sends its goals again);
-//! - goals whose status no longer matches their tasks: settled;
+//! - goals whose status no longer matches their tasks, none of which moved within the budget
+//!   (a judge settles the goal a moment after it commits its last task): settled;
 //! - held items judged under an older policy than their agent's: judged again
 //!   ([`crate::rejudge`]).
 //!
@@ -488,7 +489,8 @@ async fn unsettled(
         r#"select g.id, g.tenant_id, g.status as "status: GoalStatus" from goals g
            where g.status in ('in_progress', 'awaiting_review') and g.updated_at < $1
              and not exists (select 1 from tasks t where t.goal_id = g.id
-                             and t.status in ('ready', 'queued', 'running', 'retrying'))
+                             and (t.status in ('ready', 'queued', 'running', 'retrying')
+                                  or t.updated_at >= $1))
              and not (g.status = 'awaiting_review'
                       and (exists (select 1 from tasks t where t.goal_id = g.id and t.status = 'awaiting_review')
                            or exists (select 1 from reviews v join tasks x on x.id = v.task_id
