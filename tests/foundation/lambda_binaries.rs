@@ -26,12 +26,15 @@ fn aws_env() -> Vec<(&'static str, String)> {
 async fn each_queue_function_runs_under_lambda_runtime_and_reports_only_failed_messages() {
     let db = TestDb::empty().await;
     let mut env = aws_env();
-    // The worker opens its database pool and MCP sessions lazily: configured, not reached.
+    // The worker opens its database pool lazily; its MCP servers are listed and the profile's
+    // bindings checked at init.
     env.push(("DATABASE_URL", db.url()));
     env.push((
         "CHIMERA_MCP_SERVERS",
-        r#"{"servers": {"world": {"transport": "stdio", "command": "chimera-world", "args": ["stdio"]}}}"#
-            .to_owned(),
+        serde_json::json!({"servers": {"world": {"transport": "stdio",
+            "command": workspace_bin("chimera-world"), "args": ["stdio"],
+            "env": {"WORLD_DATABASE_URL": db.url()}}}})
+        .to_string(),
     ));
     for name in ["planner", "worker", "judge"] {
         let mut function = RunningFunction::start(&workspace_bin(name), name, &env).await;

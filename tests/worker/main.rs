@@ -2,5 +2,6 @@
 //! server (`chimera-world`, over stdio and Streamable HTTP), and the worker handler against
 //! LocalStack (SQS, S3), DynamoDB Local and PostgreSQL.
 
+mod bluesky;
 mod handler;
 mod mcp;

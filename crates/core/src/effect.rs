@@ -101,6 +101,12 @@ pub mod tools {
     pub const MEDIA_RENDER_IMAGE: &str = "media.render_image";
     /// An account's balance (the proposal of a transfer).
     pub const WALLET_BALANCE: &str = "wallet.balance";
+    /// One post, with the thread it belongs to (what a reply references).
+    pub const SOCIAL_READ_POST: &str = "social.read_post";
+    /// An account's recent posts on a platform (how an effect whose outcome was lost is found).
+    pub const SOCIAL_LOOKUP: &str = "social.lookup";
+    /// Engagement counts of posts.
+    pub const SOCIAL_METRICS: &str = "social.metrics";
 }
 
 /// The action a proposal of `kind` must name; `None` for kinds that propose nothing.

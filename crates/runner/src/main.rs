@@ -12,7 +12,7 @@ use chimera_aws::queues::Queues;
 use chimera_aws::relay::Relay;
 use chimera_core::names::{self, Queue, ResourceNames};
 use chimera_judge::Judge;
-use chimera_mcp::{McpClient, McpConfig};
+use chimera_mcp::McpConfig;
 use chimera_planner::PlannerService;
 use chimera_planner::llm::LlmPlanner;
 use chimera_planner::plan::{Planner, TemplatePlanner};
@@ -156,7 +156,10 @@ async fn run(args: Args) -> Result<()> {
         .await
         .context("connecting to PostgreSQL")?;
     let clients = Clients::from_env().await;
-    let mcp = McpClient::new(McpConfig::from_env()?);
+    let mcp = chimera_worker::secrets::mcp_client(McpConfig::from_env()?, &clients);
+    // Every MCP server listed and every binding of the profile checked against its tool
+    // before anything runs: a profile that does not fit refuses the start.
+    mcp.connect().await.context("connecting the MCP servers")?;
     // The language model of CHIMERA_LLM (none: templates draft and plan, nothing scores).
     let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
     let planner: Box<dyn Planner> = match &mind {

@@ -219,6 +219,7 @@ impl World {
             tool_router.remove_route("debug.echo");
             tool_router.remove_route("debug.crash");
             tool_router.remove_route("debug.script_quality");
+            tool_router.remove_route("debug.env");
         }
         Self {
             pool,
@@ -503,6 +504,18 @@ impl World {
     async fn debug_crash(&self) -> ToolResult {
         tracing::warn!("debug.crash: exiting");
         std::process::exit(3)
+    }
+
+    #[tool(
+        name = "debug.env",
+        description = "Test aid: the names of the environment variables this process sees."
+    )]
+    async fn debug_env(&self) -> ToolResult {
+        let mut names: Vec<String> = std::env::vars_os()
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        answer(&json!({"names": names}))
     }
 
     #[tool(

@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use chimera_core::domain::{Confidence, DisclosureLevel, RiskTag, Task, TaskKind};
-use chimera_core::effect::{EffectAction, tools, wallet_of};
+use chimera_core::effect::{EffectAction, wallet_of};
 use chimera_llm::mind::{Mind, MindError};
-use chimera_mcp::{McpClient, ToolError, ToolOutput, allowed_tools};
+use chimera_mcp::{Invoked, McpClient, Op, ToolError, Vars, allowed_ops};
 
 use crate::draft;
 use serde::Deserialize;
@@ -92,36 +92,45 @@ struct Runner<'a> {
     mind: Option<&'a Mind>,
     /// When the model must have answered.
     answer_by: Instant,
-    allowed: &'static [&'static str],
+    allowed: &'static [Op],
+    task: &'a Task,
 }
 
 impl Runner<'_> {
-    async fn call(&self, tool: &str, arguments: Value) -> Result<(ToolOutput, Value), ExecError> {
-        let output = self.mcp.call(self.allowed, tool, arguments.clone()).await?;
-        Ok((output, arguments))
+    /// Does `op` (on `platform`, for the task's agent) with the fields of `values`.
+    async fn invoke(
+        &self,
+        op: Op,
+        platform: Option<&str>,
+        values: Value,
+    ) -> Result<Invoked, ExecError> {
+        let vars: Vars = match values {
+            Value::Object(fields) => fields.into_iter().collect(),
+            _ => Vars::new(),
+        };
+        let agent = Some(self.task.agent_id);
+        Ok(self
+            .mcp
+            .invoke(self.allowed, op, platform, agent, vars)
+            .await?)
     }
 }
 
-fn json_artifact(
-    value: &Value,
-    output: &ToolOutput,
-    arguments: Value,
-    platform: Option<String>,
-) -> Produced {
+fn json_artifact(value: &Value, invoked: &Invoked, platform: Option<String>) -> Produced {
     Produced {
         bytes: serde_json::to_vec_pretty(value).unwrap_or_default(),
         media_type: "application/json".into(),
         kind: "json",
-        call: call(output, arguments, platform),
+        call: call(invoked, platform),
     }
 }
 
-fn call(output: &ToolOutput, arguments: Value, platform: Option<String>) -> Call {
+fn call(invoked: &Invoked, platform: Option<String>) -> Call {
     Call {
-        tool: output.tool.clone(),
-        server: output.server.clone(),
-        server_version: output.server_version.clone(),
-        arguments,
+        tool: invoked.output.tool.clone(),
+        server: invoked.output.server.clone(),
+        server_version: invoked.output.server_version.clone(),
+        arguments: invoked.arguments.clone(),
         platform,
     }
 }
@@ -235,7 +244,8 @@ pub async fn run(
         mcp,
         mind,
         answer_by,
-        allowed: allowed_tools(task.kind),
+        allowed: allowed_ops(task.kind),
+        task,
     };
     match task.kind {
         TaskKind::Research => research(&runner, task).await,
@@ -249,14 +259,15 @@ pub async fn run(
 
 async fn research(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
     let i: ResearchInputs = inputs(task)?;
-    let (output, arguments) = runner
-        .call(
-            tools::TRENDS_SEARCH,
+    let invoked = runner
+        .invoke(
+            Op::Research,
+            None,
             json!({"query": i.query, "limit": i.limit.unwrap_or(5)}),
         )
         .await?;
-    let value: Value = output.parse()?;
-    let hits: Hits = output.parse()?;
+    let value: Value = invoked.parse()?;
+    let hits: Hits = invoked.parse()?;
     let topics: Vec<String> = hits.items.iter().flat_map(|h| h.tags.clone()).collect();
     Ok(Outcome {
         confidence: confidence(if hits.items.is_empty() { 0.5 } else { 0.95 })?,
@@ -267,7 +278,7 @@ async fn research(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError
                 .filter(|t| SENSITIVE.contains(t)),
         ),
         disclosure_level: None,
-        artifacts: vec![json_artifact(&value, &output, arguments, None)],
+        artifacts: vec![json_artifact(&value, &invoked, None)],
     })
 }
 
@@ -322,42 +333,42 @@ async fn draft_text(
         };
         return Ok((drafted.text, draft, call));
     }
-    let mut arguments = json!({"persona": persona, "brief": brief, "platform": platform});
+    let mut values = json!({"persona": persona, "brief": brief, "platform": platform});
     if let Some(feedback) = task.feedback.as_deref().and_then(draft::instruction) {
-        arguments["feedback"] = json!(feedback);
+        values["feedback"] = json!(feedback);
     }
-    let (output, arguments) = runner.call(tools::CONTENT_DRAFT, arguments).await?;
-    let draft: Draft = output.parse()?;
+    let invoked = runner.invoke(Op::Draft, Some(platform), values).await?;
+    let draft: Draft = invoked.parse()?;
     if draft.text.trim().is_empty() || !(0.0..=1.0).contains(&draft.quality) {
         return Err(ToolError::InvalidOutput {
-            tool: output.tool.clone(),
+            tool: invoked.output.tool.clone(),
             reason: "empty text or quality outside 0..1".into(),
         }
         .into());
     }
-    let call = call(&output, arguments, Some(platform.to_owned()));
+    let call = call(&invoked, Some(platform.to_owned()));
     Ok((draft.text.clone(), draft, call))
 }
 
 async fn render(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
     let i: RenderInputs = inputs(task)?;
-    let mut arguments = json!({"prompt": i.prompt});
+    let mut values = json!({"prompt": i.prompt});
     if let Some(w) = i.width {
-        arguments["width"] = json!(w);
+        values["width"] = json!(w);
     }
     if let Some(h) = i.height {
-        arguments["height"] = json!(h);
+        values["height"] = json!(h);
     }
-    let (output, arguments) = runner.call(tools::MEDIA_RENDER_IMAGE, arguments).await?;
-    let meta: Rendered = output.parse()?;
-    let (bytes, media_type) = output.image()?;
+    let invoked = runner.invoke(Op::Render, None, values).await?;
+    let meta: Rendered = invoked.parse()?;
+    let (bytes, media_type) = invoked.output.image()?;
     // The bytes must be what the tool said they are, and a PNG when it says PNG.
     if chimera_aws::artifacts::sha256_hex(&bytes) != meta.sha256
         || media_type != meta.media_type
         || (media_type == "image/png" && !bytes.starts_with(b"\x89PNG\r\n\x1a\n"))
     {
         return Err(ToolError::InvalidOutput {
-            tool: output.tool.clone(),
+            tool: invoked.output.tool.clone(),
             reason: "image bytes do not match the reported hash or type".into(),
         }
         .into());
@@ -370,7 +381,7 @@ async fn render(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> 
             bytes,
             media_type,
             kind: "image",
-            call: call(&output, arguments, None),
+            call: call(&invoked, None),
         }],
     })
 }
@@ -447,14 +458,14 @@ async fn propose_transfer(runner: &Runner<'_>, task: &Task) -> Result<Outcome, E
             i.from
         )));
     }
-    let (output, arguments) = runner
-        .call(tools::WALLET_BALANCE, json!({"account": i.from}))
+    let invoked = runner
+        .invoke(Op::Balance, None, json!({"account": i.from}))
         .await?;
     #[derive(Deserialize)]
     struct Balance {
         balance_cents: i64,
     }
-    let balance: Balance = output.parse()?;
+    let balance: Balance = invoked.parse()?;
     let covered = balance.balance_cents >= i.amount_cents;
     let proposal = json!({
         "action": EffectAction::Transfer,
@@ -469,7 +480,7 @@ async fn propose_transfer(runner: &Runner<'_>, task: &Task) -> Result<Outcome, E
         confidence: confidence(if covered { 0.95 } else { 0.3 })?,
         risk_tags: tags(risk),
         disclosure_level: None,
-        artifacts: vec![json_artifact(&proposal, &output, arguments, None)],
+        artifacts: vec![json_artifact(&proposal, &invoked, None)],
     })
 }
 
@@ -494,10 +505,15 @@ async fn execute(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError>
         .get("platform")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let (output, arguments) = runner
-        .call(action.as_str(), Value::Object(arguments))
+    let op = match action {
+        EffectAction::Publish => Op::Publish,
+        EffectAction::Reply => Op::Reply,
+        EffectAction::Transfer => Op::Transfer,
+    };
+    let invoked = runner
+        .invoke(op, platform.as_deref(), Value::Object(arguments))
         .await?;
-    let receipt: Value = output.parse()?;
+    let receipt: Value = invoked.parse()?;
     let mut risk = Vec::new();
     if action.is_financial() {
         risk.push("finance");
@@ -506,6 +522,6 @@ async fn execute(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError>
         confidence: confidence(1.0)?,
         risk_tags: tags(risk),
         disclosure_level: i.disclosure_level,
-        artifacts: vec![json_artifact(&receipt, &output, arguments, platform)],
+        artifacts: vec![json_artifact(&receipt, &invoked, platform)],
     })
 }

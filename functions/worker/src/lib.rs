@@ -24,9 +24,11 @@
 //! A failure before step 5 releases the claim so a retry need not wait for it to expire;
 //! nothing is referenced that was not stored first.
 
+pub mod accounts;
 pub mod draft;
 pub mod engagement;
 pub mod execute;
+pub mod secrets;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -86,7 +88,10 @@ impl Worker {
         let names = ResourceNames::from_env()?;
         let database_url = chimera_aws::database::url_from_env(&clients).await?;
         let pool = chimera_store::connect_lazy(&database_url, CONCURRENCY as u32)?;
-        let mcp = McpClient::new(McpConfig::from_env()?);
+        let mcp = secrets::mcp_client(McpConfig::from_env()?, &clients);
+        // Every server listed and every binding checked against its tool before any work: a
+        // profile that does not fit its server stops the start, naming server, tool and field.
+        mcp.connect().await?;
         let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
         Ok(Self::new(clients, pool, mcp, names).with_mind(mind))
     }
