@@ -27,7 +27,7 @@ async fn exercise(client: &McpClient, db: &TestDb) {
 
     let found = client
         .call(
-            allowed_tools(TaskKind::Research),
+            &allowed_tools(TaskKind::Research),
             "trends.search",
             json!({"query": "solar energy"}),
         )
@@ -43,7 +43,7 @@ async fn exercise(client: &McpClient, db: &TestDb) {
 
     let image = client
         .call(
-            allowed_tools(TaskKind::RenderMedia),
+            &allowed_tools(TaskKind::RenderMedia),
             "media.render_image",
             json!({"prompt": "a fox", "width": 64, "height": 32}),
         )
@@ -57,7 +57,7 @@ async fn exercise(client: &McpClient, db: &TestDb) {
     let before = calls(&db.pool, "social.publish").await;
     let refused = client
         .call(
-            allowed_tools(TaskKind::Draft),
+            &allowed_tools(TaskKind::Draft),
             "social.publish",
             json!({"platform": "x", "text": "hi", "idempotency_key": "k"}),
         )
@@ -84,7 +84,7 @@ async fn exercise(client: &McpClient, db: &TestDb) {
     // The session is still usable.
     client
         .call(
-            allowed_tools(TaskKind::Transact),
+            &allowed_tools(TaskKind::Transact),
             "wallet.balance",
             json!({"account": "nova"}),
         )
@@ -94,7 +94,7 @@ async fn exercise(client: &McpClient, db: &TestDb) {
     // Arguments the server refuses (a protocol error): not retryable.
     let invalid = client
         .call(
-            allowed_tools(TaskKind::RenderMedia),
+            &allowed_tools(TaskKind::RenderMedia),
             "media.render_image",
             json!({"prompt": "huge", "width": 50_000}),
         )
@@ -105,7 +105,7 @@ async fn exercise(client: &McpClient, db: &TestDb) {
     // A failure the tool describes keeps its code and retryability.
     let broke = client
         .call(
-            allowed_tools(TaskKind::Execute),
+            &allowed_tools(TaskKind::Execute),
             "wallet.transfer",
             json!({"from": "nova", "to": "shop", "amount_cents": 999_999_999, "idempotency_key": "too-much"}),
         )
@@ -160,7 +160,7 @@ async fn the_server_logs_each_call_with_its_goal_and_trace() {
     chimera_mcp::within(
         context,
         client.call(
-            allowed_tools(TaskKind::Research),
+            &allowed_tools(TaskKind::Research),
             "trends.search",
             json!({"query": "tea"}),
         ),
@@ -198,13 +198,8 @@ async fn the_server_logs_each_call_with_its_goal_and_trace() {
 async fn a_dead_session_is_opened_again() {
     let db = TestDb::migrated().await;
     let client = McpClient::new(stdio_config(&db.url(), true, ""));
-    let search = || {
-        client.call(
-            allowed_tools(TaskKind::Research),
-            "trends.search",
-            json!({"query": "night trains"}),
-        )
-    };
+    let research = allowed_tools(TaskKind::Research);
+    let search = || client.call(&research, "trends.search", json!({"query": "night trains"}));
     search().await.unwrap();
     // The server process dies under the session.
     let crashed = client
@@ -301,7 +296,7 @@ async fn tool_output_is_untrusted_bounded_and_validated() {
     );
     let err = broken
         .call(
-            allowed_tools(TaskKind::Research),
+            &allowed_tools(TaskKind::Research),
             "trends.search",
             json!({"query": "x"}),
         )

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chimera_core::domain::{AgentId, TaskKind};
-use chimera_core::effect::{EffectAction, tools};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -80,22 +79,14 @@ fn request_meta() -> Option<rmcp::model::RequestMetaObject> {
         .ok()
 }
 
-/// The tools a task of `kind` may call. Generation tasks never reach an effect tool (publish,
-/// reply, transfer): those run only in `execute` tasks, for approved actions.
-pub fn allowed_tools(kind: TaskKind) -> &'static [&'static str] {
-    const EXECUTE: &[&str] = &[
-        EffectAction::Publish.as_str(),
-        EffectAction::Reply.as_str(),
-        EffectAction::Transfer.as_str(),
-        tools::WALLET_BALANCE,
-    ];
-    match kind {
-        TaskKind::Research => &[tools::TRENDS_SEARCH],
-        TaskKind::Draft | TaskKind::Publish | TaskKind::Reply => &[tools::CONTENT_DRAFT],
-        TaskKind::RenderMedia => &[tools::MEDIA_RENDER_IMAGE],
-        TaskKind::Transact => &[tools::WALLET_BALANCE],
-        TaskKind::Execute => EXECUTE,
-    }
+/// The tools of Chimera's own contract a task of `kind` may call directly: the native tools of
+/// [`allowed_ops`]. Generation tasks never reach an effect tool (publish, reply, transfer): those
+/// run only in `execute` tasks, for approved actions.
+pub fn allowed_tools(kind: TaskKind) -> Vec<&'static str> {
+    allowed_ops(kind)
+        .iter()
+        .map(|op| op.native_tool())
+        .collect()
 }
 
 /// The operations a task of `kind` may ask for: effects only in `execute` tasks (for approved
@@ -408,7 +399,7 @@ impl McpClient {
     /// Calls `tool` if `allowed` lets it, with the configured timeout and output limit.
     pub async fn call(
         &self,
-        allowed: &'static [&'static str],
+        allowed: &[&'static str],
         tool: &str,
         arguments: serde_json::Value,
     ) -> Result<ToolOutput, ToolError> {
@@ -625,7 +616,7 @@ impl McpClient {
         server: &str,
         spec: &ServerSpec,
         agent: Option<AgentId>,
-    ) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, ToolError> {
+    ) -> Result<Arc<SecretFields>, ToolError> {
         let Some(credentials) = spec.credentials() else {
             return Ok(Arc::default());
         };
@@ -654,12 +645,11 @@ impl McpClient {
                 server: server.to_owned(),
                 secret: name.clone(),
             })?;
-        let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-            .map_err(|_| {
-                ToolError::Misconfigured(format!(
-                    "the secret {name} of server {server} is not a JSON object"
-                ))
-            })?;
+        let value: SecretFields = serde_json::from_str(&text).map_err(|_| {
+            ToolError::Misconfigured(format!(
+                "the secret {name} of server {server} is not a JSON object"
+            ))
+        })?;
         let value = Arc::new(value);
         self.read_secrets
             .lock()
@@ -742,6 +732,8 @@ impl McpClient {
                 None
             }
         };
+        // The gate is needed only while opening: those waiting on it find the session now.
+        self.opening.lock().await.remove(&key);
         if let Some(evicted) = evicted {
             close(evicted.session).await;
         }
@@ -794,10 +786,7 @@ enum Launch {
 impl Launch {
     /// `spec` with `{{secret.<field>}}` filled from `secret`; without a secret, the entries that
     /// need one are left out (a per-agent server listed at start).
-    fn of(
-        spec: &ServerSpec,
-        secret: Option<&serde_json::Map<String, serde_json::Value>>,
-    ) -> Result<Self, String> {
+    fn of(spec: &ServerSpec, secret: Option<&SecretFields>) -> Result<Self, String> {
         let fill = |values: &std::collections::BTreeMap<String, String>| {
             let mut out = Vec::new();
             for (name, value) in values {

@@ -82,7 +82,7 @@ impl Worker {
     /// From the environment: AWS configuration, `DATABASE_URL`, the MCP servers
     /// (`CHIMERA_MCP_SERVERS` / `CHIMERA_MCP_CONFIG`), and the resource names (the stage, or
     /// `REVIEW_QUEUE_URL`, `ARTIFACT_BUCKET`, `IDEMPOTENCY_TABLE` as deployed). Opens no
-    /// connection.
+    /// database connection; lists the MCP servers and checks the profile against them.
     pub async fn from_env() -> anyhow::Result<Self> {
         let clients = Clients::from_env().await;
         let names = ResourceNames::from_env()?;
