@@ -128,6 +128,10 @@ const PINNED: &[(i64, &str)] = &[
         20261128000015,
         "269a8d54b230abe6c1f2a531327b3d9a80a72a63e3d743a792bda1cab5ba73340f9aa6bfe9b4cac3242aa8eefe946345",
     ),
+    (
+        20261128000016,
+        "227f5397b0aadebf762da8e214762cb603562811227e895307d32ffb7023d43e2c24ab96e553cf6fde26ee4718113ea5",
+    ),
 ];
 
 #[test]

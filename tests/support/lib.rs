@@ -7,6 +7,7 @@
 
 pub mod hot;
 pub mod lambda;
+pub mod pds_proxy;
 pub mod scripted;
 pub mod seed;
 pub mod swarm;

@@ -6,23 +6,35 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chimera_aws::handler::QueueHandler;
 use chimera_core::domain::AgentId;
 use chimera_mcp::{McpClient, McpConfig, Op, ToolError, Vars};
+use chimera_tests::pds_proxy::PdsProxy;
 use chimera_tests::world::{HttpWorld, stdio_config};
 use chimera_tests::{TestDb, clients, eventually, repo_root, stack_env, unique_stage};
+use chimera_worker::Worker;
 use chimera_worker::accounts::{self, BlueskyAccount};
 use chimera_worker::secrets::SecretsManager;
+
+use crate::handler::{Setup, deadline, event_of, failed};
 use serde_json::{Value, json};
 
 /// The shipped Bluesky profile, for a stage of its own, beside the world at `world_url`.
 fn bluesky_profile(stage: &str, world_url: &str) -> McpConfig {
+    bluesky_profile_via(stage, world_url, &stack_env("CHIMERA_BSKY_PDS_URL"))
+}
+
+/// [`bluesky_profile`], its server talking to the PDS at `pds_url`.
+fn bluesky_profile_via(stage: &str, world_url: &str, pds_url: &str) -> McpConfig {
     let json = std::fs::read_to_string(repo_root().join("infra/mcp/bluesky.json"))
         .expect("infra/mcp/bluesky.json");
     let stage = stage.to_owned();
     let world_url = world_url.to_owned();
+    let pds_url = pds_url.to_owned();
     McpConfig::parse_with(&json, &move |name| match name {
         "CHIMERA_STAGE" => Some(stage.clone()),
         "CHIMERA_WORLD_URL" => Some(world_url.clone()),
+        "CHIMERA_BSKY_PDS_URL" => Some(pds_url.clone()),
         other => std::env::var(other).ok(),
     })
     .expect("the shipped Bluesky profile parses")
@@ -199,11 +211,16 @@ async fn a_binding_that_does_not_fit_its_tool_refuses_the_start_naming_the_field
             "env": {"BLUESKY_SERVICE_URL": stack_env("CHIMERA_BSKY_PDS_URL"),
                     "BLUESKY_IDENTIFIER": "{{secret.identifier}}",
                     "BLUESKY_APP_PASSWORD": "{{secret.app_password}}"},
-            "credentials": {"secret": format!("{stage}/agents/{{agent_id}}/bluesky")}}},
-        "platforms": {"bluesky": {"publish": {
-            "server": "bluesky", "tool": "send_post",
-            // `langs` is a list of language codes: a platform name does not fit.
-            "arguments": {"text": "{{text}}", "langs": "{{platform}}"}}}}
+            "credentials": {"secret": format!("{stage}/agents/{{agent_id}}/bluesky")},
+            "account": ["did"]}},
+        "platforms": {"bluesky": {
+            "publish": {
+                "server": "bluesky", "tool": "send_post",
+                // `langs` is a list of language codes: a platform name does not fit.
+                "arguments": {"text": "{{text}}", "langs": "{{platform}}"}},
+            "lookup": {
+                "server": "bluesky", "tool": "get_author_feed",
+                "arguments": {"actor": "{{account.did}}"}}}}
     });
     let mcp = client(McpConfig::parse(&profile.to_string()).unwrap()).await;
     let err = mcp.connect().await.unwrap_err().to_string();
@@ -248,4 +265,117 @@ async fn a_server_that_never_answers_initialize_is_given_up_in_time() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
     mcp.shutdown().await;
+}
+
+/// The effect ledger's row for `approval`: (state, sends, platform_ref, the tool that told).
+async fn ledger(s: &Setup, approval: uuid::Uuid) -> (String, i32, Option<String>, String) {
+    sqlx::query_as(
+        "select state::text, sends, platform_ref, tool from effects where approval_id = $1",
+    )
+    .bind(approval)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap()
+}
+
+/// A worker on `s`'s stage whose Bluesky server reaches the PDS through `proxy`, and the DID
+/// of the seeded agent's new account.
+async fn worker_through(s: &Setup, world: &HttpWorld, proxy: &PdsProxy) -> (Worker, String) {
+    let stage = unique_stage().stage().to_owned();
+    let account = account_for(&stage, s.seed.agent, "nova").await;
+    let mcp = client(bluesky_profile_via(&stage, &world.url, &proxy.url)).await;
+    mcp.connect().await.expect("the profile fits the server");
+    let worker = Worker::new(s.clients.clone(), s.db.pool.clone(), mcp, s.names.clone());
+    (worker, account.did)
+}
+
+async fn approved_post(s: &Setup, text: &str) -> chimera_core::domain::Task {
+    s.approved_execute(json!({"action": "social.publish",
+                              "arguments": {"platform": "bluesky", "text": text},
+                              "disclosure_level": "automated"}))
+        .await
+}
+
+#[tokio::test]
+async fn a_post_committed_whose_answer_was_lost_is_found_not_posted_again() {
+    let s = Setup::new().await;
+    let world = HttpWorld::start(&s.db.url(), false).await;
+    let proxy = PdsProxy::start(&stack_env("CHIMERA_BSKY_PDS_URL")).await;
+    let (worker, did) = worker_through(&s, &world, &proxy).await;
+    let task = approved_post(&s, "Heat pumps work in the cold: three winters of data.").await;
+    let approval = task.approval_id.unwrap().0;
+
+    // The PDS commits the post and the connection drops before the answer: the server
+    // reports a failure; the worker looks the post up instead of sending it again.
+    proxy.drop_next_writes(1);
+    let first = worker
+        .handle(&event_of(std::slice::from_ref(&task)), deadline())
+        .await;
+    assert_eq!(failed(&first), Vec::<String>::new());
+    let posts = posts_of(&did).await;
+    assert_eq!(posts.len(), 1, "one record on the PDS: {posts:?}");
+    assert_eq!(proxy.writes(), 1);
+    let (state, sends, platform_ref, told_by) = ledger(&s, approval).await;
+    assert_eq!((state.as_str(), sends), ("confirmed", 1));
+    assert_eq!(told_by, "get_author_feed", "confirmed by the look-up");
+    assert_eq!(platform_ref.as_deref(), posts[0]["uri"].as_str());
+
+    // Delivered again with its idempotency record gone: the ledger answers, nothing is sent.
+    s.clients
+        .dynamodb
+        .delete_item()
+        .table_name(s.names.idempotency_table())
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S(chimera_worker::idempotency_key(&task)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let again = worker
+        .handle(&event_of(std::slice::from_ref(&task)), deadline())
+        .await;
+    assert_eq!(failed(&again), Vec::<String>::new());
+    assert_eq!(proxy.writes(), 1);
+    assert_eq!(posts_of(&did).await.len(), 1);
+    let results = s.results(2).await;
+    assert_eq!(results.len(), 2, "each delivery answered");
+    worker.mcp().shutdown().await;
+    s.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_the_platform_does_not_show_is_sent_once() {
+    let s = Setup::new().await;
+    let world = HttpWorld::start(&s.db.url(), false).await;
+    let proxy = PdsProxy::start(&stack_env("CHIMERA_BSKY_PDS_URL")).await;
+    let (worker, did) = worker_through(&s, &world, &proxy).await;
+    let task = approved_post(&s, "Bike lanes pay for themselves: the city's own numbers.").await;
+    let approval = task.approval_id.unwrap().0;
+    // An earlier attempt was sent and came back without an answer a while ago; the post never
+    // reached the platform.
+    sqlx::query(
+        "insert into effects (approval_id, agent_id, op, platform, state, sends, sent_at, answered_at, error)
+         values ($1, $2, 'publish', 'bluesky', 'unknown', 1, now() - interval '1 minute',
+                 now() - interval '1 minute', 'connection reset')",
+    )
+    .bind(approval)
+    .bind(s.seed.agent.0)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+
+    let handled = worker
+        .handle(&event_of(std::slice::from_ref(&task)), deadline())
+        .await;
+    assert_eq!(failed(&handled), Vec::<String>::new());
+    assert_eq!(proxy.writes(), 1, "looked up, found nothing, sent once");
+    let posts = posts_of(&did).await;
+    assert_eq!(posts.len(), 1);
+    let (state, sends, platform_ref, told_by) = ledger(&s, approval).await;
+    assert_eq!((state.as_str(), sends), ("confirmed", 2));
+    assert_eq!(told_by, "send_post", "confirmed by the platform's answer");
+    assert_eq!(platform_ref.as_deref(), posts[0]["uri"].as_str());
+    worker.mcp().shutdown().await;
+    s.db.drop_db().await;
 }

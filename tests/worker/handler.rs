@@ -19,15 +19,15 @@ use serde_json::{Value, json};
 
 /// A migrated database with a seeded agent, a bootstrapped stage of its own, and a way to
 /// make workers on them (each with its own world server child process).
-struct Setup {
-    db: TestDb,
-    names: ResourceNames,
-    clients: Clients,
-    seed: Seeded,
+pub(crate) struct Setup {
+    pub(crate) db: TestDb,
+    pub(crate) names: ResourceNames,
+    pub(crate) clients: Clients,
+    pub(crate) seed: Seeded,
 }
 
 impl Setup {
-    async fn new() -> Setup {
+    pub(crate) async fn new() -> Setup {
         let db = TestDb::migrated().await;
         let seed = seed_agent(&db.pool).await;
         let names = unique_stage();
@@ -82,7 +82,7 @@ impl Setup {
 
     /// An `execute` task of the effect `inputs` describe, released by a reviewer's approval of
     /// a held publish task, as the store records one.
-    async fn approved_execute(&self, inputs: Value) -> Task {
+    pub(crate) async fn approved_execute(&self, inputs: Value) -> Task {
         let held = self
             .task(
                 TaskKind::Publish,
@@ -170,7 +170,7 @@ impl Setup {
     }
 
     /// Receives (and deletes) review messages until `n` arrived or 30 s passed.
-    async fn results(&self, n: usize) -> Vec<TaskResult> {
+    pub(crate) async fn results(&self, n: usize) -> Vec<TaskResult> {
         let store = ArtifactStore::new(self.clients.s3.clone(), self.names.artifact_bucket());
         let mut out = Vec::new();
         for body in drain(&self.names, Queue::Review, n, Duration::from_secs(30)).await {
@@ -273,7 +273,7 @@ fn event(messages: &[(String, String)]) -> SqsEvent {
     serde_json::from_value(json!({ "Records": records })).unwrap()
 }
 
-fn event_of(tasks: &[Task]) -> SqsEvent {
+pub(crate) fn event_of(tasks: &[Task]) -> SqsEvent {
     let messages: Vec<(String, String)> = tasks
         .iter()
         .map(|t| (format!("m-{}", t.id.0), body(t)))
@@ -281,11 +281,11 @@ fn event_of(tasks: &[Task]) -> SqsEvent {
     event(&messages)
 }
 
-fn deadline() -> SystemTime {
+pub(crate) fn deadline() -> SystemTime {
     SystemTime::now() + Duration::from_secs(120)
 }
 
-fn failed(response: &SqsBatchResponse) -> Vec<String> {
+pub(crate) fn failed(response: &SqsBatchResponse) -> Vec<String> {
     let value = serde_json::to_value(response).unwrap();
     let mut ids: Vec<String> = value["batchItemFailures"]
         .as_array()
@@ -451,6 +451,13 @@ async fn an_execute_task_publishes_exactly_once_however_often_it_is_delivered() 
         .await
         .unwrap();
     assert_eq!(posts, 1, "one post for one approval");
+    let (state, platform_ref): (String, String) =
+        sqlx::query_as("select state::text, platform_ref from effects where approval_id = $1")
+            .bind(task.approval_id.unwrap().0)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "confirmed");
     // A copy that found the other worker on the attempt was dropped (that worker answers);
     // every other delivery answered with the result.
     let results = s.results(4).await;
@@ -474,6 +481,11 @@ async fn an_execute_task_publishes_exactly_once_however_often_it_is_delivered() 
         .await
         .unwrap();
     assert_eq!(receipt["post_id"], post_id.to_string());
+    assert_eq!(
+        platform_ref,
+        post_id.to_string(),
+        "the ledger holds the platform's id"
+    );
     assert!(results.iter().all(|r| r.task_id == task.id));
     s.db.drop_db().await;
 }

@@ -347,6 +347,9 @@ impl McpConfig {
                 .check_shape(op, account)
                 .map_err(|e| ConfigError::Invalid(format!("{}{on}", e.0)))?;
         }
+        profile
+            .check_recoverable()
+            .map_err(|e| ConfigError::Invalid(e.0))?;
         Ok(Self {
             servers: raw.servers,
             profile,
@@ -454,7 +457,8 @@ mod tests {
         let base = r#""servers": {"w": {"transport": "stdio", "command": "w"}}"#;
         McpConfig::parse(&format!(
             r#"{{{base}, "platforms": {{"bluesky": {{"publish": {{"server": "w", "tool": "send_post",
-                "arguments": {{"text": "{{{{text}}}}"}}, "result": {{"post_id": "/result/post_uri"}}}}}}}}}}"#
+                "arguments": {{"text": "{{{{text}}}}"}}, "result": {{"post_id": "/result/post_uri"}}}},
+                "lookup": {{"server": "w", "tool": "feed", "arguments": {{}}}}}}}}}}"#
         ))
         .unwrap();
         for bad in [

@@ -268,6 +268,25 @@ impl Invoked {
     }
 }
 
+/// A call ready to go ([`McpClient::prepare`]): which tool of which server, with what.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub op: Op,
+    pub server: String,
+    agent: Option<AgentId>,
+    pub binding: Binding,
+    pub arguments: serde_json::Value,
+}
+
+impl Prepared {
+    /// Whether the tool is given the effect's idempotency key: the server then answers a
+    /// second call with the first one's outcome, and sending again is how an unknown outcome
+    /// is resolved.
+    pub fn keyed(&self) -> bool {
+        self.binding.keyed()
+    }
+}
+
 /// MCP sessions by server (and agent), opened on first use and reused.
 pub struct McpClient {
     config: McpConfig,
@@ -422,8 +441,23 @@ impl McpClient {
         op: Op,
         platform: Option<&str>,
         agent: Option<AgentId>,
-        mut vars: Vars,
+        vars: Vars,
     ) -> Result<Invoked, ToolError> {
+        let prepared = self.prepare(allowed, op, platform, agent, vars).await?;
+        self.send(&prepared).await
+    }
+
+    /// Everything [`McpClient::invoke`] does before the tool is called: the binding chosen,
+    /// the account's credentials read, the parent of a reply read, the arguments filled in.
+    /// Nothing has reached the tool when this returns (an effect's ledger records that).
+    pub async fn prepare(
+        &self,
+        allowed: &[Op],
+        op: Op,
+        platform: Option<&str>,
+        agent: Option<AgentId>,
+        mut vars: Vars,
+    ) -> Result<Prepared, ToolError> {
         if !allowed.contains(&op) {
             return Err(ToolError::NotAllowed {
                 tool: op.as_str().to_owned(),
@@ -475,8 +509,26 @@ impl McpClient {
         }
         let arguments = template::fill(&binding.arguments, &vars)
             .map_err(|e| ToolError::Misconfigured(format!("{op}: {e}")))?;
+        Ok(Prepared {
+            op,
+            server,
+            agent,
+            binding,
+            arguments,
+        })
+    }
+
+    /// Calls the tool `prepared` names and reads its answer through the binding.
+    pub async fn send(&self, prepared: &Prepared) -> Result<Invoked, ToolError> {
+        let Prepared {
+            server,
+            agent,
+            binding,
+            arguments,
+            ..
+        } = prepared;
         let output = self
-            .call_on(&server, agent, &binding.tool, arguments.clone())
+            .call_on(server, *agent, &binding.tool, arguments.clone())
             .await?;
         let answer = output.answer()?;
         if let Some(message) = binding
@@ -495,7 +547,7 @@ impl McpClient {
         Ok(Invoked {
             output,
             value,
-            arguments,
+            arguments: arguments.clone(),
         })
     }
 

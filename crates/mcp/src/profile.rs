@@ -166,7 +166,12 @@ impl Op {
                 ("idempotency_key", Text, true),
             ],
             Self::ReadPost => &[("platform", Text, true), ("post_id", Text, true)],
-            Self::Lookup => &[("platform", Text, true), ("text", Text, true)],
+            Self::Lookup => &[
+                ("platform", Text, true),
+                ("text", Text, true),
+                ("in_reply_to", Text, false),
+                ("idempotency_key", Text, false),
+            ],
             Self::Metrics => &[("post_ids", Ids, true), ("at", Text, false)],
         }
     }
@@ -239,6 +244,11 @@ pub struct Binding {
     pub result: Mapping,
     #[serde(default)]
     pub error: Option<ErrorRule>,
+    /// For a read: how long something new may take to show in it (a platform's indexing
+    /// lag). A look-up that finds nothing counts as absent only once this has passed since
+    /// the call it looks for came back.
+    #[serde(default)]
+    pub visible_within_ms: Option<u64>,
 }
 
 /// Why a profile cannot be used.
@@ -255,7 +265,16 @@ impl Binding {
             arguments: op.native_arguments(),
             result: Mapping::whole(),
             error: None,
+            visible_within_ms: None,
         }
+    }
+
+    /// Whether the tool is given the effect's idempotency key (and so answers a repeated
+    /// call with the first one's outcome).
+    pub fn keyed(&self) -> bool {
+        template::placeholders(&self.arguments)
+            .map(|found| found.iter().any(|p| p.name == "idempotency_key"))
+            .unwrap_or(false)
     }
 
     /// The names this binding may use: what `op` supplies, the account fields its server
@@ -308,6 +327,11 @@ impl Binding {
                     p.name
                 )));
             }
+        }
+        if self.visible_within_ms.is_some() && !matches!(op, Op::Lookup | Op::ReadPost) {
+            return Err(ProfileError(format!(
+                "{op}: visible_within_ms is for reads (lookup, read_post)"
+            )));
         }
         let bad = self.result.bad_pointers();
         if !bad.is_empty() {
@@ -380,6 +404,41 @@ impl Profile {
             .or_else(|| self.operations.get(&op))
             .cloned()
             .unwrap_or_else(|| Binding::native(op))
+    }
+
+    /// Checks that every effect's outcome can be found out when its answer is lost: the tool
+    /// takes the idempotency key (sending again is safe), or the platform has a `lookup`.
+    pub fn check_recoverable(&self) -> Result<(), ProfileError> {
+        for (platform, op, binding) in self.explicit() {
+            if !op.is_effect() || binding.keyed() {
+                continue;
+            }
+            let on = platform.map(|p| format!(" on {p}")).unwrap_or_default();
+            if op == Op::Transfer {
+                return Err(ProfileError(format!(
+                    "transfer{on}: tool {} takes no {{{{idempotency_key}}}}, and a transfer \
+                     cannot be looked up: a lost answer could pay twice",
+                    binding.tool
+                )));
+            }
+            if self.lookup_of(platform).is_none() {
+                return Err(ProfileError(format!(
+                    "{op}{on}: tool {} takes no {{{{idempotency_key}}}} and no lookup is bound: \
+                     an effect whose answer is lost could not be found, and sending it again \
+                     could post twice",
+                    binding.tool
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The explicit `lookup` binding for `platform` (or for every platform).
+    fn lookup_of(&self, platform: Option<&str>) -> Option<&Binding> {
+        platform
+            .and_then(|p| self.platforms.get(p))
+            .and_then(|ops| ops.get(&Op::Lookup))
+            .or_else(|| self.operations.get(&Op::Lookup))
     }
 
     /// Every explicit binding, with the platform it is for.
@@ -474,6 +533,38 @@ mod tests {
         for op in Op::ALL {
             Binding::native(op).check_shape(op, &[]).unwrap();
         }
+    }
+
+    #[test]
+    fn an_effect_whose_lost_answer_could_not_be_found_is_refused() {
+        let unkeyed = json!({"tool": "send_post", "arguments": {"text": "{{text}}"}});
+        let profile: Profile =
+            serde_json::from_value(json!({"platforms": {"bluesky": {"publish": unkeyed}}}))
+                .unwrap();
+        let err = profile.check_recoverable().unwrap_err().0;
+        assert!(
+            err.contains("publish on bluesky") && err.contains("lookup"),
+            "{err}"
+        );
+        let with_lookup: Profile = serde_json::from_value(json!({"platforms": {"bluesky": {
+            "publish": unkeyed,
+            "lookup": {"tool": "feed", "arguments": {}, "visible_within_ms": 5000}}}}))
+        .unwrap();
+        with_lookup.check_recoverable().unwrap();
+        let keyed: Profile = serde_json::from_value(json!({"platforms": {"x": {"publish":
+            {"tool": "post", "arguments": {"text": "{{text}}", "key": "{{idempotency_key}}"}}}}}))
+        .unwrap();
+        keyed.check_recoverable().unwrap();
+        let transfer: Profile = serde_json::from_value(json!({"operations": {"transfer":
+            {"tool": "pay", "arguments": {"to": "{{to}}"}}}}))
+        .unwrap();
+        assert!(transfer.check_recoverable().is_err());
+        // The lag belongs to reads.
+        let lag_on_publish: Binding = serde_json::from_value(
+            json!({"tool": "post", "arguments": {}, "visible_within_ms": 1}),
+        )
+        .unwrap();
+        assert!(lag_on_publish.check_shape(Op::Publish, &[]).is_err());
     }
 
     #[test]

@@ -31,6 +31,9 @@
 //!   sent by a relay once it committed.
 //! - [`reconcile`]: the sweep's pass over work that stopped moving (re-sends through the
 //!   outbox, settles goals), each action audited.
+//! - [`effects`]: the effect ledger: each approved effect from before it reaches its platform
+//!   to the platform's id for it; an outcome the platform left unknown is looked up, never
+//!   blindly sent again.
 //! - [`budget`]: spends that never overdraw, charged once per idempotency key.
 //! - [`audit`]: the append-only audit log.
 //! - [`provenance`]: artifacts with the tool calls that made them.
@@ -43,6 +46,7 @@ pub mod audit;
 pub mod budget;
 pub mod dag;
 pub mod decisions;
+pub mod effects;
 pub mod engagement;
 pub mod fleet;
 pub mod goals;

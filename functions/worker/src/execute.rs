@@ -17,6 +17,8 @@ use chimera_llm::mind::{Mind, MindError};
 use chimera_mcp::{Invoked, McpClient, Op, ToolError, Vars, allowed_ops};
 
 use crate::draft;
+use crate::effect::Effector;
+use chimera_store::PgPool;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -59,6 +61,15 @@ pub enum ExecError {
     Tool(#[from] ToolError),
     #[error(transparent)]
     Model(#[from] MindError),
+    /// The platform refused the effect, and it is not there.
+    #[error("the effect was refused: {0}")]
+    EffectRefused(String),
+    /// The effect may or may not have happened, and a look-up has not told yet: it is not
+    /// sent again until it does.
+    #[error("effect outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    #[error("the effect ledger is unavailable")]
+    Ledger(#[from] sqlx::Error),
 }
 
 impl ExecError {
@@ -67,6 +78,8 @@ impl ExecError {
             Self::InvalidInputs(_) => false,
             Self::Tool(err) => err.is_retryable(),
             Self::Model(err) => err.is_retryable(),
+            Self::EffectRefused(_) => false,
+            Self::OutcomeUnknown(_) | Self::Ledger(_) => true,
         }
     }
 }
@@ -88,6 +101,7 @@ fn tags<'a>(topics: impl IntoIterator<Item = &'a str>) -> BTreeSet<RiskTag> {
 }
 
 struct Runner<'a> {
+    pool: &'a PgPool,
     mcp: &'a McpClient,
     mind: Option<&'a Mind>,
     /// When the model must have answered.
@@ -233,14 +247,16 @@ struct ExecuteInputs {
 }
 
 /// Runs `task` through the MCP tools its kind allows, drafting with `mind` when given (its
-/// answer due `answer_by`).
+/// answer due `answer_by`); an effect goes through the effect ledger in `pool`.
 pub async fn run(
+    pool: &PgPool,
     mcp: &McpClient,
     mind: Option<&Mind>,
     task: &Task,
     answer_by: Instant,
 ) -> Result<Outcome, ExecError> {
     let runner = Runner {
+        pool,
         mcp,
         mind,
         answer_by,
@@ -510,10 +526,31 @@ async fn execute(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError>
         EffectAction::Reply => Op::Reply,
         EffectAction::Transfer => Op::Transfer,
     };
-    let invoked = runner
-        .invoke(op, platform.as_deref(), Value::Object(arguments))
+    let values = arguments.clone();
+    let mut vars: Vars = arguments.into_iter().collect();
+    let agent = Some(task.agent_id);
+    // Credentials read, the parent read, arguments filled: nothing has reached the platform.
+    let prepared = runner
+        .mcp
+        .prepare(
+            runner.allowed,
+            op,
+            platform.as_deref(),
+            agent,
+            std::mem::take(&mut vars),
+        )
         .await?;
-    let receipt: Value = invoked.parse()?;
+    let performed = Effector {
+        pool: runner.pool,
+        mcp: runner.mcp,
+        agent: task.agent_id,
+        approval,
+        platform: platform.as_deref(),
+        values: &values,
+        answer_by: runner.answer_by,
+    }
+    .perform(&prepared)
+    .await?;
     let mut risk = Vec::new();
     if action.is_financial() {
         risk.push("finance");
@@ -522,6 +559,11 @@ async fn execute(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError>
         confidence: confidence(1.0)?,
         risk_tags: tags(risk),
         disclosure_level: i.disclosure_level,
-        artifacts: vec![json_artifact(&receipt, &invoked, platform)],
+        artifacts: vec![Produced {
+            bytes: serde_json::to_vec_pretty(&performed.value).unwrap_or_default(),
+            media_type: "application/json".into(),
+            kind: "json",
+            call: performed.call,
+        }],
     })
 }

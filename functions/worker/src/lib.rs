@@ -26,6 +26,7 @@
 
 pub mod accounts;
 pub mod draft;
+pub mod effect;
 pub mod engagement;
 pub mod execute;
 pub mod secrets;
@@ -307,7 +308,7 @@ impl Worker {
     /// Runs the task (a model drafting must answer `by` then), stores its artifacts and
     /// provenance, and returns the review message.
     async fn produce(&self, task: &Task, by: Instant) -> Result<String, MessageError> {
-        let outcome = execute::run(&self.mcp, self.mind.as_deref(), task, by)
+        let outcome = execute::run(&self.pool, &self.mcp, self.mind.as_deref(), task, by)
             .await
             .map_err(|err| {
                 if let execute::ExecError::Model(MindError::OverBudget { .. }) = &err {

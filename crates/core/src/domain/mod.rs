@@ -26,7 +26,9 @@ mod work;
 
 pub use ids::{AgentId, GoalId, ResultId, ReviewId, TaskId, TenantId, derived_uuid};
 pub use review::AuditRecord;
-pub use status::{DecisionKind, DisclosureLevel, GoalStatus, ReviewStatus, TaskKind, TaskStatus};
+pub use status::{
+    DecisionKind, DisclosureLevel, EffectState, GoalStatus, ReviewStatus, TaskKind, TaskStatus,
+};
 pub use values::{
     CommitHash, Confidence, Invalid, ReadSet, RiskTag, StateKey, StateVersion, WriteSet,
 };

@@ -158,6 +158,23 @@ schema_enum! {
     }
 }
 
+schema_enum! {
+    /// Where an approved effect stands on its platform. Mirrors `effect_state`.
+    EffectState as "effect_state" {
+        /// Recorded before anything reached the platform.
+        Intended = "intended",
+        /// Handed to the tool: done or not, nobody knows until it answers.
+        Sent = "sent",
+        /// The platform holds it (its answer, or a look-up, gave its id).
+        Confirmed = "confirmed",
+        /// The call failed after it was handed over: the platform may hold it. It is looked
+        /// up, never blindly sent again.
+        Unknown = "unknown",
+        /// The platform refused it, and a look-up showed it absent.
+        Failed = "failed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +197,7 @@ mod tests {
         round_trips(DecisionKind::ALL);
         round_trips(TaskKind::ALL);
         round_trips(DisclosureLevel::ALL);
+        round_trips(EffectState::ALL);
         for s in TaskStatus::ALL {
             assert_eq!(TaskStatus::parse(s.as_str()), Some(*s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());

@@ -1,0 +1,351 @@
+//! An approved effect performed through the effect ledger ([`chimera_store::effects`]), so a
+//! lost answer never makes it happen twice.
+//!
+//! 1. The effect is recorded `intended` (once per approval). Confirmed already: its recorded
+//!    receipt is the answer, no tool is called. Failed already: the refusal stands.
+//! 2. Before the call it becomes `sent`; the tool's answer makes it `confirmed` with the
+//!    platform's id. A call that comes back without a usable answer (an error, a timeout, a
+//!    dropped connection) makes it `unknown`: the platform may hold it.
+//! 3. An effect met in `sent` or `unknown` is resolved before anything is sent again. A tool
+//!    given the idempotency key (`chimera-world`) answers a repeat with the first outcome, so
+//!    sending again *is* the look-up. Otherwise the profile's `lookup` lists the account's
+//!    recent posts and the effect is the one with its text (and parent) that no other effect
+//!    claims; nothing found counts as absent only once the platform's indexing lag
+//!    (`visible_within_ms`) has passed since the call came back. Found: `confirmed`. Absent:
+//!    sent once more (or `failed`, when the platform's answer was a refusal).
+//!
+//! Each move is a conditional update on the state read, so two workers never both send.
+
+use std::time::{Duration, Instant};
+
+use chimera_core::domain::{AgentId, EffectState, ReviewId};
+use chimera_mcp::{Invoked, McpClient, Op, Prepared, ToolError, Vars};
+use chimera_store::PgPool;
+use chimera_store::effects::{self, Confirmation, Confirmed, Effect, Intent};
+use serde_json::{Map, Value};
+
+use crate::execute::{Call, ExecError};
+
+/// Looked up at most this often while waiting out a platform's indexing lag.
+const LOOKUP_EVERY: Duration = Duration::from_millis(500);
+
+/// Kept back from the task's deadline: a look-up that would end later is left to the next
+/// delivery.
+const LOOKUP_MARGIN: Duration = Duration::from_secs(2);
+
+/// What an effect did on its platform: the mapped answer (or the post a look-up found) and the
+/// call that did it.
+pub struct Performed {
+    pub value: Value,
+    pub call: Call,
+}
+
+/// Everything performing one effect needs.
+pub struct Effector<'a> {
+    pub pool: &'a PgPool,
+    pub mcp: &'a McpClient,
+    pub agent: AgentId,
+    pub approval: ReviewId,
+    /// The platform (`None` for a transfer).
+    pub platform: Option<&'a str>,
+    /// The effect's own values (text, parent...), what a look-up matches on.
+    pub values: &'a Map<String, Value>,
+    /// When the task must have answered.
+    pub answer_by: Instant,
+}
+
+/// What a look-up concluded.
+enum Found {
+    There(Value),
+    Absent,
+    /// Not found yet, and the platform's lag has not passed: try again on the next delivery.
+    NotYet,
+}
+
+impl Effector<'_> {
+    /// Performs `prepared` (an effect) once, whatever happened to earlier attempts.
+    pub async fn perform(&self, prepared: &Prepared) -> Result<Performed, ExecError> {
+        let intent = Intent {
+            approval: self.approval,
+            agent: self.agent,
+            op: prepared.op.as_str(),
+            platform: self.platform.unwrap_or_default(),
+        };
+        let mut effect = effects::intend(self.pool, intent).await?;
+        // A confirmation racing this one moves the effect at most once more.
+        for _ in 0..3 {
+            match effect.state {
+                EffectState::Confirmed => return Ok(recorded(&effect, prepared, self.platform)),
+                EffectState::Failed => {
+                    return Err(ExecError::EffectRefused(
+                        effect.error.clone().unwrap_or_default(),
+                    ));
+                }
+                EffectState::Intended => return self.send(&effect, prepared).await,
+                EffectState::Sent | EffectState::Unknown if prepared.keyed() => {
+                    return self.send(&effect, prepared).await;
+                }
+                EffectState::Sent | EffectState::Unknown => {
+                    match self.look_up(&effect, prepared).await? {
+                        Found::There(post) => match self.found(&effect, prepared, post).await? {
+                            Ok(done) => return Ok(done),
+                            Err(moved) => effect = moved,
+                        },
+                        Found::Absent => return self.send(&effect, prepared).await,
+                        Found::NotYet => return Err(not_yet(&effect)),
+                    }
+                }
+            }
+        }
+        Err(ExecError::OutcomeUnknown(format!(
+            "effect of approval {} keeps moving under other workers",
+            self.approval.0
+        )))
+    }
+
+    /// Hands the effect to its tool (after recording that it is about to).
+    async fn send(&self, seen: &Effect, prepared: &Prepared) -> Result<Performed, ExecError> {
+        if !effects::mark_sent(self.pool, seen).await? {
+            return Err(ExecError::OutcomeUnknown(format!(
+                "effect of approval {} was moved by another worker",
+                self.approval.0
+            )));
+        }
+        tracing::info!(approval = %self.approval.0, op = %prepared.op, sends = seen.sends + 1, "effect sent");
+        match self.mcp.send(prepared).await {
+            Ok(invoked) => self.answered(prepared, invoked).await,
+            Err(err) => self.lost(prepared, err).await,
+        }
+    }
+
+    /// The tool answered: the effect is confirmed with the platform's id.
+    async fn answered(
+        &self,
+        prepared: &Prepared,
+        invoked: Invoked,
+    ) -> Result<Performed, ExecError> {
+        let confirmation = Confirmation {
+            platform_ref: platform_ref(&invoked.value),
+            receipt: &invoked.value,
+            tool: &invoked.output.tool,
+            server: &invoked.output.server,
+            server_version: &invoked.output.server_version,
+        };
+        match effects::confirm(self.pool, self.approval, confirmation).await? {
+            Confirmed::Done => {}
+            Confirmed::Moved(effect) if effect.state == EffectState::Confirmed => {
+                return Ok(recorded(&effect, prepared, self.platform));
+            }
+            Confirmed::Moved(effect) => {
+                return Err(ExecError::OutcomeUnknown(format!(
+                    "the tool answered, and the ledger holds the effect as {}",
+                    effect.state
+                )));
+            }
+            Confirmed::Taken => {
+                let reason = "the platform answered with the id of another effect";
+                effects::mark_unknown(self.pool, self.approval, reason).await?;
+                return Err(ToolError::InvalidOutput {
+                    tool: invoked.output.tool.clone(),
+                    reason: reason.into(),
+                }
+                .into());
+            }
+        }
+        tracing::info!(approval = %self.approval.0, platform_ref = ?platform_ref(&invoked.value), "effect confirmed");
+        Ok(Performed {
+            call: Call {
+                tool: invoked.output.tool.clone(),
+                server: invoked.output.server.clone(),
+                server_version: invoked.output.server_version.clone(),
+                arguments: invoked.arguments.clone(),
+                platform: self.platform.map(str::to_owned),
+            },
+            value: invoked.value,
+        })
+    }
+
+    /// The call came back without a usable answer: the platform may hold the effect. A keyed
+    /// tool is asked again on the next delivery; otherwise the effect is looked for now.
+    async fn lost(&self, prepared: &Prepared, err: ToolError) -> Result<Performed, ExecError> {
+        tracing::warn!(approval = %self.approval.0, error = %err, "effect outcome unknown");
+        effects::mark_unknown(self.pool, self.approval, &err.to_string()).await?;
+        let effect = effects::get(self.pool, self.approval)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        if prepared.keyed() {
+            if !err.is_retryable() {
+                effects::fail(self.pool, self.approval, &err.to_string()).await?;
+            }
+            return Err(err.into());
+        }
+        match self.look_up(&effect, prepared).await? {
+            Found::There(post) => match self.found(&effect, prepared, post).await? {
+                Ok(done) => Ok(done),
+                Err(moved) if moved.state == EffectState::Confirmed => {
+                    Ok(recorded(&moved, prepared, self.platform))
+                }
+                Err(_) => Err(err.into()),
+            },
+            Found::Absent if !err.is_retryable() => {
+                effects::fail(self.pool, self.approval, &err.to_string()).await?;
+                Err(err.into())
+            }
+            // Absent: the next delivery looks once more (the lag has passed) and sends.
+            Found::Absent => Err(err.into()),
+            Found::NotYet => Err(not_yet(&effect)),
+        }
+    }
+
+    /// A look-up found the effect: confirmed from what the platform shows (or `Err` with the
+    /// effect as another worker moved it).
+    async fn found(
+        &self,
+        effect: &Effect,
+        prepared: &Prepared,
+        post: Value,
+    ) -> Result<Result<Performed, Effect>, ExecError> {
+        let binding = self.mcp.config().profile.binding(Op::Lookup, self.platform);
+        let confirmation = Confirmation {
+            platform_ref: platform_ref(&post),
+            receipt: &post,
+            tool: &binding.tool,
+            server: binding.server.as_deref().unwrap_or(&prepared.server),
+            server_version: "",
+        };
+        match effects::confirm(self.pool, self.approval, confirmation).await? {
+            Confirmed::Done => {
+                tracing::info!(approval = %self.approval.0, sends = effect.sends, platform_ref = ?platform_ref(&post), "effect found on its platform: confirmed, not sent again");
+                Ok(Ok(Performed {
+                    call: Call {
+                        tool: prepared.binding.tool.clone(),
+                        server: prepared.server.clone(),
+                        server_version: String::new(),
+                        arguments: prepared.arguments.clone(),
+                        platform: self.platform.map(str::to_owned),
+                    },
+                    value: post,
+                }))
+            }
+            // Claimed meanwhile by another effect with the same words: not this one's.
+            Confirmed::Taken => Ok(Err(effect.clone())),
+            Confirmed::Moved(moved) => Ok(Err(moved)),
+        }
+    }
+
+    /// Looks for the effect on its platform, polling until the platform's indexing lag has
+    /// passed since the call came back (or the task's time is nearly up).
+    async fn look_up(&self, effect: &Effect, prepared: &Prepared) -> Result<Found, ExecError> {
+        let binding = self.mcp.config().profile.binding(Op::Lookup, self.platform);
+        let lag = Duration::from_millis(binding.visible_within_ms.unwrap_or(0));
+        let came_back = match (effect.answered_at, effect.sent_at) {
+            (Some(at), _) => at,
+            // Sent and never answered (its worker died mid-call): the call may have lasted
+            // up to its timeout.
+            (None, Some(sent)) => sent + self.mcp.config().call_timeout,
+            (None, None) => chrono::Utc::now(),
+        };
+        let settled_at = came_back + lag;
+        let mut vars: Vars = ["platform", "text", "in_reply_to", "idempotency_key"]
+            .into_iter()
+            .filter_map(|k| self.values.get(k).map(|v| (k.to_owned(), v.clone())))
+            .collect();
+        if let Some(p) = self.platform {
+            vars.insert("platform".into(), Value::String(p.to_owned()));
+        }
+        loop {
+            let listed = self
+                .mcp
+                .invoke(
+                    &[Op::Lookup],
+                    Op::Lookup,
+                    self.platform,
+                    Some(self.agent),
+                    vars.clone(),
+                )
+                .await
+                .map_err(|e| {
+                    ExecError::OutcomeUnknown(format!(
+                        "looking the effect up failed ({e}); it is not sent again until found or shown absent"
+                    ))
+                })?;
+            for post in candidates(&listed.value, self.values, prepared.op) {
+                let Some(id) = platform_ref(&post) else {
+                    continue;
+                };
+                let platform = self.platform.unwrap_or_default();
+                if !effects::taken_by_another(self.pool, platform, id, self.approval).await? {
+                    return Ok(Found::There(post));
+                }
+            }
+            let now = chrono::Utc::now();
+            if now >= settled_at {
+                return Ok(Found::Absent);
+            }
+            let wait = (settled_at - now)
+                .to_std()
+                .unwrap_or_default()
+                .min(LOOKUP_EVERY);
+            if Instant::now() + wait + LOOKUP_MARGIN > self.answer_by {
+                return Ok(Found::NotYet);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The posts of a look-up's answer (`{"posts": [{post_id, text, in_reply_to}]}`) that are
+/// this effect: the same text, under the same parent (a publish under none).
+fn candidates(listed: &Value, values: &Map<String, Value>, op: Op) -> Vec<Value> {
+    let text = values.get("text").and_then(Value::as_str).map(str::trim);
+    let parent = match op {
+        Op::Reply => values.get("in_reply_to").and_then(Value::as_str),
+        _ => None,
+    };
+    listed
+        .get("posts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|post| {
+            post.get("text").and_then(Value::as_str).map(str::trim) == text
+                && post.get("in_reply_to").and_then(Value::as_str) == parent
+        })
+        .cloned()
+        .collect()
+}
+
+/// The platform's id in a mapped answer: a post's, or a transfer's.
+fn platform_ref(value: &Value) -> Option<&str> {
+    ["post_id", "transfer_id", "tx_hash"]
+        .into_iter()
+        .find_map(|k| value.get(k).and_then(Value::as_str))
+}
+
+/// A confirmed effect, answered from the ledger.
+fn recorded(effect: &Effect, prepared: &Prepared, platform: Option<&str>) -> Performed {
+    Performed {
+        value: effect.receipt.clone().unwrap_or_default(),
+        call: Call {
+            tool: effect
+                .tool
+                .clone()
+                .unwrap_or_else(|| prepared.binding.tool.clone()),
+            server: effect
+                .server
+                .clone()
+                .unwrap_or_else(|| prepared.server.clone()),
+            server_version: effect.server_version.clone().unwrap_or_default(),
+            arguments: prepared.arguments.clone(),
+            platform: platform.map(str::to_owned),
+        },
+    }
+}
+
+fn not_yet(effect: &Effect) -> ExecError {
+    ExecError::OutcomeUnknown(format!(
+        "effect of approval {} was sent {} time(s) and its outcome is unknown; not found on the \
+         platform yet, looking again on the next delivery",
+        effect.approval.0, effect.sends
+    ))
+}
