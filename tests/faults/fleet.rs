@@ -13,7 +13,10 @@ use chimera_core::names::{Queue, ResourceNames};
 use chimera_core::routing::Policy;
 use chimera_store::{budget, records};
 use chimera_tests::swarm::{SETTLED, TEST_JWT_KEY, sign_token};
-use chimera_tests::{TestDb, clients, eventually, queue_depth, unique_stage, workspace_bin};
+use chimera_tests::{
+    TestDb, clients, eventually, queue_depth, repo_root, stack_env, unique_stage, workspace_bin,
+};
+use chimera_worker::accounts::{self, Reader};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -34,6 +37,16 @@ pub struct Fleet {
     pub concurrency: String,
     starts: usize,
     http: reqwest::Client,
+    /// The agents' accounts on the local Bluesky network, when the fleet publishes there.
+    pub bluesky: Option<OnBluesky>,
+}
+
+/// A fleet on the local Bluesky network: the PDS, each agent's DID (in the fleet's order),
+/// and a reader's posts the agents answer.
+pub struct OnBluesky {
+    pub pds: String,
+    pub dids: Vec<String>,
+    pub parents: Vec<String>,
 }
 
 struct Runner {
@@ -97,7 +110,68 @@ impl Fleet {
             concurrency: "planner=2,worker=4,judge=2".into(),
             starts: 0,
             http: reqwest::Client::new(),
+            bluesky: None,
         }
+    }
+
+    /// Moves the fleet to the local Bluesky network: an account per agent on the PDS (its app
+    /// password in Secrets Manager under the fleet's stage), a reader's posts to answer, and
+    /// runners that publish through the shipped Bluesky profile.
+    pub async fn on_bluesky(&mut self) {
+        let pds = stack_env("CHIMERA_BSKY_PDS_URL");
+        let handle = |name: &str| {
+            format!(
+                "{name}{}.test",
+                &uuid::Uuid::new_v4().simple().to_string()[..6]
+            )
+        };
+        let mut dids = Vec::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let account = accounts::create_on_pds(&self.http, &pds, &handle(&format!("agent{i}")))
+                .await
+                .expect("an account on the local PDS");
+            accounts::store(
+                &self.clients.secrets,
+                &accounts::secret_name(self.names.stage(), *agent, "bluesky"),
+                account.secret(),
+            )
+            .await
+            .expect("the account's secret stored");
+            dids.push(account.did);
+        }
+        let reader = Reader::create(&self.http, &pds, &handle("reader"))
+            .await
+            .expect("a reader on the local PDS");
+        let mut parents = Vec::new();
+        for i in 0..3 {
+            let post = reader
+                .post(&format!(
+                    "What do you think of the spring collection, part {i}?"
+                ))
+                .await
+                .expect("the reader's post");
+            parents.push(post.uri);
+        }
+        self.bluesky = Some(OnBluesky { pds, dids, parents });
+    }
+
+    /// The MCP configuration the runners get: the world over stdio, and on Bluesky the
+    /// shipped profile beside it.
+    fn mcp_config(&self) -> Value {
+        let world = json!({
+            "transport": "stdio",
+            "command": workspace_bin("chimera-world"),
+            "args": ["stdio"],
+            "env": {"WORLD_DATABASE_URL": self.db.url(), "RUST_LOG": "warn"},
+        });
+        if self.bluesky.is_none() {
+            return json!({"servers": {"world": world}});
+        }
+        let shipped = std::fs::read_to_string(repo_root().join("infra/mcp/bluesky.json"))
+            .expect("infra/mcp/bluesky.json");
+        let mut profile: Value = serde_json::from_str(&shipped).expect("the profile is JSON");
+        profile["servers"]["world"] = world;
+        profile
     }
 
     /// Where the runners' logs go (one file per start).
@@ -119,12 +193,7 @@ impl Fleet {
     /// for it to listen.
     pub async fn start_runner(&mut self) {
         assert!(self.runner.is_none(), "a runner is already running");
-        let mcp = json!({"servers": {"world": {
-            "transport": "stdio",
-            "command": workspace_bin("chimera-world"),
-            "args": ["stdio"],
-            "env": {"WORLD_DATABASE_URL": self.db.url(), "RUST_LOG": "warn"},
-        }}});
+        let mcp = self.mcp_config();
         let log = std::fs::File::create(self.log_path(self.starts)).expect("a log file");
         self.starts += 1;
         let mut cmd = Command::new(workspace_bin("chimera-runner"));
@@ -221,8 +290,16 @@ impl Fleet {
     /// paid actions (held for a human: finance is sensitive by default).
     pub async fn submit_mix(&self, n: usize) -> Vec<GoalId> {
         let mut goals = Vec::with_capacity(n);
+        let (post_on, reply_on) = match &self.bluesky {
+            Some(_) => ("bluesky", "bluesky"),
+            None => ("instagram", "x"),
+        };
         for i in 0..n {
             let agent = i % self.agents.len();
+            let parent = match &self.bluesky {
+                Some(network) => network.parents[i % network.parents.len()].clone(),
+                None => format!("post-{i}"),
+            };
             let goal = match i % 3 {
                 0 => {
                     self.submit(
@@ -230,7 +307,7 @@ impl Fleet {
                         "campaign",
                         // Ten words: the drafting tool rates such a brief 0.97.
                         "retro gaming night with friends, snacks and classic consoles downtown",
-                        json!({"platforms": ["instagram"]}),
+                        json!({"platforms": [post_on]}),
                     )
                     .await
                 }
@@ -239,7 +316,7 @@ impl Fleet {
                         agent,
                         "reply",
                         "thanks for the kind words about our new spring collection launch",
-                        json!({"platforms": ["x"], "in_reply_to": format!("post-{i}")}),
+                        json!({"platforms": [reply_on], "in_reply_to": parent}),
                     )
                     .await
                 }
@@ -472,7 +549,8 @@ impl Fleet {
         };
         let stuck = self.unsettled(goals).await;
         assert!(stuck.is_empty(), "stuck goals: {stuck:?}");
-        let figures = Figures {
+        let (records, matched) = self.on_the_network().await;
+        let mut figures = Figures {
             goals: goals.len(),
             completed: scalar("select count(*) from goals where status = 'completed'").await,
             approved_effects: scalar(
@@ -515,7 +593,11 @@ impl Fleet {
                 self.depth(Queue::Review, true).await,
             ],
             unsent_outbox: scalar("select count(*) from outbox where sent_at is null").await,
+            on_bluesky: 0,
         };
+        figures.effects_performed += records;
+        figures.effects_matched += matched;
+        figures.on_bluesky = records;
         assert_eq!(
             figures.effects_performed, figures.approved_effects,
             "effects performed == approved effects: {figures:?}"
@@ -537,6 +619,31 @@ impl Fleet {
             "money moved == approved spend: {figures:?}"
         );
         figures
+    }
+
+    /// On Bluesky: the agents' records on the PDS (its own listing), and how many approvals
+    /// the ledger confirmed with one of those records; (0, 0) in the world.
+    async fn on_the_network(&self) -> (i64, i64) {
+        let Some(network) = &self.bluesky else {
+            return (0, 0);
+        };
+        let mut uris = std::collections::HashSet::new();
+        for did in &network.dids {
+            let posts = accounts::records_of(&self.http, &network.pds, did, "app.bsky.feed.post")
+                .await
+                .expect("the agent's records");
+            uris.extend(posts.into_iter().map(|p| p.uri));
+        }
+        let confirmed: Vec<String> = sqlx::query_scalar(
+            "select f.platform_ref from reviews v join effects f on f.approval_id = v.id
+             where v.decision in ('approve', 'edit_approve', 'auto_approve')
+               and f.state = 'confirmed' and f.platform = 'bluesky'",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap();
+        let matched = confirmed.iter().filter(|uri| uris.contains(*uri)).count();
+        (uris.len() as i64, matched as i64)
     }
 
     /// Stops the runner (if any) and drops the database.
@@ -566,6 +673,8 @@ pub struct Figures {
     /// Goal, task and review DLQs.
     pub dead_letters: [i64; 3],
     pub unsent_outbox: i64,
+    /// Of the effects performed, the records on the Bluesky network's PDS.
+    pub on_bluesky: i64,
 }
 
 /// The last `n` lines of `text`.

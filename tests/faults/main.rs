@@ -2,7 +2,8 @@
 //! mid-run, every task and review message delivered three times, forged and altered messages
 //! injected, messages lost. After each fault, every goal settles, every approved effect happens
 //! once and nothing else does, commits match committed tasks, the ledger matches the approved
-//! spend, and no healthy message is dead-lettered.
+//! spend, and no healthy message is dead-lettered. One case runs on the local Bluesky network
+//! (the records on its PDS are the approvals, each once).
 //!
 //! These tests restart the shared PostgreSQL: `scripts/test` runs this binary on its own, one
 //! test at a time, after the other suites.
@@ -107,6 +108,70 @@ async fn the_runner_killed_three_times_mid_run_loses_no_goal() {
         slowest < RESUME_WITHIN,
         "in-flight work resumed within {RESUME_WITHIN:?} of each kill: {resumes:?}"
     );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_bluesky_duplicated_messages_and_a_killed_runner_post_each_approval_once() {
+    let _serial = SERIAL.lock().await;
+    let mut fleet = Fleet::new(3).await;
+    fleet.on_bluesky().await;
+    // Every task and review message delivered three times (through taps, as in the duplicate
+    // case), and the runner killed with SIGKILL while approved effects are in flight.
+    let mut taps = Vec::new();
+    for queue in [Queue::Task, Queue::Review] {
+        let name = format!("{}-tap-{}", fleet.names.stage(), queue.as_str());
+        let url = fleet
+            .clients
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        fleet
+            .runner_env
+            .push((queue.url_env().to_owned(), url.clone()));
+        taps.push((queue, url));
+    }
+    let duplicator = duplicate(&fleet, [taps[0].clone(), taps[1].clone()], Seen::default());
+    fleet.start_runner().await;
+    let mut goals = fleet.submit_mix(9).await;
+    until_committed(&fleet, 0, 3).await;
+    fleet.approve_held().await;
+    let in_flight = fleet.in_flight().await;
+    let killed = Instant::now();
+    fleet.kill_runner().await;
+    fleet.start_runner().await;
+    let took = fleet
+        .resumed(&in_flight, killed, Duration::from_secs(120))
+        .await;
+    goals.extend(fleet.submit_mix(6).await);
+    let statuses = fleet.run_to_the_end(&goals, SETTLE).await;
+    assert!(
+        statuses.iter().all(|s| s == "completed"),
+        "every goal completes: {statuses:?}"
+    );
+    // The records on the PDS are the approvals, each once (`invariants` counts them).
+    let figures = fleet.invariants(&goals).await;
+    print_figures("on Bluesky, duplicated and killed", &figures);
+    // 15 goals: 5 campaigns and 5 replies on Bluesky, 5 payments in the world.
+    assert_eq!(
+        figures.on_bluesky, 10,
+        "posts and replies are records: {figures:?}"
+    );
+    eprintln!(
+        "[faults] on Bluesky: in-flight work resumed {:.1} s after the kill",
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        figures.dead_letters,
+        [0, 0, 0],
+        "no healthy message dead-lettered"
+    );
+    duplicator.abort();
     fleet.stop().await;
 }
 

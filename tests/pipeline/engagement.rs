@@ -1,5 +1,6 @@
 //! The engagement loop on the local stack: posts the swarm published are measured through the
-//! world's `social.metrics` MCP tool by the collector, recorded as `engagement` rows in the
+//! world's `social.metrics` MCP tool (on Bluesky, the third-party server's `get_posts`) by the
+//! collector, recorded as `engagement` rows in the
 //! weekly partition of the moment measured (created when missing), once per moment, and the
 //! planner's next plan carries the agent's week.
 
@@ -181,5 +182,101 @@ async fn published_posts_are_measured_into_their_weekly_partition_and_the_planne
     likes.sort();
     latest.sort();
     assert_eq!(likes, latest, "{meta}");
+    swarm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_bluesky_likes_and_reposts_of_other_accounts_come_back_as_engagement() {
+    use chimera_worker::accounts::{Reader, StrongRef};
+    let mut swarm = Swarm::new(SwarmOptions {
+        bluesky: true,
+        ..SwarmOptions::default()
+    })
+    .await;
+    swarm.run().await;
+    let pds = chimera_tests::stack_env("CHIMERA_BSKY_PDS_URL");
+    let http = reqwest::Client::new();
+    let handle = |name: &str| {
+        format!(
+            "{name}{}.test",
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        )
+    };
+    let reader = Reader::create(&http, &pds, &handle("reader"))
+        .await
+        .unwrap();
+    let question = reader
+        .post("Are the lantern workshops open on Sundays?")
+        .await
+        .unwrap();
+    let goal = swarm
+        .submit(
+            0,
+            "reply",
+            "answer the question about opening hours",
+            json!({"platforms": ["bluesky"], "in_reply_to": question.uri, "simulated_quality": 0.95}),
+        )
+        .await;
+    assert_eq!(
+        swarm.settle(&[goal], Duration::from_secs(120)).await,
+        ["completed"]
+    );
+    // The agent's reply is a record of its own account, answering the reader's post.
+    let (uri, receipt): (String, Value) = sqlx::query_as(
+        "select platform_ref, receipt from effects where state = 'confirmed' and platform = 'bluesky'",
+    )
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        uri.starts_with(&format!("at://{}/", swarm.accounts[0].did)),
+        "{uri}"
+    );
+    let reply = StrongRef {
+        uri: uri.clone(),
+        cid: receipt["cid"].as_str().unwrap().to_owned(),
+    };
+    // Other accounts engage with it, on the network only: two likes and a repost.
+    let other = Reader::create(&http, &pds, &handle("other")).await.unwrap();
+    reader.like(&reply).await.unwrap();
+    other.like(&reply).await.unwrap();
+    other.repost(&reply).await.unwrap();
+
+    // The collector reads them back through the Bluesky server (`get_posts`), once the AppView
+    // has indexed them.
+    let now = Utc::now();
+    let mut at = now;
+    eventually(
+        Duration::from_secs(30),
+        "the likes and the repost measured",
+        || {
+            at += chrono::Duration::milliseconds(1);
+            let at = at;
+            let swarm = &swarm;
+            async move {
+                let collected = swarm.collect_engagement(at).await;
+                let rows: Vec<(Value,)> = sqlx::query_as(
+                    "select payload from asset_events where event_type = 'engagement' and occurred_at = $1",
+                )
+                .bind(at)
+                .fetch_all(&swarm.db.pool)
+                .await
+                .unwrap();
+                match rows.as_slice() {
+                    [(payload,)] if payload["likes"] == 2 && payload["shares"] == 1 => Ok(()),
+                    _ => Err(format!("{collected:?}: {rows:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let measured: Value = sqlx::query_scalar(
+        "select payload from asset_events where event_type = 'engagement' order by occurred_at desc limit 1",
+    )
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(measured["post_id"], json!(uri));
+    assert_eq!(measured["views"], json!(0), "Bluesky counts no views");
     swarm.stop().await;
 }

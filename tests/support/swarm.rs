@@ -53,6 +53,9 @@ pub struct SwarmOptions {
     /// The embedder the judge scores similarity with (default: [`local_embedder`]); with
     /// `None` and no model, nothing independent scores an effect and each goes to a person.
     pub scorer: Option<Arc<dyn Embedder>>,
+    /// The agents publish on the local Bluesky network: each gets an account on its PDS, and
+    /// the worker has the shipped Bluesky profile beside the world.
+    pub bluesky: bool,
 }
 
 /// The local stack's embedding model (`CHIMERA_EMBED_BASE_URL`, all-MiniLM-L6-v2).
@@ -103,6 +106,7 @@ impl Default for SwarmOptions {
             model: None,
             embedder: None,
             scorer: Some(local_embedder()),
+            bluesky: false,
         }
     }
 }
@@ -149,6 +153,28 @@ pub struct Swarm {
     running: Option<Running>,
     api: String,
     http: reqwest::Client,
+    /// Each agent's account on the local Bluesky network, when [`SwarmOptions::bluesky`].
+    pub accounts: Vec<chimera_worker::accounts::BlueskyAccount>,
+}
+
+/// The MCP configuration of a swarm on Bluesky: the world (with its debug tools) over stdio,
+/// and the shipped Bluesky profile reading the agents' accounts from `stage`'s secrets.
+fn bluesky_config(database_url: &str, stage: &str) -> chimera_mcp::McpConfig {
+    let shipped = std::fs::read_to_string(crate::repo_root().join("infra/mcp/bluesky.json"))
+        .expect("infra/mcp/bluesky.json");
+    let mut profile: Value = serde_json::from_str(&shipped).expect("the profile is JSON");
+    profile["servers"]["world"] = json!({
+        "transport": "stdio",
+        "command": crate::workspace_bin("chimera-world"),
+        "args": ["stdio", "--debug-tools"],
+        "env": {"WORLD_DATABASE_URL": database_url, "RUST_LOG": "warn"},
+    });
+    let stage = stage.to_owned();
+    chimera_mcp::McpConfig::parse_with(&profile.to_string(), &move |name| match name {
+        "CHIMERA_STAGE" => Some(stage.clone()),
+        other => std::env::var(other).ok(),
+    })
+    .expect("the Bluesky profile parses")
 }
 
 impl Swarm {
@@ -187,7 +213,33 @@ impl Swarm {
             agents.push(agent);
         }
         // Debug tools: tests script the drafting tool's self-assessed quality.
-        let mcp = McpClient::new(stdio_config(&db.url(), true, ""));
+        let mut accounts = Vec::new();
+        let mcp = if options.bluesky {
+            let pds = crate::stack_env("CHIMERA_BSKY_PDS_URL");
+            let http = reqwest::Client::new();
+            for (i, agent) in agents.iter().enumerate() {
+                let handle = format!(
+                    "agent{i}{}.test",
+                    &uuid::Uuid::new_v4().simple().to_string()[..6]
+                );
+                let account = chimera_worker::accounts::create_on_pds(&http, &pds, &handle)
+                    .await
+                    .expect("an account on the local PDS");
+                chimera_worker::accounts::store(
+                    &clients.secrets,
+                    &chimera_worker::accounts::secret_name(names.stage(), *agent, "bluesky"),
+                    account.secret(),
+                )
+                .await
+                .expect("the account's secret stored");
+                accounts.push(account);
+            }
+            McpClient::new(bluesky_config(&db.url(), names.stage())).with_secrets(Arc::new(
+                chimera_worker::secrets::SecretsManager::new(clients.secrets.clone()),
+            ))
+        } else {
+            McpClient::new(stdio_config(&db.url(), true, ""))
+        };
         let mind = options.model.map(|model| metered(&db.pool, model));
         let planner: Box<dyn Planner> = match &mind {
             Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
@@ -228,6 +280,7 @@ impl Swarm {
             running: None,
             api: String::new(),
             http: reqwest::Client::new(),
+            accounts,
         }
     }
 

@@ -7,6 +7,11 @@
 //! replanned), a reply that auto-approves, a medium-confidence and a sensitive reply held for
 //! review, a low-confidence reply retried until it fails, and payments (one held for a human by
 //! the CFO's default policy, one refused by the CFO as over budget).
+//!
+//! `--platform bluesky` runs the same goals on the local Bluesky network: each agent gets an
+//! account on the PDS (its handle from its name, its app password in Secrets Manager where the
+//! server profile reads it), a reader account posts what the agents answer, and the agents'
+//! posts and replies are real records, counted on the PDS at the end.
 
 use chimera_core::domain::{GoalStatus, TaskStatus};
 use std::time::{Duration, Instant};
@@ -15,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use chimera_core::auth::{Claims, Hs256};
 use chimera_core::domain::{AgentId, TenantId};
 use chimera_store::PgPool;
+use chimera_worker::accounts::{self, Reader};
 use serde_json::{Value, json};
 
 /// How long the demo waits for its goals to settle.
@@ -23,6 +29,42 @@ const WAIT: Duration = Duration::from_secs(300);
 struct Agent {
     id: AgentId,
     handle: &'static str,
+    /// Its account on the demo's Bluesky network, when it runs there.
+    did: Option<String>,
+}
+
+/// Where the demo's agents publish.
+pub enum Platform {
+    /// `chimera-world`, the project's simulator (the default: fastest).
+    World,
+    /// The local Bluesky network.
+    Bluesky(Box<Bluesky>),
+}
+
+/// The local Bluesky network and where the agents' accounts go.
+pub struct Bluesky {
+    /// The PDS (`CHIMERA_BSKY_PDS_URL`).
+    pub pds: String,
+    /// The stage whose secrets the server profile reads (`CHIMERA_STAGE`).
+    pub stage: String,
+    pub clients: chimera_aws::Clients,
+}
+
+impl Platform {
+    fn name(&self) -> Option<&'static str> {
+        match self {
+            Self::World => None,
+            Self::Bluesky(_) => Some("bluesky"),
+        }
+    }
+}
+
+/// A handle on the local network for `name`, unique to this run.
+fn handle_for(name: &str) -> String {
+    format!(
+        "{name}{}.test",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
 }
 
 /// A token for the local HITL API, signed with `CHIMERA_JWT_SECRET` (as the runner checks it).
@@ -97,7 +139,11 @@ async fn call(
 
 /// A new tenant (as the platform's admin) with the example agents (as its operator) and their
 /// budgets (as its admin), all through the API.
-async fn onboard(http: &reqwest::Client, api: &str) -> Result<(TenantId, Vec<Agent>)> {
+async fn onboard(
+    http: &reqwest::Client,
+    api: &str,
+    on: &Platform,
+) -> Result<(TenantId, Vec<Agent>)> {
     let platform = mint("demo-platform", uuid::Uuid::nil(), &["platform_admin"], 600)?;
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     let created = call(
@@ -116,6 +162,12 @@ async fn onboard(http: &reqwest::Client, api: &str) -> Result<(TenantId, Vec<Age
     let admin = mint("demo-admin", tenant, &["admin"], 600)?;
     let mut agents = Vec::new();
     for (handle, display_name, platforms, soul, policy) in EXAMPLES {
+        let bluesky = ["bluesky"];
+        let platforms: &[&str] = if on.name().is_some() {
+            &bluesky
+        } else {
+            platforms
+        };
         let created = call(
             http,
             http.post(format!("{api}/agents"))
@@ -139,15 +191,34 @@ async fn onboard(http: &reqwest::Client, api: &str) -> Result<(TenantId, Vec<Age
             "PUT /agents/{id}/budget",
         )
         .await?;
+        let did = match on {
+            Platform::World => None,
+            Platform::Bluesky(network) => {
+                let account =
+                    accounts::create_on_pds(http, &network.pds, &handle_for(handle)).await?;
+                accounts::store(
+                    &network.clients.secrets,
+                    &accounts::secret_name(&network.stage, AgentId(id), "bluesky"),
+                    account.secret(),
+                )
+                .await?;
+                println!(
+                    "  {handle} is @{} ({}) on the local PDS; its app password is in Secrets Manager",
+                    account.handle, account.did
+                );
+                Some(account.did)
+            }
+        };
         agents.push(Agent {
             id: AgentId(id),
             handle,
+            did,
         });
     }
     Ok((TenantId(tenant), agents))
 }
 
-pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
+pub async fn run(pool: &PgPool, api: &str, on: Platform) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -160,7 +231,7 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
         bail!("{api}/health answered {}", health.status());
     }
 
-    let (tenant, agents) = onboard(&http, api).await?;
+    let (tenant, agents) = onboard(&http, api, &on).await?;
     println!(
         "onboarded tenant {} with agents {} from examples/agents (SOUL.md and AGENTS.md, over the API; budget 50.00 USD each)",
         tenant.0,
@@ -171,40 +242,70 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
             .join(", ")
     );
 
-    let reply = |to: &str| json!({"platforms": ["x"], "in_reply_to": to});
+    // What the agents answer: a reader's posts on Bluesky, made-up ids in the world.
+    let parents: Vec<String> = match &on {
+        Platform::World => (101..=104).map(|n| format!("post-{n}")).collect(),
+        Platform::Bluesky(network) => {
+            let reader = Reader::create(&http, &network.pds, &handle_for("reader")).await?;
+            let mut uris = Vec::new();
+            for text in [
+                "Your tea tasting notes are the kindest thing on my feed.",
+                "The new series is great, but the videos are too short!",
+                "Who do you think won the city election debate last night?",
+                "How do I start saving with a small income?",
+            ] {
+                uris.push(reader.post(text).await?.uri);
+            }
+            println!(
+                "  a reader (@{}) posted the {} posts the agents answer",
+                reader.handle,
+                uris.len()
+            );
+            uris
+        }
+    };
+    let (campaign_platforms, reply_platform): (Value, &str) = match on.name() {
+        Some(name) => (json!([name]), name),
+        None => (json!(["instagram", "x"]), "x"),
+    };
+    let only = |default: &str| match on.name() {
+        Some(name) => json!([name]),
+        None => json!([default]),
+    };
+    let reply = |to: &str| json!({"platforms": [reply_platform], "in_reply_to": to});
     let goals: Vec<(usize, &str, &str, Value)> = vec![
         (
             0,
             "campaign",
             "retro gaming night",
-            json!({"platforms": ["instagram", "x"]}),
+            json!({"platforms": campaign_platforms}),
         ),
         (
             0,
             "campaign",
             "board game cafe weekend",
-            json!({"platforms": ["instagram"]}),
+            json!({"platforms": only("instagram")}),
         ),
         (
             1,
             "campaign",
             "night trains and lightweight hiking gear",
-            json!({"platforms": ["threads"]}),
+            json!({"platforms": only("threads")}),
         ),
-        (1, "reply", "thanks for the kind words", reply("post-101")),
+        (1, "reply", "thanks for the kind words", reply(&parents[0])),
         (
             1,
             "reply",
             "thanks for the feedback on the new series",
-            reply("post-102"),
+            reply(&parents[1]),
         ),
         (
             2,
             "reply",
             "our view on the city election debate",
-            reply("post-103"),
+            reply(&parents[2]),
         ),
-        (2, "reply", "thanks for asking", reply("post-104")),
+        (2, "reply", "thanks for asking", reply(&parents[3])),
         (
             2,
             "paid_action",
@@ -270,7 +371,52 @@ pub async fn run(pool: &PgPool, api: &str) -> Result<()> {
     }
     let took = started.elapsed();
     reviewer_at_work(&http, api, pool, tenant.0, &ids).await?;
-    summary(pool, tenant.0, &ids, took, api).await
+    summary(pool, tenant.0, &ids, took, api).await?;
+    if let Platform::Bluesky(network) = &on {
+        on_the_network(&http, pool, network, &agents, &ids).await?;
+    }
+    Ok(())
+}
+
+/// What the Bluesky network holds of the run: each agent's records on the PDS, against the
+/// effects the ledger confirmed.
+async fn on_the_network(
+    http: &reqwest::Client,
+    pool: &PgPool,
+    network: &Bluesky,
+    agents: &[Agent],
+    ids: &[uuid::Uuid],
+) -> Result<()> {
+    println!(
+        "
+on the local Bluesky network (the PDS's own listing):"
+    );
+    let mut records = 0;
+    for agent in agents {
+        let Some(did) = &agent.did else { continue };
+        let posts = accounts::records_of(http, &network.pds, did, "app.bsky.feed.post").await?;
+        records += posts.len();
+        println!("  {:<4} {} post(s) and replies", agent.handle, posts.len());
+        for post in posts.iter().take(3) {
+            println!("         {}", post.uri);
+        }
+    }
+    let confirmed = count(
+        pool,
+        "select count(*) from effects f join tasks t on t.approval_id = f.approval_id
+         where t.goal_id = any($1) and f.state = 'confirmed' and f.platform = 'bluesky'",
+        ids,
+    )
+    .await?;
+    println!(
+        "  {records} record(s) for {confirmed} confirmed effect(s) in the ledger{}",
+        if records as i64 == confirmed {
+            ""
+        } else {
+            "  (they differ: see .local/logs/runner.log)"
+        }
+    );
+    Ok(())
 }
 
 /// Takes `decision` (approve or reject) on review `id` as the card shows it; `Some(message)`
@@ -388,11 +534,13 @@ async fn reviewer_at_work(
     // The approved reply is performed by an `execute` task through the swarm.
     let started = Instant::now();
     loop {
-        let posts: i64 =
-            sqlx::query_scalar("select count(*) from world.posts where idempotency_key = $1")
-                .bind(format!("approval:{id}"))
-                .fetch_one(pool)
-                .await?;
+        // The effect ledger holds one confirmed effect per approval, whatever the platform.
+        let posts: i64 = sqlx::query_scalar(
+            "select count(*) from effects where approval_id = $1 and state = 'confirmed'",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
         let (_, settled) = progress(pool, ids).await?;
         if posts == 1 && settled {
             println!(

@@ -76,6 +76,10 @@ enum Command {
         /// The runner's API, e.g. http://127.0.0.1:8080.
         #[arg(long, value_name = "URL")]
         api: String,
+        /// Where the agents publish: `world` (the project's simulator) or `bluesky` (the local
+        /// network `scripts/stack up --bsky` runs, CHIMERA_BSKY_PDS_URL).
+        #[arg(long, default_value = "world", value_parser = ["world", "bluesky"])]
+        platform: String,
     },
     /// Print a bearer token for the local HITL API, signed with CHIMERA_JWT_SECRET.
     Token {
@@ -139,7 +143,7 @@ async fn main() -> ExitCode {
         Command::Bootstrap => bootstrap_stage().await.map(|report| print_report(&report)),
         Command::Health => health().await,
         Command::Up => up().await,
-        Command::Demo { api } => demo(&api).await,
+        Command::Demo { api, platform } => demo(&api, &platform).await,
         Command::Token {
             tenant,
             roles,
@@ -213,11 +217,21 @@ async fn health() -> Result<()> {
     Ok(())
 }
 
-async fn demo(api: &str) -> Result<()> {
+async fn demo(api: &str, platform: &str) -> Result<()> {
     let pool = chimera_store::connect(&database_url()?, 4)
         .await
         .context("connecting to PostgreSQL")?;
-    demo::run(&pool, api.trim_end_matches('/')).await
+    let on = match platform {
+        "bluesky" => demo::Platform::Bluesky(Box::new(demo::Bluesky {
+            pds: std::env::var("CHIMERA_BSKY_PDS_URL").context(
+                "CHIMERA_BSKY_PDS_URL is not set: `scripts/demo --platform bluesky` starts the local Bluesky network",
+            )?,
+            stage: ResourceNames::from_env()?.stage().to_owned(),
+            clients: chimera_aws::Clients::from_env().await,
+        })),
+        _ => demo::Platform::World,
+    };
+    demo::run(&pool, api.trim_end_matches('/'), on).await
 }
 
 /// Prints a bearer token for the local HITL API, signed with `CHIMERA_JWT_SECRET`.

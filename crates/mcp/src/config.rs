@@ -453,6 +453,22 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_profile_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/mcp");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let json = std::fs::read_to_string(&path).unwrap();
+                McpConfig::parse_with(&json, &|_| Some("https://mcp.example.com/mcp".into()))
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "{seen} profiles in {}", dir.display());
+    }
+
+    #[test]
     fn bindings_are_checked_at_load() {
         let base = r#""servers": {"w": {"transport": "stdio", "command": "w"}}"#;
         McpConfig::parse(&format!(

@@ -447,6 +447,22 @@ impl McpClient {
         self.send(&prepared).await
     }
 
+    /// Whether the server that does `op` on `platform` acts for one agent at a time (its
+    /// credentials are per agent), so a caller asks for each agent's things separately.
+    pub async fn per_agent(&self, op: Op, platform: Option<&str>) -> Result<bool, ToolError> {
+        self.connect().await?;
+        let binding = self.config.profile.binding(op, platform);
+        let server = match &binding.server {
+            Some(server) => server.clone(),
+            None => self.server_of(&binding.tool).await?,
+        };
+        Ok(self
+            .config
+            .servers
+            .get(&server)
+            .is_some_and(ServerSpec::per_agent))
+    }
+
     /// Everything [`McpClient::invoke`] does before the tool is called: the binding chosen,
     /// the account's credentials read, the parent of a reply read, the arguments filled in.
     /// Nothing has reached the tool when this returns (an effect's ledger records that).

@@ -249,6 +249,9 @@ pub struct Binding {
     /// the call it looks for came back.
     #[serde(default)]
     pub visible_within_ms: Option<u64>,
+    /// For `metrics`: the most posts one call may ask about (the tool's own bound).
+    #[serde(default)]
+    pub max_batch: Option<usize>,
 }
 
 /// Why a profile cannot be used.
@@ -266,6 +269,7 @@ impl Binding {
             result: Mapping::whole(),
             error: None,
             visible_within_ms: None,
+            max_batch: None,
         }
     }
 
@@ -332,6 +336,12 @@ impl Binding {
             return Err(ProfileError(format!(
                 "{op}: visible_within_ms is for reads (lookup, read_post)"
             )));
+        }
+        if self.max_batch.is_some() && op != Op::Metrics {
+            return Err(ProfileError(format!("{op}: max_batch is for metrics")));
+        }
+        if self.max_batch == Some(0) {
+            return Err(ProfileError(format!("{op}: max_batch must be at least 1")));
         }
         let bad = self.result.bad_pointers();
         if !bad.is_empty() {

@@ -23,8 +23,8 @@ pub struct PublishedPost {
     pub asset_id: uuid::Uuid,
     pub agent_id: uuid::Uuid,
     pub platform: Option<String>,
-    /// The platform's id of the post.
-    pub post_id: uuid::Uuid,
+    /// The platform's id of the post (a UUID in the world, an `at://` URI on Bluesky).
+    pub post_id: String,
     pub published_at: DateTime<Utc>,
 }
 
@@ -60,7 +60,7 @@ pub async fn recent_posts(
         .into_iter()
         .filter_map(|r| {
             let receipt: serde_json::Value = serde_json::from_str(r.receipt.as_deref()?).ok()?;
-            let post_id = receipt.get("post_id")?.as_str()?.parse().ok()?;
+            let post_id = receipt.get("post_id")?.as_str()?.to_owned();
             Some(PublishedPost {
                 asset_id: r.asset_id,
                 agent_id: r.agent_id,
@@ -78,7 +78,7 @@ pub struct Measured {
     pub asset_id: uuid::Uuid,
     pub agent_id: uuid::Uuid,
     pub platform: Option<String>,
-    pub post_id: uuid::Uuid,
+    pub post_id: String,
     pub views: i64,
     pub likes: i64,
     pub replies: i64,
@@ -117,13 +117,13 @@ pub async fn record(
     let assets: Vec<uuid::Uuid> = measured.iter().map(|m| m.asset_id).collect();
     let agents: Vec<uuid::Uuid> = measured.iter().map(|m| m.agent_id).collect();
     let platforms: Vec<Option<String>> = measured.iter().map(|m| m.platform.clone()).collect();
-    let posts: Vec<uuid::Uuid> = measured.iter().map(|m| m.post_id).collect();
+    let posts: Vec<String> = measured.iter().map(|m| m.post_id.clone()).collect();
     let rows = sqlx::query!(
         r#"insert into asset_events (occurred_at, asset_id, agent_id, event_type, platform, payload)
            select $1, m.asset_id, m.agent_id, 'engagement', m.platform,
                   jsonb_build_object('post_id', m.post_id, 'views', m.views, 'likes', m.likes,
                                      'replies', m.replies, 'shares', m.shares)
-           from unnest($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int8[], $7::int8[],
+           from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int8[], $7::int8[],
                        $8::int8[], $9::int8[])
                 as m (asset_id, agent_id, platform, post_id, views, likes, replies, shares)
            where not exists (

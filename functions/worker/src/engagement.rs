@@ -1,19 +1,23 @@
-//! The engagement collector: what came back about the fleet's posts, pulled through the
-//! platforms' MCP tool (`social.metrics`) into `asset_events` (see
+//! The engagement collector: what came back about the fleet's posts, pulled through each
+//! platform's `metrics` operation (the world's `social.metrics`; Bluesky's `get_posts`, whose
+//! like, reply and repost counts the profile maps) into `asset_events` (see
 //! [`chimera_store::engagement`]).
 //!
 //! Run on a schedule: the local runner every `--collect-every` seconds, in AWS an EventBridge
 //! schedule invoking the worker with `{"collect_engagement": {}}`. Each run measures the posts
-//! and replies committed in the last seven days, 100 per call, at one moment, and records them
-//! in one batch per call; a run repeated at the same moment records nothing twice.
+//! and replies committed in the last seven days at one moment, grouped by platform (and by
+//! agent where the platform's server acts for one agent), at most 100 per call (fewer where the
+//! binding's `max_batch` says so), and records them in one batch per call; a run repeated at
+//! the same moment records nothing twice.
 //!
 //! The tool's answer is untrusted: only posts that were asked about are kept, and counts are
 //! read as non-negative integers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context;
-use chimera_mcp::McpClient;
+use chimera_core::domain::AgentId;
+use chimera_mcp::{McpClient, Op, Vars};
 use chimera_store::PgPool;
 use chimera_store::engagement::{self, Measured, PublishedPost};
 use chrono::{DateTime, Utc};
@@ -46,16 +50,21 @@ struct Report {
 
 #[derive(Deserialize)]
 struct Metric {
-    post_id: uuid::Uuid,
-    views: u64,
-    likes: u64,
-    replies: u64,
-    shares: u64,
+    post_id: String,
+    /// A count the platform does not keep (Bluesky counts no views) or left out is 0.
+    #[serde(default)]
+    views: Option<u64>,
+    #[serde(default)]
+    likes: Option<u64>,
+    #[serde(default)]
+    replies: Option<u64>,
+    #[serde(default)]
+    shares: Option<u64>,
 }
 
 /// A count as stored (a tool claiming more than `i64` holds is held to it).
-fn count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+fn count(n: Option<u64>) -> i64 {
+    i64::try_from(n.unwrap_or(0)).unwrap_or(i64::MAX)
 }
 
 /// Measures the posts of the last week at `at` and records what came back.
@@ -71,19 +80,64 @@ pub async fn collect(
         posts: posts.len(),
         ..Collected::default()
     };
-    for batch in posts.chunks(PER_CALL) {
-        let asked: HashMap<uuid::Uuid, &PublishedPost> =
-            batch.iter().map(|p| (p.post_id, p)).collect();
-        let ids: Vec<uuid::Uuid> = asked.keys().copied().collect();
+    // By platform, and by agent where the platform's server acts for one agent.
+    let mut per_agent: HashMap<Option<&str>, bool> = HashMap::new();
+    for post in &posts {
+        let platform = post.platform.as_deref();
+        if per_agent.contains_key(&platform) {
+            continue;
+        }
+        match mcp.per_agent(Op::Metrics, platform).await {
+            Ok(answer) => {
+                per_agent.insert(platform, answer);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, platform, "no metrics for this platform");
+            }
+        }
+    }
+    let mut groups: BTreeMap<(Option<String>, Option<uuid::Uuid>), Vec<&PublishedPost>> =
+        BTreeMap::new();
+    for post in &posts {
+        let Some(by_agent) = per_agent.get(&post.platform.as_deref()) else {
+            continue;
+        };
+        let agent = by_agent.then_some(post.agent_id);
+        groups
+            .entry((post.platform.clone(), agent))
+            .or_default()
+            .push(post);
+    }
+    let batches = groups.iter().flat_map(|((platform, agent), posts)| {
+        let per_call = mcp
+            .config()
+            .profile
+            .binding(Op::Metrics, platform.as_deref())
+            .max_batch
+            .unwrap_or(PER_CALL)
+            .min(PER_CALL);
+        posts
+            .chunks(per_call)
+            .map(move |batch| (platform.as_deref(), *agent, batch))
+    });
+    for (platform, agent, batch) in batches {
+        let asked: HashMap<&str, &PublishedPost> =
+            batch.iter().map(|p| (p.post_id.as_str(), *p)).collect();
+        let ids: Vec<&str> = asked.keys().copied().collect();
+        let mut vars = Vars::new();
+        vars.insert("post_ids".into(), json!(ids));
+        vars.insert("at".into(), json!(at));
         let answer = mcp
-            .call(
-                &["social.metrics"],
-                "social.metrics",
-                json!({"post_ids": ids, "at": at}),
+            .invoke(
+                &[Op::Metrics],
+                Op::Metrics,
+                platform,
+                agent.map(AgentId),
+                vars,
             )
             .await
             .map_err(anyhow::Error::new)
-            .and_then(|output| output.parse::<Report>().map_err(anyhow::Error::new));
+            .and_then(|invoked| invoked.parse::<Report>().map_err(anyhow::Error::new));
         let report = match answer {
             Ok(report) => report,
             Err(err) => {
@@ -91,7 +145,8 @@ pub async fn collect(
                 tracing::warn!(
                     error = format!("{err:#}"),
                     posts = ids.len(),
-                    "social.metrics gave nothing usable"
+                    platform,
+                    "the platform's metrics gave nothing usable"
                 );
                 collected.failed_batches += 1;
                 continue;
@@ -102,9 +157,9 @@ pub async fn collect(
             .metrics
             .into_iter()
             // Only posts asked about, each once.
-            .filter(|m| seen.insert(m.post_id))
+            .filter(|m| seen.insert(m.post_id.clone()))
             .filter_map(|m| {
-                let post = asked.get(&m.post_id)?;
+                let post = asked.get(m.post_id.as_str())?;
                 Some(Measured {
                     asset_id: post.asset_id,
                     agent_id: post.agent_id,
