@@ -12,4 +12,5 @@ mod memories;
 mod occ;
 mod outbox;
 mod planning;
+mod quotas;
 mod schedules;

@@ -22,6 +22,8 @@ struct Shared {
     http: reqwest::Client,
     /// Writes still to drop after they committed.
     drops: AtomicUsize,
+    /// Writes still to turn away with 429, as the PDS's rate limiter does.
+    limited: AtomicUsize,
     /// Writes forwarded to the PDS.
     writes: AtomicUsize,
 }
@@ -40,6 +42,7 @@ impl PdsProxy {
             pds: pds.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             drops: AtomicUsize::new(0),
+            limited: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -64,6 +67,12 @@ impl PdsProxy {
         self.shared.drops.store(n, Ordering::SeqCst);
     }
 
+    /// The next `n` record writes are turned away with 429 (`RateLimitExceeded`) before they
+    /// reach the PDS, as its write-points limiter answers.
+    pub fn rate_limit_next_writes(&self, n: usize) {
+        self.shared.limited.store(n, Ordering::SeqCst);
+    }
+
     /// Record writes forwarded so far.
     pub fn writes(&self) -> usize {
         self.shared.writes.load(Ordering::SeqCst)
@@ -82,6 +91,28 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         return status(StatusCode::PAYLOAD_TOO_LARGE);
     };
     let path = parts.uri.path().to_owned();
+    if path == CREATE_RECORD
+        && shared
+            .limited
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        let reset = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() + 3600)
+            .unwrap_or_default();
+        return Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("ratelimit-limit", "5000")
+            .header("ratelimit-remaining", "0")
+            .header("ratelimit-reset", reset.to_string())
+            .header("ratelimit-policy", "5000;w=3600")
+            .body(Body::from(
+                r#"{"error":"RateLimitExceeded","message":"Rate Limit Exceeded"}"#,
+            ))
+            .unwrap_or_else(|_| status(StatusCode::BAD_GATEWAY));
+    }
     let target = format!(
         "{}{}",
         shared.pds,

@@ -270,7 +270,7 @@ async fn a_server_that_never_answers_initialize_is_given_up_in_time() {
 /// The effect ledger's row for `approval`: (state, sends, platform_ref, the tool that told).
 async fn ledger(s: &Setup, approval: uuid::Uuid) -> (String, i32, Option<String>, String) {
     sqlx::query_as(
-        "select state::text, sends, platform_ref, tool from effects where approval_id = $1",
+        "select state::text, sends, platform_ref, coalesce(tool, '') from effects where approval_id = $1",
     )
     .bind(approval)
     .fetch_one(&s.db.pool)
@@ -376,6 +376,71 @@ async fn an_unknown_outcome_the_platform_does_not_show_is_sent_once() {
     assert_eq!((state.as_str(), sends), ("confirmed", 2));
     assert_eq!(told_by, "send_post", "confirmed by the platform's answer");
     assert_eq!(platform_ref.as_deref(), posts[0]["uri"].as_str());
+    worker.mcp().shutdown().await;
+    s.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_post_the_platform_rate_limits_waits_for_its_time_and_then_goes_once() {
+    let s = Setup::new().await;
+    let world = HttpWorld::start(&s.db.url(), false).await;
+    let proxy = PdsProxy::start(&stack_env("CHIMERA_BSKY_PDS_URL")).await;
+    let (worker, did) = worker_through(&s, &world, &proxy).await;
+    let task = approved_post(&s, "Rain barrels: a weekend project that pays for itself.").await;
+    let approval = task.approval_id.unwrap().0;
+
+    // The PDS's write-points limiter answers 429: the task is put off, not failed or retried.
+    proxy.rate_limit_next_writes(1);
+    let before = chrono::Utc::now();
+    let limited = worker
+        .handle(&event_of(std::slice::from_ref(&task)), deadline())
+        .await;
+    assert_eq!(
+        failed(&limited),
+        Vec::<String>::new(),
+        "the message is done"
+    );
+    assert!(posts_of(&did).await.is_empty());
+    let (state, sends, _, _) = ledger(&s, approval).await;
+    assert_eq!((state.as_str(), sends), ("intended", 1), "as if never sent");
+    let (status, not_before): (String, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("select status::text, not_before from tasks where id = $1")
+            .bind(task.id.0)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "queued");
+    // The profile's wait (the server passes no reset time on): five minutes.
+    let wait = not_before - before;
+    assert!(
+        wait >= chrono::Duration::seconds(299) && wait <= chrono::Duration::seconds(310),
+        "{wait}"
+    );
+    // Its message goes out again then (the relay hands it to SQS with a delivery delay).
+    let deliver_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select deliver_at from outbox where dedup_key = $1")
+            .bind(format!("task:{}:{}", task.id.0, task.attempt))
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(deliver_at, not_before);
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where task_id = $1 and action = 'worker.deferred'",
+    )
+    .bind(task.id.0)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+
+    // Its time comes: delivered again, it posts once.
+    let later = worker
+        .handle(&event_of(std::slice::from_ref(&task)), deadline())
+        .await;
+    assert_eq!(failed(&later), Vec::<String>::new());
+    assert_eq!(posts_of(&did).await.len(), 1);
+    let (state, sends, _, _) = ledger(&s, approval).await;
+    assert_eq!((state.as_str(), sends), ("confirmed", 2));
     worker.mcp().shutdown().await;
     s.db.drop_db().await;
 }

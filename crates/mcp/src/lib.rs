@@ -38,7 +38,7 @@ use tokio::sync::Mutex;
 pub use config::{
     AGENT_ID, CONFIG_FILE_ENV, ConfigError, Credentials, McpConfig, SERVERS_ENV, ServerSpec,
 };
-pub use profile::{Binding, ErrorRule, Op, Profile, ProfileError};
+pub use profile::{Binding, ErrorRule, Op, Profile, ProfileError, RateLimitRule};
 pub use template::{Mapping, Vars};
 
 /// Whom the tool calls of a piece of work are for.
@@ -143,6 +143,14 @@ pub enum ToolError {
     /// The configuration cannot work: a binding does not fit its tool, a server is missing.
     #[error("MCP configuration: {0}")]
     Misconfigured(String),
+    /// The platform refused for now (its rate limit): nothing was done; ask again after
+    /// `retry_after`.
+    #[error("tool {tool} was rate limited by its platform ({message}); again in {retry_after:?}")]
+    RateLimited {
+        tool: String,
+        message: String,
+        retry_after: Duration,
+    },
     /// The agent has no account on the server (its per-agent secret does not exist).
     #[error("no account for server {server}: the secret {secret} does not exist")]
     NoAccount { server: String, secret: String },
@@ -153,7 +161,7 @@ impl ToolError {
     /// cannot succeed as it is.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unavailable { .. } | Self::Timeout { .. } => true,
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::RateLimited { .. } => true,
             Self::Failed { retryable, .. } => *retryable,
             Self::NotAllowed { .. }
             | Self::UnknownTool(_)
@@ -552,6 +560,17 @@ impl McpClient {
             .as_ref()
             .and_then(|rule| rule.failure(&answer))
         {
+            if let Some(retry_after) = binding
+                .rate_limited
+                .as_ref()
+                .and_then(|rule| rule.wait(&answer))
+            {
+                return Err(ToolError::RateLimited {
+                    tool: binding.tool.clone(),
+                    message,
+                    retry_after,
+                });
+            }
             return Err(ToolError::Failed {
                 tool: binding.tool.clone(),
                 code: "tool_reported".into(),

@@ -233,6 +233,39 @@ impl ErrorRule {
     }
 }
 
+/// When a failure is the platform's rate limit (its answer holds `contains` at `when`): the
+/// effect waits and is not failed. The platform's reset time is read at `reset_at` (Unix
+/// seconds) when the server passes it on, else `retry_after_ms` from now.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    pub when: String,
+    pub contains: String,
+    pub retry_after_ms: u64,
+    #[serde(default)]
+    pub reset_at: Option<String>,
+}
+
+impl RateLimitRule {
+    /// How long to wait, when `answer` is a rate limit.
+    pub fn wait(&self, answer: &Value) -> Option<std::time::Duration> {
+        let text = answer.pointer(&self.when)?.as_str()?;
+        if !text.contains(&self.contains) {
+            return None;
+        }
+        let reset = self
+            .reset_at
+            .as_deref()
+            .and_then(|p| answer.pointer(p))
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .and_then(|secs| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                at.duration_since(std::time::SystemTime::now()).ok()
+            });
+        Some(reset.unwrap_or(std::time::Duration::from_millis(self.retry_after_ms)))
+    }
+}
+
 /// One operation bound to one tool.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +285,9 @@ pub struct Binding {
     /// For `metrics`: the most posts one call may ask about (the tool's own bound).
     #[serde(default)]
     pub max_batch: Option<usize>,
+    /// Which failures are the platform's rate limit.
+    #[serde(default)]
+    pub rate_limited: Option<RateLimitRule>,
 }
 
 /// Why a profile cannot be used.
@@ -270,6 +306,7 @@ impl Binding {
             error: None,
             visible_within_ms: None,
             max_batch: None,
+            rate_limited: None,
         }
     }
 
@@ -342,6 +379,14 @@ impl Binding {
         }
         if self.max_batch == Some(0) {
             return Err(ProfileError(format!("{op}: max_batch must be at least 1")));
+        }
+        if let Some(rule) = &self.rate_limited {
+            let pointers = std::iter::once(&rule.when).chain(rule.reset_at.as_ref());
+            if pointers.into_iter().any(|p| !p.starts_with('/')) || rule.contains.is_empty() {
+                return Err(ProfileError(format!(
+                    "{op}: rate_limited needs pointers (when, reset_at) and a text to look for"
+                )));
+            }
         }
         let bad = self.result.bad_pointers();
         if !bad.is_empty() {

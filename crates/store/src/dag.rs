@@ -398,6 +398,46 @@ pub async fn refuse_attempt(pool: &PgPool, task: &Task, reason: &str) -> Result<
     Ok(failed)
 }
 
+/// Puts off `task`'s current attempt until `until` (its platform asked it to wait): the task
+/// stays queued, due then, and its message goes out again then, with an audit record saying
+/// why. `false` when the attempt is no longer queued (decided or superseded meanwhile).
+pub async fn defer_attempt(
+    pool: &PgPool,
+    task: &Task,
+    until: chrono::DateTime<chrono::Utc>,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let deferred = sqlx::query!(
+        "update tasks set not_before = $3, updated_at = now()
+         where id = $1 and attempt = $2 and status = 'queued'",
+        task.id.0,
+        task.attempt as i32,
+        until
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if deferred {
+        crate::outbox::rearm_task_at(&mut tx, task.id, until).await?;
+        let entry = AuditRecord {
+            goal_id: Some(task.goal_id),
+            task_id: Some(task.id),
+            reasoning: Some(format!("{reason}; due again at {until}")),
+            ..AuditRecord::new(
+                task.tenant_id,
+                "worker",
+                "worker.deferred",
+                chrono::Utc::now(),
+            )
+        };
+        crate::audit::append(&mut *tx, &entry).await?;
+    }
+    tx.commit().await?;
+    Ok(deferred)
+}
+
 /// Takes a task marked `retrying` into its next attempt with the judge's feedback, and
 /// returns it (its read versions as of the previous attempt: the caller reads the current ones
 /// and records them with [`mark_queued`] in the same transaction); `None` if it is not (or no

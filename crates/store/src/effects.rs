@@ -189,6 +189,24 @@ pub async fn confirm(
     }
 }
 
+/// The platform turned the call away before doing anything (its rate limit, `error`): the
+/// effect is as if never sent, and is sent when its time comes.
+pub async fn turned_away(
+    pool: &PgPool,
+    approval: ReviewId,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update effects set state = 'intended', answered_at = now(), error = $2
+         where approval_id = $1 and state in ('sent', 'unknown')",
+        approval.0,
+        error
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// The platform refused the effect and it is not there: settled as failed with `error`.
 pub async fn fail(pool: &PgPool, approval: ReviewId, error: &str) -> Result<(), sqlx::Error> {
     sqlx::query!(

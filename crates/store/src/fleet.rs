@@ -151,8 +151,8 @@ pub async fn view(
                from quota_windows w join agent on agent.id = w.agent_id
                where w.window_start <= now()
                  and w.window_start > now() - interval '1 day'
-                 and w.window_start + case w.kind when 'post' then interval '1 day'
-                                                  else interval '1 hour' end > now()
+                 and w.window_start + case when w.kind in ('post', 'points_day') then interval '1 day'
+                                           else interval '1 hour' end > now()
                group by w.agent_id
            ),
            marked as (
@@ -246,11 +246,7 @@ pub async fn view(
             let quota_use = windows
                 .into_iter()
                 .map(|w| {
-                    let counted = if w.kind == "post" {
-                        Counted::Post
-                    } else {
-                        Counted::Reply
-                    };
+                    let counted = Counted::parse(&w.kind).unwrap_or(Counted::Reply);
                     QuotaUse {
                         limit: quotas::per_window(&quotas, &w.platform, counted),
                         platform: w.platform,

@@ -164,6 +164,33 @@ pub async fn rearm(conn: &mut PgConnection, message: &Message) -> Result<bool, s
     Ok(written == 1)
 }
 
+/// Makes the message of `task`'s current attempt go out again at `deliver_at` (written, or its
+/// sent row re-armed): a task that has to wait for its platform is delivered when it may go.
+pub async fn rearm_task_at(
+    conn: &mut PgConnection,
+    task: TaskId,
+    deliver_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let stored = crate::dag::task_in(&mut *conn, task)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let message = Message::task(&stored);
+    sqlx::query!(
+        "insert into outbox (queue, body, dedup_key, goal_id, deliver_at) values ($1, $2, $3, $4, $5)
+         on conflict (dedup_key) do update
+             set body = excluded.body, deliver_at = excluded.deliver_at, sent_at = null,
+                 available_at = now(), attempts = 0, last_error = null",
+        message.queue.as_str(),
+        message.body,
+        message.dedup_key,
+        message.goal.0,
+        deliver_at,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Writes the message of `task`'s current attempt, from the task as stored in `conn`'s view
 /// (so the caller writes the task first, in the same transaction).
 pub async fn enqueue_task(conn: &mut PgConnection, task: TaskId) -> Result<(), sqlx::Error> {

@@ -168,6 +168,18 @@ impl Effector<'_> {
     /// The call came back without a usable answer: the platform may hold the effect. A keyed
     /// tool is asked again on the next delivery; otherwise the effect is looked for now.
     async fn lost(&self, prepared: &Prepared, err: ToolError) -> Result<Performed, ExecError> {
+        if let ToolError::RateLimited { retry_after, .. } = &err {
+            // Turned away before anything was written: as if never sent, due when the
+            // platform lets the account write again.
+            tracing::warn!(approval = %self.approval.0, error = %err, "effect rate limited: it waits");
+            effects::turned_away(self.pool, self.approval, &err.to_string()).await?;
+            let until = chrono::Utc::now()
+                + chrono::Duration::from_std(*retry_after).unwrap_or(chrono::Duration::hours(1));
+            return Err(ExecError::Deferred {
+                until,
+                reason: err.to_string(),
+            });
+        }
         tracing::warn!(approval = %self.approval.0, error = %err, "effect outcome unknown");
         effects::mark_unknown(self.pool, self.approval, &err.to_string()).await?;
         let effect = effects::get(self.pool, self.approval)

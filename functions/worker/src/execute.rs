@@ -70,6 +70,13 @@ pub enum ExecError {
     OutcomeUnknown(String),
     #[error("the effect ledger is unavailable")]
     Ledger(#[from] sqlx::Error),
+    /// The platform asked the effect to wait (its rate limit): nothing was done; the task is
+    /// due again at `until`.
+    #[error("the platform asked to wait until {until}: {reason}")]
+    Deferred {
+        until: chrono::DateTime<chrono::Utc>,
+        reason: String,
+    },
 }
 
 impl ExecError {
@@ -79,7 +86,7 @@ impl ExecError {
             Self::Tool(err) => err.is_retryable(),
             Self::Model(err) => err.is_retryable(),
             Self::EffectRefused(_) => false,
-            Self::OutcomeUnknown(_) | Self::Ledger(_) => true,
+            Self::OutcomeUnknown(_) | Self::Ledger(_) | Self::Deferred { .. } => true,
         }
     }
 }

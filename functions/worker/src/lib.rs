@@ -178,6 +178,7 @@ impl Worker {
             Ok(Worked::SentAgain) => "sent_again",
             Ok(Worked::Dropped) => "dropped",
             Ok(Worked::Refused) => "refused",
+            Ok(Worked::Deferred) => "deferred",
             Err(err) if err.is_retryable() => "error",
             Err(_) => "rejected",
         };
@@ -261,6 +262,9 @@ impl Worker {
                 if let Err(release) = self.idempotency.release(&key, &token).await {
                     tracing::warn!(error = %release, key, "could not release the claim; it expires on its own");
                 }
+                if let Some(deferral) = deferral(&err) {
+                    return self.defer(&task, deferral).await;
+                }
                 match refusal(&err) {
                     Some(reason) => self.refuse(&task, &reason).await.map(|_| Worked::Refused),
                     None => Err(err),
@@ -290,6 +294,16 @@ impl Worker {
         })
     }
 
+    /// Puts the task attempt off until its platform lets it go (the message is done; the
+    /// outbox delivers it again then).
+    async fn defer(&self, task: &Task, deferral: Deferral) -> Result<Worked, MessageError> {
+        let deferred = dag::defer_attempt(&self.pool, task, deferral.until, &deferral.reason)
+            .await
+            .map_err(MessageError::dependency)?;
+        tracing::warn!(task_id = %task.id.0, until = %deferral.until, deferred, reason = deferral.reason, "task deferred by its platform");
+        Ok(Worked::Deferred)
+    }
+
     /// Fails the task attempt for a reason no retry changes, visibly (audited, the goal
     /// settled); the message is done.
     async fn refuse(&self, task: &Task, reason: &str) -> Result<GoalId, MessageError> {
@@ -311,8 +325,16 @@ impl Worker {
         let outcome = execute::run(&self.pool, &self.mcp, self.mind.as_deref(), task, by)
             .await
             .map_err(|err| {
-                if let execute::ExecError::Model(MindError::OverBudget { .. }) = &err {
+                if let execute::ExecError::Model(MindError::OverBudget { .. })
+                | execute::ExecError::EffectRefused(_) = &err
+                {
                     return MessageError::Permanent(anyhow::Error::new(Refusal(err.to_string())));
+                }
+                if let execute::ExecError::Deferred { until, reason } = &err {
+                    return MessageError::Permanent(anyhow::Error::new(Deferral {
+                        until: *until,
+                        reason: reason.clone(),
+                    }));
                 }
                 if err.is_retryable() {
                     MessageError::Retryable(err.into())
@@ -427,6 +449,8 @@ enum Worked {
     Dropped,
     /// The task cannot run (its budget cannot pay for the model): failed, visibly.
     Refused,
+    /// Its platform asked it to wait: due again later.
+    Deferred,
 }
 
 /// A task that cannot run for a reason no retry changes (its budget cannot pay for a model
@@ -434,6 +458,21 @@ enum Worked {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Refusal(String);
+
+/// A task whose platform asked it to wait until `until` (a rate limit): put off, not failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("deferred until {until}: {reason}")]
+struct Deferral {
+    until: chrono::DateTime<chrono::Utc>,
+    reason: String,
+}
+
+fn deferral(err: &MessageError) -> Option<Deferral> {
+    match err {
+        MessageError::Permanent(err) => err.downcast_ref::<Deferral>().cloned(),
+        MessageError::Retryable(_) => None,
+    }
+}
 
 fn refusal(err: &MessageError) -> Option<String> {
     match err {
