@@ -118,25 +118,8 @@ async fn on_bluesky_duplicated_messages_and_a_killed_runner_post_each_approval_o
     fleet.on_bluesky().await;
     // Every task and review message delivered three times (through taps, as in the duplicate
     // case), and the runner killed with SIGKILL while approved effects are in flight.
-    let mut taps = Vec::new();
-    for queue in [Queue::Task, Queue::Review] {
-        let name = format!("{}-tap-{}", fleet.names.stage(), queue.as_str());
-        let url = fleet
-            .clients
-            .sqs
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        fleet
-            .runner_env
-            .push((queue.url_env().to_owned(), url.clone()));
-        taps.push((queue, url));
-    }
-    let duplicator = duplicate(&fleet, [taps[0].clone(), taps[1].clone()], Seen::default());
+    let taps = taps(&mut fleet).await;
+    let duplicator = duplicate(&fleet, taps.clone(), Seen::default());
     fleet.start_runner().await;
     let mut goals = fleet.submit_mix(9).await;
     until_committed(&fleet, 0, 3).await;
@@ -218,6 +201,30 @@ async fn a_database_restarted_mid_run_loses_no_goal() {
 
 /// What went through the taps, by queue.
 type Seen = Arc<Mutex<HashMap<&'static str, Vec<String>>>>;
+
+/// Tap queues for the task and review queues: the runners of `fleet` send there (the queue
+/// URLs are configuration) and consume the real queues.
+async fn taps(fleet: &mut Fleet) -> [(Queue, String); 2] {
+    let mut taps = Vec::new();
+    for queue in [Queue::Task, Queue::Review] {
+        let name = format!("{}-tap-{}", fleet.names.stage(), queue.as_str());
+        let url = fleet
+            .clients
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        fleet
+            .runner_env
+            .push((queue.url_env().to_owned(), url.clone()));
+        taps.push((queue, url));
+    }
+    taps.try_into().expect("two taps")
+}
 
 /// Moves every message of the tap queues into the real ones, three copies each; records the
 /// bodies.
@@ -313,26 +320,9 @@ async fn duplicated_forged_and_altered_messages_change_nothing() {
     let mut fleet = Fleet::new(3).await;
     // Producers send to taps (the queue URLs are configuration); the runner consumes the real
     // queues; the test moves each message from tap to queue three times.
-    let mut taps = Vec::new();
-    for queue in [Queue::Task, Queue::Review] {
-        let name = format!("{}-tap-{}", fleet.names.stage(), queue.as_str());
-        let url = fleet
-            .clients
-            .sqs
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        fleet
-            .runner_env
-            .push((queue.url_env().to_owned(), url.clone()));
-        taps.push((queue, url));
-    }
+    let taps = taps(&mut fleet).await;
     let seen: Seen = Arc::default();
-    let duplicator = duplicate(&fleet, [taps[0].clone(), taps[1].clone()], seen.clone());
+    let duplicator = duplicate(&fleet, taps.clone(), seen.clone());
     fleet.start_runner().await;
     let goals = fleet.submit_mix(12).await;
     fleet.run_to_the_end(&goals[..3], SETTLE).await;

@@ -232,6 +232,16 @@ async fn on_bluesky_likes_and_reposts_of_other_accounts_come_back_as_engagement(
         uri.starts_with(&format!("at://{}/", swarm.accounts[0].did)),
         "{uri}"
     );
+    // A figure for docs/bench.md: from the goal's submission to the record, and the effect.
+    let (through, effect): (f64, f64) = sqlx::query_as(
+        "select extract(epoch from f.settled_at - g.created_at)::float8,
+                extract(epoch from f.settled_at - f.intended_at)::float8
+         from effects f join tasks t on t.approval_id = f.approval_id join goals g on g.id = t.goal_id",
+    )
+    .fetch_one(&swarm.db.pool)
+    .await
+    .unwrap();
+    eprintln!("[bluesky] goal to record {through:.2} s, of which the effect {effect:.2} s");
     let reply = StrongRef {
         uri: uri.clone(),
         cid: receipt["cid"].as_str().unwrap().to_owned(),

@@ -1,27 +1,14 @@
-use chimera_core::domain::{EffectState, ReviewId, Task, TaskId, TaskKind, TaskStatus};
+use chimera_core::domain::{EffectState, ReviewId, TaskStatus};
 use chimera_store::effects::{self, Confirmation, Confirmed, Intent};
 use chimera_store::records;
 use chimera_tests::TestDb;
-use chimera_tests::seed::{Seeded, seed_agent};
+use chimera_tests::seed::{Seeded, execute_task, seed_agent};
 use serde_json::json;
 
 /// An execute task released by a new approval, as the store records one.
 async fn approval(db: &TestDb, seed: &Seeded) -> ReviewId {
     let approval = ReviewId::random();
-    let task = Task {
-        id: TaskId::random(),
-        goal_id: seed.goal,
-        tenant_id: seed.tenant,
-        agent_id: seed.agent,
-        kind: TaskKind::Execute,
-        attempt: 1,
-        inputs: Default::default(),
-        depends_on: vec![],
-        read_set: Default::default(),
-        write_set: Default::default(),
-        feedback: None,
-        approval_id: Some(approval),
-    };
+    let task = execute_task(seed, approval, Default::default());
     records::insert_task(&db.pool, &task, TaskStatus::Queued, 3)
         .await
         .unwrap();

@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 
-use chimera_core::domain::{ReviewId, Task, TaskId, TaskKind};
+use chimera_core::domain::{ReviewId, Task};
 use chimera_store::quotas::{self, Counted, window_start};
 use chimera_tests::TestDb;
-use chimera_tests::seed::{Seeded, seed_agent};
+use chimera_tests::seed::{Seeded, execute_task, seed_agent};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -15,20 +15,7 @@ fn execute(seed: &Seeded, action: &str) -> Task {
         "arguments".into(),
         json!({"platform": "bluesky", "text": "hello", "in_reply_to": "at://x/app.bsky.feed.post/1"}),
     );
-    Task {
-        id: TaskId::random(),
-        goal_id: seed.goal,
-        tenant_id: seed.tenant,
-        agent_id: seed.agent,
-        kind: TaskKind::Execute,
-        attempt: 1,
-        inputs,
-        depends_on: vec![],
-        read_set: Default::default(),
-        write_set: Default::default(),
-        feedback: None,
-        approval_id: Some(ReviewId::random()),
-    }
+    execute_task(seed, ReviewId::random(), inputs)
 }
 
 async fn used(db: &TestDb, kind: Counted, start: DateTime<Utc>) -> i32 {

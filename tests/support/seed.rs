@@ -22,6 +22,29 @@ pub struct Seeded {
     pub task: TaskId,
 }
 
+/// An `execute` task of the seeded goal, released by `approval`, performing `inputs` (not
+/// stored: the caller stores it as the path under test does).
+pub fn execute_task(
+    seed: &Seeded,
+    approval: ReviewId,
+    inputs: serde_json::Map<String, serde_json::Value>,
+) -> Task {
+    Task {
+        id: TaskId::random(),
+        goal_id: seed.goal,
+        tenant_id: seed.tenant,
+        agent_id: seed.agent,
+        kind: TaskKind::Execute,
+        attempt: 1,
+        inputs,
+        depends_on: vec![],
+        read_set: Default::default(),
+        write_set: Default::default(),
+        feedback: None,
+        approval_id: Some(approval),
+    }
+}
+
 /// Another running task of the same goal, as a `Seeded` that points at it.
 pub async fn another_task(pool: &PgPool, seed: &Seeded) -> Seeded {
     let task = draft_task(seed.tenant, seed.agent, seed.goal);

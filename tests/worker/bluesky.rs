@@ -321,17 +321,7 @@ async fn a_post_committed_whose_answer_was_lost_is_found_not_posted_again() {
     assert_eq!(platform_ref.as_deref(), posts[0]["uri"].as_str());
 
     // Delivered again with its idempotency record gone: the ledger answers, nothing is sent.
-    s.clients
-        .dynamodb
-        .delete_item()
-        .table_name(s.names.idempotency_table())
-        .key(
-            "id",
-            aws_sdk_dynamodb::types::AttributeValue::S(chimera_worker::idempotency_key(&task)),
-        )
-        .send()
-        .await
-        .unwrap();
+    s.forget_claim(&task).await;
     let again = worker
         .handle(&event_of(std::slice::from_ref(&task)), deadline())
         .await;

@@ -82,6 +82,22 @@ impl Setup {
 
     /// An `execute` task of the effect `inputs` describe, released by a reviewer's approval of
     /// a held publish task, as the store records one.
+    /// Deletes `task`'s idempotency record, as if the worker that completed it had died
+    /// before the record was written or the record had expired.
+    pub(crate) async fn forget_claim(&self, task: &Task) {
+        self.clients
+            .dynamodb
+            .delete_item()
+            .table_name(self.names.idempotency_table())
+            .key(
+                "id",
+                aws_sdk_dynamodb::types::AttributeValue::S(chimera_worker::idempotency_key(task)),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+
     pub(crate) async fn approved_execute(&self, inputs: Value) -> Task {
         let held = self
             .task(
@@ -432,17 +448,7 @@ async fn an_execute_task_publishes_exactly_once_however_often_it_is_delivered() 
     assert_eq!(failed(&third), Vec::<String>::new());
     // Even with the idempotency record gone (a worker that died after publishing, a record
     // expired), the approval id keeps the post single.
-    s.clients
-        .dynamodb
-        .delete_item()
-        .table_name(s.names.idempotency_table())
-        .key(
-            "id",
-            aws_sdk_dynamodb::types::AttributeValue::S(chimera_worker::idempotency_key(&task)),
-        )
-        .send()
-        .await
-        .unwrap();
+    s.forget_claim(&task).await;
     let fourth = b.handle(&e, deadline()).await;
     assert_eq!(failed(&fourth), Vec::<String>::new());
 
