@@ -262,8 +262,13 @@ impl RateLimitRule {
                 let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
                 at.duration_since(std::time::SystemTime::now()).ok()
             });
-        Some(reset.unwrap_or(std::time::Duration::from_millis(self.retry_after_ms)))
+        // The answer is the tool's: however late it says, the effect comes back within a day.
+        let wait = reset.unwrap_or(std::time::Duration::from_millis(self.retry_after_ms));
+        Some(wait.min(Self::LONGEST_WAIT))
     }
+
+    /// The longest a rate limit puts an effect off.
+    pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 }
 
 /// One operation bound to one tool.
@@ -620,6 +625,21 @@ mod tests {
         )
         .unwrap();
         assert!(lag_on_publish.check_shape(Op::Publish, &[]).is_err());
+    }
+
+    #[test]
+    fn a_rate_limit_waits_as_long_as_the_platform_says_but_never_more_than_a_day() {
+        let rule: RateLimitRule = serde_json::from_value(json!({"when": "/message",
+            "contains": "RateLimitExceeded", "retry_after_ms": 300000, "reset_at": "/reset"}))
+        .unwrap();
+        assert_eq!(rule.wait(&json!({"message": "500 oops"})), None);
+        let limited = json!({"message": "429 RateLimitExceeded"});
+        assert_eq!(
+            rule.wait(&limited),
+            Some(std::time::Duration::from_secs(300))
+        );
+        let far = json!({"message": "429 RateLimitExceeded", "reset": 99_999_999_999u64});
+        assert_eq!(rule.wait(&far), Some(RateLimitRule::LONGEST_WAIT));
     }
 
     #[test]

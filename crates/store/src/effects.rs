@@ -144,20 +144,13 @@ pub async fn mark_sent(pool: &PgPool, seen: &Effect) -> Result<bool, sqlx::Error
 }
 
 /// The call came back without a usable answer (`error`): the platform may hold the effect.
+/// Returns the effect as it now stands (`None`: it was not sent or unknown).
 pub async fn mark_unknown(
     pool: &PgPool,
     approval: ReviewId,
     error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update effects set state = 'unknown', answered_at = now(), error = $2
-         where approval_id = $1 and state in ('sent', 'unknown')",
-        approval.0,
-        error
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+) -> Result<Option<Effect>, sqlx::Error> {
+    after_call(pool, approval, EffectState::Unknown, error).await
 }
 
 /// The platform holds the effect (its answer, or a look-up, said so).
@@ -195,29 +188,42 @@ pub async fn turned_away(
     pool: &PgPool,
     approval: ReviewId,
     error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update effects set state = 'intended', answered_at = now(), error = $2
-         where approval_id = $1 and state in ('sent', 'unknown')",
-        approval.0,
-        error
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+) -> Result<Option<Effect>, sqlx::Error> {
+    after_call(pool, approval, EffectState::Intended, error).await
 }
 
 /// The platform refused the effect and it is not there: settled as failed with `error`.
-pub async fn fail(pool: &PgPool, approval: ReviewId, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update effects set state = 'failed', error = $2, settled_at = now()
-         where approval_id = $1 and state in ('sent', 'unknown')",
+pub async fn fail(
+    pool: &PgPool,
+    approval: ReviewId,
+    error: &str,
+) -> Result<Option<Effect>, sqlx::Error> {
+    after_call(pool, approval, EffectState::Failed, error).await
+}
+
+/// Moves a sent (or unknown) effect to `to` after a call that gave no usable answer, noting
+/// `error` and when the call came back (`failed` is settled).
+async fn after_call(
+    pool: &PgPool,
+    approval: ReviewId,
+    to: EffectState,
+    error: &str,
+) -> Result<Option<Effect>, sqlx::Error> {
+    let row = sqlx::query_as!(
+        Row,
+        r#"update effects
+           set state = $2, error = $3, answered_at = now(),
+               settled_at = case when $2 = 'failed'::effect_state then now() end
+           where approval_id = $1 and state in ('sent', 'unknown')
+           returning approval_id, state as "state: EffectState", sends, platform_ref, receipt, tool,
+                     server, server_version, error, sent_at, answered_at"#,
         approval.0,
+        to as EffectState,
         error
     )
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    Ok(row.map(Effect::from))
 }
 
 /// Whether `platform_ref` on `platform` answers for an effect other than `approval`.

@@ -181,8 +181,7 @@ impl Effector<'_> {
             });
         }
         tracing::warn!(approval = %self.approval.0, error = %err, "effect outcome unknown");
-        effects::mark_unknown(self.pool, self.approval, &err.to_string()).await?;
-        let effect = effects::get(self.pool, self.approval)
+        let effect = effects::mark_unknown(self.pool, self.approval, &err.to_string())
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
         if prepared.keyed() {
@@ -281,7 +280,12 @@ impl Effector<'_> {
                         "looking the effect up failed ({e}); it is not sent again until found or shown absent"
                     ))
                 })?;
-            for post in candidates(&listed.value, self.values, prepared.op) {
+            let matching = candidates(&listed.value, self.values, prepared.op).map_err(|e| {
+                ExecError::OutcomeUnknown(format!(
+                    "{e}; the effect is not sent again until found or shown absent"
+                ))
+            })?;
+            for post in matching {
                 let Some(id) = platform_ref(&post) else {
                     continue;
                 };
@@ -307,29 +311,41 @@ impl Effector<'_> {
 }
 
 /// The posts of a look-up's answer (`{"posts": [{post_id, text, in_reply_to}]}`) that are
-/// this effect: the same text, under the same parent (a publish under none).
-fn candidates(listed: &Value, values: &Map<String, Value>, op: Op) -> Vec<Value> {
+/// this effect: the same text, under the same parent (a publish under none). An answer that is
+/// not such a list (a broken mapping, a server that changed) is an error, never "absent": an
+/// absent effect is sent again.
+fn candidates(listed: &Value, values: &Map<String, Value>, op: Op) -> Result<Vec<Value>, String> {
     let text = values.get("text").and_then(Value::as_str).map(str::trim);
     let parent = match op {
         Op::Reply => values.get("in_reply_to").and_then(Value::as_str),
         _ => None,
     };
-    listed
+    let posts = listed
         .get("posts")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|post| {
-            post.get("text").and_then(Value::as_str).map(str::trim) == text
-                && post.get("in_reply_to").and_then(Value::as_str) == parent
-        })
-        .cloned()
-        .collect()
+        .ok_or("the look-up's answer has no list of posts")?;
+    let mut found = Vec::new();
+    for post in posts {
+        let (Some(_), Some(post_text)) = (
+            post.get("post_id").and_then(Value::as_str),
+            post.get("text").and_then(Value::as_str),
+        ) else {
+            return Err(format!(
+                "a post of the look-up has no post_id or text: {post}"
+            ));
+        };
+        if Some(post_text.trim()) == text
+            && post.get("in_reply_to").and_then(Value::as_str) == parent
+        {
+            found.push(post.clone());
+        }
+    }
+    Ok(found)
 }
 
 /// The platform's id in a mapped answer: a post's, or a transfer's.
 fn platform_ref(value: &Value) -> Option<&str> {
-    ["post_id", "transfer_id", "tx_hash"]
+    ["post_id", "transfer_id"]
         .into_iter()
         .find_map(|k| value.get(k).and_then(Value::as_str))
 }
@@ -360,4 +376,48 @@ fn not_yet(effect: &Effect) -> ExecError {
          platform yet, looking again on the next delivery",
         effect.approval.0, effect.sends
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn values(text: &str) -> Map<String, Value> {
+        json!({"platform": "bluesky", "text": text})
+            .as_object()
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_look_up_finds_the_post_with_the_effects_words_and_parent() {
+        let listed = json!({"posts": [
+            {"post_id": "at://a/1", "text": "Hello ", "in_reply_to": null},
+            {"post_id": "at://a/2", "text": "Hello", "in_reply_to": "at://b/9"},
+            {"post_id": "at://a/3", "text": "Other"}]});
+        let found = candidates(&listed, &values("Hello"), Op::Publish).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["post_id"], "at://a/1");
+        assert!(
+            candidates(&json!({"posts": []}), &values("Hello"), Op::Publish)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_a_list_of_posts_is_never_read_as_absent() {
+        for broken in [
+            json!({}),
+            json!({"posts": null}),
+            json!({"posts": [{"post_id": "at://a/1"}]}),
+            json!({"posts": [{"text": "Hello"}]}),
+        ] {
+            assert!(
+                candidates(&broken, &values("Hello"), Op::Publish).is_err(),
+                "{broken}"
+            );
+        }
+    }
 }
