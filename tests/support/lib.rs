@@ -5,9 +5,11 @@
 //! Tests need `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_DYNAMODB` and `DATABASE_URL`; `scripts/test`
 //! exports them. Without them a test fails, saying so: it never passes by skipping.
 
+pub mod chain;
 pub mod hot;
 pub mod lambda;
 pub mod pds_proxy;
+pub mod rpc_proxy;
 pub mod scripted;
 pub mod seed;
 pub mod swarm;

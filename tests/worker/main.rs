@@ -5,3 +5,4 @@
 mod bluesky;
 mod handler;
 mod mcp;
+mod wallet;

@@ -107,6 +107,8 @@ pub mod tools {
     pub const SOCIAL_LOOKUP: &str = "social.lookup";
     /// Engagement counts of posts.
     pub const SOCIAL_METRICS: &str = "social.metrics";
+    /// A wallet's transfers (how a transfer whose outcome was lost is found).
+    pub const WALLET_FIND_TRANSFERS: &str = "wallet.find_transfers";
 }
 
 /// The action a proposal of `kind` must name; `None` for kinds that propose nothing.

@@ -36,6 +36,12 @@ pub mod env {
 /// The stage used when `CHIMERA_STAGE` is not set.
 pub const DEFAULT_STAGE: &str = "chimera-local";
 
+/// The secret holding what agent `agent` of `stage` keeps out of PostgreSQL: `name` is a
+/// platform (its account, e.g. `bluesky`) or `wallet` (its wallet's key).
+pub fn agent_secret(stage: &str, agent: crate::domain::AgentId, name: &str) -> String {
+    format!("{stage}/agents/{}/{name}", agent.0)
+}
+
 /// The Lambda functions of the swarm, with the timeout each is deployed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Function {

@@ -105,6 +105,7 @@ pub fn allowed_ops(kind: TaskKind) -> &'static [Op] {
             Op::Balance,
             Op::ReadPost,
             Op::Lookup,
+            Op::FindTransfer,
         ],
     }
 }

@@ -50,6 +50,8 @@ pub enum Op {
     Lookup,
     /// Engagement counts of posts.
     Metrics,
+    /// The wallet's transfers on chain: how a transfer whose outcome is unknown is looked for.
+    FindTransfer,
 }
 
 /// What kind of value a placeholder takes, for the sample checked against a tool's schema.
@@ -59,6 +61,10 @@ enum Sample {
     Integer,
     Persona,
     Ids,
+    /// An account on a chain (`0x` and 40 hex digits).
+    ChainAddress,
+    /// An amount in whole units of a currency.
+    Decimal,
 }
 
 impl Sample {
@@ -68,6 +74,8 @@ impl Sample {
             Self::Integer => json!(1),
             Self::Persona => json!({"name": "sample", "voice": "sample"}),
             Self::Ids => json!(["00000000-0000-0000-0000-000000000001"]),
+            Self::ChainAddress => json!("0x0000000000000000000000000000000000000001"),
+            Self::Decimal => json!("1.00"),
         }
     }
 }
@@ -75,10 +83,10 @@ impl Sample {
 /// A value an operation supplies: (name, sample, always given).
 type Supplied = (&'static str, Sample, bool);
 
-use Sample::{Ids, Integer, Persona, Text};
+use Sample::{ChainAddress, Decimal, Ids, Integer, Persona, Text};
 
 impl Op {
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::Research,
         Op::Draft,
         Op::Render,
@@ -89,6 +97,7 @@ impl Op {
         Op::ReadPost,
         Op::Lookup,
         Op::Metrics,
+        Op::FindTransfer,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -103,6 +112,7 @@ impl Op {
             Self::ReadPost => "read_post",
             Self::Lookup => "lookup",
             Self::Metrics => "metrics",
+            Self::FindTransfer => "find_transfer",
         }
     }
 
@@ -120,6 +130,7 @@ impl Op {
             Self::ReadPost => tools::SOCIAL_READ_POST,
             Self::Lookup => tools::SOCIAL_LOOKUP,
             Self::Metrics => tools::SOCIAL_METRICS,
+            Self::FindTransfer => tools::WALLET_FIND_TRANSFERS,
         }
     }
 
@@ -160,10 +171,15 @@ impl Op {
             ],
             Self::Transfer => &[
                 ("from", Text, true),
-                ("to", Text, true),
+                ("to", ChainAddress, true),
                 ("amount_cents", Integer, true),
+                // The amount in whole units of the currency ("15.05").
+                ("amount", Decimal, true),
                 ("memo", Text, true),
                 ("idempotency_key", Text, true),
+                // On a chain: the token and chain the transfer was approved for.
+                ("token", ChainAddress, false),
+                ("chain_id", Integer, false),
             ],
             Self::ReadPost => &[("platform", Text, true), ("post_id", Text, true)],
             Self::Lookup => &[
@@ -173,6 +189,14 @@ impl Op {
                 ("idempotency_key", Text, false),
             ],
             Self::Metrics => &[("post_ids", Ids, true), ("at", Text, false)],
+            Self::FindTransfer => &[
+                ("to", ChainAddress, true),
+                ("amount_cents", Integer, true),
+                ("amount", Decimal, true),
+                ("token", ChainAddress, false),
+                ("chain_id", Integer, false),
+                ("idempotency_key", Text, false),
+            ],
         }
     }
 
@@ -374,9 +398,11 @@ impl Binding {
                 )));
             }
         }
-        if self.visible_within_ms.is_some() && !matches!(op, Op::Lookup | Op::ReadPost) {
+        if self.visible_within_ms.is_some()
+            && !matches!(op, Op::Lookup | Op::ReadPost | Op::FindTransfer)
+        {
             return Err(ProfileError(format!(
-                "{op}: visible_within_ms is for reads (lookup, read_post)"
+                "{op}: visible_within_ms is for reads (lookup, read_post, find_transfer)"
             )));
         }
         if self.max_batch.is_some() && op != Op::Metrics {
@@ -467,7 +493,8 @@ impl Profile {
     }
 
     /// Checks that every effect's outcome can be found out when its answer is lost: the tool
-    /// takes the idempotency key (sending again is safe), or the platform has a `lookup`.
+    /// takes the idempotency key (sending again is safe), or the platform has a `lookup` (a
+    /// transfer: `find_transfer`).
     pub fn check_recoverable(&self) -> Result<(), ProfileError> {
         for (platform, op, binding) in self.explicit() {
             if !op.is_effect() || binding.keyed() {
@@ -475,9 +502,13 @@ impl Profile {
             }
             let on = platform.map(|p| format!(" on {p}")).unwrap_or_default();
             if op == Op::Transfer {
+                if self.operations.contains_key(&Op::FindTransfer) {
+                    continue;
+                }
                 return Err(ProfileError(format!(
-                    "transfer{on}: tool {} takes no {{{{idempotency_key}}}}, and a transfer \
-                     cannot be looked up: a lost answer could pay twice",
+                    "transfer{on}: tool {} takes no {{{{idempotency_key}}}} and no find_transfer \
+                     is bound: a transfer whose answer is lost could not be found, and sending \
+                     it again could pay twice",
                     binding.tool
                 )));
             }
@@ -619,6 +650,11 @@ mod tests {
             {"tool": "pay", "arguments": {"to": "{{to}}"}}}}))
         .unwrap();
         assert!(transfer.check_recoverable().is_err());
+        let findable: Profile = serde_json::from_value(json!({"operations": {
+            "transfer": {"tool": "pay", "arguments": {"to": "{{to}}"}},
+            "find_transfer": {"tool": "transfers", "arguments": {}, "visible_within_ms": 2000}}}))
+        .unwrap();
+        findable.check_recoverable().unwrap();
         // The lag belongs to reads.
         let lag_on_publish: Binding = serde_json::from_value(
             json!({"tool": "post", "arguments": {}, "visible_within_ms": 1}),

@@ -17,6 +17,8 @@ use crate::outbox::{self, Message};
 /// An agent to onboard, from its documents (already parsed and validated by the caller).
 #[derive(Debug, Clone)]
 pub struct NewAgent<'a> {
+    /// Chosen by the caller, so the wallet's key can be stored under it first.
+    pub id: AgentId,
     pub tenant: TenantId,
     pub handle: &'a str,
     pub display_name: &'a str,
@@ -29,6 +31,8 @@ pub struct NewAgent<'a> {
     pub policy: &'a Policy,
     /// Who onboarded it (the token's subject).
     pub created_by: &'a str,
+    /// Its wallet's address (the key is in the secret store, never here).
+    pub wallet_address: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +45,13 @@ pub enum CreateError {
 
 /// Stores the agent with version 1 of both documents and their hashes.
 pub async fn create(pool: &PgPool, new: &NewAgent<'_>) -> Result<AgentId, CreateError> {
-    let id = AgentId::random();
+    let id = new.id;
     let policy = serde_json::to_value(new.policy).map_err(|e| sqlx::Error::Encode(e.into()))?;
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query!(
         "insert into agents (id, tenant_id, handle, display_name, platforms, persona,
-                             persona_version, policy_version)
-         values ($1, $2, $3, $4, $5, $6, 1, $7)
+                             persona_version, policy_version, wallet_address)
+         values ($1, $2, $3, $4, $5, $6, 1, $7, $8)
          on conflict (tenant_id, handle) do nothing",
         id.0,
         new.tenant.0,
@@ -55,7 +59,8 @@ pub async fn create(pool: &PgPool, new: &NewAgent<'_>) -> Result<AgentId, Create
         new.display_name,
         new.platforms,
         new.persona,
-        new.policy.version
+        new.policy.version,
+        new.wallet_address
     )
     .execute(&mut *tx)
     .await?;
@@ -130,6 +135,41 @@ pub struct AgentView {
     /// Goals not settled yet, and results waiting for a human.
     pub goals_in_flight: i64,
     pub held_items: i64,
+    /// Its wallet (absent for an agent onboarded before wallets): the address, and its
+    /// balances as the chain shows them now (filled by the API, which reads the chain).
+    pub wallet: Option<WalletView>,
+}
+
+/// An agent's wallet as the API shows it. The key is never part of it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WalletView {
+    pub address: String,
+    /// The chain it is on, and its balances there; absent when the stage has no chain
+    /// configured or the chain could not be read (`chain_error` says why).
+    pub chain_id: Option<u64>,
+    /// The stablecoin's contract, and the wallet's balance of it in the token's smallest
+    /// units (a decimal string: they can exceed 64 bits) and in whole cents.
+    pub token: Option<String>,
+    pub token_units: Option<String>,
+    pub token_cents: Option<i64>,
+    /// The native balance (gas), in wei, as a decimal string.
+    pub native_wei: Option<String>,
+    pub chain_error: Option<String>,
+}
+
+impl WalletView {
+    /// The wallet at `address`, not read from the chain yet.
+    pub fn unread(address: String) -> Self {
+        Self {
+            address,
+            chain_id: None,
+            token: None,
+            token_units: None,
+            token_cents: None,
+            native_wei: None,
+            chain_error: None,
+        }
+    }
 }
 
 /// The agent `id` of `tenant`, or `None`.
@@ -140,7 +180,7 @@ pub async fn view(
 ) -> Result<Option<AgentView>, sqlx::Error> {
     let Some(row) = sqlx::query!(
         r#"select a.id, a.handle, a.display_name, a.status::text as "status!", a.platforms,
-                  a.created_at, a.persona, a.persona_version, a.policy_version,
+                  a.created_at, a.persona, a.persona_version, a.policy_version, a.wallet_address,
                   s.source as soul, p.source as agents, p.document as policy,
                   b.balance_cents as "balance_cents?", b.balance_micros as "balance_micros?",
                   (select count(*) from goals g where g.agent_id = a.id
@@ -196,6 +236,7 @@ pub async fn view(
         balance_micros: row.balance_micros,
         goals_in_flight: row.goals_in_flight,
         held_items: row.held_items,
+        wallet: row.wallet_address.map(WalletView::unread),
     }))
 }
 

@@ -121,8 +121,9 @@ pub async fn spend<'e>(
     }
 }
 
-/// What the agent spent today (UTC), in micros, other than under `key`: its transfers, and its
-/// inference net of what settled reservations gave back.
+/// What the agent spent today (UTC), in micros, other than under `key`: its transfers net of
+/// the released ones (a transfer that did not happen), and its inference net of what settled
+/// reservations gave back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Today {
     pub transfers: i64,
@@ -142,7 +143,8 @@ pub async fn spent_today(
 ) -> Result<Today, sqlx::Error> {
     let row = sqlx::query!(
         r#"select
-               coalesce(sum(amount_micros) filter (where category = 'transfer' and kind = 'spend'), 0)::bigint as "transfers!",
+               coalesce(sum(case kind when 'spend' then amount_micros when 'release' then -amount_micros else 0 end)
+                        filter (where category = 'transfer'), 0)::bigint as "transfers!",
                coalesce(sum(case kind when 'spend' then amount_micros when 'release' then -amount_micros else 0 end)
                         filter (where category = 'inference'), 0)::bigint as "inference!"
            from ledger

@@ -34,6 +34,8 @@
 //! - [`effects`]: the effect ledger: each approved effect from before it reaches its platform
 //!   to the platform's id for it; an outcome the platform left unknown is looked up, never
 //!   blindly sent again.
+//! - [`wallets`]: agents' wallets against the chain: settled transfers as approved, and what
+//!   the reconciler last found (a difference audited once).
 //! - [`budget`]: spends that never overdraw, charged once per idempotency key.
 //! - [`audit`]: the append-only audit log.
 //! - [`provenance`]: artifacts with the tool calls that made them.
@@ -66,6 +68,7 @@ pub mod reviews;
 pub mod schedules;
 pub mod sweep;
 pub mod tenants;
+pub mod wallets;
 
 use std::time::Duration;
 

@@ -58,6 +58,8 @@ pub struct Created {
     /// SHA-256 of SOUL.md and of AGENTS.md as received.
     pub persona_sha256: String,
     pub policy_sha256: String,
+    /// Its wallet's address (the key stays in the secret store).
+    pub wallet_address: String,
 }
 
 const PLATFORMS: [&str; 6] = ["x", "threads", "bluesky", "instagram", "tiktok", "linkedin"];
@@ -115,9 +117,19 @@ pub async fn create(
         ));
     }
     let persona = soul.persona();
-    let id = agents::create(
+    // The wallet's key is stored first, under the new id: an agent is never written without
+    // one, and a key whose agent could not be written is deleted.
+    let id = AgentId::random();
+    let wallet = state
+        .wallets
+        .create(id)
+        .await
+        .map_err(ApiError::dependency)?;
+    let wallet_address = wallet.to_string();
+    let created = agents::create(
         &state.pool,
         &NewAgent {
+            id,
             tenant: principal.tenant,
             handle: &request.handle,
             display_name: request.display_name.trim(),
@@ -127,14 +139,18 @@ pub async fn create(
             agents: &request.agents_md,
             policy: &policy,
             created_by: &principal.subject,
+            wallet_address: Some(&wallet_address),
         },
     )
-    .await
-    .map_err(|err| match err {
+    .await;
+    if created.is_err() {
+        state.wallets.forget(id).await;
+    }
+    let id = created.map_err(|err| match err {
         CreateError::HandleTaken => ApiError::Conflict(err.to_string()),
         CreateError::Database(e) => ApiError::dependency(e),
     })?;
-    tracing::info!(agent_id = %id.0, handle = %request.handle, "agent onboarded");
+    tracing::info!(agent_id = %id.0, handle = %request.handle, wallet = %wallet_address, "agent onboarded");
     Ok((
         StatusCode::CREATED,
         Json(Created {
@@ -144,13 +160,14 @@ pub async fn create(
             policy_version: policy.version,
             persona_sha256: documents::content_hash(&request.soul_md),
             policy_sha256: documents::content_hash(&request.agents_md),
+            wallet_address,
         }),
     ))
 }
 
 #[utoipa::path(get, path = "/agents/{id}", tag = "agents",
     params(("id" = uuid::Uuid, Path, description = "The agent")),
-    responses((status = 200, description = "The agent, its current documents and their versions", body = AgentView),
+    responses((status = 200, description = "The agent, its current documents and their versions, its wallet's address and balances on chain", body = AgentView),
               (status = 401, description = "No valid token"),
               (status = 404, description = "No such agent for the caller's tenant")),
     security(("bearer" = [])))]
@@ -160,11 +177,14 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     let principal = caller.require(Permission::Read)?;
-    agents::view(&state.pool, principal.tenant, agent_id(&id)?)
+    let mut view = agents::view(&state.pool, principal.tenant, agent_id(&id)?)
         .await
         .map_err(ApiError::dependency)?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?;
+    if let Some(wallet) = view.wallet.take() {
+        view.wallet = Some(state.wallets.read(wallet).await);
+    }
+    Ok(Json(view))
 }
 
 fn agent_id(raw: &str) -> Result<AgentId, ApiError> {

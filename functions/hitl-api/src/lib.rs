@@ -28,6 +28,7 @@ pub mod reviews;
 pub mod sweep;
 pub mod tenants;
 pub mod ui;
+pub mod wallets;
 
 use std::sync::Arc;
 
@@ -71,12 +72,23 @@ pub struct AppState {
     pub auth: Auth,
     /// The console's reads, kept for a moment ([`cache`]).
     pub reads: cache::ReadCache,
+    /// Agents' wallet keys and the chain their balances are read from ([`wallets`]).
+    pub wallets: wallets::Wallets,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, clients: Clients, names: ResourceNames, auth: Auth) -> Self {
         let bucket = names.artifact_bucket();
+        // A chain named wrongly is a deployment mistake: said at start, then run without it.
+        let chain = wallets::WalletChain::from_env().unwrap_or_else(|err| {
+            tracing::error!(
+                error = format!("{err:#}"),
+                "no chain: wallets' balances are not shown"
+            );
+            None
+        });
         Self {
+            wallets: wallets::Wallets::new(clients.secrets.clone(), names.stage(), chain),
             relay: Relay::new(pool.clone(), Queues::new(clients.clone(), names)),
             reads: cache::ReadCache::new(pool.clone(), cache::READ_TTL),
             pool,

@@ -8,6 +8,8 @@
 //!   releases sent again, goals settled; each action audited;
 //! - submits the goals of recurring schedules that came due ([`chimera_store::schedules`]),
 //!   each occurrence once, and sends their messages;
+//! - compares agents' wallets with the chain (their settled transfers, the balance) and audits
+//!   a difference ([`crate::wallets`]);
 //! - relays the outbox rows no handler sent (a flush that failed, a process that died between
 //!   its commit and its flush), and forgets rows sent more than a day ago.
 
@@ -31,6 +33,8 @@ pub struct SweepReport {
     pub scheduled: Scheduled,
     /// Outbox rows the sweep sent.
     pub relayed: usize,
+    /// Wallets compared with the chain.
+    pub wallets: crate::wallets::WalletsReconciled,
 }
 
 /// One sweep at the current time.
@@ -42,6 +46,18 @@ pub async fn run(state: &AppState) -> anyhow::Result<SweepReport> {
     }
     let reconciled = reconcile::reconcile(&state.pool, now, BATCH, backlog(state).await).await?;
     let scheduled = schedules::run(&state.pool, now).await?;
+    // A chain that cannot be read holds up no other work: said, and tried at the next sweep.
+    let wallets = state
+        .wallets
+        .reconcile(&state.pool, now, BATCH)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "wallets not compared with the chain"
+            );
+            Default::default()
+        });
     state.relay.flush(&scheduled.submitted).await;
     // Rows a handler wrote a moment ago are its own to flush; older ones are the sweep's.
     let relayed = state
@@ -75,6 +91,7 @@ pub async fn run(state: &AppState) -> anyhow::Result<SweepReport> {
         reconciled,
         scheduled,
         relayed,
+        wallets,
     })
 }
 

@@ -8,14 +8,11 @@
 //! which bindings may use (`account`). It is never written to PostgreSQL, logs or the API.
 
 use anyhow::Context;
-use chimera_core::domain::AgentId;
 use serde::Deserialize;
 use serde_json::json;
 
 /// The secret holding `agent`'s account on `platform` in `stage`.
-pub fn secret_name(stage: &str, agent: AgentId, platform: &str) -> String {
-    format!("{stage}/agents/{}/{platform}", agent.0)
-}
+pub use chimera_core::names::agent_secret as secret_name;
 
 /// An account on an AT Protocol PDS, with an app password (what third-party clients log in
 /// with; the account's own password is not kept).

@@ -10,8 +10,10 @@
 //!    given the idempotency key (`chimera-world`) answers a repeat with the first outcome, so
 //!    sending again *is* the look-up. Otherwise the profile's `lookup` lists the account's
 //!    recent posts and the effect is the one with its text (and parent) that no other effect
-//!    claims; nothing found counts as absent only once the platform's indexing lag
-//!    (`visible_within_ms`) has passed since the call came back. Found: `confirmed`. Absent:
+//!    claims (a transfer: `find_transfer` lists the wallet's transfers on chain, and it is the
+//!    one to its payee of its amount that no other effect claims, by transaction hash); nothing
+//!    found counts as absent only once the platform's indexing lag (`visible_within_ms`) has
+//!    passed since the call came back, and never while the wallet has transactions pending. Found: `confirmed`. Absent:
 //!    sent once more (or `failed`, when the platform's answer was a refusal).
 //!
 //! Each move is a conditional update on the state read, so two workers never both send.
@@ -198,9 +200,11 @@ impl Effector<'_> {
                 }
                 Err(_) => Err(err.into()),
             },
+            // The platform refused, and it does not hold the effect: the task fails visibly
+            // (what it reserved goes back), nothing is sent again.
             Found::Absent if !err.is_retryable() => {
                 effects::fail(self.pool, self.approval, &err.to_string()).await?;
-                Err(err.into())
+                Err(ExecError::EffectRefused(err.to_string()))
             }
             // Absent: the next delivery looks once more (the lag has passed) and sends.
             Found::Absent => Err(err.into()),
@@ -216,7 +220,11 @@ impl Effector<'_> {
         prepared: &Prepared,
         post: Value,
     ) -> Result<Result<Performed, Effect>, ExecError> {
-        let binding = self.mcp.config().profile.binding(Op::Lookup, self.platform);
+        let binding = self
+            .mcp
+            .config()
+            .profile
+            .binding(lookup_op(prepared.op), self.platform);
         let confirmation = Confirmation {
             platform_ref: platform_ref(&post),
             receipt: &post,
@@ -247,7 +255,8 @@ impl Effector<'_> {
     /// Looks for the effect on its platform, polling until the platform's indexing lag has
     /// passed since the call came back (or the task's time is nearly up).
     async fn look_up(&self, effect: &Effect, prepared: &Prepared) -> Result<Found, ExecError> {
-        let binding = self.mcp.config().profile.binding(Op::Lookup, self.platform);
+        let op = lookup_op(prepared.op);
+        let binding = self.mcp.config().profile.binding(op, self.platform);
         let lag = Duration::from_millis(binding.visible_within_ms.unwrap_or(0));
         let came_back = match (effect.answered_at, effect.sent_at) {
             (Some(at), _) => at,
@@ -257,9 +266,21 @@ impl Effector<'_> {
             (None, None) => chrono::Utc::now(),
         };
         let settled_at = came_back + lag;
-        let mut vars: Vars = ["platform", "text", "in_reply_to", "idempotency_key"]
-            .into_iter()
-            .filter_map(|k| self.values.get(k).map(|v| (k.to_owned(), v.clone())))
+        let names: &[&str] = if op == Op::FindTransfer {
+            &[
+                "to",
+                "amount_cents",
+                "amount",
+                "token",
+                "chain_id",
+                "idempotency_key",
+            ]
+        } else {
+            &["platform", "text", "in_reply_to", "idempotency_key"]
+        };
+        let mut vars: Vars = names
+            .iter()
+            .filter_map(|k| self.values.get(*k).map(|v| ((*k).to_owned(), v.clone())))
             .collect();
         if let Some(p) = self.platform {
             vars.insert("platform".into(), Value::String(p.to_owned()));
@@ -268,8 +289,8 @@ impl Effector<'_> {
             let listed = self
                 .mcp
                 .invoke(
-                    &[Op::Lookup],
-                    Op::Lookup,
+                    &[op],
+                    op,
                     self.platform,
                     Some(self.agent),
                     vars.clone(),
@@ -280,7 +301,12 @@ impl Effector<'_> {
                         "looking the effect up failed ({e}); it is not sent again until found or shown absent"
                     ))
                 })?;
-            let matching = candidates(&listed.value, self.values, prepared.op).map_err(|e| {
+            let matching = if op == Op::FindTransfer {
+                transfers(&listed.value, self.values)
+            } else {
+                candidates(&listed.value, self.values, prepared.op)
+            };
+            let matching = matching.map_err(|e| {
                 ExecError::OutcomeUnknown(format!(
                     "{e}; the effect is not sent again until found or shown absent"
                 ))
@@ -308,6 +334,67 @@ impl Effector<'_> {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// How an effect of `op` is looked for.
+fn lookup_op(op: Op) -> Op {
+    if op == Op::Transfer {
+        Op::FindTransfer
+    } else {
+        Op::Lookup
+    }
+}
+
+/// The transfers of a `find_transfer` answer (`{"transfers": [{transfer_id, to,
+/// amount_cents, token?}], "pending": n}`) that are this effect: to its payee, of its amount
+/// (and token, when both name one). While the wallet has transactions pending none counts
+/// as absent: the chain has not said yet.
+fn transfers(listed: &Value, values: &Map<String, Value>) -> Result<Vec<Value>, String> {
+    let to = values.get("to").and_then(Value::as_str);
+    let amount = values.get("amount_cents").and_then(Value::as_i64);
+    let token = values.get("token").and_then(Value::as_str);
+    let listed_transfers = listed
+        .get("transfers")
+        .and_then(Value::as_array)
+        .ok_or("the look-up's answer has no list of transfers")?;
+    let mut found = Vec::new();
+    for transfer in listed_transfers {
+        let (Some(_), Some(payee), Some(cents)) = (
+            transfer.get("transfer_id").and_then(Value::as_str),
+            transfer.get("to").and_then(Value::as_str),
+            transfer.get("amount_cents").and_then(Value::as_i64),
+        ) else {
+            // A transfer of a fraction of a cent is none of Chimera's: skipped, not an error.
+            if transfer
+                .get("transfer_id")
+                .and_then(Value::as_str)
+                .is_some()
+                && transfer.get("to").and_then(Value::as_str).is_some()
+            {
+                continue;
+            }
+            return Err(format!(
+                "a transfer of the look-up has no transfer_id or payee: {transfer}"
+            ));
+        };
+        let same_token = match (token, transfer.get("token").and_then(Value::as_str)) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => true,
+        };
+        if to.is_some_and(|to| to.eq_ignore_ascii_case(payee))
+            && Some(cents) == amount
+            && same_token
+        {
+            found.push(transfer.clone());
+        }
+    }
+    let pending = listed.get("pending").and_then(Value::as_u64).unwrap_or(0);
+    if found.is_empty() && pending > 0 {
+        return Err(format!(
+            "the wallet has {pending} transaction(s) pending: the transfer may be among them"
+        ));
+    }
+    Ok(found)
 }
 
 /// The posts of a look-up's answer (`{"posts": [{post_id, text, in_reply_to}]}`) that are

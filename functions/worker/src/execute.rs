@@ -484,15 +484,33 @@ async fn propose_transfer(runner: &Runner<'_>, task: &Task) -> Result<Outcome, E
     let invoked = runner
         .invoke(Op::Balance, None, json!({"account": i.from}))
         .await?;
+    /// A wallet on a chain also says which chain and token it holds: the approval binds them.
     #[derive(Deserialize)]
     struct Balance {
         balance_cents: i64,
+        #[serde(default)]
+        chain_id: Option<u64>,
+        #[serde(default)]
+        token: Option<String>,
     }
     let balance: Balance = invoked.parse()?;
     let covered = balance.balance_cents >= i.amount_cents;
+    let mut arguments =
+        json!({"from": i.from, "to": i.to, "amount_cents": i.amount_cents, "memo": i.memo});
+    if let (Some(chain_id), Some(token)) = (balance.chain_id, &balance.token) {
+        if i.to.parse::<chimera_chain::Address>().is_err() {
+            return Err(ExecError::EffectRefused(format!(
+                "the wallet pays on chain {chain_id}, where {:?} is not an address (0x and 40 hex digits)",
+                i.to
+            )));
+        }
+        arguments["chain_id"] = json!(chain_id);
+        arguments["token"] = json!(token.to_lowercase());
+        arguments["to"] = json!(i.to.to_lowercase());
+    }
     let proposal = json!({
         "action": EffectAction::Transfer,
-        "arguments": {"from": i.from, "to": i.to, "amount_cents": i.amount_cents, "memo": i.memo},
+        "arguments": arguments,
         "balance_cents": balance.balance_cents,
     });
     let mut risk = vec!["finance"];
@@ -533,6 +551,15 @@ async fn execute(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError>
         EffectAction::Reply => Op::Reply,
         EffectAction::Transfer => Op::Transfer,
     };
+    if action == EffectAction::Transfer
+        && let Some(cents) = arguments.get("amount_cents").and_then(Value::as_i64)
+    {
+        // What a wallet tool takes: whole units of the currency.
+        arguments.insert(
+            "amount".into(),
+            json!(chimera_chain::units::cents_as_decimal(cents)),
+        );
+    }
     let values = arguments.clone();
     let mut vars: Vars = arguments.into_iter().collect();
     let agent = Some(task.agent_id);
