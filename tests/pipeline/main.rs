@@ -21,3 +21,4 @@ mod observability;
 mod openapi;
 mod planner;
 mod swarm;
+mod wallets;

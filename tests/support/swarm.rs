@@ -56,6 +56,10 @@ pub struct SwarmOptions {
     /// The agents publish on the local Bluesky network: each gets an account on its PDS, and
     /// the worker has the shipped Bluesky profile beside the world.
     pub bluesky: bool,
+    /// The agents pay on the local chain: each gets a wallet (its key in the stage's secrets)
+    /// holding this many cents of the stablecoin, and the worker has the shipped wallet
+    /// profile beside the world.
+    pub wallets: Option<i64>,
 }
 
 /// The local stack's embedding model (`CHIMERA_EMBED_BASE_URL`, all-MiniLM-L6-v2).
@@ -107,6 +111,7 @@ impl Default for SwarmOptions {
             embedder: None,
             scorer: Some(local_embedder()),
             bluesky: false,
+            wallets: None,
         }
     }
 }
@@ -157,11 +162,12 @@ pub struct Swarm {
     pub accounts: Vec<chimera_worker::accounts::BlueskyAccount>,
 }
 
-/// The MCP configuration of a swarm on Bluesky: the world (with its debug tools) over stdio,
-/// and the shipped Bluesky profile reading the agents' accounts from `stage`'s secrets.
-fn bluesky_config(database_url: &str, stage: &str) -> chimera_mcp::McpConfig {
-    let shipped = std::fs::read_to_string(crate::repo_root().join("infra/mcp/bluesky.json"))
-        .expect("infra/mcp/bluesky.json");
+/// The MCP configuration of a swarm on a shipped profile (`infra/mcp/<file>`): the world (with
+/// its debug tools) over stdio, and the profile's other servers reading the agents' accounts
+/// from `stage`'s secrets.
+fn shipped_config(file: &str, database_url: &str, stage: &str) -> chimera_mcp::McpConfig {
+    let shipped = std::fs::read_to_string(crate::repo_root().join("infra/mcp").join(file))
+        .unwrap_or_else(|e| panic!("infra/mcp/{file}: {e}"));
     let mut profile: Value = serde_json::from_str(&shipped).expect("the profile is JSON");
     profile["servers"]["world"] = json!({
         "transport": "stdio",
@@ -174,7 +180,7 @@ fn bluesky_config(database_url: &str, stage: &str) -> chimera_mcp::McpConfig {
         "CHIMERA_STAGE" => Some(stage.clone()),
         other => std::env::var(other).ok(),
     })
-    .expect("the Bluesky profile parses")
+    .unwrap_or_else(|e| panic!("infra/mcp/{file} parses: {e}"))
 }
 
 impl Swarm {
@@ -234,9 +240,23 @@ impl Swarm {
                 .expect("the account's secret stored");
                 accounts.push(account);
             }
-            McpClient::new(bluesky_config(&db.url(), names.stage())).with_secrets(Arc::new(
-                chimera_worker::secrets::SecretsManager::new(clients.secrets.clone()),
-            ))
+            McpClient::new(shipped_config("bluesky.json", &db.url(), names.stage())).with_secrets(
+                Arc::new(chimera_worker::secrets::SecretsManager::new(
+                    clients.secrets.clone(),
+                )),
+            )
+        } else if let Some(cents) = options.wallets {
+            let chain = crate::chain::LocalChain::from_env();
+            for agent in &agents {
+                let wallet =
+                    crate::chain::wallet_for(&db.pool, &clients.secrets, names.stage(), *agent)
+                        .await;
+                chain.fund(wallet, cents).await;
+            }
+            crate::chain::wallet_client(
+                shipped_config("wallet.json", &db.url(), names.stage()),
+                &clients.secrets,
+            )
         } else {
             McpClient::new(stdio_config(&db.url(), true, ""))
         };

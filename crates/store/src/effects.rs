@@ -153,16 +153,34 @@ pub async fn mark_unknown(
     after_call(pool, approval, EffectState::Unknown, error).await
 }
 
-/// The platform holds the effect (its answer, or a look-up, said so).
+/// The platform holds the effect (its answer, or a look-up, said so): confirmed, and audited
+/// (`effect.confirmed`, the platform's id and its receipt in the details) in the same
+/// statement.
 pub async fn confirm(
     pool: &PgPool,
     approval: ReviewId,
     c: Confirmation<'_>,
 ) -> Result<Confirmed, sqlx::Error> {
-    let updated = sqlx::query!(
-        "update effects set state = 'confirmed', platform_ref = $2, receipt = $3, tool = $4,
-                server = $5, server_version = $6, error = null, settled_at = now()
-         where approval_id = $1 and state in ('sent', 'unknown')",
+    let updated = sqlx::query_scalar!(
+        r#"with confirmed as (
+               update effects set state = 'confirmed', platform_ref = $2, receipt = $3, tool = $4,
+                      server = $5, server_version = $6, error = null, settled_at = now()
+               where approval_id = $1 and state in ('sent', 'unknown')
+               returning approval_id, op, platform, platform_ref, receipt, sends
+           ), logged as (
+               insert into audit_log (tenant_id, actor, action, goal_id, task_id, review_id,
+                                      reasoning, details)
+               select g.tenant_id, 'worker', 'effect.confirmed', t.goal_id, t.id, c.approval_id,
+                      c.op || coalesce(' on ' || nullif(c.platform, ''), '') || ': '
+                          || coalesce(c.platform_ref, 'no platform id'),
+                      jsonb_build_object('op', c.op, 'platform', c.platform,
+                                         'platform_ref', c.platform_ref, 'sends', c.sends,
+                                         'receipt', c.receipt)
+               from confirmed c join tasks t on t.approval_id = c.approval_id
+                                join goals g on g.id = t.goal_id
+               returning 1
+           )
+           select count(*) as "confirmed!" from confirmed"#,
         approval.0,
         c.platform_ref,
         c.receipt,
@@ -170,10 +188,10 @@ pub async fn confirm(
         c.server,
         c.server_version
     )
-    .execute(pool)
+    .fetch_one(pool)
     .await;
     match updated {
-        Ok(done) if done.rows_affected() == 1 => Ok(Confirmed::Done),
+        Ok(1) => Ok(Confirmed::Done),
         Ok(_) => Ok(Confirmed::Moved(
             get(pool, approval).await?.ok_or(sqlx::Error::RowNotFound)?,
         )),
