@@ -167,6 +167,9 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
         ("CHIMERA_EMBED_MODEL", "EmbedModel"),
         ("CHIMERA_EMBED_BASE_URL", "EmbedBaseUrl"),
         ("CHIMERA_EMBED_DIMENSIONS", "EmbedDimensions"),
+        // The chain agents' wallets are on (the API's balances, the sweep's comparison).
+        ("CHIMERA_EVM_RPC_URL", "EvmRpcUrl"),
+        ("CHIMERA_EVM_TOKEN", "EvmToken"),
     ] {
         refers(var, "!Ref", parameter);
     }
@@ -208,6 +211,20 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
             "{role}"
         );
     }
+    // Onboarding stores each agent's wallet key, and may read none back.
+    let api =
+        resource(&t, "HitlApiRole")["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .unwrap();
+    let wallets = api
+        .iter()
+        .find(|s| s["Sid"].as_str() == Some("AgentWallets"))
+        .expect("the API may store wallet keys");
+    assert!(
+        !serde_json::to_string(&wallets["Action"])
+            .unwrap()
+            .contains("GetSecretValue")
+    );
     assert!(
         env.get(names::env::DATABASE_URL).is_none(),
         "no credentials in the configuration"
