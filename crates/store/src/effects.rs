@@ -170,7 +170,8 @@ pub async fn confirm(
            ), logged as (
                insert into audit_log (tenant_id, actor, action, goal_id, task_id, review_id,
                                       reasoning, details)
-               select g.tenant_id, 'worker', 'effect.confirmed', t.goal_id, t.id, c.approval_id,
+               select g.tenant_id, 'worker', 'effect.confirmed', t.goal_id, t.id,
+                      (select r.id from reviews r where r.id = c.approval_id),
                       c.op || coalesce(' on ' || nullif(c.platform, ''), '') || ': '
                           || coalesce(c.platform_ref, 'no platform id'),
                       jsonb_build_object('op', c.op, 'platform', c.platform,
