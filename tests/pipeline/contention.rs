@@ -15,7 +15,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::hitl::{call, effect_of, held_reply, operator, pending_of, posts_of, reviewer, seen};
+use crate::hitl::{approve, call, effect_of, held_reply, operator, pending_of, posts_of, reviewer};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -25,17 +25,6 @@ fn x_replies_per_hour(replies: u32) -> Policy {
 }
 
 /// Approves `item` (a queue entry): the answer's status and body.
-async fn approve(swarm: &Swarm, item: &Value) -> (u16, Value) {
-    call(
-        swarm,
-        Method::POST,
-        &format!("/reviews/{}/approve", item["id"].as_str().unwrap()),
-        Some(&reviewer(swarm)),
-        Some(seen(item)),
-    )
-    .await
-}
-
 async fn scalar(swarm: &Swarm, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(&swarm.db.pool)

@@ -77,6 +77,21 @@ pub(crate) async fn pending_of(swarm: &Swarm, goal: GoalId) -> Value {
     page["items"][0].clone()
 }
 
+/// A reviewer approves the queue entry `item`, having seen it.
+pub(crate) async fn approve(swarm: &Swarm, item: &Value) -> (u16, Value) {
+    call(
+        swarm,
+        Method::POST,
+        &format!(
+            "/reviews/{}/approve",
+            item["id"].as_str().unwrap_or_default()
+        ),
+        Some(&reviewer(swarm)),
+        Some(seen(item)),
+    )
+    .await
+}
+
 pub(crate) fn seen(item: &Value) -> Value {
     json!({"artifact_hash": item["artifact_hash"], "policy_version": item["policy_version"]})
 }
@@ -1116,14 +1131,7 @@ async fn an_overdue_review_escalates_then_is_rejected_by_default() {
         "nothing published by default"
     );
     // A late approval loses to the default.
-    let (status, body) = call(
-        &swarm,
-        Method::POST,
-        &format!("/reviews/{id}/approve"),
-        Some(&reviewer(&swarm)),
-        Some(seen(&item)),
-    )
-    .await;
+    let (status, body) = approve(&swarm, &item).await;
     assert_eq!(
         (status, body["error"]["winner"]["decision"].as_str()),
         (409, Some("default_reject")),

@@ -12,7 +12,7 @@ use chimera_tests::swarm::{SETTLED, Swarm, SwarmOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::hitl::{call, card_of, operator, pending_of, reviewer, seen};
+use crate::hitl::{approve, call, card_of, operator, pending_of};
 
 const SETTLE: Duration = Duration::from_secs(180);
 
@@ -75,14 +75,7 @@ async fn an_approved_paid_action_is_one_transaction_with_its_hash_in_the_effect_
     );
 
     let approved = Instant::now();
-    let (status, body) = call(
-        &swarm,
-        Method::POST,
-        &format!("/reviews/{id}/approve"),
-        Some(&reviewer(&swarm)),
-        Some(seen(&item)),
-    )
-    .await;
+    let (status, body) = approve(&swarm, &item).await;
     assert!(status < 300, "{status} {body}");
     let sent = eventually(SETTLE, "the transfer mined", || async {
         let sent = chain.transfers_from(wallet).await;
@@ -355,14 +348,7 @@ async fn a_wallet_key_is_made_per_agent_and_never_reaches_logs_the_api_or_the_da
     let item = pending_of(&swarm, goal).await;
     let review = item["id"].as_str().unwrap().to_owned();
     answers.push(card_of(&swarm, &review).await.to_string());
-    let (status, body) = call(
-        &swarm,
-        Method::POST,
-        &format!("/reviews/{review}/approve"),
-        Some(&reviewer(&swarm)),
-        Some(seen(&item)),
-    )
-    .await;
+    let (status, body) = approve(&swarm, &item).await;
     assert!(status < 300, "{status} {body}");
     assert_eq!(swarm.settle(&[goal], SETTLE).await, ["completed"]);
     assert_eq!(chain.transfers_from(address).await.len(), 1);

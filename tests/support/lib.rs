@@ -36,6 +36,19 @@ pub fn bench_setting(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Serves `app` on a port of its own on 127.0.0.1: its base URL, and the task serving it
+/// (abort it to stop).
+pub async fn serve_local(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port on 127.0.0.1");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, server)
+}
+
 /// An environment variable the local stack provides.
 pub fn stack_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {

@@ -45,16 +45,12 @@ impl PdsProxy {
             limited: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port for the PDS proxy");
-        let url = format!("http://{}", listener.local_addr().expect("its address"));
-        let app = axum::Router::new()
-            .fallback(forward)
-            .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (url, server) = crate::serve_local(
+            axum::Router::new()
+                .fallback(forward)
+                .with_state(shared.clone()),
+        )
+        .await;
         PdsProxy {
             url,
             shared,
