@@ -1,21 +1,12 @@
 //! The local EVM chain the stack runs (`scripts/stack up --evm`): a real node answering
 //! JSON-RPC, with the test stablecoin and a Multicall3 deployed at its start.
 
+use chimera_tests::chain::LocalChain;
 use chimera_tests::stack_env;
 use serde_json::{Value, json};
 
 async fn rpc(method: &str, params: Value) -> Value {
-    let answer: Value = reqwest::Client::new()
-        .post(stack_env("CHIMERA_EVM_RPC_URL"))
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .expect("the chain answers")
-        .json()
-        .await
-        .expect("a JSON-RPC answer");
-    assert!(answer.get("error").is_none(), "{method}: {answer}");
-    answer["result"].clone()
+    LocalChain::from_env().rpc(method, params).await
 }
 
 /// `eth_call` of `data` on `to`, as a number.

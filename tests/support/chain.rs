@@ -38,7 +38,8 @@ impl LocalChain {
         }
     }
 
-    async fn rpc(&self, method: &str, params: Value) -> Value {
+    /// One JSON-RPC call to the node; its result (an error answer fails the test).
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
         let answer: Value = self
             .http
             .post(&self.rpc_url)
