@@ -2,4 +2,5 @@
 //! LocalStack's CloudFormation.
 
 mod deploy;
+mod preflight;
 mod template;
