@@ -140,6 +140,10 @@ const PINNED: &[(i64, &str)] = &[
         20261128000018,
         "368356ab6d49edbd94bd0d9f89de14f21ba36de9738e44f7384d811f8fa674a03cb5d1366024c4f1f773fae89d3961fd",
     ),
+    (
+        20261128000019,
+        "8096597a0fedf9821ecd0a92ff8414ddfe32c6980c7ac6e7d47f63c4359a585a9da6d2119448aaf68da928f07b2f1516",
+    ),
 ];
 
 #[test]

@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use chimera_tests::swarm::{Swarm, SwarmOptions};
+use chimera_core::domain::{Goal, GoalId, TenantId};
+use chimera_core::routing::Policy;
+use chimera_store::records;
+use chimera_tests::swarm::{Swarm, SwarmOptions, sign_token, test_auth};
+use chimera_tests::{TestDb, clients, serve_local, unique_stage};
 use serde_json::{Value, json};
 
 use crate::hitl::{call, operator};
@@ -110,4 +114,100 @@ async fn a_goals_events_follow_it_live_until_it_settles() {
     .await;
     assert_eq!(status, 401);
     swarm.stop().await;
+}
+
+/// Opens a goal's event stream; the response (open until dropped) or the refusal.
+async fn open_stream(api: &str, token: &str, goal: GoalId) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{api}/goals/{}/events", goal.0))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the API answers")
+}
+
+/// A pending goal of a new agent of `tenant` (nothing runs it: its stream stays open).
+async fn pending_goal(pool: &sqlx::PgPool, tenant: TenantId) -> GoalId {
+    let agent = records::create_agent(
+        pool,
+        tenant,
+        &format!("a{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        &json!({"name": "Ada", "voice": "warm"}),
+        &Policy::default(),
+    )
+    .await
+    .unwrap();
+    let goal = Goal {
+        id: GoalId::random(),
+        tenant_id: tenant,
+        agent_id: agent,
+        kind: "campaign".into(),
+        body: "spring collection".into(),
+        constraints: Default::default(),
+    };
+    chimera_store::goals::submit(pool, &goal, None, "test")
+        .await
+        .unwrap();
+    goal.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_caller_holds_at_most_twenty_streams_and_others_are_unaffected() {
+    let db = TestDb::migrated().await;
+    let state = chimera_hitl_api::AppState::new(
+        db.pool.clone(),
+        clients().await,
+        unique_stage(),
+        test_auth(),
+    );
+    assert_eq!(state.streams_per_caller, 20);
+    let (api, server) = serve_local(chimera_hitl_api::router(state)).await;
+    let acme = records::create_tenant(&db.pool, "acme").await.unwrap();
+    let other = records::create_tenant(&db.pool, "other").await.unwrap();
+    let goal = pending_goal(&db.pool, acme).await;
+    let otto = sign_token(acme, "otto", &["operator"]);
+
+    // Twenty at once from one caller: all open.
+    let opened = futures::future::join_all((0..20).map(|_| open_stream(&api, &otto, goal))).await;
+    assert!(
+        opened.iter().all(|r| r.status() == 200),
+        "{:?}",
+        opened.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    // The twenty-first: 429 with the JSON error, nothing else changed.
+    let refused = open_stream(&api, &otto, goal).await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_requests", "{body}");
+    // Another caller of the same tenant, and a caller of another tenant: unaffected.
+    let ines = sign_token(acme, "ines", &["operator"]);
+    assert_eq!(open_stream(&api, &ines, goal).await.status(), 200);
+    let theirs = pending_goal(&db.pool, other).await;
+    let olga = sign_token(other, "olga", &["operator"]);
+    assert_eq!(open_stream(&api, &olga, theirs).await.status(), 200);
+    assert_eq!(
+        chimera_store::streams::open(&db.pool, acme, "otto")
+            .await
+            .unwrap(),
+        20
+    );
+
+    // A client that goes away gives its stream back: the caller may open one again.
+    let mut opened = opened;
+    opened.truncate(19);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = open_stream(&api, &otto, goal).await;
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 429);
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's lease was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(opened);
+    server.abort();
 }

@@ -27,6 +27,7 @@
 //!   their final deadline (also re-exported from [`reviews`]).
 //! - [`rejudge`]: held items judged again when their agent's policy changes.
 //! - [`tenants`]: tenants created and listed.
+//! - [`streams`]: leases on open goal event streams, a capped number per caller.
 //! - [`outbox`]: every message a decision causes, written in the decision's transaction and
 //!   sent by a relay once it committed.
 //! - [`reconcile`]: the sweep's pass over work that stopped moving (re-sends through the
@@ -66,6 +67,7 @@ pub mod records;
 pub mod rejudge;
 pub mod reviews;
 pub mod schedules;
+pub mod streams;
 pub mod sweep;
 pub mod tenants;
 pub mod wallets;

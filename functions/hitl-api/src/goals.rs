@@ -15,6 +15,7 @@ use chimera_core::auth::Permission;
 use chimera_core::domain::{AgentId, Goal, GoalId, GoalStatus};
 use chimera_core::goal::Constraints;
 use chimera_store::goals::{self, Cancelled, GoalSummary, GoalView, SubmitError, Submitted};
+use chimera_store::streams;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -148,21 +149,63 @@ pub async fn get(
 /// How often the event stream looks at the goal again.
 const EVENTS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// How long one event stream lasts at most (a client reconnects for more): 15 minutes on a
-/// port of its own; 25 s behind API Gateway, which buffers a Lambda's answer and ends a
-/// request after 30 s (there the stream arrives as one answer).
+/// port of its own. Behind API Gateway, which buffers a Lambda's answer, a stream would hold
+/// an execution environment (of the API's few reserved ones) only to arrive as one late
+/// answer: there it answers at once with the goal as it is and a `retry` hint, and the
+/// client's reconnection is the poll.
 fn events_for(auth: &crate::Auth) -> std::time::Duration {
     match auth {
-        crate::Auth::Gateway => std::time::Duration::from_secs(25),
+        crate::Auth::Gateway => std::time::Duration::ZERO,
         _ => std::time::Duration::from_secs(15 * 60),
+    }
+}
+
+/// When a client reconnects after a stream's `timeout` (an `EventSource` waits this long).
+const RECONNECT_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Open goal event streams one caller may hold by default: each holds a connection to the
+/// API and reads the database every half second.
+pub const STREAMS_PER_CALLER: u32 = 20;
+
+/// `CHIMERA_STREAMS_PER_CALLER`, or [`STREAMS_PER_CALLER`] (a value that does not read is
+/// said and ignored).
+pub fn streams_per_caller_from_env() -> u32 {
+    match std::env::var("CHIMERA_STREAMS_PER_CALLER") {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+            tracing::error!(value = %text, "CHIMERA_STREAMS_PER_CALLER is not a count; using {STREAMS_PER_CALLER}");
+            STREAMS_PER_CALLER
+        }),
+        Err(_) => STREAMS_PER_CALLER,
+    }
+}
+
+/// An open stream's lease, given back when the stream is dropped (ended or disconnected); a
+/// lease whose process died lapses on its own.
+struct StreamLease {
+    pool: sqlx::PgPool,
+    lease: streams::Lease,
+}
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        let (pool, lease) = (self.pool.clone(), self.lease);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = streams::release(&pool, lease).await {
+                    tracing::warn!(error = %err, "an event stream's lease was not given back; it lapses");
+                }
+            });
+        }
     }
 }
 
 #[utoipa::path(get, path = "/goals/{id}/events", tag = "goals",
     params(("id" = uuid::Uuid, Path, description = "The goal")),
     responses((status = 200, content_type = "text/event-stream",
-               description = "Server-sent events: `goal` with the goal as `GET /goals/{id}` reports it, first at once and again whenever it changes (its tasks' status, attempts and conflicts, results, decisions); `settled` with the goal once it is completed, failed or cancelled, then the stream ends; `timeout` after 15 minutes (25 s behind API Gateway, which delivers the stream as one answer), to reconnect for more. A comment line every 15 s keeps idle connections open."),
+               description = "Server-sent events: `goal` with the goal as `GET /goals/{id}` reports it, first at once and again whenever it changes (its tasks' status, attempts and conflicts, results, decisions); `settled` with the goal once it is completed, failed or cancelled, then the stream ends; `timeout` after 15 minutes, with a `retry` of 2 s, to reconnect for more. Behind API Gateway, which delivers a Lambda's answer as one, the stream answers at once (the goal, then `timeout`): there the client's reconnection is a poll every 2 s. A comment line every 15 s keeps idle connections open. One caller holds at most 20 streams at once (CHIMERA_STREAMS_PER_CALLER)."),
               (status = 401, description = "No valid token"),
-              (status = 404, description = "No such goal for the caller's tenant")),
+              (status = 404, description = "No such goal for the caller's tenant"),
+              (status = 429, description = "The caller holds as many open event streams as it may (20 by default); one must end first")),
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
@@ -176,11 +219,35 @@ pub async fn events(
         .await
         .map_err(ApiError::dependency)?
         .ok_or(ApiError::NotFound)?;
-    let until = tokio::time::Instant::now() + events_for(&state.auth);
+    let lasts = events_for(&state.auth);
+    // The lease outlives the stream by a minute at most, should its process die.
+    let lease = streams::take(
+        &state.pool,
+        tenant,
+        &principal.subject,
+        id,
+        state.streams_per_caller,
+        lasts + std::time::Duration::from_secs(60),
+    )
+    .await
+    .map_err(ApiError::dependency)?
+    .ok_or_else(|| {
+        ApiError::TooManyRequests(format!(
+            "{} goal event streams are open for this caller already; close one (or wait for one to end) first",
+            state.streams_per_caller
+        ))
+    })?;
+    let lease = StreamLease {
+        pool: state.pool.clone(),
+        lease,
+    };
+    let until = tokio::time::Instant::now() + lasts;
     // (the view to send, the last one sent, whether the stream is over)
     let start = (Some(first), String::new(), false);
     let stream = futures::stream::unfold(start, move |(next, last, over)| {
         let state = state.clone();
+        // Held by the stream: given back when the stream is dropped.
+        let _lease = &lease;
         async move {
             if over {
                 return None;
@@ -203,7 +270,10 @@ pub async fn events(
                     }
                 }
                 if tokio::time::Instant::now() >= until {
-                    let event = Event::default().event("timeout").data("{}");
+                    let event = Event::default()
+                        .event("timeout")
+                        .retry(RECONNECT_AFTER)
+                        .data("{}");
                     return Some((Ok(event), (None, last, true)));
                 }
                 tokio::time::sleep(EVENTS_EVERY).await;

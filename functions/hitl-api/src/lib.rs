@@ -74,6 +74,9 @@ pub struct AppState {
     pub reads: cache::ReadCache,
     /// Agents' wallet keys and the chain their balances are read from ([`wallets`]).
     pub wallets: wallets::Wallets,
+    /// How many goal event streams one caller may hold open at once
+    /// (`CHIMERA_STREAMS_PER_CALLER`, [`goals::STREAMS_PER_CALLER`] by default).
+    pub streams_per_caller: u32,
 }
 
 impl AppState {
@@ -95,6 +98,7 @@ impl AppState {
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             clients,
             auth,
+            streams_per_caller: goals::streams_per_caller_from_env(),
         }
     }
 }
@@ -173,6 +177,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("the request URI is longer than {MAX_URI_BYTES} bytes")]
     UriTooLong,
+    /// A caller over a limit of its own (open event streams): 429, nothing changed.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     UnprocessableEntity(String),
     /// A SOUL.md or AGENTS.md that does not read: 422 naming the document, line and field.
@@ -198,6 +205,7 @@ impl ApiError {
             ApiError::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::UnprocessableEntity(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity")
             }
