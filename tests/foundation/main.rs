@@ -5,5 +5,6 @@ mod bootstrap;
 mod lambda_binaries;
 mod local_chain;
 mod local_model;
+mod roles;
 mod schema;
 mod stack_script;

@@ -104,6 +104,9 @@ async fn the_template_deploys_to_localstack_without_functions() {
         "--parameters",
         &param("Stage", &stage),
         &param("DeployFunctions", "false"),
+        // LocalStack has no Cognito: an issuer of one's own instead of the stack's user pool.
+        &param("JwtIssuer", "https://example.invalid/"),
+        &param("JwtAudience", "mission-control"),
         &param("CreateIdempotencyTable", "false"),
         &param("MaxReceiveCount", "4"),
         &param("VpcId", "vpc-00000000"),

@@ -8,6 +8,7 @@ use chimera_core::names::{
     self, DEFAULT_MAX_RECEIVE_COUNT, Function, IDEMPOTENCY_KEY_ATTRIBUTE,
     IDEMPOTENCY_TTL_ATTRIBUTE, Queue, ResourceNames,
 };
+use chimera_store::DbRole;
 use chimera_tests::repo_root;
 use serde_yaml::Value;
 
@@ -150,7 +151,34 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
         name_for(&env[names::env::IDEMPOTENCY_TABLE], STAGE),
         ResourceNames::new(STAGE).unwrap().idempotency_table()
     );
-    refers(DATABASE_SECRET_ARN, "!Ref", "DatabaseSecret");
+    // Each function logs in as its own database role, never as the owner: its secret's
+    // username is the role's name (migration 20), and only migrate has the owner's.
+    assert!(
+        env[DATABASE_SECRET_ARN].is_null(),
+        "no function gets a login by default"
+    );
+    for (function, role) in [
+        ("PlannerFunction", DbRole::Planner),
+        ("WorkerFunction", DbRole::Worker),
+        ("JudgeFunction", DbRole::Judge),
+        ("HitlApiFunction", DbRole::Api),
+        ("SweepFunction", DbRole::Sweep),
+    ] {
+        let own = &resource(&t, function)["Properties"]["Environment"]["Variables"];
+        let (tag, secret) = tagged(&own[DATABASE_SECRET_ARN]);
+        assert_eq!(tag, "!Ref", "{function}");
+        let generated =
+            &resource(&t, secret.as_str().unwrap())["Properties"]["GenerateSecretString"];
+        let template: serde_json::Value =
+            serde_json::from_str(generated["SecretStringTemplate"].as_str().unwrap()).unwrap();
+        assert_eq!(template["username"], role.name(), "{function}");
+    }
+    let migrate = &resource(&t, "MigrateFunction")["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        tagged(&migrate[DATABASE_SECRET_ARN]),
+        ("!Ref".to_owned(), Value::from("DatabaseSecret"))
+    );
+    assert!(!migrate[chimera_aws::database::DATABASE_ROLE_SECRET_ARNS].is_null());
     refers(DATABASE_HOST, "!GetAtt", "DatabaseProxy.Endpoint");
     assert!(env[DATABASE_NAME].is_string());
     // The language model is configuration, its key a secret the three thinking roles may read,
@@ -312,10 +340,43 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
     let input: Value =
         serde_yaml::from_str(collect["Properties"]["Input"].as_str().unwrap()).unwrap();
     assert!(input.get("collect_engagement").is_some(), "{input:?}");
+    // The JWT authorizer takes the stack's user pool, or the issuer given as JwtIssuer; the
+    // API tells Mission Control where to sign in (the same pool's endpoints and client).
     let api = &resource(&t, "HttpApi")["Properties"]["Auth"];
     assert_eq!(api["DefaultAuthorizer"].as_str(), Some("JwtAuthorizer"));
+    let (tag, issuer) = tagged(&api["Authorizers"]["JwtAuthorizer"]["JwtConfiguration"]["issuer"]);
+    assert_eq!(tag, "!If");
+    assert_eq!(issuer[0].as_str(), Some("OwnUserPool"));
     assert_eq!(
-        tagged(&api["Authorizers"]["JwtAuthorizer"]["JwtConfiguration"]["issuer"]),
+        tagged(&issuer[2]),
         ("!Ref".into(), Value::from("JwtIssuer"))
     );
+    assert_eq!(t["Parameters"]["JwtIssuer"]["Default"].as_str(), Some(""));
+    let groups: BTreeSet<String> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Cognito::UserPoolGroup"))
+        .map(|r| r["Properties"]["GroupName"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        groups,
+        BTreeSet::from(["operator", "reviewer", "admin", "platform_admin"].map(String::from)),
+        "a group per role"
+    );
+    let client = &resource(&t, "MissionControlClient")["Properties"];
+    assert_eq!(
+        client["GenerateSecret"].as_bool(),
+        Some(false),
+        "a public client (PKCE)"
+    );
+    assert_eq!(client["AllowedOAuthFlows"][0].as_str(), Some("code"));
+    let env = &resource(&t, "HitlApiFunction")["Properties"]["Environment"]["Variables"];
+    for var in [
+        chimera_hitl_api::auth::env::OIDC_AUTHORIZE_URL,
+        chimera_hitl_api::auth::env::OIDC_TOKEN_URL,
+        chimera_hitl_api::auth::env::OIDC_CLIENT_ID,
+    ] {
+        assert_eq!(tagged(&env[var]).0, "!If", "{var}");
+    }
 }

@@ -448,3 +448,147 @@ async fn drive_goal(driver: &Driver, swarm: &Swarm, goal: uuid::Uuid) -> anyhow:
         .await?;
     screenshots(driver, "goal").await
 }
+
+/// `pairs` as an `application/x-www-form-urlencoded` body.
+fn form(pairs: &[(&str, &str)]) -> String {
+    reqwest::Url::parse_with_params("http://form.invalid/", pairs)
+        .unwrap()
+        .query()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The local issuer's code for a sign-in of `sub` in `tenant` as `roles` (its form posted as a
+/// browser would), for `challenge`.
+async fn issuer_code(api: &str, tenant: uuid::Uuid, challenge: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = client
+        .post(format!("{api}/local-issuer/authorize"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("response_type", "code"),
+            ("client_id", "mission-control"),
+            ("redirect_uri", &format!("{api}/")),
+            ("state", "s1"),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+            ("sub", "ui-pkce"),
+            ("tenant", &tenant.to_string()),
+            ("roles", "reviewer"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    let url = reqwest::Url::parse(&location).unwrap();
+    assert_eq!(
+        url.query_pairs().find(|(k, _)| k == "state").unwrap().1,
+        "s1"
+    );
+    url.query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+/// Exchanges `code` with `verifier` at the local issuer: (status, body).
+async fn exchange(api: &str, code: &str, verifier: &str) -> (u16, serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("{api}/local-issuer/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &format!("{api}/")),
+            ("client_id", "mission-control"),
+            ("code_verifier", verifier),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mission_control_signs_in_through_the_code_flow_with_pkce() {
+    let mut swarm = Swarm::new(SwarmOptions::default()).await;
+    swarm.run().await;
+    let tenant = swarm.tenant.0;
+
+    in_browser("sign-in-pkce", async |driver: &Driver| {
+        open(driver, &swarm).await?;
+        driver.click(&driver.wait_for("#signin", WAIT).await?).await?;
+        // The issuer's page: who signs in.
+        let sub = driver.wait_for("#issuer-sub", WAIT).await?;
+        driver.send_keys(&sub, "ui-pkce").await?;
+        let field = driver.find("#issuer-tenant").await?;
+        driver.send_keys(&field, &tenant.to_string()).await?;
+        driver
+            .click(&driver.find("input[name=roles][value=reviewer]").await?)
+            .await?;
+        driver.click(&driver.find("#issuer-submit").await?).await?;
+        // Back in Mission Control: the code exchanged with the page's verifier, signed in.
+        driver
+            .wait_until_js(
+                "return document.body.dataset.state === 'ready' && document.querySelector('[data-claim=sub]')?.textContent === 'ui-pkce'",
+                WAIT,
+            )
+            .await?;
+        let address = driver.execute("return location.href").await?;
+        anyhow::ensure!(
+            !address.as_str().unwrap_or_default().contains("code="),
+            "the code stays out of the address: {address}"
+        );
+        let can_decide = driver
+            .execute("return document.body.dataset.canDecide")
+            .await?;
+        anyhow::ensure!(can_decide == "true", "a reviewer may decide: {can_decide}");
+        Ok(())
+    })
+    .await;
+
+    // The issuer checks the verifier, and a code is good once.
+    let verifier = "a-verifier-of-forty-three-characters-at-least-0123";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let code = issuer_code(swarm.api(), tenant, &challenge).await;
+    let (status, body) = exchange(
+        swarm.api(),
+        &code,
+        "another-verifier-of-forty-three-characters-0123",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, body) = exchange(swarm.api(), &code, verifier).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "used once: {body}"
+    );
+    let code = issuer_code(swarm.api(), tenant, &challenge).await;
+    let (status, body) = exchange(swarm.api(), &code, verifier).await;
+    assert_eq!(status, 200, "{body}");
+    // Its token is one the API takes.
+    let token = body["id_token"].as_str().unwrap();
+    let fleet = reqwest::Client::new()
+        .get(format!("{}/fleet", swarm.api()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fleet.status(), 200);
+    swarm.stop().await;
+}

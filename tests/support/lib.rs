@@ -114,6 +114,13 @@ impl TestDb {
         db
     }
 
+    /// A pool of this database working as a function's role (what the function may do, as
+    /// the migrations grant it), connecting lazily.
+    pub fn pool_as(&self, role: chimera_store::DbRole) -> PgPool {
+        chimera_store::pool_options(16)
+            .connect_lazy_with(self.options.clone().options([("role", role.name())]))
+    }
+
     /// The database's URL, for a child process.
     pub fn url(&self) -> String {
         self.options.to_url_lossy().to_string()

@@ -156,6 +156,8 @@ pub struct Swarm {
     settings: SourceSettings,
     sweep_every: Option<Duration>,
     running: Option<Running>,
+    /// The functions' pools, each working as its database role.
+    pub pools: RolePools,
     api: String,
     http: reqwest::Client,
     /// Each agent's account on the local Bluesky network, when [`SwarmOptions::bluesky`].
@@ -181,6 +183,28 @@ fn shipped_config(file: &str, database_url: &str, stage: &str) -> chimera_mcp::M
         other => std::env::var(other).ok(),
     })
     .unwrap_or_else(|e| panic!("infra/mcp/{file} parses: {e}"))
+}
+
+/// A swarm's pools, one per function, each working as the function's database role.
+pub struct RolePools {
+    pub planner: sqlx::PgPool,
+    pub worker: sqlx::PgPool,
+    pub judge: sqlx::PgPool,
+    pub api: sqlx::PgPool,
+    pub sweep: sqlx::PgPool,
+}
+
+impl RolePools {
+    fn new(db: &TestDb) -> RolePools {
+        use chimera_store::DbRole;
+        RolePools {
+            planner: db.pool_as(DbRole::Planner),
+            worker: db.pool_as(DbRole::Worker),
+            judge: db.pool_as(DbRole::Judge),
+            api: db.pool_as(DbRole::Api),
+            sweep: db.pool_as(DbRole::Sweep),
+        }
+    }
 }
 
 impl Swarm {
@@ -260,31 +284,41 @@ impl Swarm {
         } else {
             McpClient::new(stdio_config(&db.url(), true, ""))
         };
-        let mind = options.model.map(|model| metered(&db.pool, model));
-        let planner: Box<dyn Planner> = match &mind {
-            Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
+        // Each function works as its own database role, as deployed.
+        let pools = RolePools::new(&db);
+        let mind = |pool: &sqlx::PgPool| options.model.clone().map(|model| metered(pool, model));
+        let planner: Box<dyn Planner> = match mind(&pools.planner) {
+            Some(mind) => Box::new(LlmPlanner::new(mind)),
             None => Box::new(TemplatePlanner),
         };
-        let memory = options
-            .embedder
-            .map(|e| chimera_aws::memory::Memory::new(db.pool.clone(), e));
+        let memory = |pool: &sqlx::PgPool| {
+            options
+                .embedder
+                .clone()
+                .map(|e| chimera_aws::memory::Memory::new(pool.clone(), e))
+        };
         let handlers = Handlers {
             planner: Arc::new(
-                PlannerService::new(clients.clone(), db.pool.clone(), names.clone(), planner)
-                    .with_memory(memory.clone()),
+                PlannerService::new(
+                    clients.clone(),
+                    pools.planner.clone(),
+                    names.clone(),
+                    planner,
+                )
+                .with_memory(memory(&pools.planner)),
             ),
             worker: Arc::new(
-                Worker::new(clients.clone(), db.pool.clone(), mcp, names.clone())
-                    .with_mind(mind.clone()),
+                Worker::new(clients.clone(), pools.worker.clone(), mcp, names.clone())
+                    .with_mind(mind(&pools.worker)),
             ),
             judge: Arc::new(
-                Judge::new(clients.clone(), db.pool.clone(), names.clone())
-                    .with_mind(mind)
-                    .with_memory(memory)
+                Judge::new(clients.clone(), pools.judge.clone(), names.clone())
+                    .with_mind(mind(&pools.judge))
+                    .with_memory(memory(&pools.judge))
                     .with_embedder(options.scorer),
             ),
             relay: Arc::new(Relay::new(
-                db.pool.clone(),
+                pools.sweep.clone(),
                 Queues::new(clients.clone(), names.clone()),
             )),
         };
@@ -298,16 +332,21 @@ impl Swarm {
             settings: options.settings,
             sweep_every: options.sweep_every,
             running: None,
+            pools,
             api: String::new(),
             http: reqwest::Client::new(),
             accounts,
         }
     }
 
-    /// The HITL API's state, as the runner's API and sweep use it.
+    /// The HITL API's state, as the runner's API uses it (working as the API's role).
     pub fn app_state(&self) -> chimera_hitl_api::AppState {
+        self.state_as(&self.pools.api)
+    }
+
+    fn state_as(&self, pool: &sqlx::PgPool) -> chimera_hitl_api::AppState {
         chimera_hitl_api::AppState::new(
-            self.db.pool.clone(),
+            pool.clone(),
             self.clients.clone(),
             self.names.clone(),
             test_auth(),
@@ -331,10 +370,15 @@ impl Swarm {
 
     /// Starts the runner (pollers and the API on port 0).
     pub async fn run(&mut self) {
-        let state = self.app_state();
+        // Mission Control signs in through the runner's local issuer, as `chimera-runner` serves it.
+        let mut state = self.app_state();
+        state.sign_in = chimera_runner::issuer::sign_in();
+        let chimera_hitl_api::Auth::Local(key) = test_auth() else {
+            unreachable!("the tests check tokens locally")
+        };
         let sweep = self
             .sweep_every
-            .map(|every| (every, std::sync::Arc::new(self.app_state())));
+            .map(|every| (every, std::sync::Arc::new(self.state_as(&self.pools.sweep))));
         let handlers: Vec<chimera_runner::Handler> = vec![
             self.handlers.planner.clone(),
             self.handlers.worker.clone(),
@@ -351,7 +395,7 @@ impl Swarm {
                 relay: self.handlers.relay.clone(),
                 api: Some((
                     "127.0.0.1:0".parse().unwrap(),
-                    chimera_hitl_api::router(state),
+                    chimera_hitl_api::router(state).merge(chimera_runner::issuer::router(key)),
                 )),
                 sweep,
             },
@@ -391,7 +435,7 @@ impl Swarm {
         &self,
         at: chrono::DateTime<chrono::Utc>,
     ) -> chimera_worker::engagement::Collected {
-        chimera_worker::engagement::collect(&self.db.pool, self.handlers.worker.mcp(), at)
+        chimera_worker::engagement::collect(&self.pools.worker, self.handlers.worker.mcp(), at)
             .await
             .expect("collecting engagement")
     }

@@ -13,9 +13,12 @@ use crate::Clients;
 pub const DATABASE_SECRET_ARN: &str = "DATABASE_SECRET_ARN";
 pub const DATABASE_HOST: &str = "DATABASE_HOST";
 pub const DATABASE_NAME: &str = "DATABASE_NAME";
+/// For `migrate`: the secrets of the functions' database logins (comma-separated ARNs), each
+/// `{"username": "chimera_<function>", "password"}`; it gives each role its login.
+pub const DATABASE_ROLE_SECRET_ARNS: &str = "DATABASE_ROLE_SECRET_ARNS";
 
-/// The fields of an RDS database secret that matter here.
-#[derive(Debug, Deserialize)]
+/// The fields of an RDS database secret that matter here (`Debug` leaves the password out).
+#[derive(Deserialize)]
 pub struct DatabaseSecret {
     pub username: String,
     pub password: String,
@@ -25,6 +28,18 @@ pub struct DatabaseSecret {
     pub port: Option<u16>,
     #[serde(default)]
     pub dbname: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSecret")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .finish()
+    }
 }
 
 impl DatabaseSecret {
@@ -65,10 +80,18 @@ pub async fn url_from_env(clients: &Clients) -> anyhow::Result<String> {
     let Ok(arn) = std::env::var(DATABASE_SECRET_ARN) else {
         bail!("set DATABASE_URL, or DATABASE_SECRET_ARN (with DATABASE_HOST) as deployed");
     };
+    secret(clients, &arn).await?.url(
+        std::env::var(DATABASE_HOST).ok().as_deref(),
+        std::env::var(DATABASE_NAME).ok().as_deref(),
+    )
+}
+
+/// The database secret `arn`.
+pub async fn secret(clients: &Clients, arn: &str) -> anyhow::Result<DatabaseSecret> {
     let value = clients
         .secrets
         .get_secret_value()
-        .secret_id(&arn)
+        .secret_id(arn)
         .send()
         .await
         .with_context(|| format!("reading the database secret {arn}"))?;
@@ -78,10 +101,18 @@ pub async fn url_from_env(clients: &Clients) -> anyhow::Result<String> {
             .with_context(|| format!("the secret {arn} has no string value"))?,
     )
     .with_context(|| format!("the secret {arn} is not a database secret (username, password)"))?;
-    secret.url(
-        std::env::var(DATABASE_HOST).ok().as_deref(),
-        std::env::var(DATABASE_NAME).ok().as_deref(),
-    )
+    Ok(secret)
+}
+
+/// The functions' database logins of `DATABASE_ROLE_SECRET_ARNS` (none if it is unset or
+/// empty), read from their secrets.
+pub async fn role_logins_from_env(clients: &Clients) -> anyhow::Result<Vec<DatabaseSecret>> {
+    let arns = std::env::var(DATABASE_ROLE_SECRET_ARNS).unwrap_or_default();
+    let mut logins = Vec::new();
+    for arn in arns.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        logins.push(secret(clients, arn).await?);
+    }
+    Ok(logins)
 }
 
 #[cfg(test)]

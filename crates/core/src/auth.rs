@@ -91,14 +91,22 @@ impl Principal {
     }
 
     /// The principal named by API Gateway's authorizer claims (every value a string).
+    ///
+    /// A Cognito ID token names them its own way: the groups (`cognito:groups`) are the roles
+    /// and the custom attribute `custom:tenant` the tenant, each read where the plain claim is
+    /// absent.
     pub fn from_gateway_claims(claims: &HashMap<String, String>) -> Result<Self, AuthError> {
         let roles = claims
             .get("roles")
+            .or_else(|| claims.get("cognito:groups"))
             .map(|r| Value::String(r.clone()))
             .unwrap_or(Value::Null);
         Self::from_parts(
             claims.get("sub").map(String::as_str),
-            claims.get("tenant").map(String::as_str),
+            claims
+                .get("tenant")
+                .or_else(|| claims.get("custom:tenant"))
+                .map(String::as_str),
             &roles,
         )
     }
@@ -386,5 +394,20 @@ mod tests {
             Principal::from_gateway_claims(&missing),
             Err(AuthError::Claim("tenant"))
         );
+    }
+
+    #[test]
+    fn a_cognito_id_token_gives_its_groups_as_roles_and_its_custom_tenant() {
+        let claims: HashMap<String, String> = [
+            ("sub", "5f0c-user"),
+            ("custom:tenant", "00000000-0000-0000-0000-000000000007"),
+            ("cognito:groups", "[reviewer]"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let principal = Principal::from_gateway_claims(&claims).unwrap();
+        assert_eq!(principal.roles, BTreeSet::from([Role::Reviewer]));
+        assert_eq!(principal.tenant.0.as_u128(), 7);
     }
 }

@@ -22,6 +22,7 @@
 //! AWS.
 
 mod guard;
+pub mod issuer;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

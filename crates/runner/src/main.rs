@@ -146,45 +146,79 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The functions' pools, each working as its function's database role.
+struct Pools {
+    planner: chimera_store::PgPool,
+    worker: chimera_store::PgPool,
+    judge: chimera_store::PgPool,
+    api: chimera_store::PgPool,
+    sweep: chimera_store::PgPool,
+}
+
+impl Pools {
+    async fn connect(url: &str) -> Result<Pools> {
+        use chimera_store::DbRole;
+        let pool = |max, role: DbRole| async move {
+            chimera_store::connect_as(url, max, role)
+                .await
+                .with_context(|| format!("connecting to PostgreSQL as {}", role.name()))
+        };
+        Ok(Pools {
+            planner: pool(6, DbRole::Planner).await?,
+            worker: pool(8, DbRole::Worker).await?,
+            judge: pool(6, DbRole::Judge).await?,
+            api: pool(6, DbRole::Api).await?,
+            sweep: pool(3, DbRole::Sweep).await?,
+        })
+    }
+}
+
 async fn run(args: Args) -> Result<()> {
     let listen = args.listen.0;
     let sweep_every = Duration::from_secs(args.sweep_every_secs);
     let names = ResourceNames::from_env()?;
     let url = std::env::var(names::env::DATABASE_URL)
         .context("DATABASE_URL is not set (eval \"$(scripts/stack env)\")")?;
-    let pool = chimera_store::connect(&url, 24)
-        .await
-        .context("connecting to PostgreSQL")?;
+    // One pool per function, each working as the function's database role, as deployed.
+    let pools = Pools::connect(&url).await?;
     let clients = Clients::from_env().await;
     let mcp = chimera_worker::secrets::mcp_client(McpConfig::from_env()?, &clients);
     // Every MCP server listed and every binding of the profile checked against its tool
     // before anything runs: a profile that does not fit refuses the start.
     mcp.connect().await.context("connecting the MCP servers")?;
-    // The language model of CHIMERA_LLM (none: templates draft and plan, nothing scores).
-    let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
-    let planner: Box<dyn Planner> = match &mind {
-        Some(mind) => Box::new(LlmPlanner::new(mind.clone())),
+    // The language model of CHIMERA_LLM (none: templates draft and plan, nothing scores),
+    // metered by each function in its own pool.
+    let mind = |pool| chimera_aws::mind::from_env(&clients, pool);
+    let planner: Box<dyn Planner> = match mind(&pools.planner).await? {
+        Some(mind) => Box::new(LlmPlanner::new(mind)),
         None => Box::new(TemplatePlanner),
     };
     // Semantic memory with the embedder of CHIMERA_EMBED (none: nothing is remembered).
-    let memory = chimera_aws::memory::Memory::from_env(&clients, &pool)?;
+    let memory = |pool| chimera_aws::memory::Memory::from_env(&clients, pool);
     let worker = Arc::new(
-        Worker::new(clients.clone(), pool.clone(), mcp, names.clone()).with_mind(mind.clone()),
+        Worker::new(clients.clone(), pools.worker.clone(), mcp, names.clone())
+            .with_mind(mind(&pools.worker).await?),
     );
     let handlers: Vec<chimera_runner::Handler> = vec![
         Arc::new(
-            PlannerService::new(clients.clone(), pool.clone(), names.clone(), planner)
-                .with_memory(memory.clone()),
+            PlannerService::new(
+                clients.clone(),
+                pools.planner.clone(),
+                names.clone(),
+                planner,
+            )
+            .with_memory(memory(&pools.planner)?),
         ),
         worker.clone(),
         Arc::new(
-            Judge::new(clients.clone(), pool.clone(), names.clone())
-                .with_mind(mind)
-                .with_memory(memory),
+            Judge::new(clients.clone(), pools.judge.clone(), names.clone())
+                .with_mind(mind(&pools.judge).await?)
+                .with_memory(memory(&pools.judge)?),
         ),
     ];
+    // What no handler sent (as the sweep relays it in AWS).
     let relay = Arc::new(Relay::new(
-        pool.clone(),
+        pools.sweep.clone(),
         Queues::new(clients.clone(), names.clone()),
     ));
     // Tokens are checked only where the API serves; the sweep checks none.
@@ -193,11 +227,28 @@ async fn run(args: Args) -> Result<()> {
             .context("the HITL API checks bearer tokens locally")?,
         None => chimera_hitl_api::Auth::Gateway,
     };
-    let state = || {
+    let state = |pool: &chimera_store::PgPool| {
         chimera_hitl_api::AppState::new(pool.clone(), clients.clone(), names.clone(), auth.clone())
     };
-    let api = listen.map(|addr| (addr, chimera_hitl_api::router(state())));
-    let sweep = (!sweep_every.is_zero()).then(|| (sweep_every, Arc::new(state())));
+    // Mission Control signs in through the local issuer (the code flow with PKCE, as with
+    // Cognito when deployed), whose tokens the API's local key checks.
+    let api = listen.map(|addr| {
+        let mut api_state = state(&pools.api);
+        let mut router_extra = None;
+        if let chimera_hitl_api::Auth::Local(key) = &auth {
+            api_state.sign_in = chimera_runner::issuer::sign_in();
+            router_extra = Some(chimera_runner::issuer::router(key.clone()));
+        }
+        let router = chimera_hitl_api::router(api_state);
+        (
+            addr,
+            match router_extra {
+                Some(issuer) => router.merge(issuer),
+                None => router,
+            },
+        )
+    });
+    let sweep = (!sweep_every.is_zero()).then(|| (sweep_every, Arc::new(state(&pools.sweep))));
     let running = chimera_runner::start(
         &clients,
         handlers,
@@ -235,7 +286,7 @@ async fn run(args: Args) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             _ = collect.tick(), if args.collect_every_secs > 0 => {
-                if let Err(err) = chimera_worker::engagement::collect(&pool, worker.mcp(), chrono::Utc::now()).await {
+                if let Err(err) = chimera_worker::engagement::collect(&pools.worker, worker.mcp(), chrono::Utc::now()).await {
                     tracing::warn!(error = format!("{err:#}"), "engagement not collected; the next run tries again");
                 }
             }

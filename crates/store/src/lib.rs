@@ -76,7 +76,7 @@ use std::time::Duration;
 
 pub use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// The migrations in the repository's `migrations/` folder, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -135,6 +135,118 @@ pub fn connect_lazy(database_url: &str, max_connections: u32) -> Result<PgPool, 
 /// A pool with one connection opened, so a wrong URL or an unreachable server fails here.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     pool_options(max_connections).connect(database_url).await
+}
+
+/// The database role a function works as: migration 20 grants each only what its function
+/// does; the migrations' runner owns the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DbRole {
+    Planner,
+    Worker,
+    Judge,
+    /// The HITL API.
+    Api,
+    /// The scheduled sweep (review deadlines, the reconciler, recurring goals, wallets, the
+    /// outbox).
+    Sweep,
+}
+
+impl DbRole {
+    pub const ALL: [DbRole; 5] = [
+        DbRole::Planner,
+        DbRole::Worker,
+        DbRole::Judge,
+        DbRole::Api,
+        DbRole::Sweep,
+    ];
+
+    /// The role's name in PostgreSQL.
+    pub fn name(self) -> &'static str {
+        match self {
+            DbRole::Planner => "chimera_planner",
+            DbRole::Worker => "chimera_worker",
+            DbRole::Judge => "chimera_judge",
+            DbRole::Api => "chimera_api",
+            DbRole::Sweep => "chimera_sweep",
+        }
+    }
+}
+
+/// Connection options for `database_url` working as `role`. A login of the role's own name
+/// (as deployed: the function's secret) connects as is; any other login (the owner, locally)
+/// takes the role as it connects (`role` as a startup option, as `SET ROLE` would), so its
+/// statements have the role's privileges only. A login that may not take the role fails to
+/// connect, saying so.
+pub fn options_as(database_url: &str, role: DbRole) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = database_url.parse()?;
+    if options.get_username() == role.name() {
+        return Ok(options);
+    }
+    Ok(options.options([("role", role.name())]))
+}
+
+/// Gives each function's role the login of its secret (`LOGIN PASSWORD`), as `migrate` does
+/// once the migrations ran; a name that is no function's role is refused before anything
+/// changes. Returns the roles given a login.
+pub async fn grant_logins(
+    pool: &PgPool,
+    logins: &[(String, String)],
+) -> Result<Vec<DbRole>, LoginError> {
+    let mut roles = Vec::new();
+    for (username, _) in logins {
+        let role = DbRole::ALL
+            .into_iter()
+            .find(|r| r.name() == username)
+            .ok_or_else(|| LoginError::UnknownRole(username.clone()))?;
+        roles.push(role);
+    }
+    let mut tx = pool.begin().await?;
+    for (username, password) in logins {
+        // ALTER ROLE takes no parameters: the statement is built by format() (%I, %L quote).
+        let statement: String = sqlx::query_scalar!(
+            r#"select format('alter role %I with login password %L', $1::text, $2::text) as "s!""#,
+            username,
+            password,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(roles)
+}
+
+/// Why the functions' logins were not given.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(
+        "{0} is no function's database role (chimera_planner, chimera_worker, chimera_judge, chimera_api, chimera_sweep)"
+    )]
+    UnknownRole(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// [`connect_lazy`] working as `role` ([`options_as`]).
+pub fn connect_lazy_as(
+    database_url: &str,
+    max_connections: u32,
+    role: DbRole,
+) -> Result<PgPool, sqlx::Error> {
+    Ok(pool_options(max_connections).connect_lazy_with(options_as(database_url, role)?))
+}
+
+/// [`connect`] working as `role` ([`options_as`]).
+pub async fn connect_as(
+    database_url: &str,
+    max_connections: u32,
+    role: DbRole,
+) -> Result<PgPool, sqlx::Error> {
+    pool_options(max_connections)
+        .connect_with(options_as(database_url, role)?)
+        .await
 }
 
 /// How many migrations the database has applied successfully.

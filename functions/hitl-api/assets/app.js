@@ -7,7 +7,11 @@
  *
  * Stable hooks for WebDriver tests:
  *   body[data-state]        "login" | "ready" | "busy"; wait for "ready" (or "login") before asserting
- *   #token #login #logout   sign in / out; the token lives in sessionStorage["chimera.jwt"]
+ *   #signin                 sign in through the OpenID issuer of GET /auth/config: the
+ *                           authorization code flow with PKCE (S256); the verifier and state
+ *                           wait in sessionStorage["chimera.signin"] while the browser is away
+ *   #token #login #logout   sign in with a pasted token (only where /auth/config offers the
+ *                           form: local use) / out; the token lives in sessionStorage["chimera.jwt"]
  *   #whoami span[data-claim="sub"|"tenant"|"roles"]
  *   #status[data-kind="ok"|"error"][data-code]   role=status; data-code is the API error.code,
  *                           or the decision recorded on success
@@ -282,6 +286,78 @@ function signIn(token) {
   $('#login-view').hidden = true;
   $('#app-view').hidden = false;
   $('#logout').hidden = false;
+}
+
+// ---- sign in through the issuer: the authorization code flow with PKCE ---------------------
+
+const FLOW_KEY = 'chimera.signin';
+
+function base64url(bytes) {
+  return btoa(String.fromCharCode(...new Uint8Array(bytes)))
+    .replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+/** How this API signs people in (GET /auth/config); the token form alone if it does not say. */
+async function signInConfig() {
+  try {
+    const res = await fetch('/auth/config', { headers: { Accept: 'application/json' } });
+    if (res.ok) return await res.json();
+  } catch {
+    // the form alone
+  }
+  return { token_form: true };
+}
+
+function issuerConfigured(config) {
+  return Boolean(config.authorization_endpoint && config.token_endpoint && config.client_id);
+}
+
+/** Sends the browser to the issuer with a new verifier and state, kept for the way back. */
+async function startSignIn(config) {
+  const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+  const challenge = base64url(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier)));
+  const state = base64url(crypto.getRandomValues(new Uint8Array(16)));
+  const redirect = location.origin + location.pathname;
+  sessionStorage.setItem(FLOW_KEY, JSON.stringify({ verifier, state, redirect }));
+  const url = new URL(config.authorization_endpoint, location.href);
+  url.search = new URLSearchParams({
+    response_type: 'code', client_id: config.client_id, redirect_uri: redirect,
+    scope: config.scope || 'openid', state, code_challenge: challenge, code_challenge_method: 'S256',
+  }).toString();
+  location.assign(url.toString());
+}
+
+/**
+ * Back from the issuer (`?code&state`, or `?error`): the code for a token, once, with the
+ * verifier this page kept; the address is cleaned either way. Null when not coming back.
+ */
+async function finishSignIn(config) {
+  const params = new URLSearchParams(location.search);
+  const code = params.get('code');
+  const error = params.get('error');
+  if (!code && !error) return null;
+  const flow = JSON.parse(sessionStorage.getItem(FLOW_KEY) || 'null');
+  sessionStorage.removeItem(FLOW_KEY);
+  history.replaceState(null, '', location.pathname + location.hash);
+  if (error) {
+    throw new Problem('sign_in_refused', `The sign-in was refused: ${params.get('error_description') || error}.`);
+  }
+  if (!flow || flow.state !== params.get('state')) {
+    throw new Problem('sign_in_state', 'This sign-in answer is not for a request of this page: sign in again.');
+  }
+  const res = await fetch(new URL(config.token_endpoint, location.href), {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' },
+    body: new URLSearchParams({
+      grant_type: 'authorization_code', code, redirect_uri: flow.redirect,
+      client_id: config.client_id, code_verifier: flow.verifier,
+    }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok || !(body.id_token || body.access_token)) {
+    throw new Problem(body.error || 'sign_in_failed', body.error_description || `The issuer answered ${res.status}.`);
+  }
+  return body.id_token || body.access_token;
 }
 
 function signOut() {
@@ -889,18 +965,24 @@ function boot() {
   $('#bulk-dry-run').addEventListener('click', action(() => bulk(true)));
   $('#bulk-approve').addEventListener('click', action(() => bulk(false)));
 
-  const stored = sessionStorage.getItem(TOKEN_KEY);
-  if (stored) {
-    action(async () => {
-      try {
-        signIn(stored);
-      } catch (err) {
-        sessionStorage.removeItem(TOKEN_KEY);
-        throw err;
-      }
-      await loadAll();
-    })();
-  }
+  $('#signin').addEventListener('click', action(() => startSignIn(page.signInConfig)));
+
+  action(async () => {
+    const config = await signInConfig();
+    page.signInConfig = config;
+    $('#signin').hidden = !issuerConfigured(config);
+    $('#login-form').hidden = !config.token_form;
+    const issued = issuerConfigured(config) ? await finishSignIn(config) : null;
+    const token = issued || sessionStorage.getItem(TOKEN_KEY);
+    if (!token) return;
+    try {
+      signIn(token);
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      throw err;
+    }
+    await loadAll();
+  })();
   settle();
 }
 

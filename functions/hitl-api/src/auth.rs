@@ -25,6 +25,10 @@ pub mod env {
     pub const JWT_SECRET: &str = "CHIMERA_JWT_SECRET";
     pub const JWT_ISSUER: &str = "CHIMERA_JWT_ISSUER";
     pub const JWT_AUDIENCE: &str = "CHIMERA_JWT_AUDIENCE";
+    pub const OIDC_AUTHORIZE_URL: &str = "CHIMERA_OIDC_AUTHORIZE_URL";
+    pub const OIDC_TOKEN_URL: &str = "CHIMERA_OIDC_TOKEN_URL";
+    pub const OIDC_CLIENT_ID: &str = "CHIMERA_OIDC_CLIENT_ID";
+    pub const OIDC_SCOPE: &str = "CHIMERA_OIDC_SCOPE";
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +84,39 @@ impl Auth {
                     .ok_or(AuthError::Missing)?;
                 key.verify(token.trim(), chrono::Utc::now().timestamp())
             }
+        }
+    }
+}
+
+/// How Mission Control signs people in (`GET /auth/config`): the authorization code flow with
+/// PKCE against an OpenID issuer (Cognito as deployed; the runner's local issuer on the local
+/// stack), and the token form only where tokens are checked locally.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct SignIn {
+    /// The issuer's authorization endpoint (absolute, or relative to the API).
+    pub authorization_endpoint: Option<String>,
+    /// The issuer's token endpoint (absolute, or relative to the API).
+    pub token_endpoint: Option<String>,
+    /// Mission Control's client id at the issuer.
+    pub client_id: Option<String>,
+    /// The scopes asked for.
+    pub scope: String,
+    /// Whether the page also offers pasting a token (local use only).
+    pub token_form: bool,
+}
+
+impl SignIn {
+    /// `CHIMERA_OIDC_AUTHORIZE_URL`, `CHIMERA_OIDC_TOKEN_URL`, `CHIMERA_OIDC_CLIENT_ID` and
+    /// `CHIMERA_OIDC_SCOPE` (`openid` by default); the token form where `auth` checks tokens
+    /// locally.
+    pub fn from_env(auth: &Auth) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        SignIn {
+            authorization_endpoint: var(env::OIDC_AUTHORIZE_URL),
+            token_endpoint: var(env::OIDC_TOKEN_URL),
+            client_id: var(env::OIDC_CLIENT_ID),
+            scope: var(env::OIDC_SCOPE).unwrap_or_else(|| "openid".into()),
+            token_form: matches!(auth, Auth::Local(_)),
         }
     }
 }

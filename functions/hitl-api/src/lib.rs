@@ -77,6 +77,8 @@ pub struct AppState {
     /// How many goal event streams one caller may hold open at once
     /// (`CHIMERA_STREAMS_PER_CALLER`, [`goals::STREAMS_PER_CALLER`] by default).
     pub streams_per_caller: u32,
+    /// How Mission Control signs people in (`GET /auth/config`).
+    pub sign_in: auth::SignIn,
 }
 
 impl AppState {
@@ -97,6 +99,7 @@ impl AppState {
             pool,
             artifacts: ArtifactStore::new(clients.s3.clone(), bucket),
             clients,
+            sign_in: auth::SignIn::from_env(&auth),
             auth,
             streams_per_caller: goals::streams_per_caller_from_env(),
         }
@@ -108,6 +111,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::document))
+        .route("/auth/config", get(sign_in_config))
         .route("/tenants", post(tenants::create).get(tenants::list))
         .route("/agents", post(agents::create).get(agents::list))
         .route("/agents/{id}", get(agents::get))
@@ -405,6 +409,13 @@ pub async fn health(
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok(Json(json!({"status": "ok", "database": "ok"})))
+}
+
+#[utoipa::path(get, path = "/auth/config", tag = "service",
+    responses((status = 200, body = auth::SignIn,
+               description = "How Mission Control signs people in: the OpenID issuer's authorization and token endpoints and the client id (the authorization code flow with PKCE), and whether a token may be pasted (local use only)")))]
+pub async fn sign_in_config(State(state): State<Arc<AppState>>) -> Json<auth::SignIn> {
+    Json(state.sign_in.clone())
 }
 
 async fn uri_limit(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

@@ -10,8 +10,8 @@ use crate::{agents, budgets, goals, published, reviews, tenants};
 #[openapi(
     info(
         title = "Chimera HITL API",
-        description = "Goals in, reviews out. Every endpoint but /health, /openapi.json and the \
-                       Mission Control page needs a bearer JWT with the claims sub, tenant and \
+        description = "Goals in, reviews out. Every endpoint but /health, /openapi.json, \
+                       /auth/config and the Mission Control page needs a bearer JWT with the claims sub, tenant and \
                        roles (operator, reviewer, admin). Errors are \
                        {\"error\": {\"code\": \"...\", \"message\": \"...\"}}. A body must be \
                        a JSON object of at most 64 KiB (else 400 or 413), a URI at most 8 KiB \
@@ -19,6 +19,7 @@ use crate::{agents, budgets, goals, published, reviews, tenants};
     ),
     paths(
         crate::health,
+        crate::sign_in_config,
         tenants::create,
         tenants::list,
         agents::create,
@@ -58,7 +59,7 @@ use crate::{agents, budgets, goals, published, reviews, tenants};
                        agents::FleetPage, chimera_store::fleet::FleetAgent,
                        chimera_store::fleet::QuotaUse, published::PublishedPage,
                        chimera_store::published::Published,
-                       chimera_store::published::Approval)),
+                       chimera_store::published::Approval, crate::auth::SignIn)),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenants (admin)"),

@@ -105,7 +105,8 @@ impl Judge {
         let clients = Clients::from_env().await;
         let names = ResourceNames::from_env()?;
         let url = chimera_aws::database::url_from_env(&clients).await?;
-        let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
+        let pool =
+            chimera_store::connect_lazy_as(&url, CONCURRENCY as u32, chimera_store::DbRole::Judge)?;
         let mind = chimera_aws::mind::from_env(&clients, &pool).await?;
         let memory = Memory::from_env(&clients, &pool)?;
         Ok(Self::new(clients, pool, names)

@@ -4,7 +4,9 @@
 //! ```text
 //! aws lambda invoke --function-name <stage>-migrate /dev/stdout
 //! ```
-//! Applying an up-to-date database is a no-op, so invoking it again is harmless.
+//! Applying an up-to-date database is a no-op, so invoking it again is harmless. It then gives
+//! each function's database role (migration 20) the login of its secret
+//! (`DATABASE_ROLE_SECRET_ARNS`): the functions connect as their roles, never as the owner.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -15,6 +17,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clients = chimera_aws::Clients::from_env().await;
     let url = chimera_aws::database::url_from_env(&clients).await?;
     let url = &url;
+    let logins = chimera_aws::database::role_logins_from_env(&clients).await?;
+    let logins = &logins;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
         let pool = chimera_store::connect(url, 1).await?;
         if let Err(err) = chimera_store::migrate(&pool).await {
@@ -22,8 +26,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             return Err(format!("applying migrations: {err}. {hint}").into());
         }
         let applied = chimera_store::applied_migrations(&pool).await?;
+        // Each function's role gets the login of its secret (passwords set anew each run: a
+        // rotated secret takes effect at the next invocation).
+        let logins: Vec<(String, String)> = logins
+            .iter()
+            .map(|s| (s.username.clone(), s.password.clone()))
+            .collect();
+        let roles = chimera_store::grant_logins(&pool, &logins).await?;
         pool.close().await;
-        Ok::<_, lambda_runtime::Error>(json!({ "applied_migrations": applied }))
+        let roles: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+        Ok::<_, lambda_runtime::Error>(json!({ "applied_migrations": applied, "logins": roles }))
     }))
     .await
 }

@@ -72,7 +72,11 @@ impl PlannerService {
         let clients = Clients::from_env().await;
         let names = ResourceNames::from_env()?;
         let url = chimera_aws::database::url_from_env(&clients).await?;
-        let pool = chimera_store::connect_lazy(&url, CONCURRENCY as u32)?;
+        let pool = chimera_store::connect_lazy_as(
+            &url,
+            CONCURRENCY as u32,
+            chimera_store::DbRole::Planner,
+        )?;
         let planner: Box<dyn Planner> = match chimera_aws::mind::from_env(&clients, &pool).await? {
             Some(mind) => Box::new(llm::LlmPlanner::new(mind)),
             None => Box::new(TemplatePlanner),

@@ -88,7 +88,11 @@ impl Worker {
         let clients = Clients::from_env().await;
         let names = ResourceNames::from_env()?;
         let database_url = chimera_aws::database::url_from_env(&clients).await?;
-        let pool = chimera_store::connect_lazy(&database_url, CONCURRENCY as u32)?;
+        let pool = chimera_store::connect_lazy_as(
+            &database_url,
+            CONCURRENCY as u32,
+            chimera_store::DbRole::Worker,
+        )?;
         let mcp = secrets::mcp_client(McpConfig::from_env()?, &clients);
         // Every server listed and every binding checked against its tool before any work: a
         // profile that does not fit its server stops the start, naming server, tool and field.

@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     chimera_aws::telemetry::init_logs(chimera_aws::telemetry::LogTo::Stdout);
     let clients = chimera_aws::Clients::from_env().await;
     let database_url = chimera_aws::database::url_from_env(&clients).await?;
-    let pool = chimera_store::connect_lazy(&database_url, 2)?;
+    let pool = chimera_store::connect_lazy_as(&database_url, 2, chimera_store::DbRole::Sweep)?;
     let state = AppState::new(pool, clients, ResourceNames::from_env()?, Auth::Gateway);
     let state = &state;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
