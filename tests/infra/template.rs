@@ -371,6 +371,19 @@ fn functions_read_the_environment_the_code_reads_and_consume_their_queues() {
         "a public client (PKCE)"
     );
     assert_eq!(client["AllowedOAuthFlows"][0].as_str(), Some("code"));
+    // No one moves a user to another tenant: the attribute is set once, by an administrator.
+    let writable = client["WriteAttributes"]
+        .as_sequence()
+        .expect("WriteAttributes is listed");
+    assert!(!writable.contains(&Value::from("custom:tenant")));
+    let schema = resource(&t, "UserPool")["Properties"]["Schema"]
+        .as_sequence()
+        .unwrap();
+    let tenant = schema
+        .iter()
+        .find(|a| a["Name"].as_str() == Some("tenant"))
+        .unwrap();
+    assert_eq!(tenant["Mutable"].as_bool(), Some(false));
     let env = &resource(&t, "HitlApiFunction")["Properties"]["Environment"]["Variables"];
     for var in [
         chimera_hitl_api::auth::env::OIDC_AUTHORIZE_URL,

@@ -552,6 +552,28 @@ async fn mission_control_signs_in_through_the_code_flow_with_pkce() {
     })
     .await;
 
+    // The issuer sends codes back to its own pages only.
+    let foreign = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/local-issuer/authorize?{}",
+            swarm.api(),
+            form(&[
+                ("response_type", "code"),
+                ("client_id", "mission-control"),
+                ("redirect_uri", "http://elsewhere.example/"),
+                ("state", "s"),
+                ("code_challenge", &"a".repeat(43)),
+                ("code_challenge_method", "S256"),
+            ])
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 400);
+
     // The issuer checks the verifier, and a code is good once.
     let verifier = "a-verifier-of-forty-three-characters-at-least-0123";
     let challenge = {

@@ -154,8 +154,9 @@ async fn pending_goal(pool: &sqlx::PgPool, tenant: TenantId) -> GoalId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_caller_holds_at_most_twenty_streams_and_others_are_unaffected() {
     let db = TestDb::migrated().await;
+    // The API as deployed: working as its database role.
     let state = chimera_hitl_api::AppState::new(
-        db.pool.clone(),
+        db.pool_as(chimera_store::DbRole::Api),
         clients().await,
         unique_stage(),
         test_auth(),
@@ -210,4 +211,5 @@ async fn one_caller_holds_at_most_twenty_streams_and_others_are_unaffected() {
     }
     drop(opened);
     server.abort();
+    db.drop_db().await;
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -96,19 +96,27 @@ struct AuthorizeRequest {
 }
 
 impl AuthorizeRequest {
-    /// The checked request: (client id, redirect URI, challenge), or what is wrong.
-    fn checked(&self) -> Result<(&str, &str, &str), String> {
+    /// The checked request: (client id, redirect URI, challenge), or what is wrong; `host` is
+    /// the server's (the request's `Host`).
+    fn checked(&self, host: &str) -> Result<(&str, &str, &str), String> {
         if self.response_type.as_deref() != Some("code") {
             return Err("response_type must be code".into());
         }
         let client = self.client_id.as_deref().filter(|c| *c == CLIENT_ID);
         let client =
             client.ok_or_else(|| format!("unknown client_id (this issuer knows {CLIENT_ID})"))?;
+        // Back to a page of the runner's own (no code ever leaves for another site).
         let redirect = self
             .redirect_uri
             .as_deref()
-            .filter(|r| r.starts_with("http://") || r.starts_with("https://"))
-            .ok_or("redirect_uri must be an http(s) URL")?;
+            .filter(|r| {
+                let rest = r.strip_prefix("http://").unwrap_or_default();
+                !host.is_empty()
+                    && rest
+                        .strip_prefix(host)
+                        .is_some_and(|path| path.starts_with('/'))
+            })
+            .ok_or("redirect_uri must be a page of this server")?;
         if self.code_challenge_method.as_deref() != Some("S256") {
             return Err("code_challenge_method must be S256 (PKCE)".into());
         }
@@ -119,6 +127,14 @@ impl AuthorizeRequest {
             .ok_or("code_challenge must be 43-128 base64url characters")?;
         Ok((client, redirect, challenge))
     }
+}
+
+/// The request's `Host` (empty if none).
+fn host(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
 }
 
 fn is_base64url(b: u8) -> bool {
@@ -145,12 +161,15 @@ fn bad_request(message: &str) -> Response {
 }
 
 /// The sign-in page: who the token is for.
-async fn authorize_page(Query(request): Query<Vec<(String, String)>>) -> Response {
+async fn authorize_page(
+    headers: HeaderMap,
+    Query(request): Query<Vec<(String, String)>>,
+) -> Response {
     let request = match parse(&request) {
         Ok(r) => r,
         Err(message) => return bad_request(&message),
     };
-    if let Err(message) = request.checked() {
+    if let Err(message) = request.checked(host(&headers)) {
         return bad_request(&message);
     }
     let hidden: String = [
@@ -211,7 +230,7 @@ fn parse(pairs: &[(String, String)]) -> Result<AuthorizeRequest, String> {
 }
 
 /// The page's form: a code for the client, back to its redirect URI.
-async fn authorize(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response {
+async fn authorize(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
     let pairs: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
         Ok(p) => p,
         Err(e) => return bad_request(&format!("the form does not read: {e}")),
@@ -220,7 +239,7 @@ async fn authorize(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(message) => return bad_request(&message),
     };
-    let (client, redirect, challenge) = match request.checked() {
+    let (client, redirect, challenge) = match request.checked(host(&headers)) {
         Ok(checked) => checked,
         Err(message) => return bad_request(&message),
     };
@@ -330,8 +349,13 @@ async fn token(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response {
             "client_id and redirect_uri must be the authorization request's",
         );
     }
+    // RFC 7636: 43-128 characters of [A-Za-z0-9-._~].
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    if !(43..=128).contains(&verifier.len()) || computed != pending.challenge {
+    if !well_formed || computed != pending.challenge {
         return oauth_error(
             "invalid_grant",
             "the code_verifier does not match the code_challenge",

@@ -235,7 +235,8 @@ async fn run(args: Args) -> Result<()> {
     let api = listen.map(|addr| {
         let mut api_state = state(&pools.api);
         let mut router_extra = None;
-        if let chimera_hitl_api::Auth::Local(key) = &auth {
+        // (Only on a loopback address: it signs whatever its page is told.)
+        if let (chimera_hitl_api::Auth::Local(key), true) = (&auth, addr.ip().is_loopback()) {
             api_state.sign_in = chimera_runner::issuer::sign_in();
             router_extra = Some(chimera_runner::issuer::router(key.clone()));
         }

@@ -11,8 +11,8 @@ use sqlx::PgPool;
 pub struct Lease(pub uuid::Uuid);
 
 /// A lease for one more stream of `subject` in `tenant` lasting at most `lasts`, or `None`
-/// when the caller holds `cap` unexpired leases already. Expired leases of the caller are
-/// removed on the way.
+/// when the caller holds `cap` unexpired leases already. Expired leases (anyone's: a caller
+/// who never comes back leaves some) are removed on the way.
 pub async fn take(
     pool: &PgPool,
     tenant: TenantId,
@@ -29,13 +29,9 @@ pub async fn take(
     )
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query!(
-        "delete from event_streams where tenant_id = $1 and subject = $2 and expires_at <= now()",
-        tenant.0,
-        subject,
-    )
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query!("delete from event_streams where expires_at <= now()")
+        .execute(&mut *tx)
+        .await?;
     let lease = sqlx::query_scalar!(
         r#"insert into event_streams (tenant_id, subject, goal_id, expires_at)
            select $1, $2, $3, now() + make_interval(secs => $4)

@@ -264,10 +264,14 @@ function signIn(token) {
   const c = claims(token);
   page.token = token;
   sessionStorage.setItem(TOKEN_KEY, token);
-  // As the API reads the claim: a list, or one string of names ("reviewer", "[operator reviewer]").
-  const roleList = Array.isArray(c.roles)
-    ? c.roles.filter((r) => typeof r === 'string')
-    : String(c.roles ?? '').replace(/^\[|\]$/g, '').split(/[ ,]+/).map((r) => r.replace(/"/g, '')).filter(Boolean);
+  // As the API reads the claims: `roles` a list, or one string of names ("reviewer",
+  // "[operator reviewer]"); a Cognito ID token's `cognito:groups` and `custom:tenant` stand
+  // for `roles` and `tenant`.
+  const rolesClaim = c.roles ?? c['cognito:groups'];
+  c.tenant = c.tenant ?? c['custom:tenant'];
+  const roleList = Array.isArray(rolesClaim)
+    ? rolesClaim.filter((r) => typeof r === 'string')
+    : String(rolesClaim ?? '').replace(/^\[|\]$/g, '').split(/[ ,]+/).map((r) => r.replace(/"/g, '')).filter(Boolean);
   const roles = roleList.join(', ');
   $('#whoami').replaceChildren(
     'Signed in as ', el('span', { 'data-claim': 'sub' }, c.sub ?? '?'),
@@ -715,7 +719,10 @@ async function follow(id) {
   const controller = new AbortController();
   page.goalStream = controller;
   const { signal } = controller;
-  let pause = 1000;
+  // Between two streams: the server's `retry` (2 s behind API Gateway, where each stream is
+  // one answer and the reconnection a poll), doubled after each failure up to 15 s.
+  let retry = 2000;
+  let pause = retry;
   live('connecting', 'connecting…');
   while (!signal.aborted) {
     let settled = false;
@@ -724,6 +731,10 @@ async function follow(id) {
         headers: { Accept: 'text/event-stream', Authorization: `Bearer ${page.token}` },
         signal,
       });
+      if (res.status === 429 || res.status === 503) {
+        // Too many streams or requests for now: wait and look again.
+        throw new Problem(`http_${res.status}`, 'busy');
+      }
       if (!res.ok) {
         const body = await res.json().catch(() => null);
         const error = body?.error ?? {};
@@ -732,7 +743,7 @@ async function follow(id) {
         return;
       }
       live('live', 'live');
-      pause = 1000;
+      pause = retry;
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
       for (;;) {
@@ -747,6 +758,7 @@ async function follow(id) {
           for (const line of block.split('\n')) {
             if (line.startsWith('event:')) event.name = line.slice(6).trim();
             else if (line.startsWith('data:')) event.data.push(line.slice(5).replace(/^ /, ''));
+            else if (line.startsWith('retry:') && Number(line.slice(6)) > 0) retry = Number(line.slice(6));
           }
           if ((event.name === 'goal' || event.name === 'settled') && page.goal === id && !signal.aborted) {
             showGoal(JSON.parse(event.data.join('\n')));
@@ -754,9 +766,11 @@ async function follow(id) {
           if (event.name === 'settled') settled = true;
         }
       }
+      pause = retry;
     } catch (err) {
       if (signal.aborted) return;
       console.warn('goal events:', err);
+      pause = Math.min(Math.max(pause, retry) * 2, 15000);
     }
     if (settled) {
       live('settled', 'settled');
@@ -770,7 +784,6 @@ async function follow(id) {
     // The stream ended (the server's time limit) or dropped: look again.
     live('reconnecting', 'reconnecting…');
     await new Promise((resolve) => setTimeout(resolve, pause));
-    pause = Math.min(pause * 2, 15000);
   }
 }
 

@@ -199,6 +199,37 @@ impl Drop for StreamLease {
     }
 }
 
+/// A lease on one more stream of the caller for `lasts` (and a minute should its process
+/// die), or 429 when the caller holds its share already.
+async fn take_lease(
+    state: &AppState,
+    tenant: chimera_core::domain::TenantId,
+    subject: &str,
+    goal: GoalId,
+    lasts: std::time::Duration,
+) -> Result<StreamLease, ApiError> {
+    let lease = streams::take(
+        &state.pool,
+        tenant,
+        subject,
+        goal,
+        state.streams_per_caller,
+        lasts + std::time::Duration::from_secs(60),
+    )
+    .await
+    .map_err(ApiError::dependency)?
+    .ok_or_else(|| {
+        ApiError::TooManyRequests(format!(
+            "{} goal event streams are open for this caller already; close one (or wait for one to end) first",
+            state.streams_per_caller
+        ))
+    })?;
+    Ok(StreamLease {
+        pool: state.pool.clone(),
+        lease,
+    })
+}
+
 #[utoipa::path(get, path = "/goals/{id}/events", tag = "goals",
     params(("id" = uuid::Uuid, Path, description = "The goal")),
     responses((status = 200, content_type = "text/event-stream",
@@ -220,26 +251,12 @@ pub async fn events(
         .map_err(ApiError::dependency)?
         .ok_or(ApiError::NotFound)?;
     let lasts = events_for(&state.auth);
-    // The lease outlives the stream by a minute at most, should its process die.
-    let lease = streams::take(
-        &state.pool,
-        tenant,
-        &principal.subject,
-        id,
-        state.streams_per_caller,
-        lasts + std::time::Duration::from_secs(60),
-    )
-    .await
-    .map_err(ApiError::dependency)?
-    .ok_or_else(|| {
-        ApiError::TooManyRequests(format!(
-            "{} goal event streams are open for this caller already; close one (or wait for one to end) first",
-            state.streams_per_caller
-        ))
-    })?;
-    let lease = StreamLease {
-        pool: state.pool.clone(),
-        lease,
+    // A stream that lasts takes a lease, which outlives it by a minute at most should its
+    // process die; one that answers at once (behind API Gateway) holds nothing.
+    let lease = if lasts.is_zero() {
+        None
+    } else {
+        Some(take_lease(&state, tenant, &principal.subject, id, lasts).await?)
     };
     let until = tokio::time::Instant::now() + lasts;
     // (the view to send, the last one sent, whether the stream is over)

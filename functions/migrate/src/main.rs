@@ -17,8 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clients = chimera_aws::Clients::from_env().await;
     let url = chimera_aws::database::url_from_env(&clients).await?;
     let url = &url;
-    let logins = chimera_aws::database::role_logins_from_env(&clients).await?;
-    let logins = &logins;
+    let clients = &clients;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
         let pool = chimera_store::connect(url, 1).await?;
         if let Err(err) = chimera_store::migrate(&pool).await {
@@ -26,8 +25,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             return Err(format!("applying migrations: {err}. {hint}").into());
         }
         let applied = chimera_store::applied_migrations(&pool).await?;
-        // Each function's role gets the login of its secret (passwords set anew each run: a
-        // rotated secret takes effect at the next invocation).
+        // Each function's role gets the login of its secret, read anew at each invocation (a
+        // rotated secret takes effect at the next one).
+        let logins = chimera_aws::database::role_logins_from_env(clients).await?;
         let logins: Vec<(String, String)> = logins
             .iter()
             .map(|s| (s.username.clone(), s.password.clone()))
