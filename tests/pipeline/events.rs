@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chimera_core::domain::{Goal, GoalId, TenantId};
-use chimera_core::routing::Policy;
+use chimera_core::domain::{GoalId, TenantId};
 use chimera_store::records;
 use chimera_tests::swarm::{Swarm, SwarmOptions, sign_token, test_auth};
 use chimera_tests::{TestDb, clients, serve_local, unique_stage};
@@ -128,27 +127,10 @@ async fn open_stream(api: &str, token: &str, goal: GoalId) -> reqwest::Response 
 
 /// A pending goal of a new agent of `tenant` (nothing runs it: its stream stays open).
 async fn pending_goal(pool: &sqlx::PgPool, tenant: TenantId) -> GoalId {
-    let agent = records::create_agent(
-        pool,
-        tenant,
-        &format!("a{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        &json!({"name": "Ada", "voice": "warm"}),
-        &Policy::default(),
-    )
-    .await
-    .unwrap();
-    let goal = Goal {
-        id: GoalId::random(),
-        tenant_id: tenant,
-        agent_id: agent,
-        kind: "campaign".into(),
-        body: "spring collection".into(),
-        constraints: Default::default(),
-    };
-    chimera_store::goals::submit(pool, &goal, None, "test")
+    let handle = format!("a{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    chimera_tests::seed::agent_with_goal(pool, tenant, &handle)
         .await
-        .unwrap();
-    goal.id
+        .1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -74,14 +74,12 @@ fn draft_task(tenant: TenantId, agent: AgentId, goal: GoalId) -> Task {
     }
 }
 
-pub async fn seed_agent(pool: &PgPool) -> Seeded {
-    let tenant = records::create_tenant(pool, &format!("tenant-{}", uuid::Uuid::new_v4()))
-        .await
-        .unwrap();
+/// A new agent `handle` of `tenant` with a campaign goal submitted (nothing runs it).
+pub async fn agent_with_goal(pool: &PgPool, tenant: TenantId, handle: &str) -> (AgentId, GoalId) {
     let agent = records::create_agent(
         pool,
         tenant,
-        "nova",
+        handle,
         &serde_json::json!({"voice": "warm"}),
         &Policy::default(),
     )
@@ -98,14 +96,22 @@ pub async fn seed_agent(pool: &PgPool) -> Seeded {
     chimera_store::goals::submit(pool, &goal, None, "test")
         .await
         .unwrap();
-    let task = draft_task(tenant, agent, goal.id);
+    (agent, goal.id)
+}
+
+pub async fn seed_agent(pool: &PgPool) -> Seeded {
+    let tenant = records::create_tenant(pool, &format!("tenant-{}", uuid::Uuid::new_v4()))
+        .await
+        .unwrap();
+    let (agent, goal) = agent_with_goal(pool, tenant, "nova").await;
+    let task = draft_task(tenant, agent, goal);
     records::insert_task(pool, &task, TaskStatus::Running, 3)
         .await
         .unwrap();
     Seeded {
         tenant,
         agent,
-        goal: goal.id,
+        goal,
         task: task.id,
     }
 }

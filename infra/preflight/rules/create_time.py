@@ -233,6 +233,27 @@ class Rule(CloudFormationLintRule):
     def at(self, path, message):
         return RuleMatch(list(path), message)
 
+    def roles_lacking(self, cfn, applies, actions, prop, why, fix):
+        """A match for each function `applies` to whose role does not allow all `actions`."""
+        found = []
+        for name, function in resources(cfn, "AWS::Lambda::Function").items():
+            role = role_of(cfn, function)
+            if role is None or not applies(function):
+                continue
+            missing = [a for a in actions if not role.allows(a)]
+            if missing:
+                found.append(
+                    self.at(
+                        ["Resources", name, "Properties", prop],
+                        f"{name} {why} but its role {role.name} does not allow {', '.join(missing)} ({fix})",
+                    )
+                )
+        return found
+
+
+def traced(function):
+    return (props(function).get("TracingConfig") or {}).get("Mode") == "Active"
+
 
 # ------------------------------------------------------------------------------------------
 # The rules
@@ -247,22 +268,10 @@ class TracingNeedsXRay(Rule):
     )
 
     def match(self, cfn):
-        found = []
-        for name, function in resources(cfn, "AWS::Lambda::Function").items():
-            mode = (props(function).get("TracingConfig") or {}).get("Mode")
-            role = role_of(cfn, function)
-            if mode != "Active" or role is None:
-                continue
-            missing = [a for a in ("xray:PutTraceSegments", "xray:PutTelemetryRecords") if not role.allows(a)]
-            if missing:
-                found.append(
-                    self.at(
-                        ["Resources", name, "Properties", "TracingConfig"],
-                        f"{name} has active tracing but its role {role.name} does not allow "
-                        f"{', '.join(missing)} (attach AWSXRayDaemonWriteAccess)",
-                    )
-                )
-        return found
+        actions = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+        return self.roles_lacking(
+            cfn, traced, actions, "TracingConfig", "has active tracing", "attach AWSXRayDaemonWriteAccess"
+        )
 
 
 class VpcNeedsNetworkInterfaces(Rule):
@@ -274,22 +283,10 @@ class VpcNeedsNetworkInterfaces(Rule):
     )
 
     def match(self, cfn):
-        found = []
-        needed = ("ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface")
-        for name, function in resources(cfn, "AWS::Lambda::Function").items():
-            role = role_of(cfn, function)
-            if not in_vpc(function) or role is None:
-                continue
-            missing = [a for a in needed if not role.allows(a)]
-            if missing:
-                found.append(
-                    self.at(
-                        ["Resources", name, "Properties", "VpcConfig"],
-                        f"{name} is in a VPC but its role {role.name} does not allow "
-                        f"{', '.join(missing)} (attach AWSLambdaVPCAccessExecutionRole)",
-                    )
-                )
-        return found
+        actions = ("ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface")
+        return self.roles_lacking(
+            cfn, in_vpc, actions, "VpcConfig", "is in a VPC", "attach AWSLambdaVPCAccessExecutionRole"
+        )
 
 
 class SqsSourceNeedsQueueAccess(Rule):
@@ -470,7 +467,7 @@ class EndpointsForServices(Rule):
             if not in_vpc(function) or role is None:
                 continue
             needed = {ENDPOINT_SERVICES[p] for p in role.prefixes() if p in ENDPOINT_SERVICES}
-            if (props(function).get("TracingConfig") or {}).get("Mode") == "Active":
+            if traced(function):
                 needed.add("xray")
             missing = sorted(needed - services)
             if missing:
