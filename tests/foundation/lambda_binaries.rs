@@ -102,3 +102,61 @@ async fn the_hitl_api_runs_under_lambda_http_and_answers_json() {
     function.stop().await;
     db.drop_db().await;
 }
+
+/// An API Gateway (HTTP API, payload 2.0) request for `path`, with the claims its JWT
+/// authorizer passed (none on a public route).
+fn gateway_get(path: &str, claims: Option<serde_json::Value>) -> serde_json::Value {
+    let mut event: serde_json::Value = serde_json::from_str(GET_HEALTH).unwrap();
+    event["rawPath"] = path.into();
+    event["requestContext"]["http"]["path"] = path.into();
+    if let Some(claims) = claims {
+        event["requestContext"]["authorizer"] =
+            serde_json::json!({"jwt": {"claims": claims, "scopes": null}});
+    }
+    event
+}
+
+#[tokio::test]
+async fn behind_the_gateway_a_goals_event_stream_answers_at_once_for_a_cognito_user() {
+    let db = TestDb::migrated().await;
+    let tenant = chimera_store::records::create_tenant(&db.pool, "acme")
+        .await
+        .unwrap();
+    let (_, goal) = chimera_tests::seed::agent_with_goal(&db.pool, tenant, "nova").await;
+    let mut env = aws_env();
+    env.push(("DATABASE_URL", db.url()));
+    let mut function = RunningFunction::start(&workspace_bin("hitl-api"), "hitl-api", &env).await;
+
+    // A Cognito ID token's claims, as API Gateway's JWT authorizer hands them over.
+    let claims = serde_json::json!({
+        "sub": "5f0c1d2e-user",
+        "custom:tenant": tenant.0.to_string(),
+        "cognito:groups": "[operator]",
+    });
+    let Outcome::Response(answer) = function
+        .invoke(gateway_get(
+            &format!("/goals/{}/events", goal.0),
+            Some(claims),
+        ))
+        .await
+    else {
+        panic!("GET /goals/{{id}}/events failed")
+    };
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    // The whole stream in one answer: the goal, then `timeout` with when to poll again.
+    let body = answer["body"].as_str().unwrap();
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events, ["goal", "timeout"], "{body}");
+    assert!(body.contains("retry: 2000"), "{body}");
+
+    // The sign-in settings are public.
+    let Outcome::Response(config) = function.invoke(gateway_get("/auth/config", None)).await else {
+        panic!("GET /auth/config failed")
+    };
+    assert_eq!(config["statusCode"], 200, "{config}");
+    function.stop().await;
+    db.drop_db().await;
+}
