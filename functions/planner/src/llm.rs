@@ -320,16 +320,20 @@ fn build(
         }
         let deps: Vec<TaskId> = after.iter().map(|d| made[*d].2).collect();
         let on_platform = matches!(kind, TaskKind::Draft | TaskKind::Publish | TaskKind::Reply);
-        let platform = match (on_platform, platforms.contains(&step.platform)) {
-            (true, true) => Some(step.platform.clone()),
-            (true, false) => {
+        // The goal fixes the platforms, never the model: where it allows one, a step on a
+        // platform is on that one, whatever the step names.
+        let platform = match (on_platform, platforms.contains(&step.platform), platforms) {
+            (true, true, _) => Some(step.platform.clone()),
+            (true, false, [only]) => Some(only.clone()),
+            (true, false, _) => {
                 return Err(invalid(format!(
-                    "step {i}: a {} needs one of the platforms {}",
+                    "step {i}: a {} on platform {:?} is not allowed; it needs one of the platforms {}",
                     kind.as_str(),
+                    step.platform,
                     platforms.join(", ")
                 )));
             }
-            (false, _) => None,
+            (false, _, _) => None,
         };
         let waits_for = |wanted: TaskKind, same_platform: bool| {
             after.iter().map(|d| &made[*d]).find(|(k, p, _)| {
@@ -524,5 +528,29 @@ mod tests {
         assert!(build(&goal, &agent, &c, &platforms, &forward).is_err());
         let foreign = steps(json!([{"kind": "transact", "platform": "none", "after": []}]));
         assert!(build(&goal, &agent, &c, &platforms, &foreign).is_err());
+        // Two platforms allowed: a step on none names what it got and what it needs.
+        let nowhere = steps(json!([{"kind": "draft", "platform": "none", "after": []}]));
+        let err = build(&goal, &agent, &c, &platforms, &nowhere).unwrap_err();
+        assert!(
+            err.to_string().contains("\"none\"") && err.to_string().contains("x, instagram"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn with_one_platform_allowed_a_step_on_another_is_put_on_it() {
+        let mut goal = goal();
+        goal.kind = "reply".into();
+        goal.constraints = json!({"platforms": ["x"], "in_reply_to": "post-1"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let c = constraints(&goal).unwrap();
+        let platforms = platforms(&goal, &c);
+        assert_eq!(platforms, ["x"]);
+        let plan = steps(json!([{"kind": "reply", "platform": "none", "after": []}]));
+        let tasks = build(&goal, &agent(), &c, &platforms, &plan).unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].inputs["platform"], "x", "{:?}", tasks[0].inputs);
     }
 }
