@@ -157,7 +157,7 @@ pub struct Swarm {
     sweep_every: Option<Duration>,
     running: Option<Running>,
     /// The functions' pools, each working as its database role.
-    pub pools: RolePools,
+    pub pools: chimera_store::RolePools,
     api: String,
     http: reqwest::Client,
     /// Each agent's account on the local Bluesky network, when [`SwarmOptions::bluesky`].
@@ -183,28 +183,6 @@ fn shipped_config(file: &str, database_url: &str, stage: &str) -> chimera_mcp::M
         other => std::env::var(other).ok(),
     })
     .unwrap_or_else(|e| panic!("infra/mcp/{file} parses: {e}"))
-}
-
-/// A swarm's pools, one per function, each working as the function's database role.
-pub struct RolePools {
-    pub planner: sqlx::PgPool,
-    pub worker: sqlx::PgPool,
-    pub judge: sqlx::PgPool,
-    pub api: sqlx::PgPool,
-    pub sweep: sqlx::PgPool,
-}
-
-impl RolePools {
-    fn new(db: &TestDb) -> RolePools {
-        use chimera_store::DbRole;
-        RolePools {
-            planner: db.pool_as(DbRole::Planner),
-            worker: db.pool_as(DbRole::Worker),
-            judge: db.pool_as(DbRole::Judge),
-            api: db.pool_as(DbRole::Api),
-            sweep: db.pool_as(DbRole::Sweep),
-        }
-    }
 }
 
 impl Swarm {
@@ -285,7 +263,9 @@ impl Swarm {
             McpClient::new(stdio_config(&db.url(), true, ""))
         };
         // Each function works as its own database role, as deployed.
-        let pools = RolePools::new(&db);
+        let Ok(pools) = chimera_store::RolePools::try_new(|role| {
+            Ok::<_, std::convert::Infallible>(db.pool_as(role))
+        });
         let mind = |pool: &sqlx::PgPool| options.model.clone().map(|model| metered(pool, model));
         let planner: Box<dyn Planner> = match mind(&pools.planner) {
             Some(mind) => Box::new(LlmPlanner::new(mind)),

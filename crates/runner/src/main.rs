@@ -17,6 +17,7 @@ use chimera_planner::PlannerService;
 use chimera_planner::llm::LlmPlanner;
 use chimera_planner::plan::{Planner, TemplatePlanner};
 use chimera_runner::{RunnerConfig, SourceSettings};
+use chimera_store::{DbRole, RolePools};
 use chimera_worker::Worker;
 use clap::Parser;
 
@@ -146,31 +147,26 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The functions' pools, each working as its function's database role.
-struct Pools {
-    planner: chimera_store::PgPool,
-    worker: chimera_store::PgPool,
-    judge: chimera_store::PgPool,
-    api: chimera_store::PgPool,
-    sweep: chimera_store::PgPool,
-}
-
-impl Pools {
-    async fn connect(url: &str) -> Result<Pools> {
-        use chimera_store::DbRole;
-        let pool = |max, role: DbRole| async move {
-            chimera_store::connect_as(url, max, role)
-                .await
-                .with_context(|| format!("connecting to PostgreSQL as {}", role.name()))
+/// Each function's pool, working as its database role as deployed; each connects once here,
+/// so a database that does not answer or a role that is missing refuses the start.
+async fn role_pools(url: &str) -> Result<RolePools> {
+    let pools = RolePools::try_new(|role| {
+        let max = match role {
+            DbRole::Worker => 8,
+            DbRole::Sweep => 3,
+            _ => 6,
         };
-        Ok(Pools {
-            planner: pool(6, DbRole::Planner).await?,
-            worker: pool(8, DbRole::Worker).await?,
-            judge: pool(6, DbRole::Judge).await?,
-            api: pool(6, DbRole::Api).await?,
-            sweep: pool(3, DbRole::Sweep).await?,
-        })
+        chimera_store::connect_lazy_as(url, max, role)
+    })
+    .context("the database URL")?;
+    for role in DbRole::ALL {
+        pools
+            .get(role)
+            .acquire()
+            .await
+            .with_context(|| format!("connecting to PostgreSQL as {}", role.name()))?;
     }
+    Ok(pools)
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -180,7 +176,7 @@ async fn run(args: Args) -> Result<()> {
     let url = std::env::var(names::env::DATABASE_URL)
         .context("DATABASE_URL is not set (eval \"$(scripts/stack env)\")")?;
     // One pool per function, each working as the function's database role, as deployed.
-    let pools = Pools::connect(&url).await?;
+    let pools = role_pools(&url).await?;
     let clients = Clients::from_env().await;
     let mcp = chimera_worker::secrets::mcp_client(McpConfig::from_env()?, &clients);
     // Every MCP server listed and every binding of the profile checked against its tool

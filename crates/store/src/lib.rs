@@ -229,6 +229,41 @@ pub enum LoginError {
     Database(#[from] sqlx::Error),
 }
 
+/// One pool per function, each working as the function's role: the local runner and the
+/// tests' swarms host every function in one process, as the deployed functions do apart.
+#[derive(Debug, Clone)]
+pub struct RolePools {
+    pub planner: PgPool,
+    pub worker: PgPool,
+    pub judge: PgPool,
+    pub api: PgPool,
+    pub sweep: PgPool,
+}
+
+impl RolePools {
+    /// Each role's pool, made by `pool`.
+    pub fn try_new<E>(mut pool: impl FnMut(DbRole) -> Result<PgPool, E>) -> Result<Self, E> {
+        Ok(RolePools {
+            planner: pool(DbRole::Planner)?,
+            worker: pool(DbRole::Worker)?,
+            judge: pool(DbRole::Judge)?,
+            api: pool(DbRole::Api)?,
+            sweep: pool(DbRole::Sweep)?,
+        })
+    }
+
+    /// The pool working as `role`.
+    pub fn get(&self, role: DbRole) -> &PgPool {
+        match role {
+            DbRole::Planner => &self.planner,
+            DbRole::Worker => &self.worker,
+            DbRole::Judge => &self.judge,
+            DbRole::Api => &self.api,
+            DbRole::Sweep => &self.sweep,
+        }
+    }
+}
+
 /// [`connect_lazy`] working as `role` ([`options_as`]).
 pub fn connect_lazy_as(
     database_url: &str,

@@ -460,7 +460,7 @@ class EndpointsForServices(Rule):
             if isinstance(service, dict) and "Fn::Sub" in service:
                 service = service["Fn::Sub"]
             if isinstance(service, str):
-                services.add(service.rsplit(".", 1)[-1] if "bedrock-runtime" not in service else "bedrock-runtime")
+                services.add(service.rsplit(".", 1)[-1])
         found = []
         for name, function in resources(cfn, "AWS::Lambda::Function").items():
             role = role_of(cfn, function)
