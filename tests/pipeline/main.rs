@@ -21,4 +21,5 @@ mod observability;
 mod openapi;
 mod planner;
 mod swarm;
+mod voice;
 mod wallets;

@@ -3,6 +3,7 @@
 //! carries), and whose rubric readings are out of range, invalid or late. Plans are refused,
 //! so the planner's templates plan.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Scripted {
     pub reading: Reading,
     /// Calls it received.
     pub calls: AtomicUsize,
+    /// The drafting requests it received (plain-text answers), in order.
+    pub drafts: Mutex<Vec<ChatRequest>>,
 }
 
 impl Scripted {
@@ -50,11 +53,13 @@ impl Scripted {
             draft,
             reading,
             calls: AtomicUsize::new(0),
+            drafts: Mutex::new(Vec::new()),
         }
     }
 }
 
-/// The first `<data>` block of the request's user message.
+/// The brief's `<data>` block of the request's user message (the first block when none is
+/// titled "Brief").
 fn first_data(request: &ChatRequest) -> String {
     let user = request
         .messages
@@ -63,6 +68,7 @@ fn first_data(request: &ChatRequest) -> String {
         .map(|m| m.content.as_str())
         .next()
         .unwrap_or_default();
+    let user = user.find("Brief:\n<data>\n").map_or(user, |at| &user[at..]);
     user.split_once("<data>\n")
         .and_then(|(_, rest)| rest.split_once("\n</data>"))
         .map(|(inner, _)| inner.to_owned())
@@ -118,6 +124,10 @@ impl LanguageModel for Scripted {
                     message: "the scripted model makes no plans".into(),
                 }),
                 None => {
+                    self.drafts
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(request.clone());
                     let text = match &self.draft {
                         Draft::Fixed(text) => text.clone(),
                         Draft::Obedient => {

@@ -56,6 +56,11 @@ pub struct SwarmOptions {
     /// The agents publish on the local Bluesky network: each gets an account on its PDS, and
     /// the worker has the shipped Bluesky profile beside the world.
     pub bluesky: bool,
+    /// How long a goal waits for a busy model before the templates plan it.
+    pub model_wait: Duration,
+    /// Calls to the model in flight at once across the three functions, as in one runner
+    /// process (the local server answers one at a time: 1); unbounded when `None`.
+    pub model_slots: Option<usize>,
     /// The agents pay on the local chain: each gets a wallet (its key in the stage's secrets)
     /// holding this many cents of the stablecoin, and the worker has the shipped wallet
     /// profile beside the world.
@@ -112,6 +117,8 @@ impl Default for SwarmOptions {
             scorer: Some(local_embedder()),
             bluesky: false,
             wallets: None,
+            model_wait: chimera_planner::MODEL_WAIT,
+            model_slots: None,
         }
     }
 }
@@ -266,7 +273,24 @@ impl Swarm {
         let Ok(pools) = chimera_store::RolePools::try_new(|role| {
             Ok::<_, std::convert::Infallible>(db.pool_as(role))
         });
-        let mind = |pool: &sqlx::PgPool| options.model.clone().map(|model| metered(pool, model));
+        // The three functions share the model's call slots, as in one runner process.
+        let slots = options
+            .model
+            .as_ref()
+            .zip(options.model_slots)
+            .map(|(model, n)| {
+                chimera_llm::limit::shared(&format!("swarm|{}|{}", db.url(), model.model_id()), n)
+            });
+        let mind = |pool: &sqlx::PgPool| {
+            options.model.clone().map(|model| {
+                let mind = Mind::new(model, &Prices::local(), chimera_aws::mind::meter(pool))
+                    .expect("the local model has a price");
+                Arc::new(match &slots {
+                    Some(slots) => mind.with_slots(slots.clone()),
+                    None => mind,
+                })
+            })
+        };
         let planner: Box<dyn Planner> = match mind(&pools.planner) {
             Some(mind) => Box::new(LlmPlanner::new(mind)),
             None => Box::new(TemplatePlanner),
@@ -285,7 +309,8 @@ impl Swarm {
                     names.clone(),
                     planner,
                 )
-                .with_memory(memory(&pools.planner)),
+                .with_memory(memory(&pools.planner))
+                .with_model_wait(options.model_wait),
             ),
             worker: Arc::new(
                 Worker::new(clients.clone(), pools.worker.clone(), mcp, names.clone())

@@ -29,8 +29,19 @@ pub async fn from_env(clients: &Clients, pool: &PgPool) -> anyhow::Result<Option
     };
     let prices = Prices::from_env().map_err(anyhow::Error::msg)?;
     let meter = meter(pool);
-    let mind = Mind::new(model, &prices, meter).map_err(anyhow::Error::msg)?;
-    tracing::info!(model = mind.model_id(), "language model configured");
+    let concurrency = chimera_llm::limit::concurrency_from_env().map_err(anyhow::Error::msg)?;
+    let slots = chimera_llm::limit::shared(
+        &chimera_llm::provider::endpoint(&clients.config, model.model_id()),
+        concurrency,
+    );
+    let mind = Mind::new(model, &prices, meter)
+        .map_err(anyhow::Error::msg)?
+        .with_slots(slots);
+    tracing::info!(
+        model = mind.model_id(),
+        concurrency,
+        "language model configured"
+    );
     Ok(Some(Arc::new(mind)))
 }
 

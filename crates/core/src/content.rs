@@ -22,6 +22,43 @@ pub fn platform_limit(platform: &str) -> Option<usize> {
     }
 }
 
+/// What a writer follows beyond the persona: its agent's policy, as a writing task carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritingRules {
+    /// Phrases the text must not contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned_phrases: Vec<String>,
+    /// The text every post carries to disclose automation; the writer adds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disclosure_text: Option<String>,
+}
+
+/// `text` ending with `disclosure` unless it already carries it (any case), the whole at most
+/// `limit` characters: `cut(text, room)` shortens the text to make room.
+pub fn with_disclosure(
+    text: &str,
+    disclosure: &str,
+    limit: usize,
+    cut: impl Fn(&str, usize) -> String,
+) -> String {
+    let disclosure = disclosure.trim();
+    if disclosure.is_empty() || text.to_lowercase().contains(&disclosure.to_lowercase()) {
+        return text.to_owned();
+    }
+    let room = limit.saturating_sub(disclosure.chars().count() + 1);
+    let body = if text.chars().count() > room {
+        cut(text, room)
+    } else {
+        text.trim_end().to_owned()
+    };
+    if body.is_empty() {
+        disclosure.to_owned()
+    } else {
+        format!("{body} {disclosure}")
+    }
+}
+
 /// The lowercase words of `text` (letters and digits), in order.
 pub fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -490,6 +527,24 @@ mod tests {
         assert!(!host_allowed("shop.example.evil", &["shop.example".into()]));
         assert_eq!(platform_limit("x"), Some(280));
         assert_eq!(platform_limit("fax"), None);
+    }
+
+    #[test]
+    fn the_disclosure_is_added_once_within_the_limit() {
+        let cut = |t: &str, n: usize| t.chars().take(n).collect::<String>().trim_end().to_owned();
+        assert_eq!(
+            with_disclosure("Hello.", "#automated", 280, cut),
+            "Hello. #automated"
+        );
+        assert_eq!(
+            with_disclosure("Hello #Automated", "#automated", 280, cut),
+            "Hello #Automated"
+        );
+        let long = "a".repeat(300);
+        let done = with_disclosure(&long, "#automated", 280, cut);
+        assert_eq!(done.chars().count(), 280);
+        assert!(done.ends_with(" #automated"), "{done}");
+        assert_eq!(with_disclosure("Hi", " ", 280, cut), "Hi");
     }
 
     #[test]

@@ -262,6 +262,11 @@ pub struct Soul {
     pub topics: Vec<String>,
     pub bio: String,
     pub examples: Vec<String>,
+    /// How its posts read ("## Post style": a list), as elizaOS separates a character's style
+    /// by channel.
+    pub post_style: Vec<String>,
+    /// How its replies read ("## Reply style": a list).
+    pub reply_style: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -312,7 +317,27 @@ impl Soul {
                 "the Examples section lists at most 10 posts of at most 500 characters",
             ));
         }
+        let style = |section: &str| -> Result<Vec<String>, DocError> {
+            let items: Vec<String> = sections
+                .get(section)
+                .map(|s| list_items(s))
+                .unwrap_or_default();
+            if items.len() > 10 || items.iter().any(|e| e.chars().count() > 200) {
+                return Err(parts.error(
+                    None,
+                    None,
+                    &format!(
+                        "the {section} section lists at most 10 rules of at most 200 characters"
+                    ),
+                ));
+            }
+            Ok(items)
+        };
+        let post_style = style("post style")?;
+        let reply_style = style("reply style")?;
         Ok(Soul {
+            post_style,
+            reply_style,
             name: front.name.trim().to_owned(),
             voice: front.voice.trim().to_owned(),
             topics: front.topics.iter().map(|t| t.trim().to_owned()).collect(),
@@ -323,13 +348,17 @@ impl Soul {
 
     /// The persona as the planner and the drafter read it.
     pub fn persona(&self) -> Value {
-        json!({
+        let mut persona = json!({
             "name": self.name,
             "voice": self.voice,
             "topics": self.topics,
             "bio": self.bio,
             "examples": self.examples,
-        })
+        });
+        if !self.post_style.is_empty() || !self.reply_style.is_empty() {
+            persona["style"] = json!({"posts": self.post_style, "replies": self.reply_style});
+        }
+        persona
     }
 }
 

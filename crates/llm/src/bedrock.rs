@@ -317,9 +317,15 @@ where
                         | "ModelTimeoutException"
                 )
             );
+            let throttled = status == 429 || err.code() == Some("ThrottlingException");
             if busy || status == 429 || status >= 500 {
+                let said = format!("{status} {message}");
                 Attempt::Again {
-                    error: LlmError::Unavailable(format!("{status} {message}")),
+                    error: if throttled {
+                        LlmError::Busy(said)
+                    } else {
+                        LlmError::Unavailable(said)
+                    },
                     retry_after: context
                         .raw()
                         .headers()

@@ -10,6 +10,8 @@
 //!   answer asked for as a forced tool call, with the same timeout, retry and size policy.
 //! - [`mind::Mind`]: a model behind a price table and the budget ledger: a call that could
 //!   overspend is refused before it is sent, and each call is charged once under its key.
+//! - [`limit`]: at most `CHIMERA_LLM_CONCURRENCY` calls in flight per endpoint and process,
+//!   so a small server is never flooded and a call that cannot get a slot in time is busy.
 //! - [`provider::from_env`]: the model configured by `CHIMERA_LLM` (`openai`, `bedrock`, or
 //!   `none`: no model, the deterministic tools draft and nothing scores).
 //! - [`schema`]: every structured answer is validated against its schema here, whatever the
@@ -17,6 +19,7 @@
 
 pub mod bedrock;
 pub mod embed;
+pub mod limit;
 pub mod mind;
 pub mod openai;
 pub mod provider;
@@ -180,9 +183,14 @@ pub enum LlmError {
     /// No answer within the per-call timeout (after the retries).
     #[error("the model did not answer within {0:?}")]
     Timeout(Duration),
-    /// The provider is unreachable, overloaded or failing (after the retries): try later.
+    /// The provider is unreachable or failing (after the retries): try later.
     #[error("the model provider is unavailable: {0}")]
     Unavailable(String),
+    /// The model is busy with other calls: its server said so (429, a full queue, throttling)
+    /// after the retries, or no call slot of this process freed in time ([`limit`]). Later
+    /// is the answer, never a worse plan now.
+    #[error("the model is busy: {0}")]
+    Busy(String),
     /// The provider refused the request (a 4xx other than 429): the same request fails again.
     #[error("the model provider refused the request ({status}): {message}")]
     Refused { status: u16, message: String },
@@ -214,7 +222,10 @@ impl LlmError {
 
     /// Whether calling again later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Timeout(_) | Self::Unavailable(_))
+        matches!(
+            self,
+            Self::Timeout(_) | Self::Unavailable(_) | Self::Busy(_)
+        )
     }
 }
 

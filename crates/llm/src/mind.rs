@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::limit::Slots;
 use crate::{ChatRequest, ChatResponse, LanguageModel, LlmError, Usage};
 
 /// A model's price, in cents per million tokens.
@@ -209,6 +210,8 @@ pub struct Mind {
     /// The prices of models a call may choose instead ([`ChatRequest::model`]).
     prices: Prices,
     meter: Arc<dyn Meter>,
+    /// The endpoint's call slots ([`crate::limit`]); unbounded when `None`.
+    slots: Option<Arc<Slots>>,
 }
 
 /// A metered answer: the model's, and the micros it cost.
@@ -236,7 +239,14 @@ impl Mind {
             price,
             prices: prices.clone(),
             meter,
+            slots: None,
         })
+    }
+
+    /// Takes one of `slots` for each call ([`crate::limit::shared`]).
+    pub fn with_slots(mut self, slots: Arc<Slots>) -> Self {
+        self.slots = Some(slots);
+        self
     }
 
     /// The price of the model `request` asks: the configured one's, or the chosen one's from
@@ -273,6 +283,16 @@ impl Mind {
         by: Instant,
     ) -> Result<Answer, MindError> {
         let price = self.price_of(request)?;
+        // A slot first: a call that cannot be sent in time reserves nothing.
+        let _slot = match &self.slots {
+            None => None,
+            Some(slots) => Some(slots.take(by).await.ok_or_else(|| {
+                LlmError::Busy(format!(
+                    "none of this process's {} call slots freed in time",
+                    slots.size()
+                ))
+            })?),
+        };
         let needed = price.micros(worst_case(request));
         if needed > 0 {
             self.meter

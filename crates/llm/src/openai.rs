@@ -207,8 +207,13 @@ async fn attempt_once<T: serde::de::DeserializeOwned>(
         .and_then(parse_retry_after);
     let bytes = read_bounded(response, config.max_response_bytes).await?;
     if status == 429 || status >= 500 {
+        let said = format!("{status}: {}", excerpt(&bytes));
         return Err(Attempt::Again {
-            error: LlmError::Unavailable(format!("{status}: {}", excerpt(&bytes))),
+            error: if status == 429 {
+                LlmError::Busy(said)
+            } else {
+                LlmError::Unavailable(said)
+            },
             retry_after,
         });
     }

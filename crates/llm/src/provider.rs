@@ -35,3 +35,14 @@ pub fn from_env(
         )),
     }
 }
+
+/// What names the configured endpoint for its call slots ([`crate::limit::shared`]): the
+/// provider, where it is reached (the base URL, or Bedrock's region) and the model.
+pub fn endpoint(sdk: &aws_config::SdkConfig, model_id: &str) -> String {
+    let provider = std::env::var("CHIMERA_LLM").unwrap_or_default();
+    let place = match provider.trim() {
+        "bedrock" => sdk.region().map(ToString::to_string).unwrap_or_default(),
+        _ => crate::var("CHIMERA_LLM_BASE_URL").unwrap_or_default(),
+    };
+    format!("{}|{place}|{model_id}", provider.trim())
+}

@@ -91,11 +91,12 @@ pub fn allowed_tools(kind: TaskKind) -> Vec<&'static str> {
 
 /// The operations a task of `kind` may ask for: effects only in `execute` tasks (for approved
 /// actions), with the reads they need (the post replied to, the look-up of an effect whose
-/// outcome was lost).
+/// outcome was lost); a reply reads the post it answers to write it.
 pub fn allowed_ops(kind: TaskKind) -> &'static [Op] {
     match kind {
         TaskKind::Research => &[Op::Research],
-        TaskKind::Draft | TaskKind::Publish | TaskKind::Reply => &[Op::Draft],
+        TaskKind::Draft | TaskKind::Publish => &[Op::Draft],
+        TaskKind::Reply => &[Op::Draft, Op::ReadPost],
         TaskKind::RenderMedia => &[Op::Render],
         TaskKind::Transact => &[Op::Balance],
         TaskKind::Execute => &[

@@ -7,6 +7,7 @@ use chimera_core::domain::{
 };
 use chimera_core::effect;
 use chimera_core::routing::Policy;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::records;
@@ -16,6 +17,8 @@ use crate::records;
 pub struct PlanningContext {
     pub goal: Goal,
     pub status: GoalStatus,
+    /// When the goal was submitted.
+    pub submitted_at: DateTime<Utc>,
     pub handle: String,
     pub persona: serde_json::Value,
     pub policy: Policy,
@@ -56,7 +59,8 @@ pub async fn planning_context(
 ) -> Result<Option<PlanningContext>, sqlx::Error> {
     let Some(row) = sqlx::query!(
         r#"select g.id, g.tenant_id, g.agent_id, g.kind, g.body, g.constraints,
-                  g.status as "status: GoalStatus", a.handle, a.persona, p.document as policy,
+                  g.status as "status: GoalStatus", g.created_at, a.handle, a.persona,
+                  p.document as policy,
                   a.status = 'active' as "agent_active!", a.persona_version,
                   s.sha256 as persona_sha256, p.sha256 as policy_sha256
            from goals g
@@ -108,6 +112,7 @@ pub async fn planning_context(
             constraints: row.constraints.as_object().cloned().unwrap_or_default(),
         },
         status: row.status,
+        submitted_at: row.created_at,
         handle: row.handle,
         persona: row.persona,
         policy,
@@ -157,6 +162,37 @@ pub async fn fail_goal(pool: &PgPool, goal: GoalId) -> Result<(), sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Sends a goal that is still `received` to the planner again at `at` (its model was busy),
+/// in one transaction: its message in the outbox (a new identity per deferral, `cause`) and
+/// its `updated_at`, so the reconciler counts its budget from now. `false`: the goal moved on
+/// meanwhile (planned or failed) and nothing was written.
+pub async fn defer_goal(
+    pool: &PgPool,
+    goal: GoalId,
+    cause: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let waiting = sqlx::query!(
+        "update goals set updated_at = now() where id = $1 and status = 'received'",
+        goal.0
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if waiting {
+        crate::outbox::enqueue_at(
+            &mut tx,
+            &crate::outbox::Message::goal(goal, cause),
+            Some(at),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(waiting)
 }
 
 /// Blocked tasks of `goal` whose dependencies are all committed, locked for the caller inside

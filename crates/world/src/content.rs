@@ -21,6 +21,25 @@ static CORPUS: LazyLock<Vec<TrendItem>> = LazyLock::new(|| {
     serde_json::from_str(include_str!("../corpus/trends.json")).unwrap_or_default()
 });
 
+/// A post by someone else that the agents may answer (`corpus/mentions.json`): the world's
+/// readers.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Mention {
+    pub post_id: String,
+    pub platform: String,
+    pub author: String,
+    pub text: String,
+}
+
+static MENTIONS: LazyLock<Vec<Mention>> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../corpus/mentions.json")).unwrap_or_default()
+});
+
+/// The reader's post `post_id`, if the bundled feed has it (on any platform: ids are unique).
+pub fn mention(post_id: &str) -> Option<Mention> {
+    MENTIONS.iter().find(|m| m.post_id == post_id).cloned()
+}
+
 /// The items matching most words of `query` (title, summary and tags), best first; ties by id.
 pub fn search(query: &str, limit: usize) -> Vec<(TrendItem, u32)> {
     let words = words(query);
@@ -222,6 +241,14 @@ pub fn render_png(prompt: &str, width: u32, height: u32) -> Result<Vec<u8>, png:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readers_posts_load() {
+        assert!(MENTIONS.len() >= 4);
+        let post = mention("post-101").expect("a bundled reader's post");
+        assert!(post.text.contains("tea"), "{post:?}");
+        assert!(mention("post-1").is_none());
+    }
 
     #[test]
     fn the_corpus_loads_and_search_ranks_by_matched_words() {

@@ -6,6 +6,8 @@
 //! - `content.draft`: a templated post from a persona and a brief;
 //! - `media.render_image`: a real PNG from a prompt;
 //! - `social.publish`, `social.reply`: posts recorded in an outbox, once per idempotency key;
+//! - `social.read_post`: one post by id, an agent's or one of the bundled readers' posts
+//!   (`corpus/mentions.json`, what the demo's replies answer);
 //! - `social.metrics`: engagement of published posts (views, likes, replies, shares), growing
 //!   with the time since each was published, deterministic per post;
 //! - `wallet.balance`, `wallet.transfer`: a wallet, transfers once per idempotency key;
@@ -177,6 +179,13 @@ pub struct ReplyArgs {
     pub in_reply_to: String,
     pub text: String,
     pub idempotency_key: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ReadPostArgs {
+    pub platform: String,
+    /// The post's id: an agent's post the world published, or a reader's.
+    pub post_id: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -385,6 +394,35 @@ impl World {
         match store::publish(&self.pool, &args.idempotency_key, &request).await {
             Ok(post) => answer(&post),
             Err(err) => effect_failure(err),
+        }
+    }
+
+    #[tool(
+        name = "social.read_post",
+        description = "One post by its id: its text, platform and author (an agent's post, or a reader's)."
+    )]
+    async fn social_read_post(&self, Parameters(args): Parameters<ReadPostArgs>) -> ToolResult {
+        require("platform", &args.platform, 40)?;
+        require("post_id", &args.post_id, 200)?;
+        let published = match uuid::Uuid::parse_str(&args.post_id) {
+            Ok(id) => match store::post_text(&self.pool, id).await {
+                Ok(found) => found,
+                Err(err) => return database_failure(err),
+            },
+            Err(_) => None,
+        };
+        let post = published
+            .map(|(platform, text)| (platform, text, "agent".to_owned()))
+            .or_else(|| content::mention(&args.post_id).map(|m| (m.platform, m.text, m.author)));
+        match post {
+            Some((platform, text, author)) if platform == args.platform => answer(&json!({
+                "post_id": args.post_id, "platform": platform, "author": author, "text": text,
+            })),
+            _ => failure(
+                "not_found",
+                false,
+                format!("no post {} on {}", args.post_id, args.platform),
+            ),
         }
     }
 

@@ -200,6 +200,14 @@ struct PostRow {
     media_sha256: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
 }
+/// The text and platform of a post the world published (an agent's), by its id.
+pub async fn post_text(pool: &PgPool, id: Uuid) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as("select platform, text from world.posts where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Opens `account` with the opening balance if it has never been used.
 async fn open_account(pool: &PgPool, account: &str) -> Result<(), sqlx::Error> {
     sqlx::query(

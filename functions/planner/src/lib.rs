@@ -24,7 +24,7 @@ pub mod llm;
 pub mod plan;
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
@@ -41,8 +41,8 @@ use chimera_core::names::{Queue, ResourceNames};
 use chimera_store::{PgPool, dag, engagement, occ};
 use futures::future::BoxFuture;
 use plan::{
-    AgentContext, MEDIA_FROM, Planner, Recalled, TEXT_FROM, TemplatePlanner, UsedMemory,
-    fill_inputs,
+    AgentContext, MEDIA_FROM, PlanError, Planner, RESEARCH_FROM, Recalled, TEXT_FROM,
+    TemplatePlanner, UsedMemory, fill_inputs,
 };
 
 /// Messages of one batch handled at once.
@@ -54,7 +54,12 @@ pub struct PlannerService {
     planner: Box<dyn Planner>,
     /// The agent's memories nearest to a goal, when an embedder is configured.
     memory: Option<Memory>,
+    /// How long a goal waits for a busy model before the templates plan it.
+    model_wait: Duration,
 }
+
+/// [`PlannerService`]'s `model_wait` unless `CHIMERA_PLAN_MODEL_WAIT_SECS` says otherwise.
+pub const MODEL_WAIT: Duration = Duration::from_secs(600);
 
 /// Memories recalled for a goal.
 const RECALLED: i64 = 3;
@@ -82,7 +87,21 @@ impl PlannerService {
             None => Box::new(TemplatePlanner),
         };
         let memory = Memory::from_env(&clients, &pool)?;
-        Ok(Self::new(clients, pool, names, planner).with_memory(memory))
+        let model_wait = match std::env::var("CHIMERA_PLAN_MODEL_WAIT_SECS") {
+            Ok(secs) if !secs.is_empty() => Duration::from_secs(secs.parse().map_err(|_| {
+                anyhow::anyhow!("CHIMERA_PLAN_MODEL_WAIT_SECS={secs} is not a number of seconds")
+            })?),
+            _ => MODEL_WAIT,
+        };
+        Ok(Self::new(clients, pool, names, planner)
+            .with_memory(memory)
+            .with_model_wait(model_wait))
+    }
+
+    /// Lets a goal wait `wait` for a busy model before the templates plan it.
+    pub fn with_model_wait(mut self, wait: Duration) -> Self {
+        self.model_wait = wait;
+        self
     }
 
     /// Recalls the agent's nearest memories for each goal from `memory` (none when `None`).
@@ -102,6 +121,7 @@ impl PlannerService {
             pool,
             planner,
             memory: None,
+            model_wait: MODEL_WAIT,
         }
     }
 
@@ -195,7 +215,34 @@ impl PlannerService {
                 week,
             };
             let started = std::time::Instant::now();
-            match self.planner.plan(&ctx.goal, &agent, by).await {
+            let planned = match self.planner.plan(&ctx.goal, &agent, by).await {
+                Err(PlanError::ModelBusy(why)) => {
+                    let waited = (chrono::Utc::now() - ctx.submitted_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    if waited < self.model_wait {
+                        return self.defer(goal_id, waited, &why).await;
+                    }
+                    tracing::warn!(goal_id = %goal_id.0, reason = %why, waited_secs = waited.as_secs(),
+                                   "the model stayed unavailable: the templates plan");
+                    TemplatePlanner
+                        .tasks(&ctx.goal, &agent)
+                        .map(|tasks| plan::Plan {
+                            tasks,
+                            meta: plan::PlanMeta {
+                                planner: "template".into(),
+                                fallback: Some(format!(
+                                    "the model stayed unavailable for {} s: {why}",
+                                    waited.as_secs()
+                                )),
+                                fallback_kind: Some(plan::Fallback::Unavailable),
+                                ..plan::PlanMeta::default()
+                            },
+                        })
+                }
+                other => other,
+            };
+            match planned {
                 Ok(mut plan) => {
                     plan.meta.documents = Some(ctx.documents.clone());
                     plan.meta.memories = agent.memories.iter().map(UsedMemory::from).collect();
@@ -218,6 +265,12 @@ impl PlannerService {
                         // The model's tokens and cents are counted by its meter.
                         Emf::new("planner")
                             .dimension("Planner", plan.meta.planner.clone())
+                            .dimension(
+                                "Fallback",
+                                plan.meta
+                                    .fallback_kind
+                                    .map_or("none", plan::Fallback::as_str),
+                            )
                             .count("GoalsPlanned", 1)
                             .count("PlannedTasks", plan.tasks.len() as u64)
                             .millis("PlanDuration", started.elapsed())
@@ -237,6 +290,33 @@ impl PlannerService {
         }
         // Also after a redelivery: release whatever is ready and not yet released.
         self.release(goal_id).await.map(|_| ())
+    }
+
+    /// Sends the goal back to the planner later: its model is busy. The wait grows with how long
+    /// the goal has waited (a quarter of it, 5 s to 60 s, jittered) so a backlog drains at the
+    /// model's pace instead of polling it.
+    async fn defer(&self, goal: GoalId, waited: Duration, why: &str) -> Result<(), MessageError> {
+        let wait = (waited / 4).clamp(Duration::from_secs(5), Duration::from_secs(60));
+        // Jitter from the clock's nanoseconds: goals deferred together come back apart.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let wait = wait + wait.mul_f64(f64::from(nanos % 1000) / 2000.0);
+        let at = chrono::Utc::now() + wait;
+        let cause = format!("model-busy:{}", at.timestamp_millis());
+        let deferred = dag::defer_goal(&self.pool, goal, &cause, at)
+            .await
+            .map_err(retryable)?;
+        if deferred {
+            tracing::info!(goal_id = %goal.0, reason = why, waited_secs = waited.as_secs(),
+                           again_in_secs = wait.as_secs(), "the model is busy: the goal waits");
+            Emf::new("planner")
+                .count("GoalsDeferred", 1)
+                .ids(goal.0, None, None)
+                .emit();
+        }
+        Ok(())
     }
 
     /// The agent's memories nearest to the goal's text. An embedder that fails does not stop the
@@ -294,7 +374,7 @@ impl PlannerService {
         let mut released = 0;
         for mut task in ready {
             let mut produced = HashMap::new();
-            for from in [TEXT_FROM, MEDIA_FROM] {
+            for from in [TEXT_FROM, MEDIA_FROM, RESEARCH_FROM] {
                 let Some(dep) = task
                     .inputs
                     .get(from)

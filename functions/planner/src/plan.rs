@@ -9,9 +9,10 @@
 //! platforms never conflict, while two goals publishing to the same platform's calendar do,
 //! and the later one is replanned with fresh versions.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
+use chimera_core::content::WritingRules;
 use chimera_core::domain::{Goal, StateKey, StateVersion, Task, TaskId, TaskKind};
 use chimera_core::effect::wallet_of;
 use chimera_core::goal::Constraints;
@@ -28,6 +29,8 @@ use serde_json::{Map, Value, json};
 /// a draft, the hash of a rendered image.
 pub const TEXT_FROM: &str = "text_from";
 pub const MEDIA_FROM: &str = "media_from";
+/// The research whose findings a text is written with (filled into `research` on release).
+pub const RESEARCH_FROM: &str = "research_from";
 
 /// What a planner knows about the goal's agent.
 #[derive(Debug, Clone)]
@@ -51,12 +54,40 @@ pub enum PlanError {
     InvalidGoal(String),
     #[error("invalid plan: {0}")]
     InvalidPlan(String),
+    /// The model is busy, slow or unreachable: the goal waits and is planned later.
+    #[error("the model cannot plan now: {0}")]
+    ModelBusy(String),
+}
+
+/// Why the templates planned where a model was configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// The model's answers were not plans, after the retries.
+    Invalid,
+    /// The provider refused the request.
+    Refused,
+    /// The agent's budget could not cover the call.
+    OverBudget,
+    /// The model stayed busy or unreachable past the time a goal waits for it.
+    Unavailable,
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Refused => "refused",
+            Self::OverBudget => "over_budget",
+            Self::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// Who made a plan, recorded on the goal.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PlanMeta {
-    /// `template` or `model`.
+    /// `model`, `template`, or `rules` (a goal with nothing to choose).
     pub planner: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -72,6 +103,9 @@ pub struct PlanMeta {
     /// Why the model's plan was not used (the templates planned instead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The kind of `fallback`, for counting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_kind: Option<Fallback>,
     /// The versions of the agent's persona and policy the plan was made under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub documents: Option<chimera_store::dag::Documents>,
@@ -208,65 +242,104 @@ pub fn constraints(goal: &Goal) -> Result<Constraints, PlanError> {
 }
 
 impl TemplatePlanner {
-    /// The template plan of `goal`.
+    /// The template plan of `goal`: the templates' [`Choices`].
+    pub fn tasks(&self, goal: &Goal, agent: &AgentContext) -> Result<Vec<Task>, PlanError> {
+        Choices::template(&goal.kind).tasks(goal, agent)
+    }
+}
+
+/// What a plan chooses: whether the goal's optional steps run, and the angle of each text
+/// (what it should say). The rules of each kind make the tasks from them ([`Choices::tasks`]),
+/// so any choices make a valid plan: a model that chooses cannot break the graph.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Choices {
+    /// Research before writing (its findings reach the texts written after it).
+    pub research: bool,
+    /// A campaign's image, attached to each post.
+    pub render_media: bool,
+    /// The angle of the text for each platform (none: the brief alone).
+    pub angles: BTreeMap<String, String>,
+}
+
+impl Choices {
+    /// The templates' choices: a campaign researches and renders an image, a reply answers at
+    /// once.
+    pub fn template(kind: &str) -> Self {
+        Self {
+            research: kind == "campaign",
+            render_media: kind == "campaign",
+            angles: BTreeMap::new(),
+        }
+    }
+
+    /// The tasks of the goal by its kind's rules:
+    /// - `campaign`: [research ->] [an image ->] per platform a draft -> a post;
+    /// - `reply`: [research ->] a reply to the mentioned post;
+    /// - `paid_action`: a transfer proposal (held for a human and checked against the budget).
     pub fn tasks(&self, goal: &Goal, agent: &AgentContext) -> Result<Vec<Task>, PlanError> {
         let constraints = constraints(goal)?;
+        let platforms = platforms(goal, &constraints);
         let mut b = Builder {
             goal,
             tasks: Vec::new(),
         };
-        let draft_inputs = |platform: &str| writing(goal, platform, agent);
+        let research = (self.research && goal.kind != "paid_action").then(|| {
+            b.add(
+                TaskKind::Research,
+                json!({"query": goal.body}),
+                &[],
+                &[],
+                &[],
+            )
+        });
+        let after_research: Vec<TaskId> = research.into_iter().collect();
+        let text_inputs = |platform: &str| {
+            let mut inputs = writing(goal, platform, agent);
+            if let Some(angle) = self.angles.get(platform).filter(|a| !a.is_empty()) {
+                inputs["angle"] = json!(angle);
+            }
+            if let Some(research) = research {
+                inputs[RESEARCH_FROM] = json!(research.0);
+            }
+            inputs
+        };
         match goal.kind.as_str() {
             "campaign" => {
-                let platforms = if constraints.platforms.is_empty() {
-                    vec!["instagram".to_owned()]
-                } else {
-                    constraints.platforms.clone()
-                };
-                let research = b.add(
-                    TaskKind::Research,
-                    json!({"query": goal.body}),
-                    &[],
-                    &[],
-                    &[],
-                );
-                let render = b.add(
-                    TaskKind::RenderMedia,
-                    json!({"prompt": goal.body}),
-                    &[research],
-                    &[],
-                    &[],
-                );
+                let render = self.render_media.then(|| {
+                    b.add(
+                        TaskKind::RenderMedia,
+                        json!({"prompt": goal.body}),
+                        &after_research,
+                        &[],
+                        &[],
+                    )
+                });
                 for platform in &platforms {
                     let draft = b.add(
                         TaskKind::Draft,
-                        draft_inputs(platform),
-                        &[research],
+                        text_inputs(platform),
+                        &after_research,
                         &[],
                         &[],
                     );
                     let slot = state_keys(TaskKind::Publish, goal, &constraints, platform)?;
-                    b.add(
-                        TaskKind::Publish,
-                        json!({"platform": platform, TEXT_FROM: draft.0, MEDIA_FROM: render.0,
-                               "disclosure_level": agent.policy.disclosure.as_str()}),
-                        &[draft, render],
-                        &slot,
-                        &slot,
-                    );
+                    let mut inputs = json!({"platform": platform, TEXT_FROM: draft.0,
+                                            "disclosure_level": agent.policy.disclosure.as_str()});
+                    let mut deps = vec![draft];
+                    if let Some(render) = render {
+                        inputs[MEDIA_FROM] = json!(render.0);
+                        deps.push(render);
+                    }
+                    b.add(TaskKind::Publish, inputs, &deps, &slot, &slot);
                 }
             }
             "reply" => {
-                let platform = constraints
-                    .platforms
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "x".into());
-                let mut inputs = draft_inputs(&platform);
+                let platform = &platforms[0];
+                let mut inputs = text_inputs(platform);
                 inputs["in_reply_to"] = json!(constraints.in_reply_to);
                 inputs["disclosure_level"] = json!(agent.policy.disclosure.as_str());
-                let thread = state_keys(TaskKind::Reply, goal, &constraints, &platform)?;
-                b.add(TaskKind::Reply, inputs, &[], &thread, &thread);
+                let thread = state_keys(TaskKind::Reply, goal, &constraints, platform)?;
+                b.add(TaskKind::Reply, inputs, &after_research, &thread, &thread);
             }
             "paid_action" => {
                 b.add(
@@ -282,6 +355,17 @@ impl TemplatePlanner {
         }
         validate(&b.tasks)?;
         Ok(b.tasks)
+    }
+}
+
+/// The platforms a goal's texts go to: its constraints', else a campaign's Instagram and a
+/// reply's X.
+pub fn platforms(goal: &Goal, constraints: &Constraints) -> Vec<String> {
+    match (constraints.platforms.is_empty(), goal.kind.as_str()) {
+        (false, _) => constraints.platforms.clone(),
+        (true, "reply") => vec!["x".to_owned()],
+        (true, "campaign") => vec!["instagram".to_owned()],
+        (true, _) => Vec::new(),
     }
 }
 
@@ -315,29 +399,48 @@ pub(crate) fn state_keys(
     })
 }
 
-/// What a task that writes needs: the brief, the platform, the persona, and the model the
-/// agent's policy chose (when it chose one).
+/// What a task that writes needs: the brief, the platform, the persona, the policy's rules for
+/// the text, and the model the agent's policy chose (when it chose one).
 pub(crate) fn writing(goal: &Goal, platform: &str, agent: &AgentContext) -> Value {
-    let mut inputs = json!({"brief": goal.body, "platform": platform, "persona": persona(agent)});
+    let rules = WritingRules {
+        banned_phrases: agent.policy.banned_phrases.clone(),
+        disclosure_text: agent.policy.disclosure_text.clone(),
+    };
+    let mut inputs = json!({"brief": goal.body, "platform": platform, "persona": persona(agent),
+                            "rules": rules});
     if let Some(model) = &agent.policy.model {
         inputs["model"] = json!(model);
     }
     inputs
 }
 
-/// The persona as the drafting tool takes it: a name and a voice.
+/// The persona as the writers take it: its name, voice, bio, per-channel style and example
+/// posts (the drafting tool reads the name and the voice).
 pub(crate) fn persona(agent: &AgentContext) -> Value {
-    let voice = agent
-        .persona
-        .get("voice")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let name = agent
-        .persona
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or(&agent.handle);
-    json!({"name": name, "voice": voice})
+    let mut persona = json!({
+        "name": agent.persona.get("name").and_then(Value::as_str).unwrap_or(&agent.handle),
+        "voice": agent.persona.get("voice").and_then(Value::as_str).unwrap_or_default(),
+    });
+    for field in ["bio", "examples", "style"] {
+        if let Some(value) = agent.persona.get(field).filter(|v| !is_empty(v)) {
+            persona[field] = value.clone();
+        }
+    }
+    // Every task carries the persona: a few examples say the voice.
+    if let Some(examples) = persona.get_mut("examples").and_then(Value::as_array_mut) {
+        examples.truncate(3);
+    }
+    persona
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
 }
 
 /// What any planner's output must satisfy: 1..=50 tasks, no execute tasks (effects are only
@@ -368,14 +471,15 @@ pub fn validate(tasks: &[Task]) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Fills `text_from` / `media_from` inputs with what the named dependencies produced: the
-/// `text` of a draft and the `sha256` of an image. `produced` maps a task id to its committed
-/// result's (inline text, first artifact hash).
+/// Fills `text_from` / `media_from` / `research_from` inputs with what the named dependencies
+/// produced: the `text` of a draft, the `sha256` of an image, and a digest of what the research
+/// found (`research`; none when its result was too large to travel inline). `produced` maps a
+/// task id to its committed result's (inline text, first artifact hash).
 pub fn fill_inputs(
     inputs: &mut Map<String, Value>,
     produced: &impl Fn(TaskId) -> Option<(Option<String>, String)>,
 ) -> Result<(), String> {
-    for (from, into) in [(TEXT_FROM, "text"), (MEDIA_FROM, "media_sha256")] {
+    for from in [TEXT_FROM, MEDIA_FROM, RESEARCH_FROM] {
         let Some(source) = inputs.remove(from) else {
             continue;
         };
@@ -385,14 +489,45 @@ pub fn fill_inputs(
             .ok_or_else(|| format!("{from} must name a task"))?;
         let (text, sha256) = produced(TaskId(id))
             .ok_or_else(|| format!("{from}: task {id} has no committed result"))?;
-        let value = if into == "text" {
-            text.ok_or_else(|| format!("{from}: task {id} produced no text"))?
-        } else {
-            sha256
-        };
-        inputs.insert(into.into(), json!(value));
+        match from {
+            TEXT_FROM => {
+                let text = text.ok_or_else(|| format!("{from}: task {id} produced no text"))?;
+                inputs.insert("text".into(), json!(text));
+            }
+            MEDIA_FROM => {
+                inputs.insert("media_sha256".into(), json!(sha256));
+            }
+            _ => {
+                if let Some(digest) = text.as_deref().and_then(research_digest) {
+                    inputs.insert("research".into(), json!(digest));
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// What a research result found, for a writer: its first three items, `title: summary`, one
+/// line each. `None` when it found nothing readable.
+fn research_digest(result: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(result).ok()?;
+    let lines: Vec<String> = value
+        .get("items")?
+        .as_array()?
+        .iter()
+        .take(3)
+        .filter_map(|item| {
+            let field = |name| item.get(name).and_then(Value::as_str).unwrap_or_default();
+            let line = match (field("title"), field("summary")) {
+                ("", "") => return None,
+                (title, "") => title.to_owned(),
+                ("", summary) => summary.to_owned(),
+                (title, summary) => format!("{title}: {summary}"),
+            };
+            Some(chimera_llm::one_line(&line, 200))
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use chimera_core::content::{self, WritingRules};
 use chimera_core::domain::{Confidence, DisclosureLevel, RiskTag, Task, TaskKind};
 use chimera_core::effect::{EffectAction, wallet_of};
 use chimera_llm::mind::{Mind, MindError};
@@ -184,6 +185,19 @@ struct DraftInputs {
     /// What the agent said before on the subject (recalled by the planner).
     #[serde(default)]
     memories: Vec<String>,
+    /// The plan's angle: what the text should say.
+    #[serde(default)]
+    angle: Option<String>,
+    /// What the plan's research found (filled in when the task is released).
+    #[serde(default)]
+    research: Option<String>,
+    /// The policy's rules for the text.
+    #[serde(default)]
+    rules: WritingRules,
+    /// The model the policy chose, read by the drafter from the task's inputs.
+    #[serde(default)]
+    #[allow(dead_code)]
+    model: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +245,19 @@ struct PostInputs {
     confidence: Option<f64>,
     #[serde(default)]
     memories: Vec<String>,
+    /// The plan's angle: what the text should say.
+    #[serde(default)]
+    angle: Option<String>,
+    /// What the plan's research found (filled in when the task is released).
+    #[serde(default)]
+    research: Option<String>,
+    /// The policy's rules for the text.
+    #[serde(default)]
+    rules: WritingRules,
+    /// The model the policy chose, read by the drafter from the task's inputs.
+    #[serde(default)]
+    #[allow(dead_code)]
+    model: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -310,8 +337,17 @@ const SENSITIVE: &[&str] = &["politics", "health", "finance", "crypto"];
 
 async fn draft(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
     let i: DraftInputs = inputs(task)?;
-    let (text, draft, call) =
-        draft_text(runner, task, &i.brief, &i.platform, i.persona, &i.memories).await?;
+    let what = draft::Brief {
+        brief: &i.brief,
+        platform: &i.platform,
+        persona: &i.persona,
+        memories: &i.memories,
+        angle: i.angle.as_deref(),
+        research: i.research.as_deref(),
+        rules: &i.rules,
+        parent: None,
+    };
+    let (text, draft, call) = draft_text(runner, task, &what).await?;
     Ok(Outcome {
         confidence: confidence(draft.quality)?,
         risk_tags: tags(draft.topics.iter().map(String::as_str)),
@@ -328,19 +364,11 @@ async fn draft(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
 async fn draft_text(
     runner: &Runner<'_>,
     task: &Task,
-    brief: &str,
-    platform: &str,
-    persona: Value,
-    memories: &[String],
+    what: &draft::Brief<'_>,
 ) -> Result<(String, Draft, Call), ExecError> {
-    let what = draft::Brief {
-        brief,
-        platform,
-        persona: &persona,
-        memories,
-    };
+    let platform = what.platform;
     if let Some(mind) = runner.mind
-        && let Some(drafted) = draft::with_model(mind, task, &what, runner.answer_by).await?
+        && let Some(drafted) = draft::with_model(mind, task, what, runner.answer_by).await?
     {
         let call = Call {
             tool: "llm.chat".into(),
@@ -356,7 +384,7 @@ async fn draft_text(
         };
         return Ok((drafted.text, draft, call));
     }
-    let mut values = json!({"persona": persona, "brief": brief, "platform": platform});
+    let mut values = json!({"persona": what.persona, "brief": what.brief, "platform": platform});
     if let Some(feedback) = task.feedback.as_deref().and_then(draft::instruction) {
         values["feedback"] = json!(feedback);
     }
@@ -371,6 +399,38 @@ async fn draft_text(
     }
     let call = call(&invoked, Some(platform.to_owned()));
     Ok((draft.text.clone(), draft, call))
+}
+
+/// The text of the post a reply answers, read through the platform's MCP server: `None` when
+/// the platform does not know it (the reply is written from its brief alone, and the log says
+/// so); a read that can succeed later fails the attempt.
+async fn parent_text(
+    runner: &Runner<'_>,
+    platform: &str,
+    post_id: &str,
+) -> Result<Option<String>, ExecError> {
+    #[derive(Deserialize)]
+    struct Parent {
+        #[serde(default)]
+        text: Option<String>,
+    }
+    let read = runner
+        .invoke(
+            Op::ReadPost,
+            Some(platform),
+            json!({"platform": platform, "post_id": post_id}),
+        )
+        .await
+        .and_then(|invoked| Ok(invoked.parse::<Parent>()?));
+    match read {
+        Ok(parent) => Ok(parent.text.filter(|t| !t.trim().is_empty())),
+        Err(err) if err.is_retryable() => Err(err),
+        Err(err) => {
+            tracing::warn!(task_id = %runner.task.id.0, post_id, error = %err,
+                           "the post replied to could not be read: the reply is written from its brief");
+            Ok(None)
+        }
+    }
 }
 
 async fn render(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
@@ -425,8 +485,21 @@ async fn propose_post(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecE
             let persona = i
                 .persona
                 .ok_or_else(|| ExecError::InvalidInputs("drafting needs a persona".into()))?;
-            let (text, draft, call) =
-                draft_text(runner, task, &brief, &i.platform, persona, &i.memories).await?;
+            let parent = match &i.in_reply_to {
+                Some(post) => parent_text(runner, &i.platform, post).await?,
+                None => None,
+            };
+            let what = draft::Brief {
+                brief: &brief,
+                platform: &i.platform,
+                persona: &persona,
+                memories: &i.memories,
+                angle: i.angle.as_deref(),
+                research: i.research.as_deref(),
+                rules: &i.rules,
+                parent: parent.as_deref(),
+            };
+            let (text, draft, call) = draft_text(runner, task, &what).await?;
             (text, Some(draft.quality), draft.topics, Some(call))
         }
         _ => {
@@ -434,6 +507,16 @@ async fn propose_post(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecE
                 "a post needs text or a brief".into(),
             ));
         }
+    };
+    // The disclosure the policy requires is part of the published text, whoever wrote it.
+    let text = match i.rules.disclosure_text.as_deref() {
+        Some(disclosure) => content::with_disclosure(
+            &text,
+            disclosure,
+            content::platform_limit(&i.platform).unwrap_or(draft::DEFAULT_LIMIT),
+            |t, room| draft::clean(t, room, true),
+        ),
+        None => text,
     };
     let mut arguments = json!({"platform": i.platform, "text": text});
     if let Some(to) = &i.in_reply_to {
