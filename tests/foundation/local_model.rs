@@ -190,7 +190,7 @@ async fn a_busy_provider_is_retried_after_its_retry_after_and_a_bad_answer_is_re
         started.elapsed() >= Duration::from_secs(2),
         "waited as asked"
     );
-    // Busy for longer than the retries: unavailable, worth trying later.
+    // Busy for longer than the retries: busy, worth trying later (never a worse answer now).
     let url = provider(100, completion("never")).await;
     let model = OpenAiCompatible::new(OpenAiConfig {
         retries: 1,
@@ -198,7 +198,7 @@ async fn a_busy_provider_is_retried_after_its_retry_after_and_a_bad_answer_is_re
     });
     let err = model.chat(&ask(None)).await.unwrap_err();
     assert!(
-        matches!(err, LlmError::Unavailable(_)) && err.is_retryable(),
+        matches!(err, LlmError::Busy(_)) && err.is_retryable(),
         "{err}"
     );
     // An answer that is not of the schema is refused, with where.

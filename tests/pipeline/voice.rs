@@ -224,3 +224,47 @@ async fn twenty_goals_at_once_wait_for_the_busy_local_model_and_none_is_planned_
     eprintln!("20 goals planned by the model; {deferred} deferrals while it was busy");
     swarm.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reply_that_copies_what_the_agent_said_before_goes_back_to_the_drafter() {
+    let swarm = Swarm::new(SwarmOptions::default()).await;
+    let said =
+        "Twelve hours of folding, one evening of light: our spring lanterns are in the shop.";
+    let mut decisions = Vec::new();
+    for text in [
+        "Thank you! Twelve hours of folding, one evening of light, that is our spring.",
+        "Thank you for the kind words! The blue ones took us the longest this year.",
+    ] {
+        let (task, result) = crate::judge::reply_and_result(&swarm, 0.99, text).await;
+        // The plan recalled what the agent said before into the task, as the planner does.
+        sqlx::query("update tasks set inputs = jsonb_set(inputs, '{memories}', $2) where id = $1")
+            .bind(task.id.0)
+            .bind(json!([said]))
+            .execute(&swarm.db.pool)
+            .await
+            .unwrap();
+        let body = chimera_core::envelope::encode(&chimera_core::envelope::ResultMessage::Inline {
+            result,
+        });
+        assert!(crate::judge::judge(&swarm, &[body]).await.is_empty());
+        let (action, why): (String, String) = sqlx::query_as(
+            "select action, coalesce(reasoning, '') from audit_log
+             where task_id = $1 and action like 'judge.%' order by id desc limit 1",
+        )
+        .bind(task.id.0)
+        .fetch_one(&swarm.db.pool)
+        .await
+        .unwrap();
+        decisions.push((action, why));
+    }
+    let (copied, fresh) = (&decisions[0], &decisions[1]);
+    assert_eq!(copied.0, "judge.retry", "{}", copied.1);
+    assert!(
+        copied.1.contains(
+            "copies what the agent posted before: \"twelve hours of folding one evening of\""
+        ),
+        "{}",
+        copied.1
+    );
+    assert!(!fresh.1.contains("copies"), "{}", fresh.1);
+}

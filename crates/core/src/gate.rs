@@ -42,6 +42,9 @@ pub struct Context<'a> {
     pub persona: &'a str,
     /// The judge's feedback on the previous attempt; a draft must not repeat it.
     pub feedback: Option<&'a str>,
+    /// What the agent said before that the text was written with (recalled memories): data
+    /// to build on, never to copy.
+    pub said_before: &'a [String],
 }
 
 /// The longest text any check reads where the platform sets no limit.
@@ -119,6 +122,16 @@ pub fn check_text(policy: &Policy, text: &str, cx: &Context<'_>) -> TextChecks {
             "no feedback echoed".into(),
             echoes(text, feedback).then(|| "the text repeats the judge's feedback".to_owned()),
         );
+    }
+    if let Some(copied) = copies(text, cx.said_before) {
+        check(
+            "nothing copied from what it said before".into(),
+            Some(format!(
+                "the text copies what the agent posted before: \"{copied}\""
+            )),
+        );
+    } else if !cx.said_before.is_empty() {
+        check("nothing copied from what it said before".into(), None);
     }
     let tricks = instructions_and_spam(text, cx.persona);
     check(
@@ -263,6 +276,26 @@ fn markup(text: &str) -> Option<String> {
     }
     None
 }
+
+/// The first run of [`COPIED_WORDS`] words of one of `memories` that `text` repeats, or all of a
+/// shorter memory that has at least four words.
+pub fn copies(text: &str, memories: &[String]) -> Option<String> {
+    let said = format!(" {} ", words(text).join(" "));
+    memories.iter().find_map(|memory| {
+        let remembered = words(memory);
+        let run = remembered.len().min(COPIED_WORDS);
+        if run < 4 {
+            return None;
+        }
+        remembered
+            .windows(run)
+            .map(|w| w.join(" "))
+            .find(|w| said.contains(&format!(" {w} ")))
+    })
+}
+
+/// How many words in a row of a memory make a copy.
+pub const COPIED_WORDS: usize = 7;
 
 /// Whether `text` carries a run of six words of `feedback` (or all of a shorter one).
 fn echoes(text: &str, feedback: &str) -> bool {
@@ -534,6 +567,30 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_that_copies_a_memory_fails_and_one_that_builds_on_it_passes() {
+        let said = vec![
+            "Twelve hours of folding, one evening of light: our spring lanterns are in the shop."
+                .to_owned(),
+        ];
+        let cx = Context {
+            said_before: &said,
+            ..Context::default()
+        };
+        let copied = "New colours! Twelve hours of folding, one evening of light, as ever.";
+        let failed = check_text(&Policy::default(), copied, &cx).failed;
+        assert!(
+            failed
+                .iter()
+                .any(|f| f.contains("copies what the agent posted before")),
+            "{failed:?}"
+        );
+        let fresh = "The summer lanterns took us twice as long: blue paper is stubborn.";
+        let checks = check_text(&Policy::default(), fresh, &cx);
+        assert!(checks.failed.is_empty(), "{:?}", checks.failed);
+        assert!(checks.passed.iter().any(|p| p.contains("nothing copied")));
+    }
 
     fn failed(text: &str) -> Vec<String> {
         check_text(&Policy::default(), text, &Context::default()).failed

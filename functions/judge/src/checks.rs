@@ -210,9 +210,8 @@ pub async fn inspect(
                 &task.policy,
                 memo,
                 &Context {
-                    platform: None,
                     persona: &persona,
-                    feedback: None,
+                    ..Context::default()
                 },
             );
             findings.suspicious.extend(
@@ -293,6 +292,16 @@ fn suspicious_inputs(task: &TaskState) -> Vec<String> {
 /// The deterministic checks on `text`, and its topics by the policy's lexicon.
 fn check_text(task: &TaskState, text: &str, platform: Option<&str>, findings: &mut Findings) {
     let persona = gate::persona_words(&task.persona);
+    let said_before: Vec<String> = task
+        .inputs
+        .get("memories")
+        .and_then(serde_json::Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     let checks = gate::check_text(
         &task.policy,
         text,
@@ -300,6 +309,7 @@ fn check_text(task: &TaskState, text: &str, platform: Option<&str>, findings: &m
             platform,
             persona: &persona,
             feedback: task.feedback.as_deref(),
+            said_before: &said_before,
         },
     );
     findings.passed.extend(checks.passed);

@@ -571,6 +571,13 @@ impl Judge {
         let Some(text) = argument("text") else {
             return Ok(());
         };
+        // What reads as an instruction or spam is not kept to be recalled into later plans, even
+        // when a person let it out.
+        let suspicious = gate::suspicious(&[("post", text)], &gate::persona_words(&state.persona));
+        if !suspicious.is_empty() {
+            tracing::warn!(task_id = %task.0, found = suspicious.join("; "), "not remembered: it reads as instructions or spam");
+            return Ok(());
+        }
         let said = Said {
             tenant: state.tenant_id,
             agent: state.agent_id,

@@ -330,7 +330,21 @@ impl PlannerService {
             .recall(goal.tenant_id, goal.agent_id, &goal.body, RECALLED, within)
             .await
         {
-            Ok(found) => (found, None),
+            // A memory that reads as instructions or spam is data no plan needs.
+            Ok(found) => (
+                found
+                    .into_iter()
+                    .filter(|m| {
+                        let flagged = chimera_core::gate::suspicious(&[("memory", &m.text)], "");
+                        if !flagged.is_empty() {
+                            tracing::warn!(goal_id = %goal.id.0, memory = %m.id, found = flagged.join("; "),
+                                           "a memory is not recalled: it reads as instructions or spam");
+                        }
+                        flagged.is_empty()
+                    })
+                    .collect(),
+                None,
+            ),
             Err(err) => {
                 tracing::warn!(goal_id = %goal.id.0, error = format!("{err:#}"), "memories not recalled");
                 (Vec::new(), Some(format!("{err:#}")))

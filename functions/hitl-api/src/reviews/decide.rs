@@ -487,6 +487,7 @@ async fn edited_text_passes(
             platform: field("platform"),
             persona: &persona,
             feedback: None,
+            said_before: &[],
         },
     );
     failed.extend(checks.failed);
