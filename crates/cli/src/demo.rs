@@ -24,7 +24,7 @@ use chimera_worker::accounts::{self, Reader};
 use serde_json::{Value, json};
 
 /// How long the demo waits for its goals to settle.
-const WAIT: Duration = Duration::from_secs(300);
+const WAIT: Duration = Duration::from_secs(600);
 
 struct Agent {
     id: AgentId,
@@ -320,11 +320,43 @@ pub async fn run(pool: &PgPool, api: &str, on: Platform) -> Result<()> {
         ),
     ];
     let operator = mint("demo-operator", tenant.0, &["operator"], 3600)?;
+    // Two waves: what the campaigns publish is remembered, and the replies and payments that
+    // follow are planned with those memories recalled.
+    let (first, second): (Vec<_>, Vec<_>) = goals
+        .into_iter()
+        .partition(|(_, kind, _, _)| *kind == "campaign");
+    let started = Instant::now();
+    println!("first wave: the campaigns (what gets published is remembered)");
+    let mut ids = submit_goals(&http, api, &operator, &agents, &first).await?;
+    wait_settled(pool, &ids, started).await?;
+    // A person lets a held post out: it is published, and remembered.
+    reviewer_at_work(&http, api, pool, tenant.0, &ids).await?;
+    println!("\nsecond wave: replies and payments (their plans recall what the agents posted)");
+    let later = submit_goals(&http, api, &operator, &agents, &second).await?;
+    ids.extend(&later);
+    wait_settled(pool, &ids, started).await?;
+    let took = started.elapsed();
+    reviewer_at_work(&http, api, pool, tenant.0, &later).await?;
+    summary(pool, tenant.0, &ids, took, api).await?;
+    if let Platform::Bluesky(network) = &on {
+        on_the_network(&http, pool, network, &agents, &ids).await?;
+    }
+    Ok(())
+}
+
+/// Submits `goals` (agent index, kind, text, constraints) over the API; returns their ids.
+async fn submit_goals(
+    http: &reqwest::Client,
+    api: &str,
+    operator: &str,
+    agents: &[Agent],
+    goals: &[(usize, &str, &str, Value)],
+) -> Result<Vec<uuid::Uuid>> {
     let mut ids = Vec::new();
-    for (agent, kind, text, constraints) in &goals {
+    for (agent, kind, text, constraints) in goals {
         let response = http
             .post(format!("{api}/goals"))
-            .bearer_auth(&operator)
+            .bearer_auth(operator)
             .json(&json!({
                 "agent_id": agents[*agent].id.0,
                 "kind": kind,
@@ -349,18 +381,22 @@ pub async fn run(pool: &PgPool, api: &str, on: Platform) -> Result<()> {
         );
         ids.push(id);
     }
+    Ok(ids)
+}
 
-    println!("\nprogress (goals by status; tasks by status):");
-    let started = Instant::now();
+/// Prints the goals' progress as it changes until every one is settled; fails past [`WAIT`]
+/// from `started`.
+async fn wait_settled(pool: &PgPool, ids: &[uuid::Uuid], started: Instant) -> Result<()> {
+    println!("progress (goals by status; tasks by status):");
     let mut last = String::new();
     loop {
-        let (goals_line, settled) = progress(pool, &ids).await?;
+        let (goals_line, settled) = progress(pool, ids).await?;
         if goals_line != last {
             println!("  {:>5.1}s  {goals_line}", started.elapsed().as_secs_f64());
             last = goals_line;
         }
         if settled {
-            break;
+            return Ok(());
         }
         if started.elapsed() > WAIT {
             bail!(
@@ -369,13 +405,6 @@ pub async fn run(pool: &PgPool, api: &str, on: Platform) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let took = started.elapsed();
-    reviewer_at_work(&http, api, pool, tenant.0, &ids).await?;
-    summary(pool, tenant.0, &ids, took, api).await?;
-    if let Platform::Bluesky(network) = &on {
-        on_the_network(&http, pool, network, &agents, &ids).await?;
-    }
-    Ok(())
 }
 
 /// What the Bluesky network holds of the run: each agent's records on the PDS, against the
@@ -464,8 +493,9 @@ async fn decide(
     Ok(None)
 }
 
-/// A reviewer decides two held items through the HITL API, as Mission Control does: approves
-/// the medium-confidence reply (its effect is released once) and rejects the political one.
+/// A reviewer decides held items of `ids` through the HITL API, as Mission Control does:
+/// approves the medium-confidence post (or another clean one; its effect is released once)
+/// and rejects a political one.
 async fn reviewer_at_work(
     http: &reqwest::Client,
     api: &str,
@@ -544,13 +574,13 @@ async fn reviewer_at_work(
         let (_, settled) = progress(pool, ids).await?;
         if posts == 1 && settled {
             println!(
-                "  the approved reply was published once ({:.1} s)",
+                "  the approved post was published once ({:.1} s)",
                 started.elapsed().as_secs_f64()
             );
             return Ok(());
         }
         if started.elapsed() > WAIT {
-            bail!("the approved reply was not published within {WAIT:?}");
+            bail!("the approved post was not published within {WAIT:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

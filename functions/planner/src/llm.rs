@@ -113,9 +113,9 @@ impl LlmPlanner {
                     name: "plan".into(),
                     schema: schema(&goal.kind, &platforms),
                 }),
-                // Room for every angle at its longest (a token per character at worst), so a
-                // grammar-decoded answer is never cut short.
-                max_tokens: 40 + (ANGLE_CHARS as u32 + 20) * platforms.len().max(1) as u32,
+                // Room for every angle at its longest (a token per character at worst) and the
+                // grammar's indentation, so a grammar-decoded answer is never cut short.
+                max_tokens: 60 + (ANGLE_CHARS as u32 + 40) * platforms.len().max(1) as u32,
                 temperature: 0.0,
                 seed: Some(7),
             };

@@ -297,18 +297,19 @@ pub fn clean(answer: &str, limit: usize, truncated: bool) -> String {
 }
 
 /// What a post never holds, taken out of a model's text: markup (tags such as `<data>` or
-/// `<b>`), a leading label ("Post:", "Here is the reply:"), a sentence said again, and runs of
-/// spaces or blank lines. The judge still checks what remains (the gate's degenerate check).
+/// `<b>`), a label line before or after the text ("Here is the reply:", "The answer:"), a
+/// sentence said again, and runs of spaces or blank lines. The judge still checks what remains (the gate's degenerate check).
 pub fn sanitize(answer: &str) -> String {
     let untagged = without_tags(answer);
     let mut lines: Vec<&str> = untagged.lines().map(str::trim).collect();
-    // A first line that only announces the text ("Here is my reply:").
-    if let Some(first) = lines.first()
-        && first.ends_with(':')
-        && first.split_whitespace().count() <= 8
-        && lines.len() > 1
-    {
+    // A first line that only announces the text ("Here is my reply:"), and a last one that
+    // announces what never came ("The answer:").
+    let label = |line: &str| line.ends_with(':') && line.split_whitespace().count() <= 8;
+    if lines.len() > 1 && lines.first().is_some_and(|l| label(l)) {
         lines.remove(0);
+    }
+    while lines.len() > 1 && lines.last().is_some_and(|l| l.is_empty() || label(l)) {
+        lines.pop();
     }
     let mut text = lines.join("\n");
     for label in ["post:", "reply:", "tweet:", "answer:", "response:", "text:"] {
@@ -414,6 +415,10 @@ mod tests {
         );
         assert_eq!(sanitize("3 < 5 and 7 > 2"), "3 < 5 and 7 > 2");
         assert_eq!(sanitize("<data>Hi</data>"), "Hi");
+        assert_eq!(
+            sanitize("thanks for the kind words\n\nThe answer:"),
+            "thanks for the kind words"
+        );
     }
 
     #[test]
