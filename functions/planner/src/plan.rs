@@ -301,6 +301,9 @@ impl Choices {
             if let Some(research) = research {
                 inputs[RESEARCH_FROM] = json!(research.0);
             }
+            if let Some(engagement) = engagement(agent) {
+                inputs["engagement"] = json!(engagement);
+            }
             inputs
         };
         match goal.kind.as_str() {
@@ -356,6 +359,25 @@ impl Choices {
         validate(&b.tasks)?;
         Ok(b.tasks)
     }
+}
+
+/// What worked for the agent this week, for a writer: its most liked posts, one line each
+/// (`12 likes on x: ...`). `None` when nothing was measured.
+fn engagement(agent: &AgentContext) -> Option<String> {
+    let lines: Vec<String> = agent
+        .week
+        .best
+        .iter()
+        .map(|p| {
+            format!(
+                "{} likes on {}: {}",
+                p.likes,
+                p.platform.as_deref().unwrap_or("?"),
+                chimera_llm::one_line(&p.text, 160)
+            )
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
 /// The platforms a goal's texts go to: its constraints', else a campaign's Instagram and a

@@ -194,6 +194,9 @@ struct DraftInputs {
     /// The policy's rules for the text.
     #[serde(default)]
     rules: WritingRules,
+    /// What worked for the agent this week (its most liked posts).
+    #[serde(default)]
+    engagement: Option<String>,
     /// The model the policy chose, read by the drafter from the task's inputs.
     #[serde(default)]
     #[allow(dead_code)]
@@ -254,6 +257,9 @@ struct PostInputs {
     /// The policy's rules for the text.
     #[serde(default)]
     rules: WritingRules,
+    /// What worked for the agent this week (its most liked posts).
+    #[serde(default)]
+    engagement: Option<String>,
     /// The model the policy chose, read by the drafter from the task's inputs.
     #[serde(default)]
     #[allow(dead_code)]
@@ -344,6 +350,7 @@ async fn draft(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecError> {
         memories: &i.memories,
         angle: i.angle.as_deref(),
         research: i.research.as_deref(),
+        engagement: i.engagement.as_deref(),
         rules: &i.rules,
         parent: None,
     };
@@ -496,6 +503,7 @@ async fn propose_post(runner: &Runner<'_>, task: &Task) -> Result<Outcome, ExecE
                 memories: &i.memories,
                 angle: i.angle.as_deref(),
                 research: i.research.as_deref(),
+                engagement: i.engagement.as_deref(),
                 rules: &i.rules,
                 parent: parent.as_deref(),
             };
