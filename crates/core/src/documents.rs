@@ -306,35 +306,26 @@ impl Soul {
         if bio.chars().count() > 2000 {
             return Err(parts.error(None, None, "the Bio section is longer than 2000 characters"));
         }
-        let examples: Vec<String> = sections
-            .get("examples")
-            .map(|s| list_items(s))
-            .unwrap_or_default();
-        if examples.len() > 10 || examples.iter().any(|e| e.chars().count() > 500) {
-            return Err(parts.error(
-                None,
-                None,
-                "the Examples section lists at most 10 posts of at most 500 characters",
-            ));
-        }
-        let style = |section: &str| -> Result<Vec<String>, DocError> {
+        // A section that lists at most 10 items of at most `max` characters.
+        let listed = |title: &str, items_are: &str, max: usize| -> Result<Vec<String>, DocError> {
             let items: Vec<String> = sections
-                .get(section)
+                .get(&title.to_lowercase())
                 .map(|s| list_items(s))
                 .unwrap_or_default();
-            if items.len() > 10 || items.iter().any(|e| e.chars().count() > 200) {
+            if items.len() > 10 || items.iter().any(|e| e.chars().count() > max) {
                 return Err(parts.error(
                     None,
                     None,
                     &format!(
-                        "the {section} section lists at most 10 rules of at most 200 characters"
+                        "the {title} section lists at most 10 {items_are} of at most {max} characters"
                     ),
                 ));
             }
             Ok(items)
         };
-        let post_style = style("post style")?;
-        let reply_style = style("reply style")?;
+        let examples = listed("Examples", "posts", 500)?;
+        let post_style = listed("Post style", "rules", 200)?;
+        let reply_style = listed("Reply style", "rules", 200)?;
         Ok(Soul {
             post_style,
             reply_style,

@@ -45,6 +45,9 @@ pub struct Context<'a> {
     /// What the agent said before that the text was written with (recalled memories): data
     /// to build on, never to copy.
     pub said_before: &'a [String],
+    /// What the text was asked to say (its brief, the persona's name and voice): words a
+    /// memory shares with it are not copied from the memory.
+    pub asked: &'a str,
 }
 
 /// The longest text any check reads where the platform sets no limit.
@@ -123,7 +126,7 @@ pub fn check_text(policy: &Policy, text: &str, cx: &Context<'_>) -> TextChecks {
             echoes(text, feedback).then(|| "the text repeats the judge's feedback".to_owned()),
         );
     }
-    if let Some(copied) = copies(text, cx.said_before) {
+    if let Some(copied) = copies(text, cx.said_before, cx.asked) {
         check(
             "nothing copied from what it said before".into(),
             Some(format!(
@@ -278,11 +281,20 @@ fn markup(text: &str) -> Option<String> {
 }
 
 /// The first run of [`COPIED_WORDS`] words of one of `memories` that `text` repeats, or all of a
-/// shorter memory that has at least four words.
-pub fn copies(text: &str, memories: &[String]) -> Option<String> {
-    let said = format!(" {} ", words(text).join(" "));
+/// shorter memory that has at least four words. Words of `asked` (what the text was asked to
+/// say) are left out of both sides first: a text that says its brief again, as a memory of an
+/// earlier goal with the same brief did, copies nothing.
+pub fn copies(text: &str, memories: &[String], asked: &str) -> Option<String> {
+    let asked: BTreeSet<String> = words(asked).into_iter().collect();
+    let own = |t: &str| -> Vec<String> {
+        words(t)
+            .into_iter()
+            .filter(|w| !asked.contains(w))
+            .collect()
+    };
+    let said = format!(" {} ", own(text).join(" "));
     memories.iter().find_map(|memory| {
-        let remembered = words(memory);
+        let remembered = own(memory);
         let run = remembered.len().min(COPIED_WORDS);
         if run < 4 {
             return None;
@@ -585,6 +597,17 @@ mod tests {
                 .iter()
                 .any(|f| f.contains("copies what the agent posted before")),
             "{failed:?}"
+        );
+        // Saying the brief again, as an earlier post with the same brief did, is no copy.
+        let asked = Context {
+            said_before: &said,
+            asked: "one evening of light: twelve hours of folding",
+            ..Context::default()
+        };
+        assert!(
+            check_text(&Policy::default(), copied, &asked)
+                .failed
+                .is_empty()
         );
         let fresh = "The summer lanterns took us twice as long: blue paper is stubborn.";
         let checks = check_text(&Policy::default(), fresh, &cx);

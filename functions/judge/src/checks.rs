@@ -302,6 +302,20 @@ fn check_text(task: &TaskState, text: &str, platform: Option<&str>, findings: &m
                 .collect()
         })
         .unwrap_or_default();
+    let field = |value: &serde_json::Value, name: &str| {
+        value
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let asked = [
+        field(&task.inputs, "brief"),
+        task.goal_text.clone(),
+        field(&task.persona, "name"),
+        field(&task.persona, "voice"),
+    ]
+    .join("\n");
     let checks = gate::check_text(
         &task.policy,
         text,
@@ -310,6 +324,7 @@ fn check_text(task: &TaskState, text: &str, platform: Option<&str>, findings: &m
             persona: &persona,
             feedback: task.feedback.as_deref(),
             said_before: &said_before,
+            asked: &asked,
         },
     );
     findings.passed.extend(checks.passed);

@@ -488,6 +488,7 @@ async fn edited_text_passes(
             persona: &persona,
             feedback: None,
             said_before: &[],
+            asked: "",
         },
     );
     failed.extend(checks.failed);
