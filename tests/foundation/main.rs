@@ -5,6 +5,7 @@ mod bootstrap;
 mod lambda_binaries;
 mod local_chain;
 mod local_model;
+mod readme;
 mod roles;
 mod schema;
 mod stack_script;
