@@ -28,6 +28,25 @@ impl MessageError {
         matches!(self, Self::Retryable(_))
     }
 
+    /// A failure another delivery can cure.
+    pub fn retryable(err: impl Into<anyhow::Error>) -> Self {
+        Self::Retryable(err.into())
+    }
+
+    /// A failure no delivery can cure: the message goes to its dead-letter queue.
+    pub fn permanent(err: impl Into<anyhow::Error>) -> Self {
+        Self::Permanent(err.into())
+    }
+
+    /// A failed read or write of an artifact: retryable or not as the storage says.
+    pub fn storage(err: crate::artifacts::StorageError) -> Self {
+        if err.is_retryable() {
+            Self::Retryable(err.into())
+        } else {
+            Self::Permanent(err.into())
+        }
+    }
+
     /// A failed call to a dependency: permanent when the database says the message holds a
     /// value it can never store (a NUL character in a text), retryable otherwise (unavailable,
     /// or a fault of ours that a fix can cure before the message is dead-lettered).

@@ -38,7 +38,7 @@ use std::time::{Instant, SystemTime};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use checks::Findings;
 use chimera_aws::Clients;
-use chimera_aws::artifacts::{ArtifactStore, StorageError};
+use chimera_aws::artifacts::ArtifactStore;
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
 use chimera_aws::memory::{Memory, Said};
@@ -79,23 +79,6 @@ pub struct Judge {
     memory: Option<Memory>,
     /// The embedding model the judge scores similarity with (to the brief, to the persona).
     embedder: Option<Arc<dyn Embedder>>,
-}
-
-/// A failed call to the database or a queue (see [`MessageError::dependency`]).
-fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
-    MessageError::dependency(err)
-}
-
-fn permanent(err: impl Into<anyhow::Error>) -> MessageError {
-    MessageError::Permanent(err.into())
-}
-
-fn storage(err: StorageError) -> MessageError {
-    if err.is_retryable() {
-        retryable(err)
-    } else {
-        permanent(err)
-    }
 }
 
 impl Judge {
@@ -183,7 +166,11 @@ impl Judge {
         {
             return self.rejudge(review_id, policy_version).await;
         }
-        let result = self.artifacts.load_result(msg).await.map_err(storage)?;
+        let result = self
+            .artifacts
+            .load_result(msg)
+            .await
+            .map_err(MessageError::storage)?;
         let goal = result.goal_id;
         telemetry::identify(
             message,
@@ -205,22 +192,22 @@ impl Judge {
 
     async fn judge(&self, result: TaskResult, by: Instant) -> Result<(), MessageError> {
         if !result.commit_hash_matches() {
-            return Err(permanent(anyhow::anyhow!(
+            return Err(MessageError::permanent(anyhow::anyhow!(
                 "result {}: the commit hash does not match its content",
                 result.id
             )));
         }
         let state = judging::task_state(&self.pool, result.task_id)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
             .ok_or_else(|| {
-                permanent(anyhow::anyhow!(
+                MessageError::permanent(anyhow::anyhow!(
                     "result {} is for task {}, which does not exist",
                     result.id,
                     result.task_id
                 ))
             })?;
-        checks::belongs_to(&result, &state).map_err(permanent)?;
+        checks::belongs_to(&result, &state).map_err(MessageError::permanent)?;
         if result.attempt < state.attempt {
             tracing::info!(result_id = %result.id, attempt = result.attempt, current = state.attempt,
                            "result of an earlier attempt: dropped");
@@ -230,8 +217,8 @@ impl Judge {
             records::record_result(&self.pool, &result)
                 .await
                 .map_err(|err| match err {
-                    RecordError::Database(err) => retryable(err),
-                    refused => permanent(refused),
+                    RecordError::Database(err) => MessageError::dependency(err),
+                    refused => MessageError::permanent(refused),
                 })?;
         if !state.is_open_for(result.attempt) {
             return self.resume(&result, &state).await;
@@ -245,8 +232,8 @@ impl Judge {
         let findings = checks::inspect(&self.pool, &self.artifacts, &result, &state)
             .await
             .map_err(|e| match e {
-                checks::InspectError::Storage(err) => storage(err),
-                checks::InspectError::Database(err) => retryable(err),
+                checks::InspectError::Storage(err) => MessageError::storage(err),
+                checks::InspectError::Database(err) => MessageError::dependency(err),
             })?;
         let Assessed {
             result: judged,
@@ -385,7 +372,7 @@ impl Judge {
         if expected_action(result.task_kind).is_some() {
             let inherited = judging::inherited_risk_tags(&self.pool, result.task_id)
                 .await
-                .map_err(retryable)?;
+                .map_err(MessageError::dependency)?;
             if !inherited.is_empty() {
                 notes.push(format!(
                     "topics of the work it builds on (context, not a verdict): {}",
@@ -531,7 +518,9 @@ impl Judge {
                 self.retry(result, state, &feedback, RetryCause::Conflict, fresh)
                     .await
             }
-            Err(CommitRefused::Budget(BudgetError::Database(err))) => Err(retryable(err)),
+            Err(CommitRefused::Budget(BudgetError::Database(err))) => {
+                Err(MessageError::dependency(err))
+            }
             // Other payments took the day's auto-pay meanwhile: a person decides this one.
             Err(CommitRefused::Budget(BudgetError::OverLimit(why)))
                 if result.task_kind.is_financial()
@@ -545,7 +534,7 @@ impl Judge {
                 self.fail(result, state, &format!("CFO: {err}")).await
             }
             Err(CommitRefused::Quota(err)) => self.fail(result, state, &err.to_string()).await,
-            Err(CommitRefused::Commit(err)) => Err(retryable(err)),
+            Err(CommitRefused::Commit(err)) => Err(MessageError::dependency(err)),
         }
     }
 
@@ -586,7 +575,11 @@ impl Judge {
             text,
             platform: argument("platform"),
         };
-        if memory.remember(&said).await.map_err(retryable)? {
+        if memory
+            .remember(&said)
+            .await
+            .map_err(MessageError::dependency)?
+        {
             tracing::info!(task_id = %task.0, kind = kind.as_str(), "remembered what was said");
         }
         Ok(())
@@ -595,7 +588,7 @@ impl Judge {
     async fn settle(&self, state: &TaskState) -> Result<(), MessageError> {
         if let Some(status) = judging::settle_goal(&self.pool, state.goal_id)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
         {
             tracing::info!(goal_id = %state.goal_id, %status, "goal settled");
         }
@@ -630,7 +623,7 @@ impl Judge {
         };
         match judging::hold(&self.pool, result, &review)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
         {
             Decided::Done(()) => {
                 tracing::info!(result_id = %result.id, review_id = %review.id, "held for a human");
@@ -651,7 +644,7 @@ impl Judge {
     ) -> Result<(), MessageError> {
         match judging::retry(&self.pool, result, feedback, cause, &fresh_versions)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
         {
             Decided::Done(true) => {
                 match cause {
@@ -685,7 +678,7 @@ impl Judge {
         );
         match judging::fail(&self.pool, result, feedback, &review)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
         {
             Decided::Done(()) => {
                 tracing::warn!(result_id = %result.id, task_id = %result.task_id, feedback, "task failed: surfaced to humans");

@@ -21,7 +21,7 @@ use chimera_store::decisions::{self, Decision, Refused, Verdict};
 use chimera_store::rejudge::{self, Pending, Rehold};
 use chimera_store::{judging, records};
 
-use crate::{Judge, checks, hold_reasoning, retryable, risk_type, storage};
+use crate::{Judge, checks, hold_reasoning, risk_type};
 
 impl Judge {
     /// Judges review `id` again under policy `version`; returns the goal whose messages to send.
@@ -30,7 +30,10 @@ impl Judge {
         id: ReviewId,
         version: i32,
     ) -> Result<Option<GoalId>, MessageError> {
-        let Some(item) = rejudge::pending(&self.pool, id).await.map_err(retryable)? else {
+        let Some(item) = rejudge::pending(&self.pool, id)
+            .await
+            .map_err(MessageError::dependency)?
+        else {
             return self.late_or_forged(id, version).await.map(|()| None);
         };
         if item.current_policy < version {
@@ -45,17 +48,21 @@ impl Judge {
                            "re-judging: not for the agent's current policy, or done");
             return Ok(None);
         }
-        let mut conn = self.pool.acquire().await.map_err(retryable)?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(MessageError::dependency)?;
         let result = records::load_result_in(&mut conn, item.result)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
             .ok_or_else(|| {
                 MessageError::Permanent(anyhow::anyhow!("review {} has no result", id.0))
             })?;
         drop(conn);
         let state = judging::task_state(&self.pool, item.task)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
             .ok_or_else(|| {
                 MessageError::Permanent(anyhow::anyhow!("review {} has no task", id.0))
             })?;
@@ -65,8 +72,8 @@ impl Judge {
         let findings = checks::inspect(&self.pool, &self.artifacts, &result, &state)
             .await
             .map_err(|e| match e {
-                checks::InspectError::Storage(err) => storage(err),
-                checks::InspectError::Database(err) => retryable(err),
+                checks::InspectError::Storage(err) => MessageError::storage(err),
+                checks::InspectError::Database(err) => MessageError::dependency(err),
             })?;
         let tags: BTreeSet<RiskTag> = item
             .risk_tags
@@ -158,7 +165,7 @@ impl Judge {
             },
         )
         .await
-        .map_err(retryable)?;
+        .map_err(MessageError::dependency)?;
         tracing::info!(review_id = %item.review.0, version, held, "held again under the new policy");
         Ok(None)
     }
@@ -190,7 +197,7 @@ impl Judge {
                 self.planner.release(item.goal).await?;
                 judging::settle_goal(&self.pool, item.goal)
                     .await
-                    .map_err(retryable)?;
+                    .map_err(MessageError::dependency)?;
                 Ok(Some(item.goal))
             }
             // The state moved: the task is replanned (its message is in the outbox).
@@ -199,7 +206,7 @@ impl Judge {
                 Refused::NotFound | Refused::AlreadyDecided { .. } | Refused::PolicyMoved { .. },
             ) => Ok(None),
             Err(Refused::Budget(chimera_store::budget::BudgetError::Database(err))) => {
-                Err(retryable(err))
+                Err(MessageError::dependency(err))
             }
             Err(
                 refused @ (Refused::Budget(_)
@@ -220,7 +227,7 @@ impl Judge {
                 )
                 .await
             }
-            Err(Refused::Commit(err)) => Err(retryable(err)),
+            Err(Refused::Commit(err)) => Err(MessageError::dependency(err)),
         }
     }
 }
@@ -240,7 +247,10 @@ impl Judge {
     /// never had `version` (it was not written by a policy change: dead-lettered with the
     /// reason).
     async fn late_or_forged(&self, id: ReviewId, version: i32) -> Result<(), MessageError> {
-        match rejudge::standing(&self.pool, id).await.map_err(retryable)? {
+        match rejudge::standing(&self.pool, id)
+            .await
+            .map_err(MessageError::dependency)?
+        {
             None => Err(MessageError::Permanent(anyhow::anyhow!(
                 "a re-judging of review {}, which does not exist",
                 id.0

@@ -64,11 +64,6 @@ pub const MODEL_WAIT: Duration = Duration::from_secs(600);
 /// Memories recalled for a goal.
 const RECALLED: i64 = 3;
 
-/// A failed call to the database or a queue (see [`MessageError::dependency`]).
-fn retryable(err: impl Into<anyhow::Error>) -> MessageError {
-    MessageError::dependency(err)
-}
-
 impl PlannerService {
     /// From the environment (`DATABASE_URL`, the stage or `TASK_QUEUE_URL`), with the model's
     /// planner when a model is configured (`CHIMERA_LLM`), the template planner otherwise. Opens
@@ -192,7 +187,7 @@ impl PlannerService {
     async fn plan_goal(&self, goal_id: GoalId, by: Instant) -> Result<(), MessageError> {
         let ctx = dag::planning_context(&self.pool, goal_id)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
             .ok_or_else(|| {
                 MessageError::Permanent(anyhow::anyhow!("goal {} does not exist", goal_id.0))
             })?;
@@ -205,7 +200,7 @@ impl PlannerService {
             let (memories, memory_error) = self.recall(&ctx.goal, by).await;
             let week = engagement::week_summary(&self.pool, ctx.goal.agent_id, chrono::Utc::now())
                 .await
-                .map_err(retryable)?;
+                .map_err(MessageError::dependency)?;
             let agent = AgentContext {
                 handle: ctx.handle.clone(),
                 persona: ctx.persona.clone(),
@@ -249,7 +244,8 @@ impl PlannerService {
                     plan.meta.memory_error = memory_error;
                     plan.meta.week = Some(agent.week.clone());
                     with_memories(&mut plan.tasks, &agent.memories);
-                    let meta = serde_json::to_value(&plan.meta).map_err(retryable)?;
+                    let meta =
+                        serde_json::to_value(&plan.meta).map_err(MessageError::dependency)?;
                     let stored = dag::save_plan(
                         &self.pool,
                         goal_id,
@@ -258,7 +254,7 @@ impl PlannerService {
                         &meta,
                     )
                     .await
-                    .map_err(retryable)?;
+                    .map_err(MessageError::dependency)?;
                     tracing::info!(goal_id = %goal_id.0, tasks = plan.tasks.len(), stored,
                                    planner = plan.meta.planner, fallback = ?plan.meta.fallback, "goal planned");
                     if stored {
@@ -283,7 +279,7 @@ impl PlannerService {
                     tracing::warn!(goal_id = %goal_id.0, error = %err, "goal cannot be planned");
                     dag::fail_goal(&self.pool, goal_id)
                         .await
-                        .map_err(retryable)?;
+                        .map_err(MessageError::dependency)?;
                     return Ok(());
                 }
             }
@@ -307,7 +303,7 @@ impl PlannerService {
         let cause = format!("model-busy:{}", at.timestamp_millis());
         let deferred = dag::defer_goal(&self.pool, goal, &cause, at)
             .await
-            .map_err(retryable)?;
+            .map_err(MessageError::dependency)?;
         if deferred {
             tracing::info!(goal_id = %goal.0, reason = why, waited_secs = waited.as_secs(),
                            again_in_secs = wait.as_secs(), "the model is busy: the goal waits");
@@ -360,10 +356,10 @@ impl PlannerService {
         feedback: &str,
         fresh: &ReadSet,
     ) -> Result<Option<GoalId>, MessageError> {
-        let mut tx = self.pool.begin().await.map_err(retryable)?;
+        let mut tx = self.pool.begin().await.map_err(MessageError::dependency)?;
         let Some(mut next) = dag::next_attempt(&mut tx, task, after, feedback)
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::dependency)?
         else {
             drop(tx);
             return late_or_forged(&self.pool, task, after).await.map(|()| None);
@@ -373,9 +369,11 @@ impl PlannerService {
         let keys: Vec<StateKey> = next.read_set.keys().cloned().collect();
         next.read_set = occ::read_versions(&self.pool, next.agent_id, &keys)
             .await
-            .map_err(retryable)?;
-        dag::mark_queued(&mut tx, &next).await.map_err(retryable)?;
-        tx.commit().await.map_err(retryable)?;
+            .map_err(MessageError::dependency)?;
+        dag::mark_queued(&mut tx, &next)
+            .await
+            .map_err(MessageError::dependency)?;
+        tx.commit().await.map_err(MessageError::dependency)?;
         tracing::info!(task_id = %task.0, attempt = next.attempt, judge_saw = ?fresh, "task replanned");
         Ok(Some(next.goal_id))
     }
@@ -383,8 +381,10 @@ impl PlannerService {
     /// Releases the goal's tasks whose dependencies are committed (marked queued, their messages
     /// in the outbox, one transaction); returns how many. The caller flushes the goal's rows.
     pub async fn release(&self, goal: GoalId) -> Result<usize, MessageError> {
-        let mut tx = self.pool.begin().await.map_err(retryable)?;
-        let ready = dag::lock_ready(&mut tx, goal).await.map_err(retryable)?;
+        let mut tx = self.pool.begin().await.map_err(MessageError::dependency)?;
+        let ready = dag::lock_ready(&mut tx, goal)
+            .await
+            .map_err(MessageError::dependency)?;
         let mut released = 0;
         for mut task in ready {
             let mut produced = HashMap::new();
@@ -399,7 +399,7 @@ impl PlannerService {
                 };
                 if let Some(artifact) = dag::committed_artifact(&mut tx, TaskId(dep))
                     .await
-                    .map_err(retryable)?
+                    .map_err(MessageError::dependency)?
                 {
                     produced.insert(TaskId(dep), artifact);
                 }
@@ -408,17 +408,19 @@ impl PlannerService {
                 tracing::warn!(task_id = %task.id.0, reason, "task cannot be released");
                 dag::fail_task(&mut tx, task.id, &reason)
                     .await
-                    .map_err(retryable)?;
+                    .map_err(MessageError::dependency)?;
                 continue;
             }
             let keys: Vec<StateKey> = task.read_set.keys().cloned().collect();
             task.read_set = occ::read_versions(&self.pool, task.agent_id, &keys)
                 .await
-                .map_err(retryable)?;
-            dag::mark_queued(&mut tx, &task).await.map_err(retryable)?;
+                .map_err(MessageError::dependency)?;
+            dag::mark_queued(&mut tx, &task)
+                .await
+                .map_err(MessageError::dependency)?;
             released += 1;
         }
-        tx.commit().await.map_err(retryable)?;
+        tx.commit().await.map_err(MessageError::dependency)?;
         if released > 0 {
             tracing::info!(goal_id = %goal.0, released, "tasks released");
         }
@@ -449,7 +451,10 @@ async fn late_or_forged(
     task: TaskId,
     after: Option<u32>,
 ) -> Result<(), MessageError> {
-    let Some((status, attempt)) = dag::standing(pool, task).await.map_err(retryable)? else {
+    let Some((status, attempt)) = dag::standing(pool, task)
+        .await
+        .map_err(MessageError::dependency)?
+    else {
         return Err(MessageError::Permanent(anyhow::anyhow!(
             "a replan for task {}, which does not exist",
             task.0

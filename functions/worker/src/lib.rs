@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chimera_aws::Clients;
-use chimera_aws::artifacts::{ArtifactStore, StorageError};
+use chimera_aws::artifacts::ArtifactStore;
 use chimera_aws::batch::{MessageError, decode_body, report, run_batch};
 use chimera_aws::handler::QueueHandler;
 use chimera_aws::idempotency::{Claim, IdempotencyError, IdempotencyStore};
@@ -221,7 +221,7 @@ impl Worker {
             .idempotency
             .claim(&key, &payload_hash, lease_until(deadline))
             .await
-            .map_err(retryable)?
+            .map_err(MessageError::retryable)?
         {
             Claim::Acquired { token } => token,
             Claim::Completed { outcome } => {
@@ -259,7 +259,7 @@ impl Worker {
                 self.idempotency
                     .complete(&key, &token, &body)
                     .await
-                    .map_err(retryable)?;
+                    .map_err(MessageError::retryable)?;
                 Ok(Worked::Produced)
             }
             Err(err) => {
@@ -354,7 +354,7 @@ impl Worker {
                 .artifacts
                 .put(&produced.bytes, &produced.media_type)
                 .await
-                .map_err(storage)?;
+                .map_err(MessageError::storage)?;
             assets.push(NewAsset {
                 id: derived_uuid(&format!("asset:{}:{index}", result_id.0)),
                 tenant_id: task.tenant_id.0,
@@ -400,14 +400,14 @@ impl Worker {
             disclosure_level: outcome.disclosure_level,
             read_set: task.read_set.clone(),
             write_set: task.write_set.clone(),
-            commit_hash: CommitHash::parse("0".repeat(64)).map_err(permanent)?,
+            commit_hash: CommitHash::parse("0".repeat(64)).map_err(MessageError::permanent)?,
         };
         result.commit_hash = result.compute_commit_hash();
         let body = self
             .artifacts
             .result_message(&result)
             .await
-            .map_err(storage)?;
+            .map_err(MessageError::storage)?;
         // The provenance and the message that takes the result to the judge commit together.
         let message = outbox::Message::result_body(task.goal_id, result_id.0, body.clone());
         provenance::record_assets(&self.pool, &assets, &message)
@@ -491,25 +491,13 @@ pub fn idempotency_key(task: &Task) -> String {
 }
 
 fn payload_hash(task: &Task) -> Result<String, MessageError> {
-    let bytes = serde_json::to_vec(task).map_err(permanent)?;
+    let bytes = serde_json::to_vec(task).map_err(MessageError::permanent)?;
     Ok(hex::encode(Sha256::digest(bytes)))
 }
 
 /// The result of a task attempt has one id, however often the attempt runs.
 pub fn result_id(task: &Task) -> ResultId {
     ResultId(derived_uuid(&idempotency_key(task)))
-}
-
-fn retryable(err: IdempotencyError) -> MessageError {
-    MessageError::Retryable(err.into())
-}
-
-fn storage(err: StorageError) -> MessageError {
-    if err.is_retryable() {
-        MessageError::Retryable(err.into())
-    } else {
-        MessageError::Permanent(err.into())
-    }
 }
 
 /// When a claim taken or renewed now expires: one lease from now, but never past the
@@ -521,8 +509,4 @@ fn lease_until(deadline: SystemTime) -> SystemTime {
         .checked_sub(CLAIM_MARGIN)
         .filter(|t| *t > now)
         .map_or(now + CLAIM_MARGIN, |limit| limit.min(lease))
-}
-
-fn permanent(err: impl std::error::Error + Send + Sync + 'static) -> MessageError {
-    MessageError::Permanent(err.into())
 }
