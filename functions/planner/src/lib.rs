@@ -220,20 +220,16 @@ impl PlannerService {
                     }
                     tracing::warn!(goal_id = %goal_id.0, reason = %why, waited_secs = waited.as_secs(),
                                    "the model stayed unavailable: the templates plan");
-                    TemplatePlanner
-                        .tasks(&ctx.goal, &agent)
-                        .map(|tasks| plan::Plan {
-                            tasks,
-                            meta: plan::PlanMeta {
-                                planner: "template".into(),
-                                fallback: Some(format!(
-                                    "the model stayed unavailable for {} s: {why}",
-                                    waited.as_secs()
-                                )),
-                                fallback_kind: Some(plan::Fallback::Unavailable),
-                                ..plan::PlanMeta::default()
-                            },
-                        })
+                    TemplatePlanner.fallback(
+                        &ctx.goal,
+                        &agent,
+                        plan::Fallback::Unavailable,
+                        format!(
+                            "the model stayed unavailable for {} s: {why}",
+                            waited.as_secs()
+                        ),
+                        plan::PlanMeta::default(),
+                    )
                 }
                 other => other,
             };

@@ -188,16 +188,7 @@ impl LlmPlanner {
             )));
         };
         tracing::warn!(goal_id = %goal.id.0, reason = %fallback, "the model's plan is not used: the templates plan");
-        let tasks = TemplatePlanner.tasks(goal, agent)?;
-        Ok(Plan {
-            tasks,
-            meta: PlanMeta {
-                planner: "template".into(),
-                fallback: Some(fallback),
-                fallback_kind: Some(kind),
-                ..meta
-            },
-        })
+        TemplatePlanner.fallback(goal, agent, kind, fallback, meta)
     }
 }
 

@@ -246,6 +246,27 @@ impl TemplatePlanner {
     pub fn tasks(&self, goal: &Goal, agent: &AgentContext) -> Result<Vec<Task>, PlanError> {
         Choices::template(&goal.kind).tasks(goal, agent)
     }
+
+    /// The template plan of `goal` where a model was asked and is not used: `meta` (what the
+    /// model's calls cost) with why, and of which `kind`.
+    pub fn fallback(
+        &self,
+        goal: &Goal,
+        agent: &AgentContext,
+        kind: Fallback,
+        why: String,
+        meta: PlanMeta,
+    ) -> Result<Plan, PlanError> {
+        Ok(Plan {
+            tasks: self.tasks(goal, agent)?,
+            meta: PlanMeta {
+                planner: "template".into(),
+                fallback: Some(why),
+                fallback_kind: Some(kind),
+                ..meta
+            },
+        })
+    }
 }
 
 /// What a plan chooses: whether the goal's optional steps run, and the angle of each text
